@@ -1,0 +1,417 @@
+//! The configuration file: TOML -> `RawConfig` (serde, `deny_unknown_fields`) -> `validate()` ->
+//! typed `Config`. Every semantic problem is collected and reported with its key path, so an
+//! operator fixes a file in one pass. Touches no sockets and no runtime state.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::Name;
+
+/// One problem found while loading configuration or zones: where, and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// `file:line`, `file: key.path` or `file: name` (whatever pins the problem down best).
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Every problem found, in file order. Never empty.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} problem{}:", if n == 1 { "" } else { "s" })?;
+        for p in &self.0 {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    dns: Option<RawDns>,
+    log: Option<RawLog>,
+    #[serde(default)]
+    zone: Vec<RawZone>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    listen: Option<Vec<String>>,
+    udp_workers: Option<i64>,
+    udp_max_payload: Option<i64>,
+    tcp_max_connections: Option<i64>,
+    tcp_idle_timeout: Option<String>,
+    tcp_io_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    origin: String,
+    file: String,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub dns: DnsConfig,
+    pub log: LogConfig,
+    pub zones: Vec<ZoneConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Each address serves UDP and TCP.
+    pub listen: Vec<SocketAddr>,
+    /// UDP worker threads per listen address, each with its own SO_REUSEPORT socket.
+    pub udp_workers: usize,
+    /// EDNS UDP payload size weir advertises and the cap on UDP answers (DNS Flag Day 2020).
+    pub udp_max_payload: u16,
+    pub tcp_max_connections: usize,
+    /// How long an idle TCP connection stays open between queries (RFC 7766 6.2.3).
+    pub tcp_idle_timeout: Duration,
+    /// How long one message may take to arrive once its first byte has, or to be written.
+    pub tcp_io_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `weir=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+    pub json: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZoneConfig {
+    pub origin: Name,
+    /// Resolved against the config file's folder.
+    pub file: PathBuf,
+}
+
+/// Defaults, written once here and mirrored in config/weir.toml (a test keeps them equal).
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:5353";
+    pub const UDP_WORKERS: i64 = 0;
+    pub const UDP_MAX_PAYLOAD: i64 = 1232;
+    pub const TCP_MAX_CONNECTIONS: i64 = 1024;
+    pub const TCP_IDLE_TIMEOUT: &str = "10s";
+    pub const TCP_IO_TIMEOUT: &str = "5s";
+    pub const LOG_LEVEL: &str = "info";
+    pub const LOG_FORMAT: &str = "text";
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, Problems> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem {
+            location: path.display().to_string(),
+            message: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `path` names the file in messages and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, Problems> {
+    let file = path.display().to_string();
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let location = match e.span() {
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("{file}:{line}")
+            }
+            None => file.clone(),
+        };
+        Problems(vec![Problem {
+            location,
+            message: e.message().trim().to_string(),
+        }])
+    })?;
+    validate(raw, path)
+}
+
+struct Collector<'a> {
+    file: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Collector<'_> {
+    fn push(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            location: format!("{}: {key}", self.file),
+            message: message.into(),
+        });
+    }
+
+    fn int_in(&mut self, key: &str, value: i64, min: i64, max: i64) -> i64 {
+        if value < min || value > max {
+            self.push(key, format!("{value} is out of range {min}..={max}"));
+        }
+        value.clamp(min, max)
+    }
+
+    fn duration(&mut self, key: &str, text: &str) -> Duration {
+        match humantime::parse_duration(text) {
+            Ok(d) if d > Duration::ZERO => d,
+            Ok(_) => {
+                self.push(key, "must be longer than zero");
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                self.push(key, format!("`{text}` is not a duration like \"5s\": {e}"));
+                Duration::from_secs(1)
+            }
+        }
+    }
+}
+
+fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
+    let file = path.display().to_string();
+    let mut c = Collector {
+        file: &file,
+        problems: Vec::new(),
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+
+    let dns = raw.dns.unwrap_or_default();
+    let listen_text = dns
+        .listen
+        .unwrap_or_else(|| vec![defaults::LISTEN.to_string()]);
+    if listen_text.is_empty() {
+        c.push("dns.listen", "needs at least one address");
+    }
+    let mut listen = Vec::new();
+    for (i, text) in listen_text.iter().enumerate() {
+        match text.parse::<SocketAddr>() {
+            Ok(addr) if listen.contains(&addr) => {
+                c.push(&format!("dns.listen[{i}]"), format!("`{text}` is listed twice"));
+            }
+            Ok(addr) => listen.push(addr),
+            Err(_) => c.push(
+                &format!("dns.listen[{i}]"),
+                format!("`{text}` is not an address with a port, like \"127.0.0.1:5353\" or \"[::1]:5353\""),
+            ),
+        }
+    }
+    let udp_workers = c.int_in(
+        "dns.udp_workers",
+        dns.udp_workers.unwrap_or(defaults::UDP_WORKERS),
+        0,
+        256,
+    ) as usize;
+    let udp_max_payload = c.int_in(
+        "dns.udp_max_payload",
+        dns.udp_max_payload.unwrap_or(defaults::UDP_MAX_PAYLOAD),
+        512,
+        4096,
+    ) as u16;
+    let tcp_max_connections = c.int_in(
+        "dns.tcp_max_connections",
+        dns.tcp_max_connections
+            .unwrap_or(defaults::TCP_MAX_CONNECTIONS),
+        1,
+        1_000_000,
+    ) as usize;
+    let tcp_idle_timeout = c.duration(
+        "dns.tcp_idle_timeout",
+        dns.tcp_idle_timeout
+            .as_deref()
+            .unwrap_or(defaults::TCP_IDLE_TIMEOUT),
+    );
+    let tcp_io_timeout = c.duration(
+        "dns.tcp_io_timeout",
+        dns.tcp_io_timeout
+            .as_deref()
+            .unwrap_or(defaults::TCP_IO_TIMEOUT),
+    );
+
+    let log = raw.log.unwrap_or_default();
+    let level = log.level.unwrap_or_else(|| defaults::LOG_LEVEL.into());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+        c.push("log.level", format!("`{level}` is not a log filter: {e}"));
+    }
+    let json = match log.format.as_deref().unwrap_or(defaults::LOG_FORMAT) {
+        "text" => false,
+        "json" => true,
+        other => {
+            c.push(
+                "log.format",
+                format!("`{other}` is not one of \"text\", \"json\""),
+            );
+            false
+        }
+    };
+
+    if raw.zone.is_empty() {
+        c.push(
+            "zone",
+            "no [[zone]] is configured; weir would answer REFUSED to everything",
+        );
+    }
+    let mut zones: Vec<ZoneConfig> = Vec::new();
+    for (i, z) in raw.zone.iter().enumerate() {
+        let key = format!("zone[{i}]");
+        let origin = match Name::parse(&z.origin) {
+            Ok(origin) => origin,
+            Err(e) => {
+                c.push(&format!("{key}.origin"), format!("`{}`: {e}", z.origin));
+                continue;
+            }
+        };
+        if origin == Name::root() {
+            c.push(
+                &format!("{key}.origin"),
+                "weir does not serve the root zone",
+            );
+            continue;
+        }
+        if zones.iter().any(|other| other.origin == origin) {
+            c.push(
+                &format!("{key}.origin"),
+                format!("zone `{origin}` is configured twice"),
+            );
+            continue;
+        }
+        if z.file.is_empty() {
+            c.push(&format!("{key}.file"), "is empty");
+            continue;
+        }
+        zones.push(ZoneConfig {
+            origin,
+            file: base.join(&z.file),
+        });
+    }
+
+    if !c.problems.is_empty() {
+        return Err(Problems(c.problems));
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        dns: DnsConfig {
+            listen,
+            udp_workers,
+            udp_max_payload,
+            tcp_max_connections,
+            tcp_idle_timeout,
+            tcp_io_timeout,
+        },
+        log: LogConfig { level, json },
+        zones,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text, Path::new("/etc/weir/weir.toml")) {
+            Ok(_) => Vec::new(),
+            Err(Problems(p)) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolves_paths() {
+        let config = parse(
+            "[[zone]]\norigin = \"Example.com\"\nfile = \"zones/example.com.zone\"\n",
+            Path::new("/etc/weir/weir.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.dns.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(config.dns.udp_max_payload, 1232);
+        assert_eq!(config.dns.tcp_idle_timeout, Duration::from_secs(10));
+        assert_eq!(config.zones[0].origin.to_string(), "example.com.");
+        assert_eq!(
+            config.zones[0].file,
+            Path::new("/etc/weir/zones/example.com.zone")
+        );
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_with_its_key_path() {
+        let got = problems(
+            r#"
+[dns]
+listen = ["127.0.0.1:53", "localhost", "127.0.0.1:53"]
+udp_max_payload = 100
+tcp_idle_timeout = "soon"
+[log]
+format = "xml"
+[[zone]]
+origin = "a..b"
+file = "x"
+[[zone]]
+origin = "example.com."
+file = "x"
+[[zone]]
+origin = "EXAMPLE.com"
+file = "y"
+"#,
+        );
+        let want = [
+            "/etc/weir/weir.toml: dns.listen[1]: `localhost` is not an address with a port",
+            "/etc/weir/weir.toml: dns.listen[2]: `127.0.0.1:53` is listed twice",
+            "/etc/weir/weir.toml: dns.udp_max_payload: 100 is out of range 512..=4096",
+            "/etc/weir/weir.toml: dns.tcp_idle_timeout: `soon` is not a duration",
+            "/etc/weir/weir.toml: log.format: `xml` is not one of",
+            "/etc/weir/weir.toml: zone[0].origin: `a..b`",
+            "/etc/weir/weir.toml: zone[2].origin: zone `example.com.` is configured twice",
+        ];
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.starts_with(w), "{g:?} should start with {w:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_and_syntax_errors_carry_the_line() {
+        let got = problems("[dns]\nlisten = [\"127.0.0.1:53\"]\nlisen = 1\n");
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].starts_with("/etc/weir/weir.toml:3: unknown field `lisen`"),
+            "{got:?}"
+        );
+
+        let got = problems("[dns\n");
+        assert!(got[0].starts_with("/etc/weir/weir.toml:1: "), "{got:?}");
+
+        let got = problems("[dns]\nudp_workers = \"four\"\n");
+        assert!(
+            got[0].starts_with("/etc/weir/weir.toml:2: invalid type"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn no_zone_is_a_problem() {
+        let got = problems("");
+        assert_eq!(got.len(), 1);
+        assert!(got[0].contains("no [[zone]] is configured"), "{got:?}");
+    }
+}

@@ -1,0 +1,105 @@
+//! The `weir` command: parses arguments, sets up logging and the runtime, maps outcomes to exit
+//! codes (0 ok, 64 usage, 78 bad config, 1 anything else). Holds no logic.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const EX_USAGE: u8 = 64;
+const EX_CONFIG: u8 = 78;
+
+/// weir: an authoritative DNS server for zone files and weighted, health-checked names.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve DNS for the configured zones until SIGTERM or SIGINT (SIGHUP reloads config and zones).
+    Serve {
+        /// The config file (TOML). Zone file paths in it are relative to its folder.
+        #[arg(long, short, env = "WEIR_CONFIG", default_value = "config/weir.toml")]
+        config: PathBuf,
+    },
+    /// Validate the config and every zone file, list every problem, and exit (78 if any).
+    Check {
+        /// The config file (TOML).
+        #[arg(long, short, env = "WEIR_CONFIG", default_value = "config/weir.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Check { config } => match weir::app::check(&config) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprint!("{problems}");
+                ExitCode::from(EX_CONFIG)
+            }
+        },
+        Command::Serve { config } => serve(&config),
+    }
+}
+
+fn serve(path: &std::path::Path) -> ExitCode {
+    let (config, snapshot) = match weir::state::load(path, 1) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            eprint!("weir: not starting, the configuration has {problems}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    init_tracing(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("weir")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weir: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(weir::app::serve(config, snapshot)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "weir stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(log: &weir::config::LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

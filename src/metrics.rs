@@ -1,0 +1,203 @@
+//! Every metric weir exports, on weir's own Prometheus registry. Label values are resolved once
+//! at start-up into plain counter handles, so the query path only does an atomic add.
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+use crate::dns::wire::DropReason;
+use crate::snapshot::Rcode;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+const TRANSPORTS: [(Transport, &str); 2] = [(Transport::Udp, "udp"), (Transport::Tcp, "tcp")];
+const RCODES: [(Rcode, &str); 7] = [
+    (Rcode::NoError, "NOERROR"),
+    (Rcode::FormErr, "FORMERR"),
+    (Rcode::ServFail, "SERVFAIL"),
+    (Rcode::NxDomain, "NXDOMAIN"),
+    (Rcode::NotImp, "NOTIMP"),
+    (Rcode::Refused, "REFUSED"),
+    (Rcode::BadVers, "BADVERS"),
+];
+const DROP_REASONS: [(DropReason, &str); 2] = [
+    (DropReason::Short, "short"),
+    (DropReason::Response, "qr_set"),
+];
+
+fn rcode_index(rcode: Rcode) -> usize {
+    RCODES.iter().position(|(r, _)| *r == rcode).unwrap_or(0)
+}
+
+fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+    }
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    responses: Vec<[IntCounter; RCODES.len()]>,
+    truncated: [IntCounter; 2],
+    dropped: [IntCounter; 2],
+    send_failed: [IntCounter; 2],
+    tcp_open: IntGauge,
+    tcp_refused: IntCounter,
+    snapshot_generation: IntGauge,
+    reloads: IntCounterVec,
+}
+
+/// Decrements the open-connections gauge when a TCP connection ends.
+#[derive(Debug)]
+pub struct OpenConnection<'m>(&'m IntGauge);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Metrics {
+    #[allow(
+        clippy::expect_used,
+        reason = "metric names are constants; a bad one is a bug caught by every test"
+    )]
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("weir".into()), None).expect("registry");
+        let register = |c: Box<dyn prometheus::core::Collector>| {
+            registry.register(c).expect("unique metric");
+        };
+        let responses_vec = IntCounterVec::new(
+            Opts::new(
+                "dns_responses_total",
+                "DNS responses sent, by transport and RCODE",
+            ),
+            &["transport", "rcode"],
+        )
+        .expect("metric");
+        let truncated_vec = IntCounterVec::new(
+            Opts::new(
+                "dns_truncated_total",
+                "Responses sent with TC=1, by transport",
+            ),
+            &["transport"],
+        )
+        .expect("metric");
+        let dropped_vec = IntCounterVec::new(
+            Opts::new(
+                "dns_dropped_total",
+                "Packets dropped without an answer, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        let send_failed_vec = IntCounterVec::new(
+            Opts::new("dns_send_failed_total", "Responses that could not be sent"),
+            &["transport"],
+        )
+        .expect("metric");
+        let tcp_open =
+            IntGauge::new("dns_tcp_connections_open", "Open TCP connections").expect("metric");
+        let tcp_refused = IntCounter::new(
+            "dns_tcp_connections_refused_total",
+            "TCP connections closed at once because the connection cap was reached",
+        )
+        .expect("metric");
+        let snapshot_generation = IntGauge::new(
+            "snapshot_generation",
+            "Generation of the snapshot being served",
+        )
+        .expect("metric");
+        let reloads = IntCounterVec::new(
+            Opts::new("reloads_total", "Config and zone reloads, by result"),
+            &["result"],
+        )
+        .expect("metric");
+
+        let responses = TRANSPORTS
+            .iter()
+            .map(|(_, t)| RCODES.map(|(_, r)| responses_vec.with_label_values(&[*t, r])))
+            .collect();
+        let truncated = TRANSPORTS.map(|(_, t)| truncated_vec.with_label_values(&[t]));
+        let dropped = DROP_REASONS.map(|(_, r)| dropped_vec.with_label_values(&[r]));
+        let send_failed = TRANSPORTS.map(|(_, t)| send_failed_vec.with_label_values(&[t]));
+        for result in ["ok", "failed"] {
+            reloads.with_label_values(&[result]);
+        }
+        register(Box::new(responses_vec));
+        register(Box::new(truncated_vec));
+        register(Box::new(dropped_vec));
+        register(Box::new(send_failed_vec));
+        register(Box::new(tcp_open.clone()));
+        register(Box::new(tcp_refused.clone()));
+        register(Box::new(snapshot_generation.clone()));
+        register(Box::new(reloads.clone()));
+        Metrics {
+            registry,
+            responses,
+            truncated,
+            dropped,
+            send_failed,
+            tcp_open,
+            tcp_refused,
+            snapshot_generation,
+            reloads,
+        }
+    }
+
+    pub fn answered(&self, transport: Transport, rcode: Rcode, truncated: bool) {
+        let t = transport_index(transport);
+        self.responses[t][rcode_index(rcode)].inc();
+        if truncated {
+            self.truncated[t].inc();
+        }
+    }
+
+    pub fn dropped(&self, reason: DropReason) {
+        let i = DROP_REASONS
+            .iter()
+            .position(|(r, _)| *r == reason)
+            .unwrap_or(0);
+        self.dropped[i].inc();
+    }
+
+    pub fn send_failed(&self, transport: Transport) {
+        self.send_failed[transport_index(transport)].inc();
+    }
+
+    pub fn tcp_open(&self) -> OpenConnection<'_> {
+        self.tcp_open.inc();
+        OpenConnection(&self.tcp_open)
+    }
+
+    pub fn tcp_refused(&self) {
+        self.tcp_refused.inc();
+    }
+
+    pub fn published(&self, generation: u64) {
+        self.snapshot_generation.set(generation as i64);
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

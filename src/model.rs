@@ -1,0 +1,260 @@
+//! Plain data shared by the loader, the snapshot and the wire code: domain names, record types,
+//! records. No I/O, no tokio, no hickory types: everything here is built once at load time and
+//! read by the query path.
+
+use std::fmt;
+
+/// Record type codes weir treats specially (RFC 1035 3.2.2, RFC 3596, RFC 2782, RFC 6891,
+/// RFC 1995, RFC 5936, RFC 8482). Any other type is served opaquely from its wire rdata.
+pub mod rtype {
+    pub const A: u16 = 1;
+    pub const NS: u16 = 2;
+    pub const CNAME: u16 = 5;
+    pub const SOA: u16 = 6;
+    pub const PTR: u16 = 12;
+    pub const MX: u16 = 15;
+    pub const TXT: u16 = 16;
+    pub const AAAA: u16 = 28;
+    pub const SRV: u16 = 33;
+    pub const DNAME: u16 = 39;
+    pub const OPT: u16 = 41;
+    pub const DS: u16 = 43;
+    pub const IXFR: u16 = 251;
+    pub const AXFR: u16 = 252;
+    pub const ANY: u16 = 255;
+}
+
+/// Class IN (RFC 1035 3.2.4); the only class weir serves.
+pub const CLASS_IN: u16 = 1;
+
+/// Longest domain name in wire form (RFC 1035 2.3.4: "names - 255 octets or less").
+pub const MAX_NAME_LEN: usize = 255;
+
+/// An absolute domain name in uncompressed wire form, lowercased, ending with the root label.
+/// Lowercasing once at load time lets the query path compare names with plain byte equality.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Box<[u8]>);
+
+impl Name {
+    /// The root name, `.`.
+    pub fn root() -> Self {
+        Name(Box::new([0]))
+    }
+
+    /// Wraps wire bytes that the caller has already validated and lowercased.
+    pub(crate) fn from_lower_wire(wire: &[u8]) -> Self {
+        Name(wire.into())
+    }
+
+    /// Parses presentation form (`www.example.com.` or relative to nothing: the trailing dot is
+    /// optional). Backslash escapes are not needed for the names of a config file and are rejected.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.strip_suffix('.').unwrap_or(text);
+        let mut wire = Vec::with_capacity(text.len() + 2);
+        if !text.is_empty() {
+            for label in text.split('.') {
+                if label.is_empty() {
+                    return Err(format!("`{text}` has an empty label"));
+                }
+                if label.len() > 63 {
+                    return Err(format!("label `{label}` is longer than 63 octets"));
+                }
+                if label.contains(['\\', ' ', '"', ';', '(', ')']) {
+                    return Err(format!("label `{label}` has a character not allowed here"));
+                }
+                wire.push(label.len() as u8);
+                wire.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+            }
+        }
+        wire.push(0);
+        if wire.len() > MAX_NAME_LEN {
+            return Err(format!("`{text}` is longer than 255 octets"));
+        }
+        Ok(Name(wire.into()))
+    }
+
+    pub fn wire(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn label_count(&self) -> usize {
+        label_starts(&self.0).count()
+    }
+
+    /// True when `self` equals `other` or lies below it.
+    pub fn is_at_or_below(&self, other: &Name) -> bool {
+        is_suffix(&self.0, &other.0)
+    }
+
+    /// The name one label up, or `None` for the root.
+    pub fn parent(&self) -> Option<Name> {
+        let first = *self.0.first()? as usize;
+        if first == 0 {
+            return None;
+        }
+        Some(Name(self.0[1 + first..].into()))
+    }
+
+    /// True for a name whose first label is `*` (RFC 4592 2.1.1).
+    pub fn is_wildcard(&self) -> bool {
+        self.0.starts_with(&[1, b'*'])
+    }
+}
+
+/// Offsets of every label start in a wire name, from the first label to the root label.
+pub fn label_starts(wire: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut at = Some(0usize);
+    std::iter::from_fn(move || {
+        let here = at?;
+        let len = *wire.get(here)? as usize;
+        at = if len == 0 { None } else { Some(here + 1 + len) };
+        Some(here)
+    })
+}
+
+/// True when wire name `name` equals `suffix` or ends with it on a label boundary.
+pub fn is_suffix(name: &[u8], suffix: &[u8]) -> bool {
+    name.len() >= suffix.len()
+        && label_starts(name).any(|at| name.len() - at == suffix.len() && name[at..] == *suffix)
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.len() == 1 {
+            return f.write_str(".");
+        }
+        for at in label_starts(&self.0) {
+            let len = self.0[at] as usize;
+            if len == 0 {
+                break;
+            }
+            for &b in &self.0[at + 1..at + 1 + len] {
+                if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
+                    write!(f, "{}", b as char)?;
+                } else {
+                    write!(f, "\\{b:03}")?;
+                }
+            }
+            f.write_str(".")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Name({self})")
+    }
+}
+
+/// Record data. Types whose rdata holds names that RFC 3597 4 lets a server compress
+/// (NS, CNAME, PTR, MX, SOA) keep their names so the writer can compress them; SRV keeps its
+/// target for additional-section processing but is written uncompressed (RFC 2782); every other
+/// type is kept as its wire rdata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rdata {
+    /// NS, CNAME, PTR, DNAME: a single name.
+    Name(Name),
+    Mx {
+        preference: u16,
+        exchange: Name,
+    },
+    Soa(Box<Soa>),
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: Name,
+    },
+    /// Uncompressed wire rdata (A, AAAA, TXT, CAA, ...).
+    Opaque(Box<[u8]>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Soa {
+    pub mname: Name,
+    pub rname: Name,
+    pub serial: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    pub minimum: u32,
+}
+
+/// One resource record as loaded from a zone file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub owner: Name,
+    pub rtype: u16,
+    pub ttl: u32,
+    pub rdata: Rdata,
+}
+
+/// All records of one owner and type. RFC 2181 5.2: the TTLs of an RRset must match, so the
+/// loader keeps the smallest one for the whole set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RRset {
+    pub rtype: u16,
+    pub ttl: u32,
+    pub rdatas: Vec<Rdata>,
+}
+
+/// A record type's mnemonic, for messages and logs.
+pub fn rtype_name(rtype: u16) -> String {
+    match rtype {
+        rtype::A => "A".into(),
+        rtype::NS => "NS".into(),
+        rtype::CNAME => "CNAME".into(),
+        rtype::SOA => "SOA".into(),
+        rtype::PTR => "PTR".into(),
+        rtype::MX => "MX".into(),
+        rtype::TXT => "TXT".into(),
+        rtype::AAAA => "AAAA".into(),
+        rtype::SRV => "SRV".into(),
+        rtype::DNAME => "DNAME".into(),
+        rtype::DS => "DS".into(),
+        other => format!("TYPE{other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_lowercases_and_round_trips() {
+        let n = Name::parse("WWW.Example.COM.").unwrap();
+        assert_eq!(n.wire(), b"\x03www\x07example\x03com\x00");
+        assert_eq!(n.to_string(), "www.example.com.");
+        assert_eq!(n.label_count(), 4);
+        assert_eq!(Name::parse(".").unwrap(), Name::root());
+        assert_eq!(Name::root().to_string(), ".");
+    }
+
+    #[test]
+    fn parse_rejects_bad_names() {
+        assert!(Name::parse("a..b").is_err());
+        assert!(Name::parse(&"x".repeat(64)).is_err());
+        let long = vec!["abcdefghi"; 30].join(".");
+        assert!(Name::parse(&long).is_err());
+    }
+
+    #[test]
+    fn suffix_is_label_aligned() {
+        let www = Name::parse("www.example.com").unwrap();
+        let apex = Name::parse("example.com").unwrap();
+        let other = Name::parse("ample.com").unwrap();
+        assert!(www.is_at_or_below(&apex));
+        assert!(apex.is_at_or_below(&apex));
+        assert!(!www.is_at_or_below(&other));
+        assert!(!apex.is_at_or_below(&www));
+        assert_eq!(www.parent().unwrap(), apex);
+        assert_eq!(Name::root().parent(), None);
+    }
+
+    #[test]
+    fn wildcard_detection() {
+        assert!(Name::parse("*.example.com").unwrap().is_wildcard());
+        assert!(!Name::parse("x*.example.com").unwrap().is_wildcard());
+    }
+}

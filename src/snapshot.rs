@@ -1,0 +1,349 @@
+//! The immutable `Snapshot` the query path reads, `build()` that makes one from loaded zones, and
+//! `answer()`: the authoritative lookup (RFC 1034 4.3.2, RFC 4592 wildcards, RFC 2308 negative
+//! answers, RFC 8020 empty non-terminals, RFC 8482 ANY). `answer()` never blocks, never locks
+//! and allocates only when an answer has more sections than the inline capacity below.
+
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+
+use crate::model::{CLASS_IN, MAX_NAME_LEN, Name, RRset, Rdata, label_starts, rtype};
+use crate::zones::Zone;
+
+/// Longest CNAME chain followed inside a zone before answering with what we have (as Knot).
+const MAX_CNAME_CHAIN: usize = 8;
+
+/// Response codes `answer()` can produce (RFC 1035 4.1.1, RFC 6891 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Rcode {
+    NoError = 0,
+    FormErr = 1,
+    ServFail = 2,
+    NxDomain = 3,
+    NotImp = 4,
+    Refused = 5,
+    BadVers = 16,
+}
+
+/// What `answer()` is asked: the question with its name lowercased in wire form.
+#[derive(Clone, Copy, Debug)]
+pub struct Question<'q> {
+    pub name: &'q [u8],
+    pub qtype: u16,
+    pub qclass: u16,
+}
+
+/// Whose name a record is written under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner<'a> {
+    /// The question's name, written as a pointer to the question so its case is echoed.
+    Query,
+    /// A name from the snapshot (CNAME targets, the apex, delegation points, glue).
+    Name(&'a [u8]),
+}
+
+/// One RRset to write into a section.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry<'a> {
+    pub owner: Owner<'a>,
+    pub rrset: &'a RRset,
+    /// Additional-section data the answer is incomplete without (in-domain glue of a referral,
+    /// RFC 9471): if it does not fit, the response is truncated instead of silently shortened.
+    pub required: bool,
+}
+
+/// The computed answer, independent of the wire.
+#[derive(Debug)]
+pub struct Answer<'a> {
+    pub rcode: Rcode,
+    pub authoritative: bool,
+    pub answer: SmallVec<[Entry<'a>; 4]>,
+    pub authority: SmallVec<[Entry<'a>; 1]>,
+    pub additional: SmallVec<[Entry<'a>; 4]>,
+}
+
+impl<'a> Answer<'a> {
+    fn new(rcode: Rcode, authoritative: bool) -> Self {
+        Answer {
+            rcode,
+            authoritative,
+            answer: SmallVec::new(),
+            authority: SmallVec::new(),
+            additional: SmallVec::new(),
+        }
+    }
+
+    pub fn refused() -> Self {
+        Answer::new(Rcode::Refused, false)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    /// Sorted by type; empty for an empty non-terminal.
+    rrsets: Vec<RRset>,
+    /// A delegation point: NS records below the apex (RFC 1034 4.2.1 zone cut).
+    cut: bool,
+}
+
+impl Node {
+    fn get(&self, t: u16) -> Option<&RRset> {
+        self.rrsets.iter().find(|s| s.rtype == t)
+    }
+}
+
+#[derive(Debug)]
+struct ZoneData {
+    origin: Name,
+    /// The apex SOA with TTL = min(SOA TTL, SOA MINIMUM), for negative answers (RFC 2308 3).
+    negative_soa: RRset,
+    nodes: FxHashMap<Box<[u8]>, Node>,
+    has_cuts: bool,
+}
+
+/// Everything the query path needs, immutable once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    zones: FxHashMap<Box<[u8]>, ZoneData>,
+}
+
+/// Builds a snapshot from checked zones (`zones::load_all` guarantees an apex SOA and NS).
+pub fn build(zones: &[Zone], generation: u64) -> Snapshot {
+    let mut map = FxHashMap::default();
+    for zone in zones {
+        map.insert(zone.origin.wire().into(), build_zone(zone));
+    }
+    Snapshot {
+        generation,
+        zones: map,
+    }
+}
+
+fn build_zone(zone: &Zone) -> ZoneData {
+    let mut nodes: FxHashMap<Box<[u8]>, Node> = FxHashMap::default();
+    for (owner, sets) in &zone.rrsets {
+        // Every name between an owner and the apex exists, with or without data (RFC 8020).
+        let mut up = owner.parent();
+        while let Some(p) = up.filter(|p| p.is_at_or_below(&zone.origin)) {
+            nodes.entry(p.wire().into()).or_default();
+            up = p.parent();
+        }
+        let node = nodes.entry(owner.wire().into()).or_default();
+        node.rrsets = sets.clone();
+        node.cut = *owner != zone.origin && sets.iter().any(|s| s.rtype == rtype::NS);
+    }
+    let has_cuts = nodes.values().any(|n| n.cut);
+    let negative_soa = match zone.get(&zone.origin, rtype::SOA) {
+        Some(soa) => {
+            let minimum = match soa.rdatas.first() {
+                Some(Rdata::Soa(s)) => s.minimum,
+                _ => soa.ttl,
+            };
+            RRset {
+                ttl: soa.ttl.min(minimum),
+                ..soa.clone()
+            }
+        }
+        None => RRset {
+            rtype: rtype::SOA,
+            ttl: 0,
+            rdatas: Vec::new(),
+        },
+    };
+    ZoneData {
+        origin: zone.origin.clone(),
+        negative_soa,
+        nodes,
+        has_cuts,
+    }
+}
+
+impl Snapshot {
+    /// The zone a name falls in: the longest configured origin that is a suffix of it.
+    fn zone_for(&self, name: &[u8]) -> Option<&ZoneData> {
+        label_starts(name).find_map(|at| self.zones.get(&name[at..]))
+    }
+
+    pub fn zone_count(&self) -> usize {
+        self.zones.len()
+    }
+}
+
+/// Answers one question from the snapshot.
+pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
+    // Only IN data exists here; CH/HS/NONE/ANY get REFUSED, never IN data.
+    if q.qclass != CLASS_IN {
+        return Answer::refused();
+    }
+    let Some(zone) = snapshot.zone_for(q.name) else {
+        return Answer::refused();
+    };
+    // Zone transfers are not offered (PROTOCOL.md: REFUSED unless allowed; none are).
+    if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
+        return Answer::refused();
+    }
+    let mut ans = Answer::new(Rcode::NoError, true);
+    let mut name: &[u8] = q.name;
+    let mut owner = Owner::Query;
+    for _ in 0..MAX_CNAME_CHAIN {
+        if let Some((cut_name, cut)) = zone.cut_above(name, q.qtype) {
+            zone.referral(cut_name, cut, &mut ans);
+            return ans;
+        }
+        let node = match zone.nodes.get(name) {
+            Some(node) => node,
+            None => match zone.wildcard_for(name) {
+                Some(node) => node,
+                None => {
+                    // RFC 6604 2.1: after a CNAME, the RCODE is the last target's.
+                    ans.rcode = Rcode::NxDomain;
+                    ans.authority.push(zone.negative());
+                    return ans;
+                }
+            },
+        };
+        let wanted = match q.qtype {
+            // RFC 8482 4.1: answer ANY with one RRset, the first by type, not all of them.
+            rtype::ANY => node.rrsets.first(),
+            t => node.get(t),
+        };
+        if let Some(set) = wanted {
+            ans.answer.push(Entry {
+                owner,
+                rrset: set,
+                required: false,
+            });
+            zone.add_additional(set, &mut ans);
+            return ans;
+        }
+        let Some(cname) = node.get(rtype::CNAME) else {
+            ans.authority.push(zone.negative());
+            return ans;
+        };
+        ans.answer.push(Entry {
+            owner,
+            rrset: cname,
+            required: false,
+        });
+        let Some(Rdata::Name(target)) = cname.rdatas.first() else {
+            return ans;
+        };
+        let target = target.wire();
+        // Chase inside this zone only; a loop ends the chase with what was collected.
+        let looped = ans
+            .answer
+            .iter()
+            .any(|e| matches!(e.owner, Owner::Name(n) if n == target));
+        if looped || target == q.name || !crate::model::is_suffix(target, zone.origin.wire()) {
+            return ans;
+        }
+        name = target;
+        owner = Owner::Name(target);
+    }
+    ans
+}
+
+impl ZoneData {
+    fn negative(&self) -> Entry<'_> {
+        Entry {
+            owner: Owner::Name(self.origin.wire()),
+            rrset: &self.negative_soa,
+            required: false,
+        }
+    }
+
+    /// The topmost delegation point at or above `name` and below the apex. A DS query at the cut
+    /// itself is the parent's to answer (RFC 4035 3.1.4.1), so it does not refer.
+    fn cut_above<'s>(&'s self, name: &'s [u8], qtype: u16) -> Option<(&'s [u8], &'s Node)> {
+        if !self.has_cuts {
+            return None;
+        }
+        let origin_len = self.origin.wire().len();
+        let mut starts = [0u8; MAX_NAME_LEN / 2 + 1];
+        let mut n = 0;
+        for at in label_starts(name) {
+            if name.len() - at <= origin_len {
+                break;
+            }
+            starts[n] = at as u8;
+            n += 1;
+        }
+        // Walk from just below the apex down to the name itself.
+        for &at in starts[..n].iter().rev() {
+            let at = at as usize;
+            if let Some(node) = self.nodes.get(&name[at..])
+                && node.cut
+                && !(at == 0 && qtype == rtype::DS)
+            {
+                return Some((&name[at..], node));
+            }
+        }
+        None
+    }
+
+    /// RFC 4592 3.3.1: the wildcard `*.<closest encloser>` if the closest encloser has one.
+    fn wildcard_for(&self, name: &[u8]) -> Option<&Node> {
+        let encloser = label_starts(name)
+            .skip(1)
+            .map(|at| &name[at..])
+            .find(|suffix| self.nodes.contains_key(*suffix))?;
+        let mut wild = [0u8; MAX_NAME_LEN + 2];
+        wild[0] = 1;
+        wild[1] = b'*';
+        let len = 2 + encloser.len();
+        if len > MAX_NAME_LEN {
+            return None;
+        }
+        wild[2..len].copy_from_slice(encloser);
+        self.nodes.get(&wild[..len])
+    }
+
+    fn referral<'s>(&'s self, cut_name: &'s [u8], cut: &'s Node, ans: &mut Answer<'s>) {
+        let Some(ns) = cut.get(rtype::NS) else { return };
+        ans.authoritative = !ans.answer.is_empty();
+        ans.authority.push(Entry {
+            owner: Owner::Name(cut_name),
+            rrset: ns,
+            required: false,
+        });
+        for rd in &ns.rdatas {
+            if let Rdata::Name(target) = rd {
+                // Glue below the cut is required (RFC 9471 "in-domain"); other in-zone addresses
+                // are sent when they fit.
+                let required = crate::model::is_suffix(target.wire(), cut_name);
+                self.push_addresses(target.wire(), required, ans);
+            }
+        }
+    }
+
+    /// Additional-section processing for NS, MX and SRV targets inside this zone (RFC 1035 3.3).
+    fn add_additional<'s>(&'s self, set: &'s RRset, ans: &mut Answer<'s>) {
+        for rd in &set.rdatas {
+            let target = match (set.rtype, rd) {
+                (rtype::NS, Rdata::Name(t)) => t,
+                (rtype::MX, Rdata::Mx { exchange, .. }) => exchange,
+                (rtype::SRV, Rdata::Srv { target, .. }) => target,
+                _ => continue,
+            };
+            self.push_addresses(target.wire(), false, ans);
+        }
+    }
+
+    fn push_addresses<'s>(&'s self, target: &'s [u8], required: bool, ans: &mut Answer<'s>) {
+        let Some(node) = self.nodes.get(target) else {
+            return;
+        };
+        for t in [rtype::A, rtype::AAAA] {
+            if let Some(set) = node.get(t)
+                && !ans.additional.iter().any(|e| std::ptr::eq(e.rrset, set))
+            {
+                ans.additional.push(Entry {
+                    owner: Owner::Name(target),
+                    rrset: set,
+                    required,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Zone files -> checked `Zone`s. Reads each configured file once, parses it (via
+//! `dns::zonefile`), groups records into RRsets and runs the semantic checks that keep a zone
+//! servable. After loading, nothing here does I/O.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::config::{Config, Problem, Problems, ZoneConfig};
+use crate::dns::zonefile;
+use crate::model::{Name, RRset, Rdata, Record, rtype, rtype_name};
+
+/// A loaded zone: every RRset by owner name.
+#[derive(Clone, Debug)]
+pub struct Zone {
+    pub origin: Name,
+    pub rrsets: BTreeMap<Name, Vec<RRset>>,
+}
+
+impl Zone {
+    pub fn get(&self, owner: &Name, rtype: u16) -> Option<&RRset> {
+        self.rrsets.get(owner)?.iter().find(|s| s.rtype == rtype)
+    }
+}
+
+/// Loads every configured zone, collecting the problems of all of them.
+pub fn load_all(config: &Config) -> Result<Vec<Zone>, Problems> {
+    let mut zones = Vec::new();
+    let mut problems = Vec::new();
+    for zc in &config.zones {
+        match load(zc) {
+            Ok(zone) => zones.push(zone),
+            Err(Problems(p)) => problems.extend(p),
+        }
+    }
+    if problems.is_empty() {
+        Ok(zones)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+/// Reads, parses and checks one zone file.
+pub fn load(zc: &ZoneConfig) -> Result<Zone, Problems> {
+    let file = zc.file.display().to_string();
+    let text = std::fs::read_to_string(&zc.file).map_err(|e| {
+        Problems(vec![Problem {
+            location: file.clone(),
+            message: format!("cannot read zone file for `{}`: {e}", zc.origin),
+        }])
+    })?;
+    from_text(&text, &zc.file, &zc.origin)
+}
+
+/// Parses and checks zone text; `path` names the file in messages.
+pub fn from_text(text: &str, path: &Path, origin: &Name) -> Result<Zone, Problems> {
+    let file = path.display().to_string();
+    let parsed = zonefile::parse(text, path, origin).map_err(|e| {
+        Problems(vec![Problem {
+            location: format!("{file}:{}", e.line),
+            message: e.message,
+        }])
+    })?;
+
+    let mut problems = Vec::new();
+    let mut at = |name: &Name, message: String| {
+        problems.push(Problem {
+            location: format!("{file}: {name}"),
+            message,
+        })
+    };
+
+    let mut rrsets: BTreeMap<Name, Vec<RRset>> = BTreeMap::new();
+    for p in parsed {
+        let Record {
+            owner,
+            rtype: t,
+            ttl,
+            rdata,
+        } = p.record;
+        if !p.class_in {
+            at(
+                &owner,
+                format!(
+                    "{} record is not class IN; weir serves only IN",
+                    rtype_name(t)
+                ),
+            );
+            continue;
+        }
+        if !owner.is_at_or_below(origin) {
+            at(
+                &owner,
+                format!(
+                    "{} record is outside the zone's origin `{origin}`",
+                    rtype_name(t)
+                ),
+            );
+            continue;
+        }
+        if t == rtype::DNAME {
+            at(&owner, "DNAME is not supported".into());
+            continue;
+        }
+        let sets = rrsets.entry(owner).or_default();
+        match sets.iter_mut().find(|s| s.rtype == t) {
+            Some(set) => {
+                // RFC 2181 5.2: TTLs within an RRset must be equal; serve the smallest.
+                set.ttl = set.ttl.min(ttl);
+                if !set.rdatas.contains(&rdata) {
+                    set.rdatas.push(rdata);
+                }
+            }
+            None => sets.push(RRset {
+                rtype: t,
+                ttl,
+                rdatas: vec![rdata],
+            }),
+        }
+    }
+    for sets in rrsets.values_mut() {
+        sets.sort_by_key(|s| s.rtype);
+    }
+    let zone = Zone {
+        origin: origin.clone(),
+        rrsets,
+    };
+
+    match zone.get(origin, rtype::SOA) {
+        None => at(origin, "the zone has no SOA record at its apex".into()),
+        Some(soa) if soa.rdatas.len() > 1 => {
+            at(origin, "the zone has more than one SOA record".into())
+        }
+        Some(_) => {}
+    }
+    if zone.get(origin, rtype::NS).is_none() {
+        at(origin, "the zone has no NS records at its apex".into());
+    }
+    for (owner, sets) in &zone.rrsets {
+        if owner != origin && sets.iter().any(|s| s.rtype == rtype::SOA) {
+            at(owner, "SOA record below the apex".into());
+        }
+        if let Some(cname) = sets.iter().find(|s| s.rtype == rtype::CNAME) {
+            // RFC 2181 10.1: "there may be only one such alias" and no other data beside it.
+            if cname.rdatas.len() > 1 {
+                at(owner, "more than one CNAME record".into());
+            }
+            let others: Vec<String> = sets
+                .iter()
+                .filter(|s| s.rtype != rtype::CNAME)
+                .map(|s| rtype_name(s.rtype))
+                .collect();
+            if !others.is_empty() {
+                at(
+                    owner,
+                    format!("CNAME beside other data ({})", others.join(", ")),
+                );
+            }
+        }
+        if let Some(ns) = sets.iter().find(|s| s.rtype == rtype::NS) {
+            for rd in &ns.rdatas {
+                let Rdata::Name(target) = rd else { continue };
+                let in_zone = target.is_at_or_below(origin);
+                let has_address =
+                    zone.get(target, rtype::A).is_some() || zone.get(target, rtype::AAAA).is_some();
+                if in_zone && !has_address {
+                    at(
+                        owner,
+                        format!(
+                            "NS target `{target}` is inside the zone but has no A or AAAA record (missing glue)"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    if problems.is_empty() {
+        Ok(zone)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "$ORIGIN example.com.\n$TTL 300\n@ SOA ns1 hostmaster 1 7200 3600 1209600 60\n@ NS ns1\nns1 A 192.0.2.1\n";
+
+    fn check(body: &str) -> Vec<String> {
+        let origin = Name::parse("example.com").unwrap();
+        match from_text(&format!("{HEAD}{body}"), Path::new("z.zone"), &origin) {
+            Ok(_) => Vec::new(),
+            Err(Problems(p)) => p.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_good_zone_has_no_problems() {
+        assert_eq!(
+            check("www A 192.0.2.2\nsub NS ns.sub\nns.sub A 192.0.2.3\n"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn each_semantic_problem_is_named() {
+        let got = check("www CNAME x\nwww TXT \"t\"\nother.org. A 192.0.2.9\nsub NS ns.sub\n");
+        assert_eq!(
+            got,
+            vec![
+                "z.zone: other.org.: A record is outside the zone's origin `example.com.`",
+                "z.zone: sub.example.com.: NS target `ns.sub.example.com.` is inside the zone but has no A or AAAA record (missing glue)",
+                "z.zone: www.example.com.: CNAME beside other data (TXT)",
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_soa_and_ns_are_reported_together() {
+        let origin = Name::parse("example.com").unwrap();
+        let err = from_text(
+            "$TTL 60\nwww.example.com. A 192.0.2.1\n",
+            Path::new("z"),
+            &origin,
+        )
+        .unwrap_err();
+        let got: Vec<String> = err.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            vec![
+                "z: example.com.: the zone has no SOA record at its apex",
+                "z: example.com.: the zone has no NS records at its apex",
+            ]
+        );
+    }
+
+    #[test]
+    fn rrset_ttl_is_the_smallest_and_duplicates_collapse() {
+        let origin = Name::parse("example.com").unwrap();
+        let zone = from_text(
+            &format!("{HEAD}www 60 A 192.0.2.7\nwww 30 A 192.0.2.8\nwww 90 A 192.0.2.7\n"),
+            Path::new("z"),
+            &origin,
+        )
+        .unwrap();
+        let set = zone
+            .get(&Name::parse("www.example.com").unwrap(), rtype::A)
+            .unwrap();
+        assert_eq!(set.ttl, 30);
+        assert_eq!(set.rdatas.len(), 2);
+    }
+}

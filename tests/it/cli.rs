@@ -1,0 +1,205 @@
+//! The `weir` binary: help, exit codes, `check` output, and `serve` end to end with SIGHUP
+//! reload and SIGTERM shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+
+use crate::support::*;
+
+fn weir() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    c.env_remove("WEIR_CONFIG").env_remove("RUST_LOG");
+    c
+}
+
+fn root(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn help_and_usage_errors() {
+    let out = weir().arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("serve") && help.contains("check"), "{help}");
+    let out = weir().args(["serve", "--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+    for args in [&["bogus"][..], &["serve", "--nope"], &[]] {
+        let out = weir().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+    }
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let out = weir()
+        .args(["check", "--config", &root("config/weir.toml")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 zone"));
+}
+
+#[test]
+fn check_lists_every_problem_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.zone"),
+        "$TTL 60\n@ SOA ns hm 1 2 3 4 5\nwww A 192.0.2.1\nwww CNAME x\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.zone"),
+        "$TTL 60\n@ SOA ns hm 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\nx A not-an-address\n",
+    )
+    .unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        "[[zone]]\norigin = \"a.test.\"\nfile = \"a.zone\"\n[[zone]]\norigin = \"b.test.\"\nfile = \"b.zone\"\n[[zone]]\norigin = \"c.test.\"\nfile = \"missing.zone\"\n",
+    )
+    .unwrap();
+    let out = weir()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "4 problems:",
+        "a.zone: a.test.: the zone has no NS records at its apex",
+        "a.zone: www.a.test.: CNAME beside other data (A)",
+        "b.zone:5: ",
+        "missing.zone: cannot read zone file for `c.test.`",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+
+    std::fs::write(&config, "[dns]\nlisten = [\"nowhere\"]\nudp_max_payload = 9\n[[zone]]\norigin = \"a.test.\"\nfile = \"a.zone\"\n").unwrap();
+    let out = weir()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "serve refuses a bad config too"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dns.listen[0]") && err.contains("dns.udp_max_payload"),
+        "{err}"
+    );
+}
+
+/// The real binary: serve, answer, reload on SIGHUP, keep the old zone when a reload fails,
+/// stop cleanly on SIGTERM.
+#[tokio::test]
+async fn serve_reloads_on_sighup_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("example.com.zone");
+    std::fs::write(&zone, ZONE).unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[log]\nformat = \"json\"\n[[zone]]\norigin = \"example.com.\"\nfile = \"example.com.zone\"\n",
+    )
+    .unwrap();
+    let mut child = weir()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = lines.next().unwrap().unwrap();
+    assert!(started.contains("weir serving DNS"), "{started}");
+    let addr = started
+        .split("\"listen\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (log_tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = log_tx.send(line);
+        }
+    });
+    // Waits for the log line that says how a reload ended.
+    let reload_outcome = || {
+        log.iter()
+            .map(|line| (line.contains("snapshot published"), line))
+            .find(|(_, line)| line.contains("reloaded") || line.contains("reload failed"))
+            .unwrap()
+    };
+
+    let probe = Probe { addr };
+    assert_eq!(
+        probe.a("www.example.com.").await,
+        ["www.example.com. A 192.0.2.80"]
+    );
+
+    // A good change is picked up on SIGHUP.
+    std::fs::write(&zone, ZONE.replace("192.0.2.80", "192.0.2.81")).unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let (ok, line) = reload_outcome();
+    assert!(ok, "{line}");
+    assert!(line.contains("\"generation\":2"), "{line}");
+    assert_eq!(
+        probe.a("www.example.com.").await,
+        ["www.example.com. A 192.0.2.81"]
+    );
+
+    // A broken zone is rejected, with its problems logged, and the previous snapshot serves on.
+    std::fs::write(&zone, "$TTL 60\nwww A 192.0.2.99\n").unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let (ok, line) = reload_outcome();
+    assert!(!ok && line.contains("the zone has no SOA record"), "{line}");
+    assert_eq!(
+        probe.a("www.example.com.").await,
+        ["www.example.com. A 192.0.2.81"]
+    );
+
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
+}
+
+struct Probe {
+    addr: std::net::SocketAddr,
+}
+
+impl Probe {
+    async fn a(&self, name: &str) -> Vec<String> {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let q = query(name, RecordType::A).to_vec().unwrap();
+        socket.send_to(&q, self.addr).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        lines(
+            &hickory_proto::op::Message::from_vec(&buf[..n])
+                .unwrap()
+                .answers,
+        )
+    }
+}
