@@ -1,6 +1,6 @@
 //! UDP front end: a fixed set of worker threads per listen address, each blocking on its own
 //! SO_REUSEPORT socket (the kernel spreads datagrams across them). No task per datagram and no
-//! queue of our own: under overload the kernel's bounded receive buffer drops, memory stays flat
+//! queue of our own (each worker batches with recvmmsg/sendmmsg): under overload the kernel's bounded receive buffer drops, memory stays flat
 //! and the answers that are sent keep flowing.
 
 use std::io;
@@ -76,21 +76,173 @@ pub(crate) fn spawn(
         })
 }
 
+/// Datagrams moved per system call: `recvmmsg` returns up to this many waiting queries at once
+/// and `sendmmsg` sends their answers together (as gdnsd does). Profiling showed ~90% of a
+/// worker's time in the kernel, so system calls per packet are the cost that matters.
+const BATCH: usize = 32;
+
+/// The buffers of one worker, allocated once.
+struct Batch {
+    packets: Box<[[u8; MAX_QUERY]; BATCH]>,
+    peers: [libc::sockaddr_storage; BATCH],
+    iovecs: [libc::iovec; BATCH],
+    headers: [libc::mmsghdr; BATCH],
+    answers: Vec<Vec<u8>>,
+    /// For each answer to send, the index of the datagram it answers.
+    reply_to: Vec<usize>,
+}
+
+impl Batch {
+    fn new() -> Box<Self> {
+        // SAFETY: all-zero is a valid value for these plain C structs (null pointers, zero lengths).
+        let zeroed = unsafe { std::mem::zeroed::<[libc::mmsghdr; BATCH]>() };
+        Box::new(Batch {
+            packets: Box::new([[0; MAX_QUERY]; BATCH]),
+            // SAFETY: as above.
+            peers: unsafe { std::mem::zeroed() },
+            iovecs: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; BATCH],
+            headers: zeroed,
+            answers: (0..BATCH).map(|_| Vec::with_capacity(MAX_QUERY)).collect(),
+            reply_to: Vec::with_capacity(BATCH),
+        })
+    }
+
+    /// Blocks until at least one datagram arrives (or the socket's receive timeout passes) and
+    /// takes every datagram already waiting, up to `BATCH`.
+    fn receive(&mut self, fd: libc::c_int) -> io::Result<usize> {
+        for i in 0..BATCH {
+            self.iovecs[i] = libc::iovec {
+                iov_base: self.packets[i].as_mut_ptr().cast(),
+                iov_len: MAX_QUERY,
+            };
+            let h = &mut self.headers[i].msg_hdr;
+            h.msg_name = (&raw mut self.peers[i]).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &raw mut self.iovecs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+            self.headers[i].msg_len = 0;
+        }
+        // SAFETY: every header points at buffers owned by `self` that outlive the call, with
+        // their true lengths; the kernel writes at most those lengths.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn packet(&self, i: usize) -> &[u8] {
+        let len = (self.headers[i].msg_len as usize).min(MAX_QUERY);
+        &self.packets[i][..len]
+    }
+
+    fn peer(&self, i: usize) -> Option<SocketAddr> {
+        let storage = &self.peers[i];
+        match i32::from(storage.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the family says the storage holds a sockaddr_in; storage is larger
+                // and suitably aligned for it.
+                let a = unsafe {
+                    &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+                };
+                let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, for sockaddr_in6.
+                let a = unsafe {
+                    &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                };
+                let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+                Some(SocketAddr::from((ip, u16::from_be(a.sin6_port))))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends `count` answers, each to the peer of the datagram it answers. Returns how many
+    /// could not be sent.
+    fn send(&mut self, fd: libc::c_int, count: usize) -> usize {
+        for k in 0..count {
+            let i = self.reply_to[k];
+            self.iovecs[k] = libc::iovec {
+                iov_base: self.answers[k].as_mut_ptr().cast(),
+                iov_len: self.answers[k].len(),
+            };
+            let namelen = self.headers[i].msg_hdr.msg_namelen;
+            let h = &mut self.headers[k].msg_hdr;
+            h.msg_name = (&raw mut self.peers[i]).cast();
+            h.msg_namelen = namelen;
+            h.msg_iov = &raw mut self.iovecs[k];
+            h.msg_iovlen = 1;
+        }
+        let mut sent = 0;
+        let mut failed = 0;
+        while sent < count {
+            // SAFETY: headers[sent..count] point at live answer buffers and peer addresses.
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.headers[sent..].as_mut_ptr(),
+                    (count - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            if n <= 0 {
+                // The first unsent answer cannot go out (full buffer, unreachable peer): skip it.
+                failed += 1;
+                sent += 1;
+            } else {
+                sent += n as usize;
+            }
+        }
+        failed
+    }
+}
+
 fn serve(socket: &UdpSocket, ctx: &Context, shutdown: &CancellationToken) -> io::Result<()> {
-    let mut packet = [0u8; MAX_QUERY];
-    let mut out = Vec::with_capacity(MAX_QUERY);
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let mut batch = Batch::new();
     while !shutdown.is_cancelled() {
-        let (n, peer) = match socket.recv_from(&mut packet) {
-            Ok(got) => got,
+        // Note: receive() rewrites the headers that send() reused for the previous batch.
+        let n = match batch.receive(fd) {
+            Ok(n) => n,
             Err(e) if transient(&e) => continue,
             Err(e) => return Err(e),
         };
-        out.clear();
-        if !respond(ctx, &packet[..n], Transport::Udp, &mut out) {
-            continue;
+        batch.reply_to.clear();
+        let mut count = 0;
+        for i in 0..n {
+            if batch.peer(i).is_none() {
+                continue;
+            }
+            let mut out = std::mem::take(&mut batch.answers[count]);
+            out.clear();
+            let answered = respond(ctx, batch.packet(i), Transport::Udp, &mut out);
+            batch.answers[count] = out;
+            if answered {
+                batch.reply_to.push(i);
+                count += 1;
+            }
         }
-        // A full send buffer or an unreachable client loses this answer only.
-        if socket.send_to(&out, peer).is_err() {
+        // Answers are compacted to the front, so headers[k] for k < count never overlaps a
+        // datagram header still needed: reply_to[k] >= k.
+        for _ in 0..batch.send(fd, count) {
             ctx.metrics.send_failed(Transport::Udp);
         }
     }

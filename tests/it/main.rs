@@ -1,6 +1,10 @@
 //! weir's integration tests: one binary, real sockets on 127.0.0.1 port 0.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test that cannot set up should fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
 
 mod bad_input;
 mod cli;
