@@ -11,11 +11,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::dns;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::state::{self, StateEvent};
+use crate::state::{self, HealthMap, Loaded, StateEvent};
 
 /// A running server. Dropping it does not stop it; call `shutdown`.
 #[derive(Debug)]
@@ -45,9 +44,12 @@ impl Running {
     }
 }
 
-/// Binds the configured addresses and starts serving `snapshot`.
-pub fn start(config: &Config, snapshot: Snapshot) -> anyhow::Result<Running> {
+/// Binds the configured addresses and starts serving what `loaded` describes.
+pub fn start(loaded: Loaded) -> anyhow::Result<Running> {
+    let config = &loaded.config;
+    let health = HealthMap::new();
     let metrics = Arc::new(Metrics::new());
+    let snapshot = state::build(&loaded, &health, &metrics, 1);
     metrics.published(snapshot.generation);
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
     let listeners = dns::bind(&config.dns).context("binding DNS listeners")?;
@@ -62,7 +64,8 @@ pub fn start(config: &Config, snapshot: Snapshot) -> anyhow::Result<Running> {
     let (events, rx) = mpsc::channel(64);
     let writer = state::Writer {
         config_path: config.path.clone(),
-        dns: config.dns.clone(),
+        loaded: loaded.clone(),
+        health,
         snapshot: snapshot.clone(),
         metrics: metrics.clone(),
     };
@@ -79,15 +82,16 @@ pub fn start(config: &Config, snapshot: Snapshot) -> anyhow::Result<Running> {
 }
 
 /// `weir serve`: runs until SIGTERM or SIGINT; SIGHUP reloads config and zones.
-pub async fn serve(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
+pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let zones = snapshot.zone_count();
-    let running = start(&config, snapshot)?;
+    let zones = loaded.zones.len();
+    let config_path = loaded.config.path.clone();
+    let running = start(loaded)?;
     let addrs: Vec<String> = running.dns_addrs.iter().map(ToString::to_string).collect();
     tracing::info!(
         listen = %addrs.join(","),
         zones,
-        config = %config.path.display(),
+        config = %config_path.display(),
         "weir serving DNS over UDP and TCP"
     );
     let mut term = signal(SignalKind::terminate())?;
@@ -111,7 +115,16 @@ pub async fn serve(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
 
 /// `weir check`: loads config and zones exactly as `serve` would.
 pub fn check(path: &Path) -> Result<String, crate::config::Problems> {
-    let (config, snapshot) = state::load(path, 0)?;
+    let Loaded { config, zones } = state::load(path)?;
+    let snapshot = state::build(
+        &Loaded {
+            config: config.clone(),
+            zones,
+        },
+        &HealthMap::new(),
+        &Metrics::new(),
+        0,
+    );
     Ok(format!(
         "{}: ok ({} zone{}, listening on {})",
         config.path.display(),

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::model::Name;
+use crate::model::{Name, Pool};
+
+mod pool;
+pub use pool::MAX_WEIGHT;
 
 /// One problem found while loading configuration or zones: where, and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +50,8 @@ struct RawConfig {
     log: Option<RawLog>,
     #[serde(default)]
     zone: Vec<RawZone>,
+    #[serde(default)]
+    pool: Vec<pool::RawPool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +87,7 @@ pub struct Config {
     pub dns: DnsConfig,
     pub log: LogConfig,
     pub zones: Vec<ZoneConfig>,
+    pub pools: Vec<Pool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -307,6 +313,8 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
         });
     }
 
+    let pools = pool::validate(&mut c, &raw.pool);
+
     if !c.problems.is_empty() {
         return Err(Problems(c.problems));
     }
@@ -322,6 +330,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
         },
         log: LogConfig { level, json },
         zones,
+        pools,
     })
 }
 

@@ -8,7 +8,7 @@ pub mod wire;
 pub mod zonefile;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::DnsConfig;
 use crate::metrics::{Metrics, Transport};
-use crate::snapshot::{self, Question, Snapshot};
+use crate::snapshot::{self, Client, Question, Snapshot};
 use wire::{CLASSIC_UDP_LIMIT, Reject};
 
 /// Largest DNS message over TCP (RFC 1035 4.2.2: two-byte length).
@@ -30,8 +30,15 @@ pub struct Context {
     pub config: DnsConfig,
 }
 
-/// Answers one packet into `out` (appending). Returns false when the packet is dropped.
-pub fn respond(ctx: &Context, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+/// Answers one packet from `client` into `out` (appending). Returns false when the packet is
+/// dropped.
+pub fn respond(
+    ctx: &Context,
+    packet: &[u8],
+    transport: Transport,
+    client: IpAddr,
+    out: &mut Vec<u8>,
+) -> bool {
     let q = match wire::parse_query(packet) {
         Ok(q) => q,
         Err(Reject::Drop(reason)) => {
@@ -69,6 +76,10 @@ pub fn respond(ctx: &Context, packet: &[u8], transport: Transport, out: &mut Vec
                 name: q.qname(),
                 qtype: q.qtype,
                 qclass: q.qclass,
+                client: Client {
+                    addr: client,
+                    ecs: q.ecs,
+                },
             },
         ),
     };

@@ -61,14 +61,14 @@ fn main() -> ExitCode {
 }
 
 fn serve(path: &std::path::Path) -> ExitCode {
-    let (config, snapshot) = match weir::state::load(path, 1) {
+    let loaded = match weir::state::load(path) {
         Ok(loaded) => loaded,
         Err(problems) => {
             eprint!("weir: not starting, the configuration has {problems}");
             return ExitCode::from(EX_CONFIG);
         }
     };
-    init_tracing(&config.log);
+    init_tracing(&loaded.config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("weir")
@@ -80,7 +80,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(weir::app::serve(config, snapshot)) {
+    match runtime.block_on(weir::app::serve(loaded)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "weir stopped");

@@ -1,9 +1,13 @@
 //! Every metric weir exports, on weir's own Prometheus registry. Label values are resolved once
 //! at start-up into plain counter handles, so the query path only does an atomic add.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 
 use crate::dns::wire::DropReason;
+use crate::model::Health;
 use crate::snapshot::Rcode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +53,13 @@ pub struct Metrics {
     tcp_refused: IntCounter,
     snapshot_generation: IntGauge,
     reloads: IntCounterVec,
+    probe_duration: HistogramVec,
+    probe_failures: IntCounterVec,
+    health_transitions: IntCounterVec,
+    probe_up: IntGaugeVec,
+    pool_answers: IntCounterVec,
+    endpoint_up: IntGaugeVec,
+    pool_degraded: IntGaugeVec,
 }
 
 /// Decrements the open-connections gauge when a TCP connection ends.
@@ -125,6 +136,65 @@ impl Metrics {
         let truncated = TRANSPORTS.map(|(_, t)| truncated_vec.with_label_values(&[t]));
         let dropped = DROP_REASONS.map(|(_, r)| dropped_vec.with_label_values(&[r]));
         let send_failed = TRANSPORTS.map(|(_, t)| send_failed_vec.with_label_values(&[t]));
+        let probe_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "probe_duration_seconds",
+                "Health probe duration, by target and kind",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["target", "kind"],
+        )
+        .expect("metric");
+        let probe_failures = IntCounterVec::new(
+            Opts::new(
+                "probe_failures_total",
+                "Failed health probes, by target and reason",
+            ),
+            &["target", "reason"],
+        )
+        .expect("metric");
+        let health_transitions = IntCounterVec::new(
+            Opts::new(
+                "health_transitions_total",
+                "Health flips after hysteresis, by target and new state",
+            ),
+            &["target", "to"],
+        )
+        .expect("metric");
+        let probe_up = IntGaugeVec::new(
+            Opts::new(
+                "probe_up",
+                "1 if the probe target is up after hysteresis, else 0",
+            ),
+            &["target", "kind"],
+        )
+        .expect("metric");
+        let pool_answers = IntCounterVec::new(
+            Opts::new(
+                "pool_answers_total",
+                "Times an endpoint was put in an answer, by pool, group and endpoint",
+            ),
+            &["pool", "group", "endpoint"],
+        )
+        .expect("metric");
+        let endpoint_up = IntGaugeVec::new(
+            Opts::new(
+                "endpoint_up",
+                "1 if the endpoint counts as up in the served snapshot, else 0",
+            ),
+            &["pool", "group", "endpoint"],
+        )
+        .expect("metric");
+        let pool_degraded = IntGaugeVec::new(
+            Opts::new(
+                "pool_degraded",
+                "1 while the pool's up weight is below min_healthy and on_all_down applies",
+            ),
+            &["pool", "family"],
+        )
+        .expect("metric");
         for result in ["ok", "failed"] {
             reloads.with_label_values(&[result]);
         }
@@ -136,6 +206,13 @@ impl Metrics {
         register(Box::new(tcp_refused.clone()));
         register(Box::new(snapshot_generation.clone()));
         register(Box::new(reloads.clone()));
+        register(Box::new(probe_duration.clone()));
+        register(Box::new(probe_failures.clone()));
+        register(Box::new(health_transitions.clone()));
+        register(Box::new(probe_up.clone()));
+        register(Box::new(pool_answers.clone()));
+        register(Box::new(endpoint_up.clone()));
+        register(Box::new(pool_degraded.clone()));
         Metrics {
             registry,
             responses,
@@ -146,7 +223,39 @@ impl Metrics {
             tcp_refused,
             snapshot_generation,
             reloads,
+            probe_duration,
+            probe_failures,
+            health_transitions,
+            probe_up,
+            pool_answers,
+            endpoint_up,
+            pool_degraded,
         }
+    }
+
+    /// The answers counter of one endpoint, resolved once per snapshot build so the query path
+    /// only increments it.
+    pub fn endpoint_answers(&self, pool: &str, group: &str, endpoint: &str) -> IntCounter {
+        self.pool_answers
+            .with_label_values(&[pool, group, endpoint])
+    }
+
+    pub fn endpoint_health(&self, pool: &str, group: &str, endpoint: &str, up: bool) {
+        self.endpoint_up
+            .with_label_values(&[pool, group, endpoint])
+            .set(i64::from(up));
+    }
+
+    pub fn pool_degraded(&self, pool: &str, family: &str, degraded: bool) {
+        let gauge = self.pool_degraded.with_label_values(&[pool, family]);
+        if (gauge.get() == 1) != degraded {
+            if degraded {
+                tracing::warn!(pool, family, "pool degraded: on_all_down applies");
+            } else if gauge.get() == 1 {
+                tracing::info!(pool, family, "pool recovered");
+            }
+        }
+        gauge.set(i64::from(degraded));
     }
 
     pub fn answered(&self, transport: Transport, rcode: Rcode, truncated: bool) {
@@ -185,6 +294,37 @@ impl Metrics {
     pub fn reloaded(&self, ok: bool) {
         self.reloads
             .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+    }
+
+    /// One probe finished: `failure` is None on success, else a short reason label such as
+    /// "timeout", "connect", "status", "body", "tls". `target` is "ip:port", `kind` "http" etc.
+    pub fn probe_observed(&self, target: &str, kind: &str, seconds: f64, failure: Option<&str>) {
+        self.probe_duration
+            .with_label_values(&[target, kind])
+            .observe(seconds);
+        if let Some(reason) = failure {
+            self.probe_failures
+                .with_label_values(&[target, reason])
+                .inc();
+        }
+    }
+
+    /// A probe target's health, set at its first result and on every flip.
+    pub fn probe_health(&self, target: &str, kind: &str, health: Health) {
+        self.probe_up
+            .with_label_values(&[target, kind])
+            .set(i64::from(health == Health::Up));
+    }
+
+    /// A health flip after hysteresis.
+    pub fn health_transition(&self, target: &str, to: Health) {
+        let to = match to {
+            Health::Up => "up",
+            Health::Down => "down",
+        };
+        self.health_transitions
+            .with_label_values(&[target, to])
             .inc();
     }
 

@@ -217,6 +217,119 @@ pub fn rtype_name(rtype: u16) -> String {
     }
 }
 
+/// Health of a probed target after rise/fall hysteresis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Health {
+    Up,
+    Down,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    Http,
+    Https,
+    Tcp,
+}
+
+/// How one endpoint is probed. Two endpoints with equal `ProbeKey`s share one probe.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Check {
+    pub kind: CheckKind,
+    /// Port probed when the endpoint has no explicit `probe` address.
+    pub port: u16,
+    /// http(s): request path, starting with `/`.
+    pub path: String,
+    /// http(s): Host header and TLS SNI; default: the probed IP address.
+    pub host: Option<String>,
+    /// http(s): accepted status ranges, inclusive; default 200..=399.
+    pub expect: Vec<(u16, u16)>,
+    /// http(s): the body must contain this text.
+    pub body_contains: Option<String>,
+    /// https: verify the certificate chain and name (default true).
+    pub tls_verify: bool,
+    pub interval: std::time::Duration,
+    /// Always shorter than `interval` (config validation guarantees it).
+    pub timeout: std::time::Duration,
+    /// Consecutive successes to go Down -> Up.
+    pub rise: u32,
+    /// Consecutive failures to go Up -> Down.
+    pub fall: u32,
+    /// Health before the first result.
+    pub initial: Health,
+}
+
+/// One probe: where and how. The unit of probing, health state and de-duplication.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProbeKey {
+    pub target: std::net::SocketAddr,
+    pub check: Check,
+}
+
+/// How a pool picks answers for a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sticky {
+    /// Independent weighted draw per query.
+    None,
+    /// The same client subnet (ECS or resolver address, /24 or /56) gets the same answer while
+    /// weights and health stay the same.
+    ClientSubnet,
+}
+
+/// What a pool answers when too little of its weight is up (`min_healthy`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OnAllDown {
+    /// Answer as if every endpoint were up (the Route 53 / gdnsd default).
+    ServeAll,
+    /// Answer from another pool.
+    Fallback(Name),
+    NoData,
+    ServFail,
+}
+
+/// A managed name: its A and AAAA answers come from weighted endpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool {
+    pub name: Name,
+    pub ttl: u32,
+    /// Distinct endpoints per answer.
+    pub answers: usize,
+    pub sticky: Sticky,
+    pub on_all_down: OnAllDown,
+    /// Fraction of the pool's weight (per address family) that must be up.
+    pub min_healthy: f64,
+    /// TTL cap while degraded.
+    pub degraded_ttl: u32,
+    pub groups: Vec<Group>,
+}
+
+/// Endpoints that move together (blue/green, stable/canary).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    pub name: String,
+    /// 0 = drained.
+    pub weight: u32,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub address: std::net::IpAddr,
+    /// Share inside the group; 0 = drained.
+    pub weight: u32,
+    /// How it is probed; None = not checked, always up.
+    pub probe: Option<ProbeKey>,
+}
+
+impl Pool {
+    /// Every distinct probe of the pool.
+    pub fn probes(&self) -> impl Iterator<Item = &ProbeKey> {
+        self.groups
+            .iter()
+            .flat_map(|g| &g.endpoints)
+            .filter_map(|e| e.probe.as_ref())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

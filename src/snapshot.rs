@@ -3,11 +3,19 @@
 //! answers, RFC 8020 empty non-terminals, RFC 8482 ANY). `answer()` never blocks, never locks
 //! and allocates only when an answer has more sections than the inline capacity below.
 
+use std::collections::HashMap;
+
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use crate::model::{CLASS_IN, MAX_NAME_LEN, Name, RRset, Rdata, label_starts, rtype};
+use crate::metrics::Metrics;
+use crate::model::{
+    CLASS_IN, Health, MAX_NAME_LEN, Name, Pool, ProbeKey, RRset, Rdata, label_starts, rtype,
+};
 use crate::zones::Zone;
+
+mod pool;
+pub use pool::{Client, Subnet};
 
 /// Longest CNAME chain followed inside a zone before answering with what we have (as Knot).
 const MAX_CNAME_CHAIN: usize = 8;
@@ -31,6 +39,7 @@ pub struct Question<'q> {
     pub name: &'q [u8],
     pub qtype: u16,
     pub qclass: u16,
+    pub client: Client,
 }
 
 /// Whose name a record is written under.
@@ -60,6 +69,9 @@ pub struct Answer<'a> {
     pub answer: SmallVec<[Entry<'a>; 4]>,
     pub authority: SmallVec<[Entry<'a>; 1]>,
     pub additional: SmallVec<[Entry<'a>; 4]>,
+    /// ECS SCOPE PREFIX-LENGTH for the response (RFC 7871 7.2.1): the prefix a sticky pool
+    /// used, 0 for answers that do not depend on the client's subnet.
+    pub ecs_scope: u8,
 }
 
 impl<'a> Answer<'a> {
@@ -70,6 +82,7 @@ impl<'a> Answer<'a> {
             answer: SmallVec::new(),
             authority: SmallVec::new(),
             additional: SmallVec::new(),
+            ecs_scope: 0,
         }
     }
 
@@ -84,6 +97,8 @@ struct Node {
     rrsets: Vec<RRset>,
     /// A delegation point: NS records below the apex (RFC 1034 4.2.1 zone cut).
     cut: bool,
+    /// A managed name: A and AAAA come from the pool.
+    pool: Option<Box<pool::PoolNode>>,
 }
 
 impl Node {
@@ -108,11 +123,38 @@ pub struct Snapshot {
     zones: FxHashMap<Box<[u8]>, ZoneData>,
 }
 
-/// Builds a snapshot from checked zones (`zones::load_all` guarantees an apex SOA and NS).
-pub fn build(zones: &[Zone], generation: u64) -> Snapshot {
-    let mut map = FxHashMap::default();
+/// Builds a snapshot from checked zones (`zones::load_all` guarantees an apex SOA and NS) and
+/// pools (`zones::check_pools` guarantees each lies in a zone, clear of static data and cuts).
+/// A probe missing from `health` has its check's initial health.
+pub fn build(
+    zones: &[Zone],
+    pools: &[Pool],
+    health: &HashMap<ProbeKey, Health>,
+    metrics: &Metrics,
+    generation: u64,
+) -> Snapshot {
+    let mut map: FxHashMap<Box<[u8]>, ZoneData> = FxHashMap::default();
     for zone in zones {
         map.insert(zone.origin.wire().into(), build_zone(zone));
+    }
+    let by_name: HashMap<&Name, &Pool> = pools.iter().map(|p| (&p.name, p)).collect();
+    let health_of = |k: &ProbeKey| health.get(k).copied().unwrap_or(k.check.initial);
+    for p in pools {
+        let wire = p.name.wire();
+        let Some(at) = label_starts(wire).find(|&at| map.contains_key(&wire[at..])) else {
+            continue;
+        };
+        let Some(zone) = map.get_mut(&wire[at..]) else {
+            continue;
+        };
+        let origin = zone.origin.clone();
+        let mut up = p.name.parent();
+        while let Some(parent) = up.filter(|n| n.is_at_or_below(&origin)) {
+            zone.nodes.entry(parent.wire().into()).or_default();
+            up = parent.parent();
+        }
+        zone.nodes.entry(wire.into()).or_default().pool =
+            Some(Box::new(pool::build(p, &by_name, &health_of, metrics)));
     }
     Snapshot {
         generation,
@@ -203,6 +245,12 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
                 }
             },
         };
+        if let Some(pool) = node.pool.as_deref()
+            && matches!(q.qtype, rtype::A | rtype::AAAA | rtype::ANY)
+            && pool.answer(q.qtype, owner, &q.client, &mut ans)
+        {
+            return ans;
+        }
         let wanted = match q.qtype {
             // RFC 8482 4.1: answer ANY with one RRset, the first by type, not all of them.
             rtype::ANY => node.rrsets.first(),

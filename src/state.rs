@@ -1,19 +1,22 @@
 //! The single writer. Every change to what weir serves arrives as a `StateEvent` on one bounded
-//! channel; this task applies it, builds a new `Snapshot` and publishes it with one atomic swap.
-//! Start-up and reload share `load()`, so a served snapshot always came through the same checks.
-//! A failed load publishes nothing: the old snapshot keeps serving.
+//! channel; this task applies it, builds a new `Snapshot` from (config, zones, health) and
+//! publishes it with one atomic swap. Start-up and reload share `load()`, so a served snapshot
+//! always came through the same checks. A failed load publishes nothing: the old snapshot keeps
+//! serving.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config, DnsConfig, Problem, Problems};
+use crate::config::{self, Config, Problem, Problems};
 use crate::metrics::Metrics;
+use crate::model::{Health, ProbeKey};
 use crate::snapshot::{self, Snapshot};
-use crate::zones;
+use crate::zones::{self, Zone};
 
 /// Every kind of change weir accepts. Closed on purpose: `grep StateEvent::` finds every writer.
 #[derive(Debug)]
@@ -22,29 +25,64 @@ pub enum StateEvent {
     Reload {
         reply: Option<oneshot::Sender<Result<u64, Problems>>>,
     },
+    /// A probe's health flipped after hysteresis (sent by `health` on flips only).
+    Health {
+        key: ProbeKey,
+        health: Health,
+        /// Why, for the log: the last probe's result ("HTTP 503", "timeout after 2s", ...).
+        reason: String,
+    },
 }
 
-/// Reads config and zones from disk and builds a snapshot (blocking file I/O).
-pub fn load(path: &std::path::Path, generation: u64) -> Result<(Config, Snapshot), Problems> {
+/// Config and zones as read from disk and checked against each other.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub zones: Vec<Zone>,
+}
+
+/// Reads config and zones from disk and checks them together (blocking file I/O).
+pub fn load(path: &Path) -> Result<Loaded, Problems> {
     let config = config::load(path)?;
     let zones = zones::load_all(&config)?;
-    let snapshot = snapshot::build(&zones, generation);
-    Ok((config, snapshot))
+    let problems = zones::check_pools(&config, &zones);
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    Ok(Loaded { config, zones })
+}
+
+/// Health of every probe; a probe with no result yet has its check's `initial` health.
+pub type HealthMap = HashMap<ProbeKey, Health>;
+
+/// Builds the snapshot for `loaded` under `health`.
+pub fn build(loaded: &Loaded, health: &HealthMap, metrics: &Metrics, generation: u64) -> Snapshot {
+    snapshot::build(
+        &loaded.zones,
+        &loaded.config.pools,
+        health,
+        metrics,
+        generation,
+    )
 }
 
 /// The writer's own state.
 #[derive(Debug)]
 pub struct Writer {
     pub config_path: PathBuf,
-    /// The socket settings in force; they change only with a restart.
-    pub dns: DnsConfig,
+    pub loaded: Loaded,
+    pub health: HealthMap,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
 }
 
 impl Writer {
     /// Applies events until the channel closes or `shutdown` is cancelled.
-    pub async fn run(self, mut events: mpsc::Receiver<StateEvent>, shutdown: CancellationToken) {
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<StateEvent>,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -60,14 +98,30 @@ impl Writer {
                         let _ = reply.send(result);
                     }
                 }
+                StateEvent::Health {
+                    key,
+                    health,
+                    reason,
+                } => {
+                    tracing::info!(target = %key.target, ?health, %reason, "health changed");
+                    self.health.insert(key, health);
+                    self.publish();
+                }
             }
         }
     }
 
-    async fn reload(&self) -> Result<u64, Problems> {
+    fn publish(&self) -> u64 {
         let generation = self.snapshot.load().generation + 1;
+        let snapshot = build(&self.loaded, &self.health, &self.metrics, generation);
+        self.snapshot.store(Arc::new(snapshot));
+        self.metrics.published(generation);
+        generation
+    }
+
+    async fn reload(&mut self) -> Result<u64, Problems> {
         let path = self.config_path.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&path, generation))
+        let loaded = tokio::task::spawn_blocking(move || load(&path))
             .await
             .unwrap_or_else(|e| {
                 Err(Problems(vec![Problem {
@@ -76,15 +130,18 @@ impl Writer {
                 }]))
             });
         match loaded {
-            Ok((config, snapshot)) => {
-                if config.dns != self.dns {
+            Ok(loaded) => {
+                if loaded.config.dns != self.loaded.config.dns {
                     tracing::warn!("[dns] settings changed; they take effect after a restart");
                 }
-                let zones = snapshot.zone_count();
-                self.snapshot.store(Arc::new(snapshot));
-                self.metrics.published(generation);
+                self.loaded = loaded;
+                let generation = self.publish();
                 self.metrics.reloaded(true);
-                tracing::info!(generation, zones, "reloaded; snapshot published");
+                tracing::info!(
+                    generation,
+                    zones = self.loaded.zones.len(),
+                    "reloaded; snapshot published"
+                );
                 Ok(generation)
             }
             Err(problems) => {

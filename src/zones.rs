@@ -39,6 +39,59 @@ pub fn load_all(config: &Config) -> Result<Vec<Zone>, Problems> {
     }
 }
 
+/// Checks pools against the zones they live in: inside a served zone, not beside static
+/// A/AAAA/CNAME data, not at or below a delegation.
+pub fn check_pools(config: &Config, zones: &[Zone]) -> Vec<Problem> {
+    let file = config.path.display().to_string();
+    let mut problems = Vec::new();
+    for (i, pool) in config.pools.iter().enumerate() {
+        let mut push = |message: String| {
+            problems.push(Problem {
+                location: format!("{file}: pool[{i}].name"),
+                message,
+            })
+        };
+        let Some(zone) = zones
+            .iter()
+            .filter(|z| pool.name.is_at_or_below(&z.origin))
+            .max_by_key(|z| z.origin.wire().len())
+        else {
+            push(format!(
+                "pool `{}` is not inside any configured zone",
+                pool.name
+            ));
+            continue;
+        };
+        if let Some(sets) = zone.rrsets.get(&pool.name) {
+            let clash: Vec<String> = sets
+                .iter()
+                .filter(|s| matches!(s.rtype, rtype::A | rtype::AAAA | rtype::CNAME))
+                .map(|s| rtype_name(s.rtype))
+                .collect();
+            if !clash.is_empty() {
+                push(format!(
+                    "pool `{}` clashes with static {} data in the zone file of `{}`",
+                    pool.name,
+                    clash.join("/"),
+                    zone.origin
+                ));
+            }
+        }
+        let mut up = Some(pool.name.clone());
+        while let Some(name) = up.filter(|n| *n != zone.origin) {
+            if zone.get(&name, rtype::NS).is_some() {
+                push(format!(
+                    "pool `{}` lies at or below the delegation `{name}`",
+                    pool.name
+                ));
+                break;
+            }
+            up = name.parent();
+        }
+    }
+    problems
+}
+
 /// Reads, parses and checks one zone file.
 pub fn load(zc: &ZoneConfig) -> Result<Zone, Problems> {
     let file = zc.file.display().to_string();
@@ -231,6 +284,44 @@ mod tests {
             vec![
                 "z: example.com.: the zone has no SOA record at its apex",
                 "z: example.com.: the zone has no NS records at its apex",
+            ]
+        );
+    }
+
+    #[test]
+    fn pools_must_sit_in_a_zone_clear_of_static_data_and_cuts() {
+        let origin = Name::parse("example.com").unwrap();
+        let zone = from_text(
+            &format!("{HEAD}www A 192.0.2.2\nalias CNAME www\nsub NS ns.sub\nns.sub A 192.0.2.3\n"),
+            Path::new("z"),
+            &origin,
+        )
+        .unwrap();
+        let pool = |name: &str| {
+            format!(
+                "[[pool]]\nname = \"{name}\"\n[[pool.group]]\nname = \"g\"\nendpoints = [{{ address = \"192.0.2.9\" }}]\n"
+            )
+        };
+        let text = format!(
+            "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n{}{}{}{}{}",
+            pool("app.example.org."),
+            pool("www.example.com."),
+            pool("alias.example.com."),
+            pool("x.sub.example.com."),
+            pool("ok.example.com."),
+        );
+        let config = crate::config::parse(&text, Path::new("w.toml")).unwrap();
+        let got: Vec<String> = check_pools(&config, &[zone])
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "w.toml: pool[0].name: pool `app.example.org.` is not inside any configured zone",
+                "w.toml: pool[1].name: pool `www.example.com.` clashes with static A data in the zone file of `example.com.`",
+                "w.toml: pool[2].name: pool `alias.example.com.` clashes with static CNAME data in the zone file of `example.com.`",
+                "w.toml: pool[3].name: pool `x.sub.example.com.` lies at or below the delegation `sub.example.com.`",
             ]
         );
     }

@@ -58,8 +58,8 @@ impl Listener {
                 _ = shutdown.cancelled() => return Ok(()),
                 accepted = self.listener.accept() => accepted,
             };
-            let stream = match accepted {
-                Ok((stream, _peer)) => stream,
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(e) if per_connection(&e) => continue,
                 Err(e) if out_of_descriptors(&e) => {
                     // Back off instead of spinning; connections in flight free descriptors.
@@ -83,6 +83,7 @@ impl Listener {
             let _ = stream.set_nodelay(true);
             tokio::spawn(connection(
                 stream,
+                peer.ip(),
                 permit,
                 self.ctx.clone(),
                 shutdown.clone(),
@@ -111,6 +112,7 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 
 async fn connection(
     stream: TcpStream,
+    client: std::net::IpAddr,
     _permit: OwnedSemaphorePermit,
     ctx: Context,
     shutdown: CancellationToken,
@@ -154,7 +156,7 @@ async fn connection(
         }
         out.clear();
         out.extend_from_slice(&[0, 0]);
-        if !respond(&ctx, &packet, Transport::Tcp, &mut out) {
+        if !respond(&ctx, &packet, Transport::Tcp, client, &mut out) {
             continue;
         }
         let body = (out.len() - 2) as u16;

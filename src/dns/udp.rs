@@ -228,12 +228,12 @@ fn serve(socket: &UdpSocket, ctx: &Context, shutdown: &CancellationToken) -> io:
         batch.reply_to.clear();
         let mut count = 0;
         for i in 0..n {
-            if batch.peer(i).is_none() {
+            let Some(peer) = batch.peer(i) else {
                 continue;
-            }
+            };
             let mut out = std::mem::take(&mut batch.answers[count]);
             out.clear();
-            let answered = respond(ctx, batch.packet(i), Transport::Udp, &mut out);
+            let answered = respond(ctx, batch.packet(i), Transport::Udp, peer.ip(), &mut out);
             batch.answers[count] = out;
             if answered {
                 batch.reply_to.push(i);

@@ -5,7 +5,7 @@
 use smallvec::SmallVec;
 
 use crate::model::{MAX_NAME_LEN, RRset, Rdata, label_starts, rtype};
-use crate::snapshot::{Answer, Entry, Owner, Rcode};
+use crate::snapshot::{Answer, Entry, Owner, Rcode, Subnet};
 
 pub const HEADER_LEN: usize = 12;
 /// Size of the OPT record weir appends: root name, type, class, TTL, empty rdata.
@@ -52,6 +52,45 @@ pub struct Query<'p> {
     pub qtype: u16,
     pub qclass: u16,
     pub edns: Option<Edns>,
+    /// EDNS Client Subnet, if the query carried one (RFC 7871).
+    pub ecs: Option<Subnet>,
+}
+
+/// EDNS option code of Client Subnet (RFC 7871 6).
+const OPTION_ECS: u16 = 8;
+
+/// Parses an ECS option body; None if it breaks RFC 7871 7.1.2 (FORMERR).
+fn parse_ecs(data: &[u8]) -> Option<Subnet> {
+    let family = u16_at(data, 0)?;
+    let source_prefix = *data.get(2)?;
+    let scope = *data.get(3)?;
+    let max = match family {
+        1 => 32,
+        2 => 128,
+        _ => return None,
+    };
+    let addr_bytes = &data[4..];
+    // "SCOPE PREFIX-LENGTH ... MUST be set to 0 in queries"; the address holds exactly
+    // ceil(SOURCE PREFIX-LENGTH / 8) octets with the bits past the prefix zero.
+    if scope != 0
+        || source_prefix > max
+        || addr_bytes.len() != usize::from(source_prefix).div_ceil(8)
+    {
+        return None;
+    }
+    if let Some(&last) = addr_bytes.last() {
+        let used = source_prefix % 8;
+        if used != 0 && last & (0xFF >> used) != 0 {
+            return None;
+        }
+    }
+    let mut addr = [0u8; 16];
+    addr[..addr_bytes.len()].copy_from_slice(addr_bytes);
+    Some(Subnet {
+        family,
+        source_prefix,
+        addr,
+    })
 }
 
 impl Query<'_> {
@@ -144,6 +183,7 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
     let question = &p[HEADER_LEN..at];
 
     let mut edns = None;
+    let mut ecs = None;
     for _ in 0..arcount {
         let name_start = at;
         // Owner name: labels ending in the root label or a backward pointer.
@@ -188,11 +228,13 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
         }
         let mut o = 0;
         while o < rdata.len() {
+            let code = u16_at(rdata, o).ok_or(formerr)?;
             let olen = u16_at(rdata, o + 2).ok_or(formerr)? as usize;
-            o += 4 + olen;
-            if o > rdata.len() {
-                return Err(formerr);
+            let data = rdata.get(o + 4..o + 4 + olen).ok_or(formerr)?;
+            if code == OPTION_ECS {
+                ecs = Some(parse_ecs(data).ok_or(formerr)?);
             }
+            o += 4 + olen;
         }
         edns = Some(Edns {
             // RFC 6891 6.2.5: values below 512 are treated as 512.
@@ -213,6 +255,7 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
         qtype,
         qclass,
         edns,
+        ecs,
     })
 }
 
@@ -371,7 +414,14 @@ pub fn write_response(
         }
     }
     let after_question = (w.len(), w.names.len());
-    let room = limit.saturating_sub(if q.edns.is_some() { OPT_LEN } else { 0 });
+    let ecs_len = q
+        .ecs
+        .map_or(0, |s| 8 + usize::from(s.source_prefix).div_ceil(8));
+    let room = limit.saturating_sub(if q.edns.is_some() {
+        OPT_LEN + ecs_len
+    } else {
+        0
+    });
 
     let mut truncated = false;
     let (mut an, mut ns, mut ar) = (0, 0, 0);
@@ -400,13 +450,22 @@ pub fn write_response(
     }
     if let Some(edns) = q.edns {
         // RFC 6891 6.1.3: extended RCODE in the OPT TTL; version 0; DO echoed (RFC 3225 3);
-        // no options echoed.
+        // no options echoed but ECS, which RFC 7871 7.2.1 requires back with our scope.
         w.out.push(0);
         w.u16(rtype::OPT);
         w.u16(udp_payload);
         let ext = ((ans.rcode as u32) >> 4) << 24;
         w.u32(ext | if edns.dnssec_ok { 0x8000 } else { 0 });
-        w.u16(0);
+        w.u16(ecs_len as u16);
+        if let Some(subnet) = q.ecs {
+            let addr_len = usize::from(subnet.source_prefix).div_ceil(8);
+            w.u16(OPTION_ECS);
+            w.u16((4 + addr_len) as u16);
+            w.u16(subnet.family);
+            w.out.push(subnet.source_prefix);
+            w.out.push(ans.ecs_scope.min(subnet.source_prefix));
+            w.out.extend_from_slice(&subnet.addr[..addr_len]);
+        }
         ar += 1;
     }
 

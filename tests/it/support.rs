@@ -69,8 +69,7 @@ impl Server {
         }
         let path = dir.path().join("weir.toml");
         std::fs::write(&path, config).unwrap();
-        let (config, snapshot) = weir::state::load(&path, 1).unwrap();
-        let running = weir::app::start(&config, snapshot).unwrap();
+        let running = weir::app::start(weir::state::load(&path).unwrap()).unwrap();
         Server {
             addr: running.dns_addrs[0],
             running: Some(running),

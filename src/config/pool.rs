@@ -1,0 +1,582 @@
+//! `[[pool]]` tables: raw TOML shapes and their validation into `model::Pool`. Checks that need
+//! the zones (pool inside a zone, no clash with static records) live in `state::load`.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Deserialize;
+
+use super::Collector;
+use crate::model::{
+    Check, CheckKind, Endpoint, Group, Health, Name, OnAllDown, Pool, ProbeKey, Sticky,
+};
+
+mod defaults {
+    pub(crate) const TTL: i64 = 30;
+    pub(crate) const ANSWERS: i64 = 1;
+    pub(crate) const DEGRADED_TTL: i64 = 10;
+    pub(crate) const INTERVAL: &str = "5s";
+    pub(crate) const TIMEOUT: &str = "2s";
+    pub(crate) const RISE: i64 = 3;
+    pub(crate) const FALL: i64 = 3;
+    pub(crate) const WEIGHT: i64 = 1;
+}
+
+/// Largest weight accepted for a group or an endpoint.
+pub const MAX_WEIGHT: i64 = 1_000_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPool {
+    name: String,
+    ttl: Option<i64>,
+    answers: Option<i64>,
+    sticky: Option<String>,
+    on_all_down: Option<String>,
+    min_healthy: Option<f64>,
+    degraded_ttl: Option<i64>,
+    check: Option<RawCheck>,
+    #[serde(default)]
+    group: Vec<RawGroup>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCheck {
+    kind: Option<String>,
+    port: Option<i64>,
+    path: Option<String>,
+    host: Option<String>,
+    expect: Option<Vec<RawExpect>>,
+    body_contains: Option<String>,
+    tls_verify: Option<bool>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    rise: Option<i64>,
+    fall: Option<i64>,
+    initial: Option<String>,
+}
+
+/// `expect = [200, "200-299"]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum RawExpect {
+    Code(i64),
+    Range(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: String,
+    weight: Option<i64>,
+    #[serde(default)]
+    endpoints: Vec<RawEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    address: String,
+    weight: Option<i64>,
+    probe: Option<String>,
+    check: Option<RawCheck>,
+}
+
+impl RawCheck {
+    /// Endpoint keys override pool keys, one by one.
+    fn over(&self, base: &RawCheck) -> RawCheck {
+        RawCheck {
+            kind: self.kind.clone().or_else(|| base.kind.clone()),
+            port: self.port.or(base.port),
+            path: self.path.clone().or_else(|| base.path.clone()),
+            host: self.host.clone().or_else(|| base.host.clone()),
+            expect: self.expect.clone().or_else(|| base.expect.clone()),
+            body_contains: self
+                .body_contains
+                .clone()
+                .or_else(|| base.body_contains.clone()),
+            tls_verify: self.tls_verify.or(base.tls_verify),
+            interval: self.interval.clone().or_else(|| base.interval.clone()),
+            timeout: self.timeout.clone().or_else(|| base.timeout.clone()),
+            rise: self.rise.or(base.rise),
+            fall: self.fall.or(base.fall),
+            initial: self.initial.clone().or_else(|| base.initial.clone()),
+        }
+    }
+}
+
+/// Validates the effective check `raw` (endpoint keys over pool keys); `own` is the table
+/// written at `key`, for complaints about keys that table sets itself.
+fn check(
+    c: &mut Collector<'_>,
+    key: &str,
+    raw: &RawCheck,
+    own: &RawCheck,
+    has_probe: bool,
+) -> Option<Check> {
+    let before = c.problems.len();
+    let kind = match raw.kind.as_deref() {
+        Some("http") => CheckKind::Http,
+        Some("https") => CheckKind::Https,
+        Some("tcp") => CheckKind::Tcp,
+        Some(other) => {
+            c.push(
+                &format!("{key}.kind"),
+                format!("`{other}` is not one of \"http\", \"https\", \"tcp\""),
+            );
+            CheckKind::Tcp
+        }
+        None => {
+            c.push(
+                &format!("{key}.kind"),
+                "is required (\"http\", \"https\" or \"tcp\")",
+            );
+            CheckKind::Tcp
+        }
+    };
+    let port = match (raw.port, kind) {
+        (Some(p), _) => c.int_in(&format!("{key}.port"), p, 1, 65535) as u16,
+        (None, CheckKind::Http) => 80,
+        (None, CheckKind::Https) => 443,
+        (None, CheckKind::Tcp) => {
+            if !has_probe {
+                c.push(&format!("{key}.port"), "is required for a tcp check");
+            }
+            0
+        }
+    };
+    let path = raw.path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        c.push(
+            &format!("{key}.path"),
+            format!("`{path}` must start with `/`"),
+        );
+    }
+    let mut expect = Vec::new();
+    for (i, e) in raw.expect.iter().flatten().enumerate() {
+        let at = format!("{key}.expect[{i}]");
+        let range = match e {
+            RawExpect::Code(code) => Some((*code, *code)),
+            RawExpect::Range(text) => text
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?))),
+        };
+        match range {
+            Some((lo, hi)) if (100..=599).contains(&lo) && (lo..=599).contains(&hi) => {
+                expect.push((lo as u16, hi as u16));
+            }
+            _ => c.push(
+                &at,
+                "must be a status code 100..=599 or a range like \"200-299\"",
+            ),
+        }
+    }
+    if expect.is_empty() {
+        expect.push((200, 399));
+    }
+    let interval = c.duration(
+        &format!("{key}.interval"),
+        raw.interval.as_deref().unwrap_or(defaults::INTERVAL),
+    );
+    let timeout = c.duration(
+        &format!("{key}.timeout"),
+        raw.timeout.as_deref().unwrap_or(defaults::TIMEOUT),
+    );
+    if timeout >= interval {
+        c.push(
+            &format!("{key}.timeout"),
+            format!("{timeout:?} must be shorter than interval ({interval:?})"),
+        );
+    }
+    let rise = c.int_in(
+        &format!("{key}.rise"),
+        raw.rise.unwrap_or(defaults::RISE),
+        1,
+        100,
+    ) as u32;
+    let fall = c.int_in(
+        &format!("{key}.fall"),
+        raw.fall.unwrap_or(defaults::FALL),
+        1,
+        100,
+    ) as u32;
+    let initial = match raw.initial.as_deref().unwrap_or("up") {
+        "up" => Health::Up,
+        "down" => Health::Down,
+        other => {
+            c.push(
+                &format!("{key}.initial"),
+                format!("`{other}` is not one of \"up\", \"down\""),
+            );
+            Health::Up
+        }
+    };
+    if kind == CheckKind::Tcp
+        && (own.path.is_some() || own.body_contains.is_some() || own.expect.is_some())
+    {
+        c.push(
+            key,
+            "path, expect and body_contains apply to http and https checks only",
+        );
+    }
+    (c.problems.len() == before).then(|| Check {
+        kind,
+        port,
+        path,
+        host: raw.host.clone(),
+        expect,
+        body_contains: raw.body_contains.clone(),
+        tls_verify: raw.tls_verify.unwrap_or(true),
+        interval,
+        timeout,
+        rise,
+        fall,
+        initial,
+    })
+}
+
+pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
+    // (index in the file, pool) so later messages name the right `pool[i]`.
+    let mut pools: Vec<(usize, Pool)> = Vec::new();
+    for (i, rp) in raw.iter().enumerate() {
+        let key = format!("pool[{i}]");
+        let before = c.problems.len();
+        let name = match Name::parse(&rp.name) {
+            Ok(n) => n,
+            Err(e) => {
+                c.push(&format!("{key}.name"), format!("`{}`: {e}", rp.name));
+                continue;
+            }
+        };
+        if pools.iter().any(|(_, p)| p.name == name) {
+            c.push(
+                &format!("{key}.name"),
+                format!("pool `{name}` is configured twice"),
+            );
+        }
+        let ttl = c.int_in(
+            &format!("{key}.ttl"),
+            rp.ttl.unwrap_or(defaults::TTL),
+            0,
+            604_800,
+        ) as u32;
+        let answers = c.int_in(
+            &format!("{key}.answers"),
+            rp.answers.unwrap_or(defaults::ANSWERS),
+            1,
+            16,
+        ) as usize;
+        let sticky = match rp.sticky.as_deref().unwrap_or("none") {
+            "none" => Sticky::None,
+            "client-subnet" => Sticky::ClientSubnet,
+            other => {
+                c.push(
+                    &format!("{key}.sticky"),
+                    format!("`{other}` is not one of \"none\", \"client-subnet\""),
+                );
+                Sticky::None
+            }
+        };
+        let on_all_down = match rp.on_all_down.as_deref().unwrap_or("serve-all") {
+            "serve-all" => OnAllDown::ServeAll,
+            "nodata" => OnAllDown::NoData,
+            "servfail" => OnAllDown::ServFail,
+            other => match other.strip_prefix("fallback:").map(Name::parse) {
+                Some(Ok(target)) => OnAllDown::Fallback(target),
+                _ => {
+                    c.push(
+                        &format!("{key}.on_all_down"),
+                        format!("`{other}` is not one of \"serve-all\", \"fallback:<pool name>\", \"nodata\", \"servfail\""),
+                    );
+                    OnAllDown::ServeAll
+                }
+            },
+        };
+        let min_healthy = rp.min_healthy.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&min_healthy) {
+            c.push(
+                &format!("{key}.min_healthy"),
+                format!("{min_healthy} is out of range 0.0..=1.0"),
+            );
+        }
+        let degraded_ttl = c.int_in(
+            &format!("{key}.degraded_ttl"),
+            rp.degraded_ttl.unwrap_or(defaults::DEGRADED_TTL),
+            0,
+            604_800,
+        ) as u32;
+
+        let pool_check = rp.check.clone();
+        let mut groups: Vec<Group> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut total_weight = 0i64;
+        if rp.group.is_empty() {
+            c.push(&key, "has no [[pool.group]]: a pool needs endpoints");
+        }
+        for (g, rg) in rp.group.iter().enumerate() {
+            let gkey = format!("{key}.group[{g}]");
+            if rg.name.is_empty() || rg.name.contains(['/', ' ']) {
+                c.push(
+                    &format!("{gkey}.name"),
+                    format!("`{}` must be non-empty, without spaces or `/`", rg.name),
+                );
+            }
+            if groups.iter().any(|other| other.name == rg.name) {
+                c.push(
+                    &format!("{gkey}.name"),
+                    format!("group `{}` is configured twice", rg.name),
+                );
+            }
+            let weight = c.int_in(
+                &format!("{gkey}.weight"),
+                rg.weight.unwrap_or(defaults::WEIGHT),
+                0,
+                MAX_WEIGHT,
+            );
+            let mut endpoints = Vec::new();
+            let mut group_weight = 0;
+            for (e, re) in rg.endpoints.iter().enumerate() {
+                let ekey = format!("{gkey}.endpoints[{e}]");
+                let Ok(address) = re.address.parse::<IpAddr>() else {
+                    c.push(
+                        &format!("{ekey}.address"),
+                        format!("`{}` is not an IP address", re.address),
+                    );
+                    continue;
+                };
+                if !seen.insert(address) {
+                    c.push(
+                        &format!("{ekey}.address"),
+                        format!("{address} appears twice in the pool"),
+                    );
+                }
+                let ew = c.int_in(
+                    &format!("{ekey}.weight"),
+                    re.weight.unwrap_or(defaults::WEIGHT),
+                    0,
+                    MAX_WEIGHT,
+                );
+                group_weight += ew;
+                let probe_addr = match re.probe.as_deref().map(str::parse::<SocketAddr>) {
+                    None => None,
+                    Some(Ok(a)) => Some(a),
+                    Some(Err(_)) => {
+                        c.push(
+                            &format!("{ekey}.probe"),
+                            format!(
+                                "`{}` is not an address with a port, like \"10.0.0.5:8080\"",
+                                re.probe.as_deref().unwrap_or("")
+                            ),
+                        );
+                        None
+                    }
+                };
+                let raw_check = match (&re.check, &pool_check) {
+                    (Some(own), Some(base)) => Some(own.over(base)),
+                    (Some(own), None) => Some(own.clone()),
+                    (None, base) => base.clone(),
+                };
+                let (check_key, own) = match (&re.check, &pool_check) {
+                    (Some(own), _) => (format!("{ekey}.check"), own.clone()),
+                    (None, Some(base)) => (format!("{key}.check"), base.clone()),
+                    (None, None) => (String::new(), RawCheck::default()),
+                };
+                let probe = raw_check.and_then(|rc| {
+                    let check = check(c, &check_key, &rc, &own, probe_addr.is_some())?;
+                    let target = probe_addr.unwrap_or(SocketAddr::new(address, check.port));
+                    Some(ProbeKey { target, check })
+                });
+                endpoints.push(Endpoint {
+                    address,
+                    weight: ew as u32,
+                    probe,
+                });
+            }
+            if group_weight > 0 {
+                total_weight += weight;
+            }
+            groups.push(Group {
+                name: rg.name.clone(),
+                weight: weight as u32,
+                endpoints,
+            });
+        }
+        if !rp.group.is_empty() && groups.iter().all(|g| g.endpoints.is_empty()) {
+            c.push(&key, "has no endpoints");
+        } else if !rp.group.is_empty() && total_weight == 0 {
+            c.push(
+                &key,
+                "every group or endpoint weight is 0: the pool would never answer",
+            );
+        }
+        if c.problems.len() == before {
+            pools.push((
+                i,
+                Pool {
+                    name,
+                    ttl,
+                    answers,
+                    sticky,
+                    on_all_down,
+                    min_healthy,
+                    degraded_ttl: degraded_ttl.min(ttl),
+                    groups,
+                },
+            ));
+        }
+    }
+    // Fallbacks name existing pools, never themselves, never in a cycle.
+    for (i, pool) in &pools {
+        let mut seen = vec![&pool.name];
+        let mut at = pool;
+        while let OnAllDown::Fallback(target) = &at.on_all_down {
+            let Some((_, next)) = pools.iter().find(|(_, p)| &p.name == target) else {
+                c.push(
+                    &format!("pool[{i}].on_all_down"),
+                    format!("fallback pool `{target}` is not configured"),
+                );
+                break;
+            };
+            if seen.contains(&&next.name) {
+                let chain: Vec<String> = seen.iter().map(ToString::to_string).collect();
+                c.push(
+                    &format!("pool[{i}].on_all_down"),
+                    format!("fallback cycle: {} -> {}", chain.join(" -> "), next.name),
+                );
+                break;
+            }
+            seen.push(&next.name);
+            at = next;
+        }
+    }
+    pools.into_iter().map(|(_, p)| p).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    const ZONE: &str = "[[zone]]\norigin = \"example.com.\"\nfile = \"x\"\n";
+
+    fn problems(pools: &str) -> Vec<String> {
+        match super::super::parse(&format!("{ZONE}{pools}"), Path::new("w.toml")) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn full_example_shape_is_accepted() {
+        let text = r#"
+[[pool]]
+name = "app.example.com."
+ttl = 30
+answers = 1
+sticky = "none"
+on_all_down = "serve-all"
+min_healthy = 0.0
+[pool.check]
+kind = "http"
+port = 8080
+path = "/healthz"
+expect = [200, "300-302"]
+interval = "5s"
+timeout = "2s"
+rise = 3
+fall = 3
+[[pool.group]]
+name = "blue"
+weight = 90
+endpoints = [ { address = "192.0.2.10" }, { address = "192.0.2.11", weight = 2 } ]
+[[pool.group]]
+name = "green"
+weight = 10
+endpoints = [ { address = "2001:db8::20", check = { kind = "tcp", port = 443 } }, { address = "192.0.2.30", probe = "10.0.0.5:8080" } ]
+"#;
+        let config = super::super::parse(&format!("{ZONE}{text}"), Path::new("w.toml")).unwrap();
+        let pool = &config.pools[0];
+        let blue = &pool.groups[0].endpoints[1];
+        let probe = blue.probe.as_ref().unwrap();
+        assert_eq!(probe.target, "192.0.2.11:8080".parse().unwrap());
+        assert_eq!(probe.check.expect, vec![(200, 200), (300, 302)]);
+        let green = &pool.groups[1].endpoints;
+        let tcp = green[0].probe.as_ref().unwrap();
+        assert_eq!(tcp.check.kind, crate::model::CheckKind::Tcp);
+        assert_eq!(tcp.target, "[2001:db8::20]:443".parse().unwrap());
+        assert_eq!(
+            tcp.check.interval,
+            std::time::Duration::from_secs(5),
+            "inherited from the pool"
+        );
+        assert_eq!(
+            green[1].probe.as_ref().unwrap().target,
+            "10.0.0.5:8080".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn each_pool_problem_is_named() {
+        let got = problems(
+            r#"
+[[pool]]
+name = "a.example.com."
+on_all_down = "fallback:nowhere.example.com."
+[pool.check]
+kind = "http"
+interval = "2s"
+timeout = "2s"
+[[pool.group]]
+name = "g"
+weight = 2000000
+endpoints = [{ address = "192.0.2.1" }, { address = "192.0.2.1" }, { address = "nope" }]
+[[pool]]
+name = "b.example.com."
+[[pool.group]]
+name = "g"
+endpoints = []
+[[pool]]
+name = "c.example.com."
+on_all_down = "fallback:d.example.com."
+[[pool.group]]
+name = "g"
+endpoints = [{ address = "192.0.2.3" }]
+[[pool]]
+name = "d.example.com."
+on_all_down = "fallback:c.example.com."
+[[pool.group]]
+name = "g"
+endpoints = [{ address = "192.0.2.4" }]
+[[pool]]
+name = "e.example.com."
+[[pool.group]]
+name = "g"
+endpoints = [{ address = "192.0.2.5", weight = 0 }]
+"#,
+        );
+        let want = [
+            "w.toml: pool[0].group[0].weight: 2000000 is out of range 0..=1000000",
+            "w.toml: pool[0].check.timeout: 2s must be shorter than interval (2s)",
+            "w.toml: pool[0].group[0].endpoints[1].address: 192.0.2.1 appears twice in the pool",
+            "w.toml: pool[0].group[0].endpoints[2].address: `nope` is not an IP address",
+            "w.toml: pool[1]: has no endpoints",
+            "w.toml: pool[4]: every group or endpoint weight is 0",
+            "w.toml: pool[2].on_all_down: fallback cycle: c.example.com. -> d.example.com. -> c.example.com.",
+            "w.toml: pool[3].on_all_down: fallback cycle: d.example.com. -> c.example.com. -> d.example.com.",
+        ];
+        for w in want {
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in {got:#?}"
+            );
+        }
+        // pool[0] was rejected, so its unknown fallback is not followed; check it alone.
+        let got = problems(
+            "[[pool]]\nname = \"a.example.com.\"\non_all_down = \"fallback:nowhere.example.com.\"\n[[pool.group]]\nname = \"g\"\nendpoints = [{ address = \"192.0.2.1\" }]\n",
+        );
+        assert_eq!(
+            got,
+            ["w.toml: pool[0].on_all_down: fallback pool `nowhere.example.com.` is not configured"]
+        );
+    }
+}

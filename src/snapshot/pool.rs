@@ -1,0 +1,691 @@
+//! Managed names in the snapshot: each pool's A and AAAA candidates, precomputed at build time
+//! from weights, health and the failure policy, and the per-query choice among them.
+//!
+//! Weights: a group's weight is shared among its *up* endpoints of the asked family in
+//! proportion to their own weights, so one dead instance does not shift traffic between groups
+//! (blue/green keeps its split); a group with no endpoint up drops out. `min_healthy` compares
+//! the up share of the configured weight (per family) with the threshold.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use prometheus::IntCounter;
+use smallvec::SmallVec;
+
+use super::{Answer, Entry, Owner, Rcode};
+use crate::metrics::Metrics;
+use crate::model::{Health, OnAllDown, Pool, ProbeKey, RRset, Rdata, Sticky, rtype};
+
+/// Longest fallback chain followed (config rejects cycles; this bounds the work regardless).
+const MAX_FALLBACK_DEPTH: usize = 8;
+
+/// An EDNS Client Subnet option from a query (RFC 7871 6), validated by the wire parser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subnet {
+    /// 1 = IPv4, 2 = IPv6.
+    pub family: u16,
+    pub source_prefix: u8,
+    /// The address, zero beyond `source_prefix`.
+    pub addr: [u8; 16],
+}
+
+/// Who is asking: the resolver's address and the subnet it sent on behalf of its client.
+#[derive(Clone, Copy, Debug)]
+pub struct Client {
+    pub addr: IpAddr,
+    pub ecs: Option<Subnet>,
+}
+
+/// Sticky keys use the client's /24 (IPv4) or /56 (IPv6).
+const STICKY_V4: u8 = 24;
+const STICKY_V6: u8 = 56;
+
+#[derive(Debug)]
+struct Candidate {
+    /// One A or AAAA record with the outcome's TTL.
+    rrset: RRset,
+    weight: f64,
+    /// Stable per-address hash for rendezvous.
+    seed: u64,
+    answered: IntCounter,
+}
+
+#[derive(Debug)]
+struct Span {
+    /// Cumulative share of the family's total weight where this group ends, in (0, 1].
+    end: f64,
+    range: std::ops::Range<usize>,
+}
+
+#[derive(Debug)]
+enum Outcome {
+    /// No endpoint of this family at all, or the policy says NODATA.
+    NoData,
+    ServFail,
+    Answer {
+        /// Ordered by group; `spans` index into it.
+        candidates: Vec<Candidate>,
+        total: f64,
+        spans: Vec<Span>,
+    },
+}
+
+/// A pool as the query path sees it.
+#[derive(Debug)]
+pub(super) struct PoolNode {
+    answers: usize,
+    sticky: bool,
+    v4: Outcome,
+    v6: Outcome,
+}
+
+type HealthOf<'a> = &'a dyn Fn(&ProbeKey) -> Health;
+
+/// Precomputes a pool for the snapshot. `pools` holds every pool by name, for fallbacks.
+pub(super) fn build(
+    pool: &Pool,
+    pools: &HashMap<&crate::model::Name, &Pool>,
+    health: HealthOf<'_>,
+    metrics: &Metrics,
+) -> PoolNode {
+    PoolNode {
+        answers: pool.answers,
+        sticky: pool.sticky == Sticky::ClientSubnet,
+        v4: family(pool, rtype::A, pools, health, metrics, 0),
+        v6: family(pool, rtype::AAAA, pools, health, metrics, 0),
+    }
+}
+
+fn of_family(addr: &IpAddr, t: u16) -> bool {
+    matches!(
+        (addr, t),
+        (IpAddr::V4(_), rtype::A) | (IpAddr::V6(_), rtype::AAAA)
+    )
+}
+
+fn family(
+    pool: &Pool,
+    t: u16,
+    pools: &HashMap<&crate::model::Name, &Pool>,
+    health: HealthOf<'_>,
+    metrics: &Metrics,
+    depth: usize,
+) -> Outcome {
+    let family_name = if t == rtype::A { "ipv4" } else { "ipv6" };
+    let up = |probe: &Option<ProbeKey>| probe.as_ref().is_none_or(|k| health(k) == Health::Up);
+    // Configured weight of the family, and the part of it that is up.
+    let (mut configured, mut up_weight) = (0.0, 0.0);
+    let mut any = false;
+    for g in &pool.groups {
+        let eps = g.endpoints.iter().filter(|e| of_family(&e.address, t));
+        let all: f64 = eps.clone().map(|e| f64::from(e.weight)).sum();
+        let alive: f64 = eps
+            .clone()
+            .filter(|e| up(&e.probe))
+            .map(|e| f64::from(e.weight))
+            .sum();
+        any |= eps.count() > 0;
+        if all > 0.0 {
+            configured += f64::from(g.weight);
+            up_weight += f64::from(g.weight) * alive / all;
+        }
+        for e in g.endpoints.iter().filter(|e| of_family(&e.address, t)) {
+            metrics.endpoint_health(
+                &pool.name.to_string(),
+                &g.name,
+                &e.address.to_string(),
+                up(&e.probe),
+            );
+        }
+    }
+    if !any {
+        metrics.pool_degraded(&pool.name.to_string(), family_name, false);
+        return Outcome::NoData;
+    }
+    let degraded =
+        up_weight <= 0.0 || (configured > 0.0 && up_weight / configured < pool.min_healthy);
+    metrics.pool_degraded(&pool.name.to_string(), family_name, degraded);
+    if !degraded {
+        return candidates(pool, t, pool.ttl, &|p| up(p), metrics);
+    }
+    let ttl = pool.ttl.min(pool.degraded_ttl);
+    match &pool.on_all_down {
+        OnAllDown::ServeAll => candidates(pool, t, ttl, &|_| true, metrics),
+        OnAllDown::NoData => Outcome::NoData,
+        OnAllDown::ServFail => Outcome::ServFail,
+        OnAllDown::Fallback(name) => match pools.get(name) {
+            Some(next) if depth < MAX_FALLBACK_DEPTH => {
+                cap_ttl(family(next, t, pools, health, metrics, depth + 1), ttl)
+            }
+            _ => Outcome::ServFail,
+        },
+    }
+}
+
+fn cap_ttl(mut outcome: Outcome, ttl: u32) -> Outcome {
+    if let Outcome::Answer { candidates, .. } = &mut outcome {
+        for c in candidates {
+            c.rrset.ttl = c.rrset.ttl.min(ttl);
+        }
+    }
+    outcome
+}
+
+/// Candidates of family `t` among endpoints that `include` admits, weighted by group weight
+/// shared within each group. If every admitted weight is 0 (all drained while serving all),
+/// admitted endpoints get equal weights rather than nothing.
+fn candidates(
+    pool: &Pool,
+    t: u16,
+    ttl: u32,
+    include: &dyn Fn(&Option<ProbeKey>) -> bool,
+    metrics: &Metrics,
+) -> Outcome {
+    let mut out = Vec::new();
+    let mut spans = Vec::new();
+    let mut total = 0.0;
+    for g in &pool.groups {
+        let eps: Vec<_> = g
+            .endpoints
+            .iter()
+            .filter(|e| of_family(&e.address, t) && include(&e.probe))
+            .collect();
+        let sum: f64 = eps.iter().map(|e| f64::from(e.weight)).sum();
+        let start = out.len();
+        for e in eps {
+            let weight = if sum > 0.0 {
+                f64::from(g.weight) * f64::from(e.weight) / sum
+            } else {
+                0.0
+            };
+            let bytes: Box<[u8]> = match e.address {
+                IpAddr::V4(a) => a.octets().into(),
+                IpAddr::V6(a) => a.octets().into(),
+            };
+            out.push(Candidate {
+                seed: hash_bytes(&bytes, 0),
+                rrset: RRset {
+                    rtype: t,
+                    ttl,
+                    rdatas: vec![Rdata::Opaque(bytes)],
+                },
+                weight,
+                answered: metrics.endpoint_answers(
+                    &pool.name.to_string(),
+                    &g.name,
+                    &e.address.to_string(),
+                ),
+            });
+            total += weight;
+        }
+        spans.push((total, start..out.len()));
+    }
+    if total <= 0.0 {
+        // Nothing has weight (everything drained): serve what is admitted, equally.
+        if out.is_empty() {
+            return Outcome::NoData;
+        }
+        total = out.len() as f64;
+        for c in &mut out {
+            c.weight = 1.0;
+        }
+        spans = vec![(total, 0..out.len())];
+    }
+    Outcome::Answer {
+        candidates: out,
+        total,
+        spans: spans
+            .into_iter()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(end, range)| Span {
+                end: end / total,
+                range,
+            })
+            .collect(),
+    }
+}
+
+/// SplitMix64's finalizer: a stable, well-mixed 64-bit hash (stable across builds and hosts,
+/// so every nameserver of a zone gives a client the same sticky answer).
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn hash_bytes(bytes: &[u8], salt: u64) -> u64 {
+    let mut h = mix(salt ^ bytes.len() as u64);
+    for chunk in bytes.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = mix(h ^ u64::from_le_bytes(word));
+    }
+    h
+}
+
+/// A hash in [0, 1).
+fn unit(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The sticky key of a client and the ECS scope prefix it implies (0 without ECS).
+fn sticky_key(client: &Client) -> (u64, u8) {
+    let (family, prefix, mut addr, ecs) = match client.ecs {
+        Some(s) => {
+            let cap = if s.family == 1 { STICKY_V4 } else { STICKY_V6 };
+            (s.family, s.source_prefix.min(cap), s.addr, true)
+        }
+        None => match client.addr {
+            IpAddr::V4(a) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&a.octets());
+                (1, STICKY_V4, b, false)
+            }
+            IpAddr::V6(a) => (2, STICKY_V6, a.octets(), false),
+        },
+    };
+    // Zero everything past the prefix.
+    for (i, byte) in addr.iter_mut().enumerate() {
+        let keep = (i32::from(prefix) - 8 * i as i32).clamp(0, 8) as u32;
+        *byte &= (0xFFu16 << (8 - keep)) as u8;
+    }
+    let key = hash_bytes(&addr, u64::from(family) << 8 | u64::from(prefix));
+    (key, if ecs { prefix } else { 0 })
+}
+
+impl PoolNode {
+    /// Writes the pool's answer for A or AAAA (ANY: A if there is any, else AAAA).
+    pub(super) fn answer<'a>(
+        &'a self,
+        qtype: u16,
+        owner: Owner<'a>,
+        client: &Client,
+        ans: &mut Answer<'a>,
+    ) -> bool {
+        let outcome = match qtype {
+            rtype::AAAA => &self.v6,
+            rtype::ANY if matches!(self.v4, Outcome::NoData) => &self.v6,
+            _ => &self.v4,
+        };
+        let (candidates, total, spans) = match outcome {
+            Outcome::NoData => return false,
+            Outcome::ServFail => {
+                ans.rcode = Rcode::ServFail;
+                ans.authoritative = false;
+                return true;
+            }
+            Outcome::Answer {
+                candidates,
+                total,
+                spans,
+            } => (candidates, *total, spans),
+        };
+        let k = self.answers.min(candidates.len());
+        let mut chosen: SmallVec<[usize; 8]> = SmallVec::new();
+        if self.sticky {
+            let (key, scope) = sticky_key(client);
+            ans.ecs_scope = scope;
+            sticky_pick(candidates, spans, key, k, &mut chosen);
+        } else {
+            weighted_pick(candidates, total, k, &mut chosen);
+        }
+        for i in chosen {
+            let c = &candidates[i];
+            c.answered.inc();
+            ans.answer.push(Entry {
+                owner,
+                rrset: &c.rrset,
+                required: false,
+            });
+        }
+        true
+    }
+}
+
+/// Weighted sampling without replacement: each draw picks among the remaining candidates in
+/// proportion to weight, so weights decide membership, not only order.
+fn weighted_pick(cands: &[Candidate], total: f64, k: usize, chosen: &mut SmallVec<[usize; 8]>) {
+    let mut remaining = total;
+    while chosen.len() < k && remaining > 0.0 {
+        let mut r = fastrand::f64() * remaining;
+        let mut pick = None;
+        for (i, c) in cands.iter().enumerate() {
+            if c.weight <= 0.0 || chosen.contains(&i) {
+                continue;
+            }
+            pick = Some(i);
+            if r < c.weight {
+                break;
+            }
+            r -= c.weight;
+        }
+        // `pick` ends on the last positive candidate if rounding left r past every weight.
+        let Some(i) = pick else { break };
+        chosen.push(i);
+        remaining -= cands[i].weight;
+    }
+}
+
+/// Sticky choice: the key's point in [0, 1) selects a group by cumulative weight (so raising a
+/// group's weight only moves keys into it), then weighted rendezvous hashing picks inside the
+/// group; further answers come from the best-scoring others.
+fn sticky_pick(
+    cands: &[Candidate],
+    spans: &[Span],
+    key: u64,
+    k: usize,
+    chosen: &mut SmallVec<[usize; 8]>,
+) {
+    let point = unit(mix(key));
+    let Some(span) = spans.iter().find(|s| point < s.end).or(spans.last()) else {
+        return;
+    };
+    let score = |i: usize| {
+        let c = &cands[i];
+        if c.weight <= 0.0 {
+            return f64::NEG_INFINITY;
+        }
+        // Weighted rendezvous: -w / ln(u) with u in (0, 1).
+        let u = (unit(mix(key ^ c.seed)) + f64::EPSILON).min(1.0 - f64::EPSILON);
+        -c.weight / u.ln()
+    };
+    for pool in [span.range.clone(), 0..cands.len()] {
+        while chosen.len() < k {
+            let best = pool
+                .clone()
+                .filter(|i| !chosen.contains(i))
+                .map(|i| (score(i), i))
+                .filter(|(s, _)| s.is_finite())
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            match best {
+                Some((_, i)) => chosen.push(i),
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::path::Path;
+
+    use super::*;
+    use crate::model::{Name, Rdata, rtype};
+    use crate::snapshot::{Question, Snapshot, answer};
+
+    const ZONE: &str =
+        "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\n";
+
+    fn snapshot_with(pools: &str, health: &HashMap<ProbeKey, Health>) -> (Snapshot, Vec<Pool>) {
+        let text = format!("[[zone]]\norigin = \"example.com.\"\nfile = \"x\"\n{pools}");
+        let config = crate::config::parse(&text, Path::new("weir.toml")).unwrap();
+        let zone =
+            crate::zones::from_text(ZONE, Path::new("x"), &Name::parse("example.com").unwrap())
+                .unwrap();
+        let metrics = Metrics::new();
+        let snap = crate::snapshot::build(&[zone], &config.pools, health, &metrics, 1);
+        (snap, config.pools)
+    }
+
+    fn snapshot(pools: &str) -> Snapshot {
+        snapshot_with(pools, &HashMap::new()).0
+    }
+
+    fn client(addr: [u8; 4]) -> Client {
+        Client {
+            addr: IpAddr::V4(Ipv4Addr::from(addr)),
+            ecs: None,
+        }
+    }
+
+    /// The addresses answered (in order), the rcode and the TTL of the first record.
+    fn ask(snap: &Snapshot, qtype: u16, c: Client) -> (Vec<String>, Rcode, u32) {
+        let name = Name::parse("app.example.com").unwrap();
+        let ans = answer(
+            snap,
+            Question {
+                name: name.wire(),
+                qtype,
+                qclass: 1,
+                client: c,
+            },
+        );
+        let addrs = ans
+            .answer
+            .iter()
+            .map(|e| match &e.rrset.rdatas[0] {
+                Rdata::Opaque(b) if b.len() == 4 => {
+                    Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string()
+                }
+                Rdata::Opaque(b) => {
+                    let a: [u8; 16] = (**b).try_into().unwrap();
+                    std::net::Ipv6Addr::from(a).to_string()
+                }
+                other => format!("{other:?}"),
+            })
+            .collect();
+        let ttl = ans.answer.first().map_or(0, |e| e.rrset.ttl);
+        (addrs, ans.rcode, ttl)
+    }
+
+    fn split(blue: u32, green: u32, extra: &str) -> String {
+        format!(
+            "[[pool]]\nname = \"app.example.com.\"\n{extra}\n[[pool.group]]\nname = \"blue\"\nweight = {blue}\nendpoints = [{{ address = \"192.0.2.10\" }}, {{ address = \"192.0.2.11\" }}]\n[[pool.group]]\nname = \"green\"\nweight = {green}\nendpoints = [{{ address = \"192.0.2.20\" }}, {{ address = \"2001:db8::20\" }}]\n"
+        )
+    }
+
+    fn share_of_green(snap: &Snapshot, n: usize) -> f64 {
+        let green = (0..n)
+            .filter(|i| {
+                let c = client([10, (i >> 16) as u8, (i >> 8) as u8, *i as u8]);
+                ask(snap, rtype::A, c).0 == ["192.0.2.20"]
+            })
+            .count();
+        green as f64 / n as f64
+    }
+
+    #[test]
+    fn weights_hold_over_100k_queries() {
+        for (blue, green, tolerance) in [(90, 10, 0.005), (99, 1, 0.002)] {
+            let snap = snapshot(&split(blue, green, ""));
+            let got = share_of_green(&snap, 100_000);
+            let want = f64::from(green) / 100.0;
+            assert!(
+                (got - want).abs() <= tolerance,
+                "{blue}/{green}: green got {got}"
+            );
+        }
+    }
+
+    #[test]
+    fn several_answers_are_distinct_and_drained_never_appear() {
+        let pools = "[[pool]]\nname = \"app.example.com.\"\nanswers = 2\n[[pool.group]]\nname = \"g\"\nendpoints = [{ address = \"192.0.2.1\" }, { address = \"192.0.2.2\", weight = 3 }, { address = \"192.0.2.3\", weight = 0 }, { address = \"192.0.2.4\" }]\n";
+        let snap = snapshot(pools);
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for i in 0..20_000u32 {
+            let (addrs, rcode, ttl) = ask(&snap, rtype::A, client(i.to_be_bytes()));
+            assert_eq!((rcode, ttl), (Rcode::NoError, 30));
+            assert_eq!(addrs.len(), 2);
+            assert_ne!(addrs[0], addrs[1], "an endpoint is never repeated");
+            assert!(!addrs.contains(&"192.0.2.3".to_string()), "drained");
+            for a in addrs {
+                *counts.entry(a).or_default() += 1;
+            }
+        }
+        // Membership follows weight: the weight-3 endpoint is in far more answers.
+        assert!(
+            counts["192.0.2.2"] > counts["192.0.2.1"] + 4000,
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn a_family_without_endpoints_is_nodata() {
+        let snap = snapshot(
+            "[[pool]]\nname = \"app.example.com.\"\n[[pool.group]]\nname = \"g\"\nendpoints = [{ address = \"192.0.2.1\" }]\n",
+        );
+        let (addrs, rcode, _) = ask(&snap, rtype::AAAA, client([1, 2, 3, 4]));
+        assert!(addrs.is_empty());
+        assert_eq!(rcode, Rcode::NoError);
+        let (addrs, _, _) = ask(&snap, rtype::ANY, client([1, 2, 3, 4]));
+        assert_eq!(addrs, ["192.0.2.1"]);
+    }
+
+    #[test]
+    fn sticky_is_stable_per_subnet_and_monotone_when_a_weight_rises() {
+        let extra = "sticky = \"client-subnet\"";
+        let keys = 20_000u32;
+        let mut previous: Option<Vec<bool>> = None;
+        for green in [5, 25, 50, 100] {
+            let snap = snapshot(&split(100 - green.min(99), green, extra));
+            let in_green: Vec<bool> = (0..keys)
+                .map(|k| {
+                    let c = client([10, (k >> 8) as u8, k as u8, 1]);
+                    let first = ask(&snap, rtype::A, c).0;
+                    // Same /24, another host: same answer.
+                    let again = ask(&snap, rtype::A, client([10, (k >> 8) as u8, k as u8, 200])).0;
+                    assert_eq!(first, again);
+                    first == ["192.0.2.20"]
+                })
+                .collect();
+            let share = in_green.iter().filter(|g| **g).count() as f64 / f64::from(keys);
+            let want = f64::from(green) / f64::from(100 - green.min(99) + green);
+            assert!(
+                (share - want).abs() < 0.02,
+                "green {green}: {share} vs {want}"
+            );
+            if let Some(prev) = &previous {
+                let left = prev
+                    .iter()
+                    .zip(&in_green)
+                    .filter(|(was, is)| **was && !**is)
+                    .count();
+                assert_eq!(
+                    left, 0,
+                    "raising green's weight moved {left} keys out of green"
+                );
+            }
+            previous = Some(in_green);
+        }
+    }
+
+    #[test]
+    fn sticky_uses_ecs_and_reports_its_scope() {
+        let snap = snapshot(&split(50, 50, "sticky = \"client-subnet\""));
+        let name = Name::parse("app.example.com").unwrap();
+        let ask_ecs = |source_prefix: u8, last: u8| {
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&[198, 51, 100, last]);
+            let ans = answer(
+                &snap,
+                Question {
+                    name: name.wire(),
+                    qtype: rtype::A,
+                    qclass: 1,
+                    client: Client {
+                        addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+                        ecs: Some(Subnet {
+                            family: 1,
+                            source_prefix,
+                            addr,
+                        }),
+                    },
+                },
+            );
+            (ans.answer[0].rrset.rdatas.clone(), ans.ecs_scope)
+        };
+        assert_eq!(ask_ecs(32, 7).1, 24);
+        assert_eq!(ask_ecs(20, 0).1, 20);
+        assert_eq!(ask_ecs(32, 7).0, ask_ecs(32, 99).0, "same /24, same answer");
+        // Non-sticky pools answer scope 0.
+        let plain = snapshot(&split(50, 50, ""));
+        let ans = answer(
+            &plain,
+            Question {
+                name: name.wire(),
+                qtype: rtype::A,
+                qclass: 1,
+                client: Client {
+                    addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    ecs: Some(Subnet {
+                        family: 1,
+                        source_prefix: 24,
+                        addr: [198, 51, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    }),
+                },
+            },
+        );
+        assert_eq!(ans.ecs_scope, 0);
+    }
+
+    fn checked(policy: &str, min_healthy: f64) -> String {
+        format!(
+            "[[pool]]\nname = \"app.example.com.\"\nttl = 60\non_all_down = \"{policy}\"\nmin_healthy = {min_healthy}\n[pool.check]\nkind = \"tcp\"\nport = 80\n[[pool.group]]\nname = \"g\"\nendpoints = [{{ address = \"192.0.2.1\" }}, {{ address = \"192.0.2.2\" }}]\n[[pool]]\nname = \"backup.example.com.\"\n[[pool.group]]\nname = \"b\"\nendpoints = [{{ address = \"203.0.113.9\" }}]\n"
+        )
+    }
+
+    fn down(pools: &[Pool], addrs: &[&str]) -> HashMap<ProbeKey, Health> {
+        pools[0]
+            .probes()
+            .map(|k| {
+                let dead = addrs.contains(&k.target.ip().to_string().as_str());
+                (k.clone(), if dead { Health::Down } else { Health::Up })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn down_endpoints_leave_and_each_failure_policy_applies() {
+        let c = client([1, 1, 1, 1]);
+        // One of two down: the other takes everything, full TTL.
+        let (_, pools) = snapshot_with(&checked("serve-all", 0.0), &HashMap::new());
+        let (snap, _) = snapshot_with(&checked("serve-all", 0.0), &down(&pools, &["192.0.2.1"]));
+        for _ in 0..200 {
+            assert_eq!(
+                ask(&snap, rtype::A, c),
+                (vec!["192.0.2.2".to_string()], Rcode::NoError, 60)
+            );
+        }
+        // All down.
+        let all = ["192.0.2.1", "192.0.2.2"];
+        let (snap, _) = snapshot_with(&checked("serve-all", 0.0), &down(&pools, &all));
+        let (addrs, rcode, ttl) = ask(&snap, rtype::A, c);
+        assert_eq!(
+            (addrs.len(), rcode, ttl),
+            (1, Rcode::NoError, 10),
+            "serve-all, degraded TTL cap"
+        );
+        let (snap, _) = snapshot_with(
+            &checked("fallback:backup.example.com.", 0.0),
+            &down(&pools, &all),
+        );
+        assert_eq!(
+            ask(&snap, rtype::A, c),
+            (vec!["203.0.113.9".to_string()], Rcode::NoError, 10)
+        );
+        let (snap, _) = snapshot_with(&checked("nodata", 0.0), &down(&pools, &all));
+        assert_eq!(ask(&snap, rtype::A, c), (vec![], Rcode::NoError, 0));
+        let (snap, _) = snapshot_with(&checked("servfail", 0.0), &down(&pools, &all));
+        assert_eq!(ask(&snap, rtype::A, c).1, Rcode::ServFail);
+        // min_healthy: half the weight up is below 0.75, so the policy applies already.
+        let (snap, _) = snapshot_with(&checked("servfail", 0.75), &down(&pools, &["192.0.2.1"]));
+        assert_eq!(ask(&snap, rtype::A, c).1, Rcode::ServFail);
+        let (snap, _) = snapshot_with(&checked("servfail", 0.5), &down(&pools, &["192.0.2.1"]));
+        assert_eq!(ask(&snap, rtype::A, c).1, Rcode::NoError);
+    }
+
+    #[test]
+    fn initial_health_counts_before_the_first_probe() {
+        let snap = snapshot(
+            &checked("servfail", 0.0).replace("port = 80", "port = 80\ninitial = \"down\""),
+        );
+        assert_eq!(
+            ask(&snap, rtype::A, client([1, 1, 1, 1])).1,
+            Rcode::ServFail
+        );
+        let snap = snapshot(&checked("servfail", 0.0));
+        assert_eq!(ask(&snap, rtype::A, client([1, 1, 1, 1])).1, Rcode::NoError);
+    }
+}
