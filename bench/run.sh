@@ -25,7 +25,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$REPO/bench"
 ZONE_SRC="$BENCH/zones/bench.example.zone"
 ORIGIN="bench.example."
-QUERIES="$BENCH/queries.txt"
+QUERIES=${QUERIES:-"$BENCH/queries.txt"}  # e.g. bench/queries-pool.txt (managed name; weir only)
 WEIR_BIN=${WEIR_BIN:-"${CARGO_TARGET_DIR:-$REPO/target}/release/weir"}
 
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -115,9 +115,25 @@ cat >"$WEIR_CONF" <<EOF
 [dns]
 listen = ["127.0.0.1:$WEIR_PORT"]
 
+[admin]
+listen = ""
+
 [[zone]]
 origin = "$ORIGIN"
 file = "$ZONE_SRC"
+
+# A managed name for bench/queries-pool.txt (gdnsd has no equivalent in its zone): 90/10 over
+# three endpoints, one answer per query, no probes.
+[[pool]]
+name = "app.$ORIGIN"
+[[pool.group]]
+name = "blue"
+weight = 90
+endpoints = [{ address = "192.0.2.10" }, { address = "192.0.2.11" }]
+[[pool.group]]
+name = "green"
+weight = 10
+endpoints = [{ address = "192.0.2.20" }]
 EOF
 
 port_of() { case $1 in gdnsd) echo "$GDNSD_PORT";; weir) echo "$WEIR_PORT";; esac; }

@@ -47,6 +47,7 @@ impl fmt::Display for Problems {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     dns: Option<RawDns>,
+    admin: Option<RawAdmin>,
     log: Option<RawLog>,
     #[serde(default)]
     zone: Vec<RawZone>,
@@ -63,6 +64,12 @@ struct RawDns {
     tcp_max_connections: Option<i64>,
     tcp_idle_timeout: Option<String>,
     tcp_io_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +92,7 @@ pub struct Config {
     /// The file it was read from.
     pub path: PathBuf,
     pub dns: DnsConfig,
+    pub admin: AdminConfig,
     pub log: LogConfig,
     pub zones: Vec<ZoneConfig>,
     pub pools: Vec<Pool>,
@@ -103,6 +111,12 @@ pub struct DnsConfig {
     pub tcp_idle_timeout: Duration,
     /// How long one message may take to arrive once its first byte has, or to be written.
     pub tcp_io_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where the admin HTTP API (/metrics, /healthz, /readyz) listens; None = disabled.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +141,7 @@ pub mod defaults {
     pub const TCP_MAX_CONNECTIONS: i64 = 1024;
     pub const TCP_IDLE_TIMEOUT: &str = "10s";
     pub const TCP_IO_TIMEOUT: &str = "5s";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:8053";
     pub const LOG_LEVEL: &str = "info";
     pub const LOG_FORMAT: &str = "text";
 }
@@ -256,6 +271,32 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
             .unwrap_or(defaults::TCP_IO_TIMEOUT),
     );
 
+    let admin_text = raw
+        .admin
+        .and_then(|a| a.listen)
+        .unwrap_or_else(|| defaults::ADMIN_LISTEN.to_string());
+    let admin_listen = match admin_text.as_str() {
+        "" => None,
+        text => match text.parse::<SocketAddr>() {
+            // Without authentication the admin API must not leave the machine.
+            Ok(addr) if addr.ip().is_loopback() => Some(addr),
+            Ok(addr) => {
+                c.push(
+                    "admin.listen",
+                    format!("{addr} is not a loopback address; the admin API has no authentication yet, so it listens on loopback only"),
+                );
+                None
+            }
+            Err(_) => {
+                c.push(
+                    "admin.listen",
+                    format!("`{text}` is not an address with a port (or \"\" to disable)"),
+                );
+                None
+            }
+        },
+    };
+
     let log = raw.log.unwrap_or_default();
     let level = log.level.unwrap_or_else(|| defaults::LOG_LEVEL.into());
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
@@ -327,6 +368,9 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
             tcp_max_connections,
             tcp_idle_timeout,
             tcp_io_timeout,
+        },
+        admin: AdminConfig {
+            listen: admin_listen,
         },
         log: LogConfig { level, json },
         zones,

@@ -1,8 +1,10 @@
 //! weir: an authoritative DNS traffic manager. See ARCHITECTURE.md for the map.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod dns;
+pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod snapshot;

@@ -4,6 +4,7 @@
 //! and allocates only when an answer has more sections than the inline capacity below.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -97,8 +98,8 @@ struct Node {
     rrsets: Vec<RRset>,
     /// A delegation point: NS records below the apex (RFC 1034 4.2.1 zone cut).
     cut: bool,
-    /// A managed name: A and AAAA come from the pool.
-    pool: Option<Box<pool::PoolNode>>,
+    /// A managed name: A and AAAA come from `Snapshot::pools[i]`.
+    pool: Option<usize>,
 }
 
 impl Node {
@@ -116,30 +117,31 @@ struct ZoneData {
     has_cuts: bool,
 }
 
+/// The zones' lookup structure, built once per load and shared by every snapshot until the
+/// next load: a health flip rebuilds only the pool views, never the zones.
+#[derive(Debug)]
+pub struct ZoneIndex {
+    zones: FxHashMap<Box<[u8]>, ZoneData>,
+}
+
 /// Everything the query path needs, immutable once built.
 #[derive(Debug)]
 pub struct Snapshot {
     pub generation: u64,
-    zones: FxHashMap<Box<[u8]>, ZoneData>,
+    index: Arc<ZoneIndex>,
+    /// Pool views, in config order; nodes refer to them by index.
+    pools: Vec<pool::PoolNode>,
 }
 
-/// Builds a snapshot from checked zones (`zones::load_all` guarantees an apex SOA and NS) and
-/// pools (`zones::check_pools` guarantees each lies in a zone, clear of static data and cuts).
-/// A probe missing from `health` has its check's initial health.
-pub fn build(
-    zones: &[Zone],
-    pools: &[Pool],
-    health: &HashMap<ProbeKey, Health>,
-    metrics: &Metrics,
-    generation: u64,
-) -> Snapshot {
+/// Indexes checked zones (`zones::load_all` guarantees an apex SOA and NS) with a node for each
+/// pool's name (`zones::check_pools` guarantees each lies in a zone, clear of static data and
+/// cuts). `pools` must be the list later given to `build`.
+pub fn index(zones: &[Zone], pools: &[Pool]) -> Arc<ZoneIndex> {
     let mut map: FxHashMap<Box<[u8]>, ZoneData> = FxHashMap::default();
     for zone in zones {
         map.insert(zone.origin.wire().into(), build_zone(zone));
     }
-    let by_name: HashMap<&Name, &Pool> = pools.iter().map(|p| (&p.name, p)).collect();
-    let health_of = |k: &ProbeKey| health.get(k).copied().unwrap_or(k.check.initial);
-    for p in pools {
+    for (i, p) in pools.iter().enumerate() {
         let wire = p.name.wire();
         let Some(at) = label_starts(wire).find(|&at| map.contains_key(&wire[at..])) else {
             continue;
@@ -153,12 +155,29 @@ pub fn build(
             zone.nodes.entry(parent.wire().into()).or_default();
             up = parent.parent();
         }
-        zone.nodes.entry(wire.into()).or_default().pool =
-            Some(Box::new(pool::build(p, &by_name, &health_of, metrics)));
+        zone.nodes.entry(wire.into()).or_default().pool = Some(i);
     }
+    Arc::new(ZoneIndex { zones: map })
+}
+
+/// Builds a snapshot: the shared zone index plus pool views under `health`. A probe missing
+/// from `health` has its check's initial health.
+pub fn build(
+    index: &Arc<ZoneIndex>,
+    pools: &[Pool],
+    health: &HashMap<ProbeKey, Health>,
+    metrics: &Metrics,
+    generation: u64,
+) -> Snapshot {
+    let by_name: HashMap<&Name, &Pool> = pools.iter().map(|p| (&p.name, p)).collect();
+    let health_of = |k: &ProbeKey| health.get(k).copied().unwrap_or(k.check.initial);
     Snapshot {
         generation,
-        zones: map,
+        index: index.clone(),
+        pools: pools
+            .iter()
+            .map(|p| pool::build(p, &by_name, &health_of, metrics))
+            .collect(),
     }
 }
 
@@ -204,11 +223,11 @@ fn build_zone(zone: &Zone) -> ZoneData {
 impl Snapshot {
     /// The zone a name falls in: the longest configured origin that is a suffix of it.
     fn zone_for(&self, name: &[u8]) -> Option<&ZoneData> {
-        label_starts(name).find_map(|at| self.zones.get(&name[at..]))
+        label_starts(name).find_map(|at| self.index.zones.get(&name[at..]))
     }
 
     pub fn zone_count(&self) -> usize {
-        self.zones.len()
+        self.index.zones.len()
     }
 }
 
@@ -245,7 +264,7 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
                 }
             },
         };
-        if let Some(pool) = node.pool.as_deref()
+        if let Some(pool) = node.pool.and_then(|i| snapshot.pools.get(i))
             && matches!(q.qtype, rtype::A | rtype::AAAA | rtype::ANY)
             && pool.answer(q.qtype, owner, &q.client, &mut ans)
         {

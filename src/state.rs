@@ -7,15 +7,18 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Problem, Problems};
+use crate::health;
 use crate::metrics::Metrics;
 use crate::model::{Health, ProbeKey};
-use crate::snapshot::{self, Snapshot};
+use crate::snapshot::{self, Snapshot, ZoneIndex};
 use crate::zones::{self, Zone};
 
 /// Every kind of change weir accepts. Closed on purpose: `grep StateEvent::` finds every writer.
@@ -34,11 +37,12 @@ pub enum StateEvent {
     },
 }
 
-/// Config and zones as read from disk and checked against each other.
+/// Config and zones as read from disk, checked against each other, and indexed for lookups.
 #[derive(Clone, Debug)]
 pub struct Loaded {
     pub config: Config,
     pub zones: Vec<Zone>,
+    pub index: Arc<ZoneIndex>,
 }
 
 /// Reads config and zones from disk and checks them together (blocking file I/O).
@@ -49,7 +53,17 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
-    Ok(Loaded { config, zones })
+    let index = snapshot::index(&zones, &config.pools);
+    Ok(Loaded {
+        config,
+        zones,
+        index,
+    })
+}
+
+/// Every distinct probe of the loaded pools.
+fn probes(loaded: &Loaded) -> impl Iterator<Item = &ProbeKey> {
+    loaded.config.pools.iter().flat_map(|p| p.probes())
 }
 
 /// Health of every probe; a probe with no result yet has its check's `initial` health.
@@ -58,7 +72,7 @@ pub type HealthMap = HashMap<ProbeKey, Health>;
 /// Builds the snapshot for `loaded` under `health`.
 pub fn build(loaded: &Loaded, health: &HealthMap, metrics: &Metrics, generation: u64) -> Snapshot {
     snapshot::build(
-        &loaded.zones,
+        &loaded.index,
         &loaded.config.pools,
         health,
         metrics,
@@ -74,7 +88,14 @@ pub struct Writer {
     pub health: HealthMap,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
+    /// Runs the probes of the loaded pools; its flips come back on the writer's channel.
+    pub monitor: health::Monitor,
+    /// Set once every probe has reported at least once and its flips are applied (/readyz).
+    pub probes_ready: Arc<AtomicBool>,
 }
+
+/// How often the writer checks whether the first probe round is complete.
+const READY_POLL: Duration = Duration::from_millis(50);
 
 impl Writer {
     /// Applies events until the channel closes or `shutdown` is cancelled.
@@ -83,6 +104,8 @@ impl Writer {
         mut events: mpsc::Receiver<StateEvent>,
         shutdown: CancellationToken,
     ) {
+        self.monitor.set_probes(probes(&self.loaded).cloned());
+        let mut ready_poll = tokio::time::interval(READY_POLL);
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -90,23 +113,42 @@ impl Writer {
                     Some(event) => event,
                     None => return,
                 },
-            };
-            match event {
-                StateEvent::Reload { reply } => {
-                    let result = self.reload().await;
-                    if let Some(reply) = reply {
-                        let _ = reply.send(result);
+                _ = ready_poll.tick(), if !self.probes_ready.load(Ordering::Acquire) => {
+                    if self.monitor.first_round_done() {
+                        // Flips of the first round are already queued: apply them first.
+                        while let Ok(event) = events.try_recv() {
+                            self.apply(event).await;
+                        }
+                        self.probes_ready.store(true, Ordering::Release);
+                        tracing::info!("first health probe round complete; ready");
                     }
+                    continue;
                 }
-                StateEvent::Health {
-                    key,
-                    health,
-                    reason,
-                } => {
-                    tracing::info!(target = %key.target, ?health, %reason, "health changed");
-                    self.health.insert(key, health);
-                    self.publish();
+            };
+            self.apply(event).await;
+        }
+    }
+
+    async fn apply(&mut self, event: StateEvent) {
+        match event {
+            StateEvent::Reload { reply } => {
+                let result = self.reload().await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
                 }
+            }
+            StateEvent::Health {
+                key,
+                health,
+                reason,
+            } => {
+                // A probe stopped by a reload may still have had a flip in flight.
+                if !probes(&self.loaded).any(|k| *k == key) {
+                    return;
+                }
+                tracing::info!(target = %key.target, ?health, %reason, "health changed");
+                self.health.insert(key, health);
+                self.publish();
             }
         }
     }
@@ -135,6 +177,11 @@ impl Writer {
                     tracing::warn!("[dns] settings changed; they take effect after a restart");
                 }
                 self.loaded = loaded;
+                // Probes that stay keep their hysteresis and health; removed ones are forgotten.
+                let current: std::collections::HashSet<ProbeKey> =
+                    probes(&self.loaded).cloned().collect();
+                self.health.retain(|k, _| current.contains(k));
+                self.monitor.set_probes(current);
                 let generation = self.publish();
                 self.metrics.reloaded(true);
                 tracing::info!(

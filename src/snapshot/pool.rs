@@ -425,7 +425,8 @@ mod tests {
             crate::zones::from_text(ZONE, Path::new("x"), &Name::parse("example.com").unwrap())
                 .unwrap();
         let metrics = Metrics::new();
-        let snap = crate::snapshot::build(&[zone], &config.pools, health, &metrics, 1);
+        let index = crate::snapshot::index(&[zone], &config.pools);
+        let snap = crate::snapshot::build(&index, &config.pools, health, &metrics, 1);
         (snap, config.pools)
     }
 

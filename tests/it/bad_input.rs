@@ -103,6 +103,44 @@ async fn malformed_questions_get_formerr_with_the_id() {
             ),
         ),
         ("additional count too high", raw(13, 0, [1, 0, 0, 1], Q)),
+        // ECS (RFC 7871 7.1.2): family 3; scope set in a query; address longer than the prefix;
+        // bits set past the prefix.
+        (
+            "ECS bad family",
+            raw(
+                14,
+                0,
+                [1, 0, 0, 1],
+                &[Q, &opt_with(&[0, 8, 0, 5, 0, 3, 8, 0, 10])].concat(),
+            ),
+        ),
+        (
+            "ECS scope in query",
+            raw(
+                15,
+                0,
+                [1, 0, 0, 1],
+                &[Q, &opt_with(&[0, 8, 0, 5, 0, 1, 8, 8, 10])].concat(),
+            ),
+        ),
+        (
+            "ECS address too long",
+            raw(
+                16,
+                0,
+                [1, 0, 0, 1],
+                &[Q, &opt_with(&[0, 8, 0, 6, 0, 1, 8, 0, 10, 1])].concat(),
+            ),
+        ),
+        (
+            "ECS bits past prefix",
+            raw(
+                17,
+                0,
+                [1, 0, 0, 1],
+                &[Q, &opt_with(&[0, 8, 0, 5, 0, 1, 4, 0, 0x1F])].concat(),
+            ),
+        ),
     ];
     for (what, packet) in cases {
         let id = u16::from_be_bytes([packet[0], packet[1]]);
@@ -113,6 +151,14 @@ async fn malformed_questions_get_formerr_with_the_id() {
         formerr(&reply, id);
     }
     s.stop().await;
+}
+
+/// An OPT record carrying the given option bytes.
+fn opt_with(options: &[u8]) -> Vec<u8> {
+    let mut opt = vec![0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0];
+    opt.extend_from_slice(&(options.len() as u16).to_be_bytes());
+    opt.extend_from_slice(options);
+    opt
 }
 
 /// Random bytes, and valid queries with random corruption, must never take the server down.

@@ -113,7 +113,7 @@ async fn serve_reloads_on_sighup_and_stops_on_sigterm() {
     let config = dir.path().join("weir.toml");
     std::fs::write(
         &config,
-        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[log]\nformat = \"json\"\n[[zone]]\norigin = \"example.com.\"\nfile = \"example.com.zone\"\n",
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n[[zone]]\norigin = \"example.com.\"\nfile = \"example.com.zone\"\n",
     )
     .unwrap();
     let mut child = weir()
@@ -141,10 +141,14 @@ async fn serve_reloads_on_sighup_and_stops_on_sigterm() {
     });
     // Waits for the log line that says how a reload ended.
     let reload_outcome = || {
-        log.iter()
-            .map(|line| (line.contains("snapshot published"), line))
-            .find(|(_, line)| line.contains("reloaded") || line.contains("reload failed"))
-            .unwrap()
+        let mut seen = Vec::new();
+        for line in log.iter() {
+            if line.contains("reloaded") || line.contains("reload failed") {
+                return (line.contains("snapshot published"), line);
+            }
+            seen.push(line);
+        }
+        panic!("weir exited without a reload outcome; its log:\n{}", seen.join("\n"));
     };
 
     let probe = Probe { addr };

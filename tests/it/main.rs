@@ -6,9 +6,13 @@
     reason = "a test that cannot set up should fail loudly"
 )]
 
+mod backends;
 mod bad_input;
 mod cli;
 mod config_files;
+mod health;
+mod managed_health;
+mod pools;
 mod protocol;
 mod support;
 mod transport;

@@ -57,9 +57,15 @@ impl Server {
 
     /// Serves the given zones; `dns_extra` is appended to the [dns] table.
     pub(crate) async fn with(zones: &[(&str, &str)], dns_extra: &str) -> Server {
+        Server::with_pools(zones, dns_extra, "").await
+    }
+
+    /// Serves zones and the given `[[pool]]` tables.
+    pub(crate) async fn with_pools(zones: &[(&str, &str)], dns_extra: &str, pools: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let mut config =
-            format!("[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n{dns_extra}\n");
+        let mut config = format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n{dns_extra}\n"
+        );
         for (i, (origin, text)) in zones.iter().enumerate() {
             let file = format!("zone{i}.zone");
             std::fs::write(dir.path().join(&file), text).unwrap();
@@ -67,6 +73,7 @@ impl Server {
                 "[[zone]]\norigin = \"{origin}\"\nfile = \"{file}\"\n"
             ));
         }
+        config.push_str(pools);
         let path = dir.path().join("weir.toml");
         std::fs::write(&path, config).unwrap();
         let running = weir::app::start(weir::state::load(&path).unwrap()).unwrap();
@@ -230,3 +237,53 @@ pub(crate) fn header(reply: &[u8]) -> (u16, u16, [u16; 4]) {
 pub(crate) const RCODE_MASK: u16 = 0x000F;
 pub(crate) const TC: u16 = 0x0200;
 pub(crate) const AA: u16 = 0x0400;
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Sends `queries` pipelined on one TCP connection and returns the replies in order.
+pub(crate) async fn tcp_pipeline(addr: SocketAddr, queries: &[Vec<u8>]) -> Vec<Message> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = stream.split();
+    let mut burst = Vec::new();
+    for q in queries {
+        burst.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        burst.extend_from_slice(q);
+    }
+    let writer = async {
+        write.write_all(&burst).await.unwrap();
+    };
+    let reader = async {
+        let mut reader = tokio::io::BufReader::new(&mut read);
+        let mut out = Vec::with_capacity(queries.len());
+        for _ in queries {
+            let mut len = [0u8; 2];
+            reader.read_exact(&mut len).await.unwrap();
+            let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+            reader.read_exact(&mut buf).await.unwrap();
+            out.push(Message::from_vec(&buf).unwrap());
+        }
+        out
+    };
+    let ((), replies) = tokio::join!(writer, reader);
+    replies
+}
+
+impl Server {
+    pub(crate) fn admin(&self) -> SocketAddr {
+        self.running.as_ref().unwrap().admin_addr.unwrap()
+    }
+}

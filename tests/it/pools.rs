@@ -1,0 +1,189 @@
+//! Managed names over real sockets: weighted split, distinct answers, stickiness with ECS, the
+//! failure policies, and the metrics that show the split.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+
+use crate::support::*;
+
+const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\napp TXT \"managed\"\n";
+
+async fn server(pools: &str) -> Server {
+    Server::with_pools(&[("example.com.", ZONE)], "", pools).await
+}
+
+fn split(blue: u32, green: u32, extra: &str) -> String {
+    format!(
+        "[[pool]]\nname = \"app.example.com.\"\n{extra}\n[[pool.group]]\nname = \"blue\"\nweight = {blue}\nendpoints = [{{ address = \"192.0.2.10\" }}, {{ address = \"192.0.2.11\" }}]\n[[pool.group]]\nname = \"green\"\nweight = {green}\nendpoints = [{{ address = \"192.0.2.20\" }}]\n"
+    )
+}
+
+fn addresses(msg: &hickory_proto::op::Message) -> Vec<String> {
+    msg.answers.iter().map(|r| r.data.to_string()).collect()
+}
+
+#[tokio::test]
+async fn split_holds_over_100k_queries_on_the_wire() {
+    for (blue, green, tolerance) in [(90u32, 10u32, 0.005), (99, 1, 0.002)] {
+        let s = server(&split(blue, green, "")).await;
+        let q = query("app.example.com.", RecordType::A).to_vec().unwrap();
+        let mut green_answers = 0usize;
+        let n = 100_000;
+        for chunk in 0..(n / 5000) {
+            let replies = tcp_pipeline(s.addr, &vec![q.clone(); 5000]).await;
+            for r in &replies {
+                assert!(r.metadata.authoritative);
+                assert_eq!(r.answers.len(), 1, "chunk {chunk}");
+                assert_eq!(r.answers[0].ttl, 30);
+                if addresses(r) == ["192.0.2.20"] {
+                    green_answers += 1;
+                }
+            }
+        }
+        let share = green_answers as f64 / n as f64;
+        let want = f64::from(green) / 100.0;
+        assert!(
+            (share - want).abs() <= tolerance,
+            "{blue}/{green}: green share {share}"
+        );
+        // The observed split is visible in metrics.
+        let m = s.metrics();
+        let line = format!(
+            "weir_pool_answers_total{{endpoint=\"192.0.2.20\",group=\"green\",pool=\"app.example.com.\"}} {green_answers}"
+        );
+        assert!(m.contains(&line), "{line} not in metrics");
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn static_data_beside_a_pool_and_nodata_for_a_missing_family() {
+    let s = server(&split(50, 50, "answers = 2")).await;
+    for t in ["udp", "tcp"] {
+        let r = s.ask(t, &query("app.example.com.", RecordType::A)).await;
+        let a = addresses(&r);
+        assert_eq!(a.len(), 2, "{t}");
+        assert_ne!(a[0], a[1], "{t}: distinct endpoints");
+        let r = s.ask(t, &query("app.example.com.", RecordType::AAAA)).await;
+        assert_eq!(rcode(&r), ResponseCode::NoError);
+        assert!(r.answers.is_empty());
+        assert_eq!(
+            r.authorities[0].record_type(),
+            RecordType::SOA,
+            "NODATA with SOA"
+        );
+        let r = s.ask(t, &query("app.example.com.", RecordType::TXT)).await;
+        assert_eq!(lines(&r.answers), ["app.example.com. TXT managed"]);
+    }
+    s.stop().await;
+}
+
+fn with_ecs(addr: Ipv4Addr, prefix: u8) -> hickory_proto::op::Message {
+    let mut msg = with_edns(query("app.example.com.", RecordType::A), 1232);
+    let edns = msg.edns.as_mut().unwrap();
+    edns.options_mut()
+        .insert(EdnsOption::Subnet(ClientSubnet::new(
+            addr.into(),
+            prefix,
+            0,
+        )));
+    msg
+}
+
+fn scope_of(msg: &hickory_proto::op::Message) -> Option<u8> {
+    match msg.edns.as_ref()?.option(EdnsCode::Subnet)? {
+        EdnsOption::Subnet(s) => Some(s.scope_prefix()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn client_subnet_stickiness_and_scope() {
+    let s = server(&split(50, 50, "sticky = \"client-subnet\"")).await;
+    let mut per_subnet: HashMap<u8, Vec<String>> = HashMap::new();
+    for subnet in 0..64u8 {
+        for host in [1u8, 77, 254] {
+            let r = s
+                .udp(&with_ecs(Ipv4Addr::new(198, 51, subnet, host), 32))
+                .await;
+            assert_eq!(scope_of(&r), Some(24), "scope = the /24 actually used");
+            let a = addresses(&r);
+            let first = per_subnet.entry(subnet).or_insert_with(|| a.clone());
+            assert_eq!(*first, a, "same /24, same answer");
+        }
+    }
+    let distinct: std::collections::HashSet<_> = per_subnet.values().collect();
+    assert_eq!(distinct.len(), 3, "the subnets spread over all endpoints");
+    // Without ECS the resolver's own address is the key: stable too, and no ECS in the reply.
+    let plain = with_edns(query("app.example.com.", RecordType::A), 1232);
+    let first = s.udp(&plain).await;
+    assert_eq!(scope_of(&first), None);
+    for _ in 0..20 {
+        assert_eq!(addresses(&s.udp(&plain).await), addresses(&first));
+    }
+    s.stop().await;
+
+    // A non-sticky pool (and static data) answers ECS with scope 0.
+    let s = server(&split(50, 50, "")).await;
+    let r = s.udp(&with_ecs(Ipv4Addr::new(198, 51, 7, 1), 24)).await;
+    assert_eq!(scope_of(&r), Some(0));
+    s.stop().await;
+}
+
+fn checked(policy: &str) -> String {
+    // Probes target a closed loopback port and start down, so the pool is down from the start.
+    format!(
+        "[[pool]]\nname = \"app.example.com.\"\nttl = 60\non_all_down = \"{policy}\"\n[pool.check]\nkind = \"tcp\"\ninitial = \"down\"\n[[pool.group]]\nname = \"g\"\nendpoints = [{{ address = \"192.0.2.1\", probe = \"127.0.0.1:9\" }}]\n[[pool]]\nname = \"backup.example.com.\"\n[[pool.group]]\nname = \"b\"\nendpoints = [{{ address = \"203.0.113.9\" }}]\n"
+    )
+}
+
+#[tokio::test]
+async fn failure_policies_answer_as_configured() {
+    let cases: [(&str, ResponseCode, Vec<&str>); 4] = [
+        ("serve-all", ResponseCode::NoError, vec!["192.0.2.1"]),
+        (
+            "fallback:backup.example.com.",
+            ResponseCode::NoError,
+            vec!["203.0.113.9"],
+        ),
+        ("nodata", ResponseCode::NoError, vec![]),
+        ("servfail", ResponseCode::ServFail, vec![]),
+    ];
+    for (policy, code, want) in cases {
+        let s = server(&checked(policy)).await;
+        for t in ["udp", "tcp"] {
+            let r = s.ask(t, &query("app.example.com.", RecordType::A)).await;
+            assert_eq!(rcode(&r), code, "{policy} {t}");
+            assert_eq!(addresses(&r), want, "{policy} {t}");
+            if !want.is_empty() {
+                assert_eq!(r.answers[0].ttl, 10, "{policy}: TTL capped while degraded");
+            }
+        }
+        let m = s.metrics();
+        assert!(
+            m.contains("weir_pool_degraded{family=\"ipv4\",pool=\"app.example.com.\"} 1"),
+            "{m}"
+        );
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_served_over_http() {
+    let s = server(&split(90, 10, "")).await;
+    s.udp(&query("app.example.com.", RecordType::A)).await;
+    let (status, body) = http_get(s.admin(), "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("weir_dns_responses_total{rcode=\"NOERROR\",transport=\"udp\"} 1"),
+        "{body}"
+    );
+    assert!(body.contains("weir_pool_answers_total"));
+    assert_eq!(http_get(s.admin(), "/healthz").await.0, 200);
+    assert_eq!(http_get(s.admin(), "/nope").await.0, 404);
+    s.stop().await;
+}
