@@ -56,6 +56,7 @@ pub fn respond(
             return true;
         }
     };
+    ctx.metrics.query(q.qtype);
     let udp_payload = ctx.config.udp_max_payload;
     let limit = match (transport, q.edns) {
         (Transport::Tcp, _) => TCP_LIMIT,

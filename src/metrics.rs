@@ -60,7 +60,28 @@ pub struct Metrics {
     pool_answers: IntCounterVec,
     endpoint_up: IntGaugeVec,
     pool_degraded: IntGaugeVec,
+    /// Queries by QTYPE: the common types by name, everything else as "other".
+    queries: Vec<(u16, IntCounter)>,
+    queries_other: IntCounter,
 }
+
+/// QTYPEs counted under their own label; others count as "other" so labels stay bounded.
+const COUNTED_QTYPES: [(u16, &str); 14] = [
+    (1, "A"),
+    (2, "NS"),
+    (5, "CNAME"),
+    (6, "SOA"),
+    (12, "PTR"),
+    (15, "MX"),
+    (16, "TXT"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (43, "DS"),
+    (48, "DNSKEY"),
+    (65, "HTTPS"),
+    (252, "AXFR"),
+    (255, "ANY"),
+];
 
 /// Decrements the open-connections gauge when a TCP connection ends.
 #[derive(Debug)]
@@ -195,6 +216,20 @@ impl Metrics {
             &["pool", "family"],
         )
         .expect("metric");
+        let queries_vec = IntCounterVec::new(
+            Opts::new(
+                "dns_queries_total",
+                "Parsed queries, by QTYPE (uncommon types as \"other\")",
+            ),
+            &["qtype"],
+        )
+        .expect("metric");
+        let queries = COUNTED_QTYPES
+            .iter()
+            .map(|(code, name)| (*code, queries_vec.with_label_values(&[name])))
+            .collect();
+        let queries_other = queries_vec.with_label_values(&["other"]);
+        register(Box::new(queries_vec));
         for result in ["ok", "failed"] {
             reloads.with_label_values(&[result]);
         }
@@ -230,7 +265,23 @@ impl Metrics {
             pool_answers,
             endpoint_up,
             pool_degraded,
+            queries,
+            queries_other,
         }
+    }
+
+    /// One parsed query of type `qtype`.
+    pub fn query(&self, qtype: u16) {
+        match self.queries.iter().find(|(code, _)| *code == qtype) {
+            Some((_, counter)) => counter.inc(),
+            None => self.queries_other.inc(),
+        }
+    }
+
+    /// Drops the series of a probe that no longer exists (after a reload removed it).
+    pub fn forget_probe(&self, target: &str, kind: &str) {
+        let _ = self.probe_up.remove_label_values(&[target, kind]);
+        let _ = self.probe_duration.remove_label_values(&[target, kind]);
     }
 
     /// The answers counter of one endpoint, resolved once per snapshot build so the query path

@@ -148,7 +148,10 @@ async fn serve_reloads_on_sighup_and_stops_on_sigterm() {
             }
             seen.push(line);
         }
-        panic!("weir exited without a reload outcome; its log:\n{}", seen.join("\n"));
+        panic!(
+            "weir exited without a reload outcome; its log:\n{}",
+            seen.join("\n")
+        );
     };
 
     let probe = Probe { addr };

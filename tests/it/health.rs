@@ -511,7 +511,15 @@ async fn removed_keys_stop_probing() {
     h.monitor.set_probes([kept_key.clone(), removed_key]);
     until("a first result from each", || h.monitor.first_round_done()).await;
 
+    let series = |b: &Backend| format!("weir_probe_up{{kind=\"http\",target=\"{}\"}}", b.addr());
+    assert!(h.metrics.render().contains(&series(&removed)));
     h.monitor.set_probes([kept_key]);
+    let rendered = h.metrics.render();
+    assert!(
+        !rendered.contains(&series(&removed)),
+        "a removed probe's series is dropped"
+    );
+    assert!(rendered.contains(&series(&kept)));
     let (kept_before, removed_before) = (kept.requests(), removed.requests());
     sleep(INTERVAL * 10).await;
     assert_eq!(

@@ -183,6 +183,10 @@ async fn metrics_are_served_over_http() {
         "{body}"
     );
     assert!(body.contains("weir_pool_answers_total"));
+    assert!(
+        body.contains("weir_dns_queries_total{qtype=\"A\"} 1"),
+        "{body}"
+    );
     assert_eq!(http_get(s.admin(), "/healthz").await.0, 200);
     assert_eq!(http_get(s.admin(), "/nope").await.0, 404);
     s.stop().await;
