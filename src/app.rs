@@ -1,5 +1,6 @@
-//! The one wiring place: load, first snapshot, bind, spawn the DNS front end and the state
-//! writer, wait for signals, drain. Owns no domain logic.
+//! The one wiring place: load, open the store, restore intent, first snapshot, bind, spawn the
+//! DNS front end, the state writer and the admin API, wait for signals, drain. Owns no domain
+//! logic.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,7 +18,8 @@ use crate::dns;
 use crate::health;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::state::{self, HealthMap, Loaded, StateEvent};
+use crate::state::{self, AuditLog, HealthMap, Loaded, StateEvent};
+use crate::store::{SledStore, Store};
 
 /// Capacity of the state writer's event channel; senders wait when it is full.
 const EVENT_QUEUE: usize = 1024;
@@ -56,14 +58,34 @@ impl Running {
     }
 }
 
-/// Binds the configured addresses and starts serving what `loaded` describes.
-pub fn start(loaded: Loaded) -> anyhow::Result<Running> {
-    let config = &loaded.config;
-    let health = HealthMap::new();
+/// Opens the configured store; `reset` first moves an existing one aside.
+pub fn open_store(loaded: &Loaded, reset: bool) -> anyhow::Result<Arc<dyn Store>> {
+    let path = &loaded.config.store.path;
+    if reset && let Some(moved) = SledStore::reset(path)? {
+        tracing::warn!(from = %path.display(), to = %moved.display(), "state store moved aside (--reset-state)");
+    }
+    Ok(Arc::new(SledStore::open(path, loaded.config.store.audit_retention)?))
+}
+
+/// Restores stored intent, binds the configured addresses and starts serving.
+pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
+    let config = loaded.config.clone();
     let metrics = Arc::new(Metrics::new());
-    let snapshot = state::build(&loaded, &health, &metrics, 1);
-    metrics.published(snapshot.generation);
-    let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+    let shutdown = CancellationToken::new();
+    let probes_ready = Arc::new(AtomicBool::new(false));
+    let (events, rx) = mpsc::channel(EVENT_QUEUE);
+    let monitor = health::Monitor::new(events.clone(), metrics.clone(), shutdown.clone());
+    let probe_results = monitor.last_results();
+    let writer = state::Writer::start(
+        loaded,
+        store.clone(),
+        metrics.clone(),
+        monitor,
+        probes_ready.clone(),
+    )
+    .context("restoring the stored state")?;
+    let snapshot = writer.snapshot();
+
     let listeners = dns::bind(&config.dns).context("binding DNS listeners")?;
     let dns_addrs = listeners.local_addrs();
     let admin_listener = match config.admin.listen {
@@ -76,30 +98,23 @@ pub fn start(loaded: Loaded) -> anyhow::Result<Running> {
         None => None,
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let probes_ready = Arc::new(AtomicBool::new(false));
-    let shutdown = CancellationToken::new();
+
     let ctx = dns::Context {
         snapshot: snapshot.clone(),
         metrics: metrics.clone(),
         config: config.dns.clone(),
     };
     let dns = tokio::spawn(dns::run(listeners, ctx, shutdown.clone()));
-    let (events, rx) = mpsc::channel(EVENT_QUEUE);
-    let writer = state::Writer {
-        config_path: config.path.clone(),
-        loaded: loaded.clone(),
-        health,
-        snapshot: snapshot.clone(),
-        metrics: metrics.clone(),
-        monitor: health::Monitor::new(events.clone(), metrics.clone(), shutdown.clone()),
-        probes_ready: probes_ready.clone(),
-    };
     let writer = tokio::spawn(writer.run(rx, shutdown.clone()));
     let admin = admin_listener.map(|listener| {
         let router = admin::router(admin::AdminContext {
             metrics: metrics.clone(),
             snapshot: snapshot.clone(),
             probes_ready,
+            events: events.clone(),
+            audit: AuditLog::new(store),
+            probes: probe_results,
+            tokens: Arc::new(config.admin.tokens.clone()),
         });
         tokio::spawn(admin::run(listener, router, shutdown.clone()))
     });
@@ -117,17 +132,20 @@ pub fn start(loaded: Loaded) -> anyhow::Result<Running> {
 }
 
 /// `weir serve`: runs until SIGTERM or SIGINT; SIGHUP reloads config and zones.
-pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
+pub async fn serve(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let zones = loaded.zones.len();
     let config_path = loaded.config.path.clone();
-    let running = start(loaded)?;
+    let store_path = loaded.config.store.path.clone();
+    let running = start(loaded, store)?;
     let addrs: Vec<String> = running.dns_addrs.iter().map(ToString::to_string).collect();
     tracing::info!(
         listen = %addrs.join(","),
         admin = %running.admin_addr.map_or("off".to_string(), |a| a.to_string()),
         zones,
+        generation = running.snapshot.load().view.generation,
         config = %config_path.display(),
+        store = %store_path.display(),
         "weir serving DNS over UDP and TCP"
     );
     let mut term = signal(SignalKind::terminate())?;
@@ -149,16 +167,25 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     running.shutdown().await
 }
 
-/// `weir check`: loads config and zones exactly as `serve` would.
+/// `weir check`: loads config and zones exactly as `serve` would (the store is not opened).
 pub fn check(path: &Path) -> Result<String, crate::config::Problems> {
     let loaded = state::load(path)?;
-    let snapshot = state::build(&loaded, &HealthMap::new(), &Metrics::new(), 0);
+    let snapshot = state::build(
+        &loaded,
+        &Default::default(),
+        0,
+        &HealthMap::new(),
+        &Metrics::new(),
+        0,
+    );
     let config = loaded.config;
     Ok(format!(
-        "{}: ok ({} zone{}, listening on {})",
+        "{}: ok ({} zone{}, {} pool{}, listening on {})",
         config.path.display(),
         snapshot.zone_count(),
         if snapshot.zone_count() == 1 { "" } else { "s" },
+        config.pools.len(),
+        if config.pools.len() == 1 { "" } else { "s" },
         config
             .dns
             .listen

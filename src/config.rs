@@ -48,6 +48,7 @@ impl fmt::Display for Problems {
 struct RawConfig {
     dns: Option<RawDns>,
     admin: Option<RawAdmin>,
+    store: Option<RawStore>,
     log: Option<RawLog>,
     #[serde(default)]
     zone: Vec<RawZone>,
@@ -70,6 +71,14 @@ struct RawDns {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: Option<String>,
+    token_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<String>,
+    audit_retention: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +102,7 @@ pub struct Config {
     pub path: PathBuf,
     pub dns: DnsConfig,
     pub admin: AdminConfig,
+    pub store: StoreConfig,
     pub log: LogConfig,
     pub zones: Vec<ZoneConfig>,
     pub pools: Vec<Pool>,
@@ -115,8 +125,42 @@ pub struct DnsConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminConfig {
-    /// Where the admin HTTP API (/metrics, /healthz, /readyz) listens; None = disabled.
+    /// Where the admin HTTP API listens; None = disabled.
     pub listen: Option<SocketAddr>,
+    /// Admin tokens; empty = no token auth (then the API must listen on loopback).
+    pub tokens: Vec<Token>,
+    /// The token file, resolved against the config file's folder.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Read-only tokens may only GET.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Read,
+    Write,
+}
+
+/// One line of the token file: `NAME SCOPE TOKEN`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    pub name: String,
+    pub scope: Scope,
+    pub secret: String,
+}
+
+impl fmt::Debug for Token {
+    // Never print the secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token({} {:?})", self.name, self.scope)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The sled database folder, resolved against the config file's folder.
+    pub path: PathBuf,
+    /// Audit records kept; older ones are dropped.
+    pub audit_retention: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,6 +186,8 @@ pub mod defaults {
     pub const TCP_IDLE_TIMEOUT: &str = "10s";
     pub const TCP_IO_TIMEOUT: &str = "5s";
     pub const ADMIN_LISTEN: &str = "127.0.0.1:8053";
+    pub const STORE_PATH: &str = "weir-state";
+    pub const AUDIT_RETENTION: i64 = 100_000;
     pub const LOG_LEVEL: &str = "info";
     pub const LOG_FORMAT: &str = "text";
 }
@@ -271,19 +317,27 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
             .unwrap_or(defaults::TCP_IO_TIMEOUT),
     );
 
-    let admin_text = raw
-        .admin
-        .and_then(|a| a.listen)
+    let raw_admin = raw.admin.unwrap_or_default();
+    let token_file = raw_admin
+        .token_file
+        .filter(|f| !f.is_empty())
+        .map(|f| base.join(f));
+    let tokens = match &token_file {
+        Some(path) => read_tokens(&mut c, path),
+        None => Vec::new(),
+    };
+    let admin_text = raw_admin
+        .listen
         .unwrap_or_else(|| defaults::ADMIN_LISTEN.to_string());
     let admin_listen = match admin_text.as_str() {
         "" => None,
         text => match text.parse::<SocketAddr>() {
-            // Without authentication the admin API must not leave the machine.
-            Ok(addr) if addr.ip().is_loopback() => Some(addr),
+            Ok(addr) if addr.ip().is_loopback() || !tokens.is_empty() => Some(addr),
+            // Without tokens the admin API must not leave the machine.
             Ok(addr) => {
                 c.push(
                     "admin.listen",
-                    format!("{addr} is not a loopback address; the admin API has no authentication yet, so it listens on loopback only"),
+                    format!("{addr} is not a loopback address; set admin.token_file to listen beyond loopback"),
                 );
                 None
             }
@@ -296,6 +350,22 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
             }
         },
     };
+
+    let raw_store = raw.store.unwrap_or_default();
+    let store_path = raw_store
+        .path
+        .unwrap_or_else(|| defaults::STORE_PATH.to_string());
+    if store_path.is_empty() {
+        c.push("store.path", "is empty");
+    }
+    let audit_retention = c.int_in(
+        "store.audit_retention",
+        raw_store
+            .audit_retention
+            .unwrap_or(defaults::AUDIT_RETENTION),
+        1,
+        100_000_000,
+    ) as usize;
 
     let log = raw.log.unwrap_or_default();
     let level = log.level.unwrap_or_else(|| defaults::LOG_LEVEL.into());
@@ -371,11 +441,94 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
         },
         admin: AdminConfig {
             listen: admin_listen,
+            tokens,
+            token_file,
+        },
+        store: StoreConfig {
+            path: base.join(store_path),
+            audit_retention,
         },
         log: LogConfig { level, json },
         zones,
         pools,
     })
+}
+
+/// Reads `NAME SCOPE TOKEN` lines. The file must not be readable by group or others.
+fn read_tokens(c: &mut Collector<'_>, path: &Path) -> Vec<Token> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let mode = match std::fs::metadata(path) {
+        Ok(m) => m.permissions().mode(),
+        Err(e) => {
+            c.push("admin.token_file", format!("cannot read {shown}: {e}"));
+            return Vec::new();
+        }
+    };
+    if mode & 0o077 != 0 {
+        c.push(
+            "admin.token_file",
+            format!("{shown} has mode {:o}; it holds secrets, so it must be 0600 (chmod 600 {shown})", mode & 0o777),
+        );
+        return Vec::new();
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            c.push("admin.token_file", format!("cannot read {shown}: {e}"));
+            return Vec::new();
+        }
+    };
+    let mut tokens: Vec<Token> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = format!("{shown}:{}", i + 1);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [name, scope, secret] = fields[..] else {
+            c.problems.push(Problem {
+                location: at,
+                message: "expected `NAME SCOPE TOKEN`".into(),
+            });
+            continue;
+        };
+        let scope = match scope {
+            "read" => Scope::Read,
+            "write" => Scope::Write,
+            other => {
+                c.problems.push(Problem {
+                    location: at,
+                    message: format!("scope `{other}` is not one of `read`, `write`"),
+                });
+                continue;
+            }
+        };
+        if secret.len() < 16 {
+            c.problems.push(Problem {
+                location: at,
+                message: "the token is shorter than 16 characters".into(),
+            });
+            continue;
+        }
+        if tokens.iter().any(|t| t.name == name) {
+            c.problems.push(Problem {
+                location: at,
+                message: format!("token name `{name}` is used twice"),
+            });
+            continue;
+        }
+        tokens.push(Token {
+            name: name.to_string(),
+            scope,
+            secret: secret.to_string(),
+        });
+    }
+    if tokens.is_empty() && c.problems.is_empty() {
+        c.push("admin.token_file", format!("{shown} holds no token"));
+    }
+    tokens
 }
 
 #[cfg(test)]

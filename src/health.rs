@@ -81,12 +81,29 @@ impl Hysteresis {
 /// announced, because the writer already assumes it.
 #[derive(Debug)]
 pub struct Monitor {
+    /// The last result of every probe, for the admin API (never read on the query path).
+    last: LastResults,
     events: mpsc::Sender<StateEvent>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     permits: Arc<Semaphore>,
     probes: HashMap<ProbeKey, Running>,
 }
+
+/// A probe's most recent result.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LastResult {
+    pub ok: bool,
+    /// "HTTP 200", "connect: connection refused", ...
+    pub reason: String,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    /// Health after hysteresis.
+    pub health: Health,
+}
+
+/// Shared map of last results, written by probe tasks, read by the admin API.
+pub type LastResults = Arc<std::sync::Mutex<HashMap<ProbeKey, LastResult>>>;
 
 /// The monitor's handle on one probe task.
 #[derive(Debug)]
@@ -103,6 +120,7 @@ impl Monitor {
         shutdown: CancellationToken,
     ) -> Self {
         Monitor {
+            last: LastResults::default(),
             events,
             metrics,
             shutdown,
@@ -128,6 +146,9 @@ impl Monitor {
             }
             keep
         });
+        if let Ok(mut last) = self.last.lock() {
+            last.retain(|key, _| wanted.contains(key));
+        }
         for key in wanted {
             if let Entry::Vacant(slot) = self.probes.entry(key) {
                 let running = Running {
@@ -142,11 +163,17 @@ impl Monitor {
                     permits: Arc::clone(&self.permits),
                     stop: running.stop.clone(),
                     reported: Arc::clone(&running.reported),
+                    last: Arc::clone(&self.last),
                 };
                 slot.insert(running);
                 tokio::spawn(task.run());
             }
         }
+    }
+
+    /// The last result of every current probe.
+    pub fn last_results(&self) -> LastResults {
+        Arc::clone(&self.last)
     }
 
     /// True once every current probe has produced at least one result (used for /readyz). A
@@ -176,6 +203,7 @@ struct ProbeTask {
     permits: Arc<Semaphore>,
     stop: CancellationToken,
     reported: Arc<AtomicBool>,
+    last: LastResults,
 }
 
 impl ProbeTask {
@@ -201,6 +229,20 @@ impl ProbeTask {
             };
             let first = !self.reported.load(Ordering::Acquire);
             let flip = hysteresis.observe(outcome.ok);
+            if let Ok(mut last) = self.last.lock() {
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                last.insert(
+                    self.key.clone(),
+                    LastResult {
+                        ok: outcome.ok,
+                        reason: outcome.reason.clone(),
+                        at,
+                        health: hysteresis.health(),
+                    },
+                );
+            }
             tracing::debug!(
                 probe = %self.label,
                 ok = outcome.ok,

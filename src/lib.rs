@@ -9,4 +9,5 @@ pub mod metrics;
 pub mod model;
 pub mod snapshot;
 pub mod state;
+pub mod store;
 pub mod zones;

@@ -24,6 +24,10 @@ enum Command {
         /// The config file (TOML). Zone file paths in it are relative to its folder.
         #[arg(long, short, env = "WEIR_CONFIG", default_value = "config/weir.toml")]
         config: PathBuf,
+        /// Move the state store aside (to <path>.reset-<time>) and start with no stored
+        /// overrides: the way out of a corrupt store.
+        #[arg(long)]
+        reset_state: bool,
     },
     /// Validate the config and every zone file, list every problem, and exit (78 if any).
     Check {
@@ -56,11 +60,14 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_CONFIG)
             }
         },
-        Command::Serve { config } => serve(&config),
+        Command::Serve {
+            config,
+            reset_state,
+        } => serve(&config, reset_state),
     }
 }
 
-fn serve(path: &std::path::Path) -> ExitCode {
+fn serve(path: &std::path::Path, reset_state: bool) -> ExitCode {
     let loaded = match weir::state::load(path) {
         Ok(loaded) => loaded,
         Err(problems) => {
@@ -69,6 +76,14 @@ fn serve(path: &std::path::Path) -> ExitCode {
         }
     };
     init_tracing(&loaded.config.log);
+    let store = match weir::app::open_store(&loaded, reset_state) {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "weir not starting");
+            eprintln!("weir: not starting: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("weir")
@@ -80,7 +95,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(weir::app::serve(loaded)) {
+    match runtime.block_on(weir::app::serve(loaded, store)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "weir stopped");

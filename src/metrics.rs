@@ -63,6 +63,7 @@ pub struct Metrics {
     /// Queries by QTYPE: the common types by name, everything else as "other".
     queries: Vec<(u16, IntCounter)>,
     queries_other: IntCounter,
+    store_commit: HistogramVec,
 }
 
 /// QTYPEs counted under their own label; others count as "other" so labels stay bounded.
@@ -229,6 +230,13 @@ impl Metrics {
             .map(|(code, name)| (*code, queries_vec.with_label_values(&[name])))
             .collect();
         let queries_other = queries_vec.with_label_values(&["other"]);
+        let store_commit = HistogramVec::new(
+            HistogramOpts::new("store_commit_seconds", "Time to store a change durably (flushed), by result")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            &["result"],
+        )
+        .expect("metric");
+        register(Box::new(store_commit.clone()));
         register(Box::new(queries_vec));
         for result in ["ok", "failed"] {
             reloads.with_label_values(&[result]);
@@ -267,7 +275,15 @@ impl Metrics {
             pool_degraded,
             queries,
             queries_other,
+            store_commit,
         }
+    }
+
+    /// One store commit took `seconds`.
+    pub fn store_commit(&self, seconds: f64, ok: bool) {
+        self.store_commit
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .observe(seconds);
     }
 
     /// One parsed query of type `qtype`.

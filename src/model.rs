@@ -218,7 +218,8 @@ pub fn rtype_name(rtype: u16) -> String {
 }
 
 /// Health of a probed target after rise/fall hysteresis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Health {
     Up,
     Down,
@@ -299,6 +300,8 @@ pub struct Pool {
     pub min_healthy: f64,
     /// TTL cap while degraded.
     pub degraded_ttl: u32,
+    /// The pool's `[pool.check]`, used for endpoints added at runtime.
+    pub check: Option<Check>,
     pub groups: Vec<Group>,
 }
 
@@ -318,6 +321,8 @@ pub struct Endpoint {
     pub weight: u32,
     /// How it is probed; None = not checked, always up.
     pub probe: Option<ProbeKey>,
+    /// An operator's override of the probes' verdict.
+    pub force: Override,
 }
 
 impl Pool {
@@ -328,6 +333,81 @@ impl Pool {
             .flat_map(|g| &g.endpoints)
             .filter_map(|e| e.probe.as_ref())
     }
+}
+
+/// An operator's health override for one endpoint; `Auto` follows the probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Override {
+    Auto,
+    Up,
+    Down,
+}
+
+/// Runtime intent: what operators changed through the admin API, stored as a layer over the
+/// config (never health). Keys are pool names in presentation form (`app.example.com.`) and
+/// endpoint addresses as text, so the stored form reads well and survives config edits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Overlay {
+    /// pool -> group -> weight.
+    #[serde(default)]
+    pub group_weights: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>,
+    /// pool -> endpoint address -> weight.
+    #[serde(default)]
+    pub endpoint_weights: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>,
+    /// pool -> endpoint address -> forced health (Auto is never stored).
+    #[serde(default)]
+    pub overrides: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Override>>,
+    /// pool -> endpoint address -> endpoint added at runtime.
+    #[serde(default)]
+    pub added: std::collections::BTreeMap<String, std::collections::BTreeMap<String, AddedEndpoint>>,
+    /// pool -> config endpoint addresses removed at runtime.
+    #[serde(default)]
+    pub removed: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+}
+
+/// An endpoint added through the admin API; it uses its pool's check.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AddedEndpoint {
+    pub group: String,
+    pub weight: u32,
+}
+
+/// One acknowledged change, as recorded in the audit log.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AuditRecord {
+    /// The state generation this change produced.
+    pub generation: u64,
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+    /// Name of the admin token used ("local" without token auth, "weir" for automatic changes).
+    pub actor: String,
+    /// Client address of the admin request, empty for automatic changes.
+    pub source: String,
+    /// e.g. "set-group-weight", "set-endpoint-weight", "override", "add-endpoint",
+    /// "remove-endpoint", "drop-stale-override".
+    pub action: String,
+    /// The pool's name, empty when the change is not about one pool.
+    pub pool: String,
+    /// What was changed inside the pool: "group blue", "endpoint 192.0.2.10".
+    pub subject: String,
+    pub before: serde_json::Value,
+    pub after: serde_json::Value,
+    pub reason: String,
+}
+
+/// What the admin API shows, published inside each snapshot so readers see one consistent
+/// state: the intent generation, the config's pools, the overlay, the pools as served, health.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    /// Generation of the stored intent (what `If-Match` compares against).
+    pub generation: u64,
+    pub zones: Vec<Name>,
+    pub config_pools: Vec<Pool>,
+    pub overlay: Overlay,
+    /// Config with the overlay applied.
+    pub pools: Vec<Pool>,
+    pub health: std::collections::HashMap<ProbeKey, Health>,
 }
 
 #[cfg(test)]

@@ -11,12 +11,12 @@ use smallvec::SmallVec;
 
 use crate::metrics::Metrics;
 use crate::model::{
-    CLASS_IN, Health, MAX_NAME_LEN, Name, Pool, ProbeKey, RRset, Rdata, label_starts, rtype,
+    CLASS_IN, MAX_NAME_LEN, Name, Pool, ProbeKey, RRset, Rdata, View, label_starts, rtype,
 };
 use crate::zones::Zone;
 
 mod pool;
-pub use pool::{Client, Subnet};
+pub use pool::{Client, FamilyStatus, PoolStatus, Subnet};
 
 /// Longest CNAME chain followed inside a zone before answering with what we have (as Knot).
 const MAX_CNAME_CHAIN: usize = 8;
@@ -127,10 +127,13 @@ pub struct ZoneIndex {
 /// Everything the query path needs, immutable once built.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// Counts publications (reloads, changes, health flips).
     pub generation: u64,
     index: Arc<ZoneIndex>,
     /// Pool views, in config order; nodes refer to them by index.
     pools: Vec<pool::PoolNode>,
+    /// The state this snapshot was built from, for the admin API.
+    pub view: Arc<View>,
 }
 
 /// Indexes checked zones (`zones::load_all` guarantees an apex SOA and NS) with a node for each
@@ -162,22 +165,19 @@ pub fn index(zones: &[Zone], pools: &[Pool]) -> Arc<ZoneIndex> {
 
 /// Builds a snapshot: the shared zone index plus pool views under `health`. A probe missing
 /// from `health` has its check's initial health.
-pub fn build(
-    index: &Arc<ZoneIndex>,
-    pools: &[Pool],
-    health: &HashMap<ProbeKey, Health>,
-    metrics: &Metrics,
-    generation: u64,
-) -> Snapshot {
+pub fn build(index: &Arc<ZoneIndex>, view: Arc<View>, metrics: &Metrics, generation: u64) -> Snapshot {
+    let pools = &view.pools;
     let by_name: HashMap<&Name, &Pool> = pools.iter().map(|p| (&p.name, p)).collect();
-    let health_of = |k: &ProbeKey| health.get(k).copied().unwrap_or(k.check.initial);
+    let health_of = |k: &ProbeKey| view.health.get(k).copied().unwrap_or(k.check.initial);
+    let pools = pools
+        .iter()
+        .map(|p| pool::build(p, &by_name, &health_of, metrics))
+        .collect();
     Snapshot {
         generation,
         index: index.clone(),
-        pools: pools
-            .iter()
-            .map(|p| pool::build(p, &by_name, &health_of, metrics))
-            .collect(),
+        pools,
+        view,
     }
 }
 
@@ -228,6 +228,12 @@ impl Snapshot {
 
     pub fn zone_count(&self) -> usize {
         self.index.zones.len()
+    }
+
+    /// How a pool answers right now, per family (for the admin API).
+    pub fn pool_status(&self, name: &Name) -> Option<PoolStatus> {
+        let i = self.view.pools.iter().position(|p| p.name == *name)?;
+        self.pools.get(i).map(pool::PoolNode::status)
     }
 }
 

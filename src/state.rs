@@ -1,14 +1,15 @@
 //! The single writer. Every change to what weir serves arrives as a `StateEvent` on one bounded
-//! channel; this task applies it, builds a new `Snapshot` from (config, zones, health) and
-//! publishes it with one atomic swap. Start-up and reload share `load()`, so a served snapshot
-//! always came through the same checks. A failed load publishes nothing: the old snapshot keeps
+//! channel; this task applies it, persists intent (through `Store`, flushed before any reply),
+//! builds a new `Snapshot` from (config, zones, intent overlay, health) and publishes it with one
+//! atomic swap. Start-up and reload share `load()`, so a served snapshot always came through the
+//! same checks. A failed load or a refused change publishes nothing: the old snapshot keeps
 //! serving.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
@@ -17,14 +18,20 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, Problem, Problems};
 use crate::health;
 use crate::metrics::Metrics;
-use crate::model::{Health, ProbeKey};
+use crate::model::{AuditRecord, Health, Overlay, Pool, ProbeKey, View};
 use crate::snapshot::{self, Snapshot, ZoneIndex};
+use crate::store::{Store, StoreError};
 use crate::zones::{self, Zone};
+
+pub mod change;
+
+use change::{ChangeError, ChangeRequest};
 
 /// Every kind of change weir accepts. Closed on purpose: `grep StateEvent::` finds every writer.
 #[derive(Debug)]
 pub enum StateEvent {
-    /// Re-read config and zones (SIGHUP). The reply carries the new generation or every problem.
+    /// Re-read config and zones (SIGHUP, POST /v1/reload). The reply carries the new intent
+    /// generation or every problem.
     Reload {
         reply: Option<oneshot::Sender<Result<u64, Problems>>>,
     },
@@ -34,6 +41,11 @@ pub enum StateEvent {
         health: Health,
         /// Why, for the log: the last probe's result ("HTTP 503", "timeout after 2s", ...).
         reason: String,
+    },
+    /// An operator's change (admin API). Replied to once stored and published.
+    Change {
+        request: ChangeRequest,
+        reply: oneshot::Sender<Result<u64, ChangeError>>,
     },
 }
 
@@ -61,50 +73,123 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
     })
 }
 
-/// Every distinct probe of the loaded pools.
-fn probes(loaded: &Loaded) -> impl Iterator<Item = &ProbeKey> {
-    loaded.config.pools.iter().flat_map(|p| p.probes())
-}
-
 /// Health of every probe; a probe with no result yet has its check's `initial` health.
 pub type HealthMap = HashMap<ProbeKey, Health>;
 
-/// Builds the snapshot for `loaded` under `health`.
-pub fn build(loaded: &Loaded, health: &HealthMap, metrics: &Metrics, generation: u64) -> Snapshot {
-    snapshot::build(
-        &loaded.index,
-        &loaded.config.pools,
-        health,
-        metrics,
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Every distinct probe of `pools`.
+fn probes(pools: &[Pool]) -> HashSet<ProbeKey> {
+    pools.iter().flat_map(|p| p.probes()).cloned().collect()
+}
+
+/// Builds a snapshot for `loaded` with `overlay` (at `generation`) under `health`.
+pub fn build(
+    loaded: &Loaded,
+    overlay: &Overlay,
+    generation: u64,
+    health: &HealthMap,
+    metrics: &Metrics,
+    publication: u64,
+) -> Snapshot {
+    let view = View {
         generation,
-    )
+        zones: loaded.zones.iter().map(|z| z.origin.clone()).collect(),
+        config_pools: loaded.config.pools.clone(),
+        overlay: overlay.clone(),
+        pools: change::effective(&loaded.config.pools, overlay),
+        health: health.clone(),
+    };
+    snapshot::build(&loaded.index, Arc::new(view), metrics, publication)
+}
+
+/// Read access to the audit log for the admin API; writing goes through `StateEvent`s only.
+#[derive(Clone, Debug)]
+pub struct AuditLog(Arc<dyn Store>);
+
+impl AuditLog {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        AuditLog(store)
+    }
+
+    /// Newest first, only `pool`'s if given, at most `limit`.
+    pub fn read(&self, pool: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.0.audit(pool, limit)
+    }
 }
 
 /// The writer's own state.
 #[derive(Debug)]
 pub struct Writer {
-    pub config_path: PathBuf,
-    pub loaded: Loaded,
-    pub health: HealthMap,
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
-    pub metrics: Arc<Metrics>,
-    /// Runs the probes of the loaded pools; its flips come back on the writer's channel.
-    pub monitor: health::Monitor,
+    config_path: PathBuf,
+    loaded: Loaded,
+    health: HealthMap,
+    /// Stored intent and its generation.
+    overlay: Overlay,
+    generation: u64,
+    store: Arc<dyn Store>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+    /// Runs the probes of the served pools; its flips come back on the writer's channel.
+    monitor: health::Monitor,
     /// Set once every probe has reported at least once and its flips are applied (/readyz).
-    pub probes_ready: Arc<AtomicBool>,
+    probes_ready: Arc<AtomicBool>,
 }
 
 /// How often the writer checks whether the first probe round is complete.
 const READY_POLL: Duration = Duration::from_millis(50);
 
 impl Writer {
+    /// Restores the stored intent over `loaded`, drops intent the config no longer backs (with
+    /// audit records), and publishes the first snapshot. Start-up is this plus a reload loop.
+    pub fn start(
+        loaded: Loaded,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        monitor: health::Monitor,
+        probes_ready: Arc<AtomicBool>,
+    ) -> Result<Writer, StoreError> {
+        let stored = store.load()?;
+        let (overlay, dropped) = change::prune(&loaded.config.pools, &stored.overlay, now());
+        let generation = if dropped.is_empty() {
+            stored.generation
+        } else {
+            tracing::warn!(dropped = dropped.len(), "stored overrides not backed by the config were dropped");
+            store.commit(stored.generation, &overlay, dropped)?
+        };
+        let health = HealthMap::new();
+        let first = build(&loaded, &overlay, generation, &health, &metrics, 1);
+        metrics.published(first.generation);
+        Ok(Writer {
+            config_path: loaded.config.path.clone(),
+            loaded,
+            health,
+            overlay,
+            generation,
+            store,
+            snapshot: Arc::new(ArcSwap::from_pointee(first)),
+            metrics,
+            monitor,
+            probes_ready,
+        })
+    }
+
+    /// The published snapshot, for readers.
+    pub fn snapshot(&self) -> Arc<ArcSwap<Snapshot>> {
+        self.snapshot.clone()
+    }
+
     /// Applies events until the channel closes or `shutdown` is cancelled.
     pub async fn run(
         mut self,
         mut events: mpsc::Receiver<StateEvent>,
         shutdown: CancellationToken,
     ) {
-        self.monitor.set_probes(probes(&self.loaded).cloned());
+        self.monitor.set_probes(self.served_probes());
         let mut ready_poll = tokio::time::interval(READY_POLL);
         loop {
             let event = tokio::select! {
@@ -129,6 +214,10 @@ impl Writer {
         }
     }
 
+    fn served_probes(&self) -> HashSet<ProbeKey> {
+        probes(&self.snapshot.load().view.pools)
+    }
+
     async fn apply(&mut self, event: StateEvent) {
         match event {
             StateEvent::Reload { reply } => {
@@ -142,23 +231,110 @@ impl Writer {
                 health,
                 reason,
             } => {
-                // A probe stopped by a reload may still have had a flip in flight.
-                if !probes(&self.loaded).any(|k| *k == key) {
+                // A probe stopped by a reload or a change may still have had a flip in flight.
+                if !self.served_probes().contains(&key) {
                     return;
                 }
                 tracing::info!(target = %key.target, ?health, %reason, "health changed");
                 self.health.insert(key, health);
                 self.publish();
             }
+            StateEvent::Change { request, reply } => {
+                let result = self.change(request).await;
+                let _ = reply.send(result);
+            }
         }
     }
 
     fn publish(&self) -> u64 {
-        let generation = self.snapshot.load().generation + 1;
-        let snapshot = build(&self.loaded, &self.health, &self.metrics, generation);
+        let publication = self.snapshot.load().generation + 1;
+        let snapshot = build(
+            &self.loaded,
+            &self.overlay,
+            self.generation,
+            &self.health,
+            &self.metrics,
+            publication,
+        );
         self.snapshot.store(Arc::new(snapshot));
-        self.metrics.published(generation);
-        generation
+        self.metrics.published(publication);
+        publication
+    }
+
+    /// Stores `overlay` with `records` as the next generation, durably, off the async threads.
+    async fn commit(&self, overlay: Overlay, records: Vec<AuditRecord>) -> Result<u64, StoreError> {
+        let store = self.store.clone();
+        let expected = self.generation;
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || store.commit(expected, &overlay, records))
+            .await
+            .unwrap_or_else(|e| {
+                Err(StoreError::Io {
+                    path: "store".into(),
+                    detail: format!("commit task failed: {e}"),
+                })
+            });
+        self.metrics.store_commit(started.elapsed().as_secs_f64(), result.is_ok());
+        result
+    }
+
+    /// Sets a new overlay at a new generation: probes follow, the snapshot is rebuilt.
+    fn adopt(&mut self, overlay: Overlay, generation: u64) {
+        self.overlay = overlay;
+        self.generation = generation;
+        let served = probes(&change::effective(&self.loaded.config.pools, &self.overlay));
+        // Probes that stay keep their hysteresis and health; removed ones are forgotten.
+        self.health.retain(|k, _| served.contains(k));
+        self.monitor.set_probes(served);
+        self.publish();
+    }
+
+    async fn change(&mut self, request: ChangeRequest) -> Result<u64, ChangeError> {
+        if let Some(expected) = request.if_match
+            && expected != self.generation
+        {
+            return Err(ChangeError::Stale {
+                expected,
+                actual: self.generation,
+            });
+        }
+        let applied = change::apply(
+            &self.loaded.config.pools,
+            &self.overlay,
+            &request.change,
+            request.force,
+        )?;
+        let record = AuditRecord {
+            generation: 0,
+            time: now(),
+            actor: request.actor,
+            source: request.source,
+            action: applied.action.into(),
+            pool: applied.pool,
+            subject: applied.subject,
+            before: applied.before,
+            after: applied.after,
+            reason: request.reason,
+        };
+        let generation = match self.commit(applied.overlay.clone(), vec![record.clone()]).await {
+            Ok(generation) => generation,
+            Err(StoreError::Conflict { expected, actual }) => {
+                return Err(ChangeError::Stale { expected, actual });
+            }
+            Err(e) => return Err(ChangeError::Store(e.to_string())),
+        };
+        tracing::info!(
+            generation,
+            actor = %record.actor,
+            action = %record.action,
+            pool = %record.pool,
+            subject = %record.subject,
+            before = %record.before,
+            after = %record.after,
+            "change applied"
+        );
+        self.adopt(applied.overlay, generation);
+        Ok(generation)
     }
 
     async fn reload(&mut self) -> Result<u64, Problems> {
@@ -171,31 +347,45 @@ impl Writer {
                     message: format!("loader failed: {e}"),
                 }]))
             });
-        match loaded {
-            Ok(loaded) => {
-                if loaded.config.dns != self.loaded.config.dns {
-                    tracing::warn!("[dns] settings changed; they take effect after a restart");
-                }
-                self.loaded = loaded;
-                // Probes that stay keep their hysteresis and health; removed ones are forgotten.
-                let current: std::collections::HashSet<ProbeKey> =
-                    probes(&self.loaded).cloned().collect();
-                self.health.retain(|k, _| current.contains(k));
-                self.monitor.set_probes(current);
-                let generation = self.publish();
-                self.metrics.reloaded(true);
-                tracing::info!(
-                    generation,
-                    zones = self.loaded.zones.len(),
-                    "reloaded; snapshot published"
-                );
-                Ok(generation)
-            }
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
             Err(problems) => {
                 self.metrics.reloaded(false);
                 tracing::error!(problems = %problems, "reload failed; still serving the previous snapshot");
-                Err(problems)
+                return Err(problems);
             }
+        };
+        // Intent the new config no longer backs is dropped, with audit records, before the
+        // new config serves: all or nothing.
+        let (overlay, dropped) = change::prune(&loaded.config.pools, &self.overlay, now());
+        let generation = if dropped.is_empty() {
+            self.generation
+        } else {
+            match self.commit(overlay.clone(), dropped).await {
+                Ok(generation) => generation,
+                Err(e) => {
+                    self.metrics.reloaded(false);
+                    let problems = Problems(vec![Problem {
+                        location: "store".into(),
+                        message: format!("could not store the overrides this reload drops: {e}"),
+                    }]);
+                    tracing::error!(problems = %problems, "reload failed; still serving the previous snapshot");
+                    return Err(problems);
+                }
+            }
+        };
+        let old = &self.loaded.config;
+        if loaded.config.dns != old.dns || loaded.config.admin != old.admin || loaded.config.store != old.store {
+            tracing::warn!("[dns], [admin] or [store] settings changed; they take effect after a restart");
         }
+        self.loaded = loaded;
+        self.adopt(overlay, generation);
+        self.metrics.reloaded(true);
+        tracing::info!(
+            generation,
+            zones = self.loaded.zones.len(),
+            "reloaded; snapshot published"
+        );
+        Ok(generation)
     }
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::Collector;
 use crate::model::{
-    Check, CheckKind, Endpoint, Group, Health, Name, OnAllDown, Pool, ProbeKey, Sticky,
+    Check, CheckKind, Endpoint, Group, Health, Name, OnAllDown, Override, Pool, ProbeKey, Sticky,
 };
 
 mod defaults {
@@ -308,6 +308,9 @@ pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
         ) as u32;
 
         let pool_check = rp.check.clone();
+        let default_check = pool_check
+            .as_ref()
+            .and_then(|rc| check(c, &format!("{key}.check"), rc, rc, true));
         let mut groups: Vec<Group> = Vec::new();
         let mut seen = HashSet::new();
         let mut total_weight = 0i64;
@@ -372,25 +375,36 @@ pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
                         None
                     }
                 };
-                let raw_check = match (&re.check, &pool_check) {
-                    (Some(own), Some(base)) => Some(own.over(base)),
-                    (Some(own), None) => Some(own.clone()),
-                    (None, base) => base.clone(),
-                };
-                let (check_key, own) = match (&re.check, &pool_check) {
-                    (Some(own), _) => (format!("{ekey}.check"), own.clone()),
-                    (None, Some(base)) => (format!("{key}.check"), base.clone()),
-                    (None, None) => (String::new(), RawCheck::default()),
-                };
-                let probe = raw_check.and_then(|rc| {
-                    let check = check(c, &check_key, &rc, &own, probe_addr.is_some())?;
-                    let target = probe_addr.unwrap_or(SocketAddr::new(address, check.port));
-                    Some(ProbeKey { target, check })
+                let probe = match (&re.check, &default_check) {
+                    // The endpoint's own keys over the pool's, validated as one check.
+                    (Some(own), _) => {
+                        let merged = match &pool_check {
+                            Some(base) => own.over(base),
+                            None => own.clone(),
+                        };
+                        check(c, &format!("{ekey}.check"), &merged, own, probe_addr.is_some())
+                    }
+                    (None, Some(pool)) => {
+                        if pool.port == 0 && probe_addr.is_none() {
+                            c.push(
+                                &format!("{ekey}.probe"),
+                                "the pool's tcp check has no port: give the check a port or this endpoint a probe address",
+                            );
+                        }
+                        Some(pool.clone())
+                    }
+                    // No check anywhere (or an invalid pool check, reported once above).
+                    (None, None) => None,
+                }
+                .map(|check| ProbeKey {
+                    target: probe_addr.unwrap_or(SocketAddr::new(address, check.port)),
+                    check,
                 });
                 endpoints.push(Endpoint {
                     address,
                     weight: ew as u32,
                     probe,
+                    force: Override::Auto,
                 });
             }
             if group_weight > 0 {
@@ -414,6 +428,7 @@ pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
             pools.push((
                 i,
                 Pool {
+                    check: default_check.clone(),
                     name,
                     ttl,
                     answers,

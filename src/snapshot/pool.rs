@@ -14,7 +14,7 @@ use smallvec::SmallVec;
 
 use super::{Answer, Entry, Owner, Rcode};
 use crate::metrics::Metrics;
-use crate::model::{Health, OnAllDown, Pool, ProbeKey, RRset, Rdata, Sticky, rtype};
+use crate::model::{Endpoint, Health, OnAllDown, Override, Pool, ProbeKey, RRset, Rdata, Sticky, rtype};
 
 /// Longest fallback chain followed (config rejects cycles; this bounds the work regardless).
 const MAX_FALLBACK_DEPTH: usize = 8;
@@ -57,6 +57,24 @@ struct Span {
     range: std::ops::Range<usize>,
 }
 
+/// How one address family of a pool answers (admin API).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FamilyStatus {
+    /// "answer", "nodata" or "servfail".
+    pub outcome: &'static str,
+    /// The up weight fell below `min_healthy` and `on_all_down` applies.
+    pub degraded: bool,
+    /// Each answerable endpoint's share of answers (0..=1), for a one-answer pool.
+    pub shares: Vec<(String, f64)>,
+}
+
+/// Both families of a pool.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PoolStatus {
+    pub ipv4: FamilyStatus,
+    pub ipv6: FamilyStatus,
+}
+
 #[derive(Debug)]
 enum Outcome {
     /// No endpoint of this family at all, or the policy says NODATA.
@@ -77,6 +95,8 @@ pub(super) struct PoolNode {
     sticky: bool,
     v4: Outcome,
     v6: Outcome,
+    /// Degraded per family (v4, v6).
+    degraded: (bool, bool),
 }
 
 type HealthOf<'a> = &'a dyn Fn(&ProbeKey) -> Health;
@@ -88,11 +108,14 @@ pub(super) fn build(
     health: HealthOf<'_>,
     metrics: &Metrics,
 ) -> PoolNode {
+    let (v4, d4) = family(pool, rtype::A, pools, health, metrics, 0);
+    let (v6, d6) = family(pool, rtype::AAAA, pools, health, metrics, 0);
     PoolNode {
         answers: pool.answers,
         sticky: pool.sticky == Sticky::ClientSubnet,
-        v4: family(pool, rtype::A, pools, health, metrics, 0),
-        v6: family(pool, rtype::AAAA, pools, health, metrics, 0),
+        v4,
+        v6,
+        degraded: (d4, d6),
     }
 }
 
@@ -110,9 +133,14 @@ fn family(
     health: HealthOf<'_>,
     metrics: &Metrics,
     depth: usize,
-) -> Outcome {
+) -> (Outcome, bool) {
     let family_name = if t == rtype::A { "ipv4" } else { "ipv6" };
-    let up = |probe: &Option<ProbeKey>| probe.as_ref().is_none_or(|k| health(k) == Health::Up);
+    // An operator's override wins over the probes.
+    let up = |e: &Endpoint| match e.force {
+        Override::Up => true,
+        Override::Down => false,
+        Override::Auto => e.probe.as_ref().is_none_or(|k| health(k) == Health::Up),
+    };
     // Configured weight of the family, and the part of it that is up.
     let (mut configured, mut up_weight) = (0.0, 0.0);
     let mut any = false;
@@ -121,7 +149,7 @@ fn family(
         let all: f64 = eps.clone().map(|e| f64::from(e.weight)).sum();
         let alive: f64 = eps
             .clone()
-            .filter(|e| up(&e.probe))
+            .filter(|e| up(e))
             .map(|e| f64::from(e.weight))
             .sum();
         any |= eps.count() > 0;
@@ -134,32 +162,33 @@ fn family(
                 &pool.name.to_string(),
                 &g.name,
                 &e.address.to_string(),
-                up(&e.probe),
+                up(e),
             );
         }
     }
     if !any {
         metrics.pool_degraded(&pool.name.to_string(), family_name, false);
-        return Outcome::NoData;
+        return (Outcome::NoData, false);
     }
     let degraded =
         up_weight <= 0.0 || (configured > 0.0 && up_weight / configured < pool.min_healthy);
     metrics.pool_degraded(&pool.name.to_string(), family_name, degraded);
     if !degraded {
-        return candidates(pool, t, pool.ttl, &|p| up(p), metrics);
+        return (candidates(pool, t, pool.ttl, &up, metrics), false);
     }
     let ttl = pool.ttl.min(pool.degraded_ttl);
-    match &pool.on_all_down {
+    let outcome = match &pool.on_all_down {
         OnAllDown::ServeAll => candidates(pool, t, ttl, &|_| true, metrics),
         OnAllDown::NoData => Outcome::NoData,
         OnAllDown::ServFail => Outcome::ServFail,
         OnAllDown::Fallback(name) => match pools.get(name) {
             Some(next) if depth < MAX_FALLBACK_DEPTH => {
-                cap_ttl(family(next, t, pools, health, metrics, depth + 1), ttl)
+                cap_ttl(family(next, t, pools, health, metrics, depth + 1).0, ttl)
             }
             _ => Outcome::ServFail,
         },
-    }
+    };
+    (outcome, true)
 }
 
 fn cap_ttl(mut outcome: Outcome, ttl: u32) -> Outcome {
@@ -178,7 +207,7 @@ fn candidates(
     pool: &Pool,
     t: u16,
     ttl: u32,
-    include: &dyn Fn(&Option<ProbeKey>) -> bool,
+    include: &dyn Fn(&Endpoint) -> bool,
     metrics: &Metrics,
 ) -> Outcome {
     let mut out = Vec::new();
@@ -188,7 +217,7 @@ fn candidates(
         let eps: Vec<_> = g
             .endpoints
             .iter()
-            .filter(|e| of_family(&e.address, t) && include(&e.probe))
+            .filter(|e| of_family(&e.address, t) && include(e))
             .collect();
         let sum: f64 = eps.iter().map(|e| f64::from(e.weight)).sum();
         let start = out.len();
@@ -293,7 +322,48 @@ fn sticky_key(client: &Client) -> (u64, u8) {
     (key, if ecs { prefix } else { 0 })
 }
 
+impl Outcome {
+    fn status(&self, degraded: bool) -> FamilyStatus {
+        let (outcome, shares) = match self {
+            Outcome::NoData => ("nodata", Vec::new()),
+            Outcome::ServFail => ("servfail", Vec::new()),
+            Outcome::Answer {
+                candidates, total, ..
+            } => (
+                "answer",
+                candidates
+                    .iter()
+                    .map(|c| {
+                        let addr = match &c.rrset.rdatas[..] {
+                            [Rdata::Opaque(b)] if b.len() == 4 => {
+                                IpAddr::from(<[u8; 4]>::try_from(&b[..]).unwrap_or_default()).to_string()
+                            }
+                            [Rdata::Opaque(b)] if b.len() == 16 => {
+                                IpAddr::from(<[u8; 16]>::try_from(&b[..]).unwrap_or_default()).to_string()
+                            }
+                            _ => String::new(),
+                        };
+                        (addr, c.weight / total)
+                    })
+                    .collect(),
+            ),
+        };
+        FamilyStatus {
+            outcome,
+            degraded,
+            shares,
+        }
+    }
+}
+
 impl PoolNode {
+    pub(super) fn status(&self) -> PoolStatus {
+        PoolStatus {
+            ipv4: self.v4.status(self.degraded.0),
+            ipv6: self.v6.status(self.degraded.1),
+        }
+    }
+
     /// Writes the pool's answer for A or AAAA (ANY: A if there is any, else AAAA).
     pub(super) fn answer<'a>(
         &'a self,
@@ -426,7 +496,12 @@ mod tests {
                 .unwrap();
         let metrics = Metrics::new();
         let index = crate::snapshot::index(&[zone], &config.pools);
-        let snap = crate::snapshot::build(&index, &config.pools, health, &metrics, 1);
+        let view = crate::model::View {
+            pools: config.pools.clone(),
+            health: health.clone(),
+            ..Default::default()
+        };
+        let snap = crate::snapshot::build(&index, std::sync::Arc::new(view), &metrics, 1);
         (snap, config.pools)
     }
 

@@ -1,8 +1,7 @@
 //! The `weir` binary: help, exit codes, `check` output, and `serve` end to end with SIGHUP
 //! reload and SIGTERM shutdown.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
@@ -116,29 +115,9 @@ async fn serve_reloads_on_sighup_and_stops_on_sigterm() {
         "[dns]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n[[zone]]\norigin = \"example.com.\"\nfile = \"example.com.zone\"\n",
     )
     .unwrap();
-    let mut child = weir()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = lines.next().unwrap().unwrap();
-    assert!(started.contains("weir serving DNS"), "{started}");
-    let addr = started
-        .split("\"listen\":\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let (log_tx, log) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let _ = log_tx.send(line);
-        }
-    });
+    let weir = WeirProcess::start(&config, &[]).unwrap();
+    let log = &weir.log;
+    let addr = weir.dns;
     // Waits for the log line that says how a reload ended.
     let reload_outcome = || {
         let mut seen = Vec::new();
@@ -162,10 +141,10 @@ async fn serve_reloads_on_sighup_and_stops_on_sigterm() {
 
     // A good change is picked up on SIGHUP.
     std::fs::write(&zone, ZONE.replace("192.0.2.80", "192.0.2.81")).unwrap();
-    unsafe { libc::kill(pid, libc::SIGHUP) };
+    weir.signal(libc::SIGHUP);
     let (ok, line) = reload_outcome();
     assert!(ok, "{line}");
-    assert!(line.contains("\"generation\":2"), "{line}");
+    assert!(line.contains("\"zones\":1"), "{line}");
     assert_eq!(
         probe.a("www.example.com.").await,
         ["www.example.com. A 192.0.2.81"]
@@ -173,7 +152,7 @@ async fn serve_reloads_on_sighup_and_stops_on_sigterm() {
 
     // A broken zone is rejected, with its problems logged, and the previous snapshot serves on.
     std::fs::write(&zone, "$TTL 60\nwww A 192.0.2.99\n").unwrap();
-    unsafe { libc::kill(pid, libc::SIGHUP) };
+    weir.signal(libc::SIGHUP);
     let (ok, line) = reload_outcome();
     assert!(!ok && line.contains("the zone has no SOA record"), "{line}");
     assert_eq!(
@@ -181,10 +160,9 @@ async fn serve_reloads_on_sighup_and_stops_on_sigterm() {
         ["www.example.com. A 192.0.2.81"]
     );
 
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    weir.signal(libc::SIGTERM);
+    let status = tokio::task::spawn_blocking(move || weir.wait())
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
 }

@@ -6,6 +6,7 @@
     reason = "a test that cannot set up should fail loudly"
 )]
 
+mod admin;
 mod backends;
 mod bad_input;
 mod cli;

@@ -62,10 +62,19 @@ impl Server {
 
     /// Serves zones and the given `[[pool]]` tables.
     pub(crate) async fn with_pools(zones: &[(&str, &str)], dns_extra: &str, pools: &str) -> Server {
+        let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+        Server::configured(zones, &format!("{admin}[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n{dns_extra}\n"), pools).await
+    }
+
+    /// Serves zones and pools with the given `[admin]` table.
+    pub(crate) async fn with_admin(zones: &[(&str, &str)], admin: &str, pools: &str) -> Server {
+        Server::configured(zones, &format!("{admin}[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n"), pools).await
+    }
+
+    /// Writes `head` (top-level tables), the zones and `pools` as a config and starts it.
+    async fn configured(zones: &[(&str, &str)], head: &str, pools: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n{dns_extra}\n"
-        );
+        let mut config = head.to_string();
         for (i, (origin, text)) in zones.iter().enumerate() {
             let file = format!("zone{i}.zone");
             std::fs::write(dir.path().join(&file), text).unwrap();
@@ -76,7 +85,9 @@ impl Server {
         config.push_str(pools);
         let path = dir.path().join("weir.toml");
         std::fs::write(&path, config).unwrap();
-        let running = weir::app::start(weir::state::load(&path).unwrap()).unwrap();
+        let loaded = weir::state::load(&path).unwrap();
+        let store = weir::app::open_store(&loaded, false).unwrap();
+        let running = weir::app::start(loaded, store).unwrap();
         Server {
             addr: running.dns_addrs[0],
             running: Some(running),
@@ -285,5 +296,89 @@ pub(crate) async fn tcp_pipeline(addr: SocketAddr, queries: &[Vec<u8>]) -> Vec<M
 impl Server {
     pub(crate) fn admin(&self) -> SocketAddr {
         self.running.as_ref().unwrap().admin_addr.unwrap()
+    }
+}
+
+/// A real `weir serve` process, killed when dropped (so a failing test never leaves it running,
+/// holding the test's output pipe open).
+pub(crate) struct WeirProcess {
+    child: std::process::Child,
+    pub(crate) dns: SocketAddr,
+    pub(crate) admin: Option<SocketAddr>,
+    /// Every log line after the startup line.
+    pub(crate) log: std::sync::mpsc::Receiver<String>,
+}
+
+impl WeirProcess {
+    /// Starts `weir serve --config <config>` (plus `extra` args) and waits for its startup line.
+    /// The config must set `[log] format = "json"`. Returns the stderr text on failure to start.
+    pub(crate) fn start(config: &std::path::Path, extra: &[&str]) -> Result<WeirProcess, String> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .env_remove("WEIR_CONFIG")
+            .env_remove("RUST_LOG")
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        let started = loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("weir serving DNS") => break line,
+                Some(Ok(line)) => seen.push(line),
+                _ => {
+                    let _ = child.wait();
+                    return Err(seen.join("\n"));
+                }
+            }
+        };
+        let field = |name: &str| {
+            started
+                .split(&format!("\"{name}\":\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.parse().ok())
+        };
+        let dns = field("listen").unwrap();
+        let admin = field("admin");
+        let (tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Ok(WeirProcess {
+            child,
+            dns,
+            admin,
+            log,
+        })
+    }
+
+    pub(crate) fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub(crate) fn signal(&self, signal: i32) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the process to exit (after a signal).
+    pub(crate) fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for WeirProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }

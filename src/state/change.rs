@@ -1,0 +1,474 @@
+//! Runtime changes to pools: what an operator can ask for (`Change`), how it is checked against
+//! the config and the current intent (`apply`), the pools as served (`effective`: config with
+//! the overlay on top), and dropping intent that a new config no longer backs (`prune`).
+//! Pure functions: the writer calls them, persists the result and publishes.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use serde_json::{Value, json};
+
+use crate::model::{AddedEndpoint, AuditRecord, Endpoint, Name, Overlay, Override, Pool, ProbeKey};
+
+/// One change an operator asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    GroupWeight { pool: Name, group: String, weight: u32 },
+    /// `None` goes back to the configured weight.
+    EndpointWeight { pool: Name, address: IpAddr, weight: Option<u32> },
+    Override { pool: Name, address: IpAddr, health: Override },
+    AddEndpoint { pool: Name, group: String, address: IpAddr, weight: u32 },
+    RemoveEndpoint { pool: Name, address: IpAddr },
+}
+
+/// A change plus who asks and on what basis.
+#[derive(Clone, Debug)]
+pub struct ChangeRequest {
+    pub change: Change,
+    /// Token name ("local" without token auth).
+    pub actor: String,
+    pub source: String,
+    pub reason: String,
+    /// The generation the operator based the change on (`If-Match`).
+    pub if_match: Option<u64>,
+    /// Allow leaving a pool with zero total weight.
+    pub force: bool,
+}
+
+/// Why a change was refused; each maps to one HTTP status in `admin`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the state is at generation {actual}, the change was based on {expected}")]
+    Stale { expected: u64, actual: u64 },
+    #[error("the change could not be stored: {0}")]
+    Store(String),
+}
+
+fn key(address: &IpAddr) -> String {
+    address.to_string()
+}
+
+/// The pools as served: the config with the overlay applied.
+pub fn effective(pools: &[Pool], overlay: &Overlay) -> Vec<Pool> {
+    pools.iter().map(|p| effective_pool(p, overlay)).collect()
+}
+
+fn effective_pool(config: &Pool, overlay: &Overlay) -> Pool {
+    let name = config.name.to_string();
+    let mut pool = config.clone();
+    let group_weights = overlay.group_weights.get(&name);
+    let endpoint_weights = overlay.endpoint_weights.get(&name);
+    let overrides = overlay.overrides.get(&name);
+    let removed = overlay.removed.get(&name);
+    let added = overlay.added.get(&name);
+    for g in &mut pool.groups {
+        if let Some(w) = group_weights.and_then(|m| m.get(&g.name)) {
+            g.weight = *w;
+        }
+        g.endpoints
+            .retain(|e| !removed.is_some_and(|r| r.contains(&key(&e.address))));
+        for (addr, a) in added.into_iter().flatten() {
+            if a.group != g.name {
+                continue;
+            }
+            let Ok(address) = addr.parse::<IpAddr>() else {
+                continue;
+            };
+            g.endpoints.push(Endpoint {
+                address,
+                weight: a.weight,
+                // Added endpoints get the pool's check; a tcp check without a port cannot apply.
+                probe: config
+                    .check
+                    .clone()
+                    .filter(|c| c.port != 0)
+                    .map(|check| ProbeKey {
+                        target: SocketAddr::new(address, check.port),
+                        check,
+                    }),
+                force: Override::Auto,
+            });
+        }
+        for e in &mut g.endpoints {
+            let k = key(&e.address);
+            if let Some(w) = endpoint_weights.and_then(|m| m.get(&k)) {
+                e.weight = *w;
+            }
+            if let Some(o) = overrides.and_then(|m| m.get(&k)) {
+                e.force = *o;
+            }
+        }
+    }
+    pool
+}
+
+/// Total weight that can answer: groups count when some endpoint in them has weight.
+pub fn answerable_weight(pool: &Pool) -> u64 {
+    pool.groups
+        .iter()
+        .filter(|g| g.endpoints.iter().any(|e| e.weight > 0))
+        .map(|g| u64::from(g.weight))
+        .sum()
+}
+
+/// What `apply` produced: the new overlay and the audit record's content.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Applied {
+    pub overlay: Overlay,
+    pub pool: String,
+    pub action: &'static str,
+    pub subject: String,
+    pub before: Value,
+    pub after: Value,
+}
+
+/// Sets `map[pool][k] = v`, or removes the entry when `v` is None (and empty parents).
+fn put<V>(map: &mut BTreeMap<String, BTreeMap<String, V>>, pool: &str, k: &str, v: Option<V>) {
+    match v {
+        Some(v) => {
+            map.entry(pool.to_string()).or_default().insert(k.to_string(), v);
+        }
+        None => {
+            if let Some(inner) = map.get_mut(pool) {
+                inner.remove(k);
+                if inner.is_empty() {
+                    map.remove(pool);
+                }
+            }
+        }
+    }
+}
+
+/// Checks `change` against the config `pools` and the current `overlay`, and returns the new
+/// overlay. The layer stays minimal: a value equal to the config's removes the override.
+pub fn apply(pools: &[Pool], overlay: &Overlay, change: &Change, force: bool) -> Result<Applied, ChangeError> {
+    let pool_name = match change {
+        Change::GroupWeight { pool, .. }
+        | Change::EndpointWeight { pool, .. }
+        | Change::Override { pool, .. }
+        | Change::AddEndpoint { pool, .. }
+        | Change::RemoveEndpoint { pool, .. } => pool,
+    };
+    let config = pools
+        .iter()
+        .find(|p| p.name == *pool_name)
+        .ok_or_else(|| ChangeError::NotFound(format!("no pool `{pool_name}`")))?;
+    let current = effective_pool(config, overlay);
+    let name = config.name.to_string();
+    let mut next = overlay.clone();
+    let find_endpoint = |address: &IpAddr| {
+        current
+            .groups
+            .iter()
+            .find_map(|g| g.endpoints.iter().find(|e| e.address == *address).map(|e| (g, e)))
+            .ok_or_else(|| ChangeError::NotFound(format!("no endpoint {address} in pool `{name}`")))
+    };
+    let config_endpoint = |address: &IpAddr| {
+        config
+            .groups
+            .iter()
+            .find_map(|g| g.endpoints.iter().find(|e| e.address == *address).map(|e| (g, e)))
+    };
+    let applied = |overlay, action, subject, before, after| Applied {
+        overlay,
+        pool: name.clone(),
+        action,
+        subject,
+        before,
+        after,
+    };
+    let result = match change {
+        Change::GroupWeight { group, weight, .. } => {
+            let configured = config
+                .groups
+                .iter()
+                .find(|g| g.name == *group)
+                .ok_or_else(|| ChangeError::NotFound(format!("no group `{group}` in pool `{name}`")))?;
+            let before = current.groups.iter().find(|g| g.name == *group).map_or(0, |g| g.weight);
+            put(&mut next.group_weights, &name, group, (*weight != configured.weight).then_some(*weight));
+            applied(next, "set-group-weight", format!("group {group}"), json!({ "weight": before }), json!({ "weight": weight }))
+        }
+        Change::EndpointWeight { address, weight, .. } => {
+            let (_, e) = find_endpoint(address)?;
+            let before = e.weight;
+            let k = key(address);
+            let after = match (config_endpoint(address), weight) {
+                (Some((_, configured)), Some(w)) => {
+                    put(&mut next.endpoint_weights, &name, &k, (*w != configured.weight).then_some(*w));
+                    *w
+                }
+                (Some((_, configured)), None) => {
+                    put::<u32>(&mut next.endpoint_weights, &name, &k, None);
+                    configured.weight
+                }
+                (None, Some(w)) => {
+                    if let Some(a) = next.added.get_mut(&name).and_then(|m| m.get_mut(&k)) {
+                        a.weight = *w;
+                    }
+                    *w
+                }
+                (None, None) => {
+                    return Err(ChangeError::Invalid(format!(
+                        "{address} was added at runtime and has no configured weight to go back to"
+                    )));
+                }
+            };
+            applied(next, "set-endpoint-weight", format!("endpoint {address}"), json!({ "weight": before }), json!({ "weight": after }))
+        }
+        Change::Override { address, health, .. } => {
+            let (_, e) = find_endpoint(address)?;
+            let before = e.force;
+            put(&mut next.overrides, &name, &key(address), (*health != Override::Auto).then_some(*health));
+            applied(next, "override", format!("endpoint {address}"), json!({ "health": before }), json!({ "health": health }))
+        }
+        Change::AddEndpoint { group, address, weight, .. } => {
+            if !config.groups.iter().any(|g| g.name == *group) {
+                return Err(ChangeError::NotFound(format!("no group `{group}` in pool `{name}`")));
+            }
+            if find_endpoint(address).is_ok() {
+                return Err(ChangeError::Conflict(format!("{address} is already an endpoint of pool `{name}`")));
+            }
+            let k = key(address);
+            match config_endpoint(address) {
+                // A configured endpoint removed earlier comes back where the config has it.
+                Some((g, configured)) if g.name == *group => {
+                    if let Some(removed) = next.removed.get_mut(&name) {
+                        removed.remove(&k);
+                        if removed.is_empty() {
+                            next.removed.remove(&name);
+                        }
+                    }
+                    put(&mut next.endpoint_weights, &name, &k, (*weight != configured.weight).then_some(*weight));
+                }
+                Some((g, _)) => {
+                    return Err(ChangeError::Conflict(format!(
+                        "{address} is configured in group `{}`; add it back there",
+                        g.name
+                    )));
+                }
+                None => put(
+                    &mut next.added,
+                    &name,
+                    &k,
+                    Some(AddedEndpoint {
+                        group: group.clone(),
+                        weight: *weight,
+                    }),
+                ),
+            }
+            applied(next, "add-endpoint", format!("endpoint {address}"), Value::Null, json!({ "group": group, "weight": weight }))
+        }
+        Change::RemoveEndpoint { address, .. } => {
+            let (g, e) = find_endpoint(address)?;
+            let before = json!({ "group": g.name, "weight": e.weight });
+            let k = key(address);
+            put::<u32>(&mut next.endpoint_weights, &name, &k, None);
+            put::<Override>(&mut next.overrides, &name, &k, None);
+            if config_endpoint(address).is_some() {
+                next.removed.entry(name.clone()).or_default().insert(k);
+            } else {
+                put::<AddedEndpoint>(&mut next.added, &name, &k, None);
+            }
+            applied(next, "remove-endpoint", format!("endpoint {address}"), before, Value::Null)
+        }
+    };
+    let after = effective_pool(config, &result.overlay);
+    if answerable_weight(&after) == 0 && !force {
+        return Err(ChangeError::Conflict(format!(
+            "this would leave pool `{name}` with zero total weight, so it would never answer; send \"force\": true to do it anyway"
+        )));
+    }
+    Ok(result)
+}
+
+/// Drops intent that the config no longer backs (pools, groups or endpoints gone), with an
+/// audit record for each dropped entry.
+pub fn prune(pools: &[Pool], overlay: &Overlay, now: u64) -> (Overlay, Vec<AuditRecord>) {
+    let mut next = Overlay::default();
+    let mut dropped = Vec::new();
+    let mut drop_entry = |pool: &str, subject: String, before: Value| {
+        dropped.push(AuditRecord {
+            generation: 0,
+            time: now,
+            actor: "weir".into(),
+            source: String::new(),
+            action: "drop-stale-override".into(),
+            pool: pool.to_string(),
+            subject,
+            before,
+            after: Value::Null,
+            reason: "not backed by the config any more".into(),
+        });
+    };
+    let pool_of = |name: &str| pools.iter().find(|p| p.name.to_string() == name);
+    let in_config = |p: &Pool, addr: &str| p.groups.iter().flat_map(|g| &g.endpoints).any(|e| key(&e.address) == addr);
+    let has_group = |p: &Pool, group: &str| p.groups.iter().any(|g| g.name == group);
+
+    for (pool, groups) in &overlay.group_weights {
+        for (group, w) in groups {
+            match pool_of(pool) {
+                Some(p) if has_group(p, group) => put(&mut next.group_weights, pool, group, Some(*w)),
+                _ => drop_entry(pool, format!("group {group}"), json!({ "weight": w })),
+            }
+        }
+    }
+    for (pool, added) in &overlay.added {
+        for (addr, a) in added {
+            match pool_of(pool) {
+                Some(p) if has_group(p, &a.group) && !in_config(p, addr) => put(&mut next.added, pool, addr, Some(a.clone())),
+                _ => drop_entry(pool, format!("endpoint {addr}"), json!({ "group": a.group, "weight": a.weight })),
+            }
+        }
+    }
+    for (pool, removed) in &overlay.removed {
+        for addr in removed {
+            match pool_of(pool) {
+                Some(p) if in_config(p, addr) => {
+                    next.removed.entry(pool.clone()).or_default().insert(addr.clone());
+                }
+                _ => drop_entry(pool, format!("endpoint {addr}"), json!({ "removed": true })),
+            }
+        }
+    }
+    let exists = |next: &Overlay, pool: &str, addr: &str| {
+        pool_of(pool).is_some_and(|p| in_config(p, addr) && !next.removed.get(pool).is_some_and(|r| r.contains(addr)))
+            || next.added.get(pool).is_some_and(|a| a.contains_key(addr))
+    };
+    for (pool, weights) in &overlay.endpoint_weights {
+        for (addr, w) in weights {
+            if exists(&next, pool, addr) {
+                put(&mut next.endpoint_weights, pool, addr, Some(*w));
+            } else {
+                drop_entry(pool, format!("endpoint {addr}"), json!({ "weight": w }));
+            }
+        }
+    }
+    for (pool, overrides) in &overlay.overrides {
+        for (addr, o) in overrides {
+            if exists(&next, pool, addr) {
+                put(&mut next.overrides, pool, addr, Some(*o));
+            } else {
+                drop_entry(pool, format!("endpoint {addr}"), json!({ "health": o }));
+            }
+        }
+    }
+    (next, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn pools(text: &str) -> Vec<Pool> {
+        let zone = "[[zone]]\norigin = \"example.com.\"\nfile = \"x\"\n";
+        crate::config::parse(&format!("{zone}{text}"), Path::new("w.toml"))
+            .unwrap()
+            .pools
+    }
+
+    const POOL: &str = "[[pool]]\nname = \"app.example.com.\"\n[pool.check]\nkind = \"http\"\nport = 8080\n[[pool.group]]\nname = \"blue\"\nweight = 90\nendpoints = [{ address = \"192.0.2.10\" }, { address = \"192.0.2.11\", weight = 2 }]\n[[pool.group]]\nname = \"green\"\nweight = 10\nendpoints = [{ address = \"192.0.2.20\" }]\n";
+
+    fn app() -> Name {
+        Name::parse("app.example.com").unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// (group, weight, [(endpoint, weight, override)]).
+    type Weights = Vec<(String, u32, Vec<(String, u32, Override)>)>;
+
+    fn weights(p: &Pool) -> Weights {
+        p.groups
+            .iter()
+            .map(|g| {
+                (
+                    g.name.clone(),
+                    g.weight,
+                    g.endpoints.iter().map(|e| (e.address.to_string(), e.weight, e.force)).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn changes_apply_and_a_value_equal_to_the_config_clears_the_override() {
+        let config = pools(POOL);
+        let ov = Overlay::default();
+        let a = apply(&config, &ov, &Change::GroupWeight { pool: app(), group: "green".into(), weight: 25 }, false).unwrap();
+        assert_eq!((a.before.clone(), a.after.clone()), (json!({"weight": 10}), json!({"weight": 25})));
+        let a = apply(&config, &a.overlay, &Change::EndpointWeight { pool: app(), address: ip("192.0.2.10"), weight: Some(0) }, false).unwrap();
+        let a = apply(&config, &a.overlay, &Change::Override { pool: app(), address: ip("192.0.2.11"), health: Override::Down }, false).unwrap();
+        let a = apply(&config, &a.overlay, &Change::AddEndpoint { pool: app(), group: "green".into(), address: ip("2001:db8::7"), weight: 3 }, false).unwrap();
+        let a = apply(&config, &a.overlay, &Change::RemoveEndpoint { pool: app(), address: ip("192.0.2.20") }, false).unwrap();
+        let eff = effective(&config, &a.overlay);
+        assert_eq!(
+            weights(&eff[0]),
+            vec![
+                ("blue".into(), 90, vec![("192.0.2.10".into(), 0, Override::Auto), ("192.0.2.11".into(), 2, Override::Down)]),
+                ("green".into(), 25, vec![("2001:db8::7".into(), 3, Override::Auto)]),
+            ]
+        );
+        let added = &eff[0].groups[1].endpoints[0];
+        assert_eq!(added.probe.as_ref().unwrap().target, "[2001:db8::7]:8080".parse().unwrap(), "the pool's check");
+        // Back to configured values: the layer empties.
+        let a = apply(&config, &a.overlay, &Change::GroupWeight { pool: app(), group: "green".into(), weight: 10 }, false).unwrap();
+        let a = apply(&config, &a.overlay, &Change::EndpointWeight { pool: app(), address: ip("192.0.2.10"), weight: None }, false).unwrap();
+        let a = apply(&config, &a.overlay, &Change::Override { pool: app(), address: ip("192.0.2.11"), health: Override::Auto }, false).unwrap();
+        let a = apply(&config, &a.overlay, &Change::RemoveEndpoint { pool: app(), address: ip("2001:db8::7") }, false).unwrap();
+        let a = apply(&config, &a.overlay, &Change::AddEndpoint { pool: app(), group: "green".into(), address: ip("192.0.2.20"), weight: 1 }, false).unwrap();
+        assert_eq!(a.overlay, Overlay::default());
+    }
+
+    #[test]
+    fn refusals() {
+        let config = pools(POOL);
+        let ov = Overlay::default();
+        let other = Name::parse("other.example.com").unwrap();
+        let cases = [
+            (Change::GroupWeight { pool: other, group: "blue".into(), weight: 1 }, "no pool `other.example.com.`"),
+            (Change::GroupWeight { pool: app(), group: "red".into(), weight: 1 }, "no group `red` in pool `app.example.com.`"),
+            (Change::Override { pool: app(), address: ip("192.0.2.99"), health: Override::Up }, "no endpoint 192.0.2.99 in pool `app.example.com.`"),
+            (Change::AddEndpoint { pool: app(), group: "blue".into(), address: ip("192.0.2.20"), weight: 1 }, "192.0.2.20 is already an endpoint of pool `app.example.com.`"),
+        ];
+        for (change, want) in cases {
+            assert_eq!(apply(&config, &ov, &change, false).unwrap_err().to_string(), want);
+        }
+        // Zero total weight: 409 unless forced.
+        let a = apply(&config, &ov, &Change::GroupWeight { pool: app(), group: "green".into(), weight: 0 }, false).unwrap();
+        let zero = Change::GroupWeight { pool: app(), group: "blue".into(), weight: 0 };
+        assert!(matches!(apply(&config, &a.overlay, &zero, false), Err(ChangeError::Conflict(m)) if m.contains("zero total weight")));
+        assert!(apply(&config, &a.overlay, &zero, true).is_ok());
+    }
+
+    #[test]
+    fn prune_drops_what_the_config_no_longer_has() {
+        let config = pools(POOL);
+        let mut ov = Overlay::default();
+        for change in [
+            Change::GroupWeight { pool: app(), group: "green".into(), weight: 30 },
+            Change::Override { pool: app(), address: ip("192.0.2.10"), health: Override::Down },
+            Change::EndpointWeight { pool: app(), address: ip("192.0.2.11"), weight: Some(5) },
+        ] {
+            ov = apply(&config, &ov, &change, false).unwrap().overlay;
+        }
+        // The new config drops group green and endpoint .11.
+        let new = pools(&POOL.replace(", { address = \"192.0.2.11\", weight = 2 }", "").replace("[[pool.group]]\nname = \"green\"\nweight = 10\nendpoints = [{ address = \"192.0.2.20\" }]\n", ""));
+        let (kept, dropped) = prune(&new, &ov, 7);
+        assert_eq!(kept.overrides["app.example.com."]["192.0.2.10"], Override::Down);
+        assert!(kept.group_weights.is_empty() && kept.endpoint_weights.is_empty());
+        let subjects: Vec<&str> = dropped.iter().map(|r| r.subject.as_str()).collect();
+        assert_eq!(subjects, ["group green", "endpoint 192.0.2.11"]);
+        assert!(dropped.iter().all(|r| r.action == "drop-stale-override" && r.time == 7));
+        assert_eq!(prune(&config, &ov, 7).1, Vec::new(), "nothing stale under the old config");
+    }
+}

@@ -1,0 +1,372 @@
+//! The admin API over real HTTP against the real server: every endpoint, auth, validation that
+//! changes nothing, If-Match, changes visible in DNS at once, reload, and persistence across
+//! real process restarts (clean and kill -9) with the real sled store.
+
+use std::net::SocketAddr;
+
+use hickory_proto::rr::RecordType;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\n";
+const POOL: &str = "[[pool]]\nname = \"app.example.com.\"\nanswers = 3\n[[pool.group]]\nname = \"blue\"\nweight = 90\nendpoints = [{ address = \"192.0.2.10\" }, { address = \"192.0.2.11\" }]\n[[pool.group]]\nname = \"green\"\nweight = 10\nendpoints = [{ address = \"192.0.2.20\" }]\n";
+
+/// One HTTP/1.1 exchange: (status, body as JSON or a string).
+async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+    }
+    request.push_str("\r\n");
+    if let Some(b) = body {
+        request.push_str(b);
+    }
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text[9..12].parse().unwrap();
+    let raw = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, serde_json::from_str(&raw).unwrap_or(Value::String(raw)))
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Value {
+    let (status, body) = http(addr, "GET", path, &[], None).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+async fn put(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    http(addr, "PUT", path, &[], Some(&body.to_string())).await
+}
+
+/// The sorted set of addresses seen over `n` DNS queries (TCP, pipelined).
+async fn answered(dns: SocketAddr, n: usize) -> Vec<String> {
+    let q = query("app.example.com.", RecordType::A).to_vec().unwrap();
+    let mut seen: Vec<String> = tcp_pipeline(dns, &vec![q; n])
+        .await
+        .iter()
+        .flat_map(|r| r.answers.iter().map(|a| a.data.to_string()))
+        .collect();
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
+fn endpoint<'a>(pool: &'a Value, group: usize, address: &str) -> &'a Value {
+    pool["groups"][group]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["address"] == address)
+        .unwrap_or_else(|| panic!("no {address} in {pool}"))
+}
+
+#[tokio::test]
+async fn reads_changes_and_audit_end_to_end() {
+    let s = Server::with_pools(&[("example.com.", ZONE)], "", POOL).await;
+    let admin = s.admin();
+    assert_eq!(get(admin, "/v1/zones").await, json!({ "generation": 0, "zones": ["example.com."] }));
+    let pools = get(admin, "/v1/pools").await;
+    assert_eq!(pools["pools"][0]["name"], "app.example.com.");
+    let pool = get(admin, "/v1/pools/app.example.com").await;
+    assert_eq!(pool["groups"][0]["weight"], json!({ "configured": 90, "effective": 90, "source": "config" }));
+    assert_eq!(answered(s.addr, 50).await, ["192.0.2.10", "192.0.2.11", "192.0.2.20"]);
+
+    // Drain: gone from DNS right after the 200.
+    let (status, body) = put(admin, "/v1/pools/app.example.com/endpoints/192.0.2.10/weight", json!({ "weight": 0, "reason": "deploy" })).await;
+    assert_eq!((status, body), (200, json!({ "generation": 1 })));
+    assert_eq!(answered(s.addr, 200).await, ["192.0.2.11", "192.0.2.20"]);
+    let pool = get(admin, "/v1/pools/app.example.com.").await;
+    assert_eq!(pool["generation"], 1);
+    assert_eq!(endpoint(&pool, 0, "192.0.2.10")["weight"], json!({ "configured": 1, "effective": 0, "source": "override" }));
+
+    // Group weight, health override, add and remove.
+    assert_eq!(put(admin, "/v1/pools/app.example.com/groups/green/weight", json!({ "weight": 25 })).await.0, 200);
+    assert_eq!(put(admin, "/v1/pools/app.example.com/endpoints/192.0.2.20/override", json!({ "health": "down" })).await.0, 200);
+    assert_eq!(answered(s.addr, 100).await, ["192.0.2.11"]);
+    assert_eq!(put(admin, "/v1/pools/app.example.com/endpoints/192.0.2.20/override", json!({ "health": "auto" })).await.0, 200);
+    let (status, _) = http(admin, "POST", "/v1/pools/app.example.com/groups/green/endpoints", &[], Some(r#"{"address": "192.0.2.99", "weight": 2}"#)).await;
+    assert_eq!(status, 200);
+    assert_eq!(answered(s.addr, 100).await, ["192.0.2.11", "192.0.2.20", "192.0.2.99"]);
+    let pool = get(admin, "/v1/pools/app.example.com").await;
+    assert_eq!(endpoint(&pool, 1, "192.0.2.99")["weight"]["source"], "runtime");
+    let (status, body) = http(admin, "DELETE", "/v1/pools/app.example.com/endpoints/192.0.2.11?reason=scale-in", &[], None).await;
+    assert_eq!((status, body), (200, json!({ "generation": 6 })));
+    assert_eq!(answered(s.addr, 100).await, ["192.0.2.20", "192.0.2.99"]);
+    assert_eq!(get(admin, "/v1/pools/app.example.com").await["removed"], json!(["192.0.2.11"]));
+    // Undrain goes back to the configured weight.
+    assert_eq!(put(admin, "/v1/pools/app.example.com/endpoints/192.0.2.10/weight", json!({ "reset": true })).await.0, 200);
+    assert_eq!(answered(s.addr, 200).await, ["192.0.2.10", "192.0.2.20", "192.0.2.99"]);
+
+    // The audit log, newest first, with who, from where, before, after and why.
+    let audit = get(admin, "/v1/audit").await;
+    let records = audit["records"].as_array().unwrap();
+    let actions: Vec<&str> = records.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        ["set-endpoint-weight", "remove-endpoint", "add-endpoint", "override", "override", "set-group-weight", "set-endpoint-weight"]
+    );
+    let first = &records[6];
+    assert_eq!(first["generation"], 1);
+    assert_eq!(first["actor"], "local");
+    assert_eq!(first["source"], "127.0.0.1");
+    assert_eq!(first["subject"], "endpoint 192.0.2.10");
+    assert_eq!((first["before"].clone(), first["after"].clone()), (json!({ "weight": 1 }), json!({ "weight": 0 })));
+    assert_eq!(first["reason"], "deploy");
+    assert_eq!(records[1]["reason"], "scale-in");
+    let limited = get(admin, "/v1/audit?pool=app.example.com&limit=2").await;
+    assert_eq!(limited["records"].as_array().unwrap().len(), 2);
+    assert!(get(admin, "/v1/audit?pool=other.example.com").await["records"].as_array().unwrap().is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_4xx_and_change_nothing() {
+    let s = Server::with_pools(&[("example.com.", ZONE)], "", POOL).await;
+    let admin = s.admin();
+    let big = format!("{{\"weight\": 1, \"reason\": \"{}\"}}", "x".repeat(70_000));
+    // (method, path, body, headers, expected status, expected message part)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("PUT", "/v1/pools/nope.example.com/groups/blue/weight", Some(r#"{"weight": 1}"#), &[], 404, "no pool `nope.example.com.`"),
+        ("PUT", "/v1/pools/app.example.com/groups/red/weight", Some(r#"{"weight": 1}"#), &[], 404, "no group `red`"),
+        ("PUT", "/v1/pools/app.example.com/endpoints/192.0.2.77/weight", Some(r#"{"weight": 1}"#), &[], 404, "no endpoint 192.0.2.77"),
+        ("PUT", "/v1/pools/app.example.com/endpoints/not-an-ip/weight", Some(r#"{"weight": 1}"#), &[], 400, "is not an IP address"),
+        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some(r#"{"weight": "#), &[], 400, ""),
+        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some(r#"{"weight": -1}"#), &[], 400, ""),
+        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some(r#"{"weight": 1, "colour": "red"}"#), &[], 400, "unknown field"),
+        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some(r#"{"weight": 2000000}"#), &[], 400, "out of range"),
+        ("PUT", "/v1/pools/app.example.com/endpoints/192.0.2.10/weight", Some(r#"{"weight": 1, "reset": true}"#), &[], 400, "either"),
+        ("PUT", "/v1/pools/app.example.com/endpoints/192.0.2.10/override", Some(r#"{"health": "sideways"}"#), &[], 400, ""),
+        ("POST", "/v1/pools/app.example.com/groups/blue/endpoints", Some(r#"{"address": "192.0.2.20"}"#), &[], 409, "already an endpoint"),
+        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some(r#"{"weight": 5}"#), &[("If-Match", "\"7\"")], 412, "based on 7"),
+        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some(r#"{"weight": 5}"#), &[("If-Match", "soon")], 400, "If-Match"),
+        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some(&big), &[], 413, ""),
+        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some("[]"), &[], 400, ""),
+    ];
+    for (method, path, body, headers, want, message) in cases {
+        let (status, reply) = http(admin, method, path, headers, body).await;
+        assert_eq!(status, want, "{method} {path} {body:?}: {reply}");
+        if !message.is_empty() {
+            assert!(reply["error"].as_str().unwrap_or("").contains(message), "{path}: {reply}");
+        }
+    }
+    // Zero total weight is refused unless forced.
+    put(admin, "/v1/pools/app.example.com/groups/green/weight", json!({ "weight": 0 })).await;
+    let (status, reply) = put(admin, "/v1/pools/app.example.com/groups/blue/weight", json!({ "weight": 0 })).await;
+    assert_eq!(status, 409, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("zero total weight"));
+    // Only the one accepted change happened.
+    assert_eq!(get(admin, "/v1/pools/app.example.com").await["generation"], 1);
+    assert_eq!(get(admin, "/v1/audit").await["records"].as_array().unwrap().len(), 1);
+    let (status, _) = put(admin, "/v1/pools/app.example.com/groups/blue/weight", json!({ "weight": 0, "force": true })).await;
+    assert_eq!(status, 200, "forced");
+    // A matching If-Match goes through.
+    let (status, reply) = http(admin, "PUT", "/v1/pools/app.example.com/groups/blue/weight", &[("If-Match", "\"2\"")], Some(r#"{"weight": 90}"#)).await;
+    assert_eq!((status, reply), (200, json!({ "generation": 3 })));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_gate_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("admin.tokens");
+    std::fs::write(&tokens, "# name scope token\nci read r-0123456789abcdef\nops write w-0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let extra = format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n", tokens.display());
+    let s = Server::with_admin(&[("example.com.", ZONE)], &extra, POOL).await;
+    let admin = s.admin();
+    let path = "/v1/pools/app.example.com/groups/green/weight";
+    let body = Some(r#"{"weight": 20}"#);
+    assert_eq!(http(admin, "GET", "/healthz", &[], None).await.0, 200, "liveness needs no token");
+    assert_eq!(http(admin, "GET", "/v1/pools", &[], None).await.0, 401);
+    assert_eq!(http(admin, "GET", "/v1/pools", &[("Authorization", "Bearer w-0123456789abcdeX")], None).await.0, 401);
+    assert_eq!(http(admin, "GET", "/v1/pools", &[("Authorization", "Bearer r-0123456789abcdef")], None).await.0, 200);
+    let (status, reply) = http(admin, "PUT", path, &[("Authorization", "Bearer r-0123456789abcdef")], body).await;
+    assert_eq!(status, 403, "{reply}");
+    assert_eq!(http(admin, "PUT", path, &[], body).await.0, 401);
+    assert_eq!(http(admin, "PUT", path, &[("Authorization", "Bearer w-0123456789abcdef")], body).await.0, 200);
+    let (_, audit) = http(admin, "GET", "/v1/audit", &[("Authorization", "Bearer r-0123456789abcdef")], None).await;
+    assert_eq!(audit["records"][0]["actor"], "ops");
+    assert_eq!(audit["records"].as_array().unwrap().len(), 1, "refused requests leave no record");
+    s.stop().await;
+
+    // A token file readable by others is refused at load.
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, format!("{extra}[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n")).unwrap();
+    let err = weir::config::load(&config).unwrap_err().to_string();
+    assert!(err.contains("must be 0600"), "{err}");
+}
+
+/// A config and zone on disk for real-process tests; the store lives beside them.
+fn write_config(dir: &std::path::Path, pool: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("example.com.zone"), ZONE).unwrap();
+    let config = dir.join("weir.toml");
+    std::fs::write(
+        &config,
+        format!("[dns]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"state\"\n[log]\nformat = \"json\"\n[[zone]]\norigin = \"example.com.\"\nfile = \"example.com.zone\"\n{pool}"),
+    )
+    .unwrap();
+    config
+}
+
+#[tokio::test]
+async fn reload_through_the_api_is_all_or_nothing_and_drops_stale_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), POOL);
+    let weir = WeirProcess::start(&config, &[]).unwrap();
+    let admin = weir.admin.unwrap();
+    assert_eq!(put(admin, "/v1/pools/app.example.com/endpoints/192.0.2.11/override", json!({ "health": "down" })).await.0, 200);
+
+    // A broken zone: 422 with the problems, the old data keeps serving.
+    std::fs::write(dir.path().join("example.com.zone"), "$TTL 60\nwww A 192.0.2.1\n").unwrap();
+    let (status, reply) = http(admin, "POST", "/v1/reload", &[], None).await;
+    assert_eq!(status, 422, "{reply}");
+    assert!(reply["problems"][0].as_str().unwrap().contains("no SOA"), "{reply}");
+    assert_eq!(answered(weir.dns, 50).await, ["192.0.2.10", "192.0.2.20"]);
+
+    // A good config without 192.0.2.11: its override is dropped, with an audit record.
+    std::fs::write(dir.path().join("example.com.zone"), ZONE).unwrap();
+    write_config(dir.path(), &POOL.replace(", { address = \"192.0.2.11\" }", ""));
+    let (status, reply) = http(admin, "POST", "/v1/reload", &[], None).await;
+    assert_eq!((status, reply), (200, json!({ "generation": 2 })));
+    let audit = get(admin, "/v1/audit").await;
+    assert_eq!(audit["records"][0]["action"], "drop-stale-override");
+    assert_eq!(audit["records"][0]["subject"], "endpoint 192.0.2.11");
+    assert_eq!(audit["records"][0]["actor"], "weir");
+}
+
+#[tokio::test]
+async fn changes_survive_a_restart_and_a_second_process_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), POOL);
+    let weir = WeirProcess::start(&config, &[]).unwrap();
+    let admin = weir.admin.unwrap();
+    assert_eq!(put(admin, "/v1/pools/app.example.com/endpoints/192.0.2.10/weight", json!({ "weight": 0 })).await.0, 200);
+    assert_eq!(answered(weir.dns, 100).await, ["192.0.2.11", "192.0.2.20"]);
+
+    // Same store, second process: refused at once, naming the store.
+    let err = WeirProcess::start(&config, &[]).err().expect("the second process must not start");
+    assert!(err.contains("in use by another process") && err.contains("state"), "{err}");
+
+    weir.signal(libc::SIGTERM);
+    let status = tokio::task::spawn_blocking(move || weir.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let weir = WeirProcess::start(&config, &[]).unwrap();
+    assert_eq!(answered(weir.dns, 100).await, ["192.0.2.11", "192.0.2.20"], "still drained");
+    let admin = weir.admin.unwrap();
+    let pool = get(admin, "/v1/pools/app.example.com").await;
+    assert_eq!(pool["generation"], 1);
+    assert_eq!(endpoint(&pool, 0, "192.0.2.10")["weight"]["source"], "override");
+    assert_eq!(get(admin, "/v1/audit").await["records"][0]["action"], "set-endpoint-weight");
+}
+
+#[tokio::test]
+async fn every_acknowledged_change_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), POOL);
+    for round in 0..3u64 {
+        let weir = WeirProcess::start(&config, &[]).unwrap();
+        let admin = weir.admin.unwrap();
+        // Kill at a random moment while updates stream in.
+        let kill_after = std::time::Duration::from_millis(50 + fastrand::u64(0..200));
+        let killer = {
+            let pid = weir.pid();
+            std::thread::spawn(move || {
+                std::thread::sleep(kill_after);
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            })
+        };
+        let mut acked: Vec<(u64, u64)> = Vec::new();
+        for i in 1..=100_000u64 {
+            let weight = round * 1000 + i;
+            match tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                http_maybe(admin, "/v1/pools/app.example.com/groups/green/weight", json!({ "weight": weight })),
+            )
+            .await
+            {
+                Ok(Some((200, reply))) => acked.push((reply["generation"].as_u64().unwrap(), weight)),
+                _ => break,
+            }
+        }
+        killer.join().unwrap();
+        drop(weir);
+        assert!(!acked.is_empty(), "round {round}: some updates were acknowledged before the kill");
+
+        // Every acknowledged update is in the restarted process's audit log, and the last one
+        // acknowledged (or a later one that was stored but not yet acknowledged) is served.
+        let weir = WeirProcess::start(&config, &[]).unwrap();
+        let admin = weir.admin.unwrap();
+        let (last_gen, last_weight) = *acked.last().unwrap();
+        let pool = get(admin, "/v1/pools/app.example.com").await;
+        let generation = pool["generation"].as_u64().unwrap();
+        assert!(generation >= last_gen, "round {round}: generation {generation} < acknowledged {last_gen}");
+        let served = pool["groups"][1]["weight"]["effective"].as_u64().unwrap();
+        assert!(served >= last_weight, "round {round}: weight {served} lost acknowledged {last_weight}");
+        let audit = get(admin, &format!("/v1/audit?limit={}", acked.len() + 10)).await;
+        let stored: std::collections::HashMap<u64, u64> = audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["generation"].as_u64().unwrap(), r["after"]["weight"].as_u64().unwrap_or(0)))
+            .collect();
+        for (generation, weight) in &acked {
+            assert_eq!(stored.get(generation), Some(weight), "round {round}: acknowledged generation {generation} lost");
+        }
+        drop(weir);
+    }
+}
+
+/// A PUT that tolerates the server dying mid-request.
+async fn http_maybe(addr: SocketAddr, path: &str, body: Value) -> Option<(u16, Value)> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let b = body.to_string();
+    let request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        b.len()
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.get(9..12)?.parse().ok()?;
+    let raw = text.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, serde_json::from_str(&raw).ok()?))
+}
+
+#[tokio::test]
+async fn a_corrupt_store_stops_start_up_and_reset_state_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), POOL);
+    let weir = WeirProcess::start(&config, &[]).unwrap();
+    for w in 1..=5 {
+        put(weir.admin.unwrap(), "/v1/pools/app.example.com/groups/green/weight", json!({ "weight": w })).await;
+    }
+    drop(weir);
+    // Damage the data file.
+    let db = dir.path().join("state").join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let len = bytes.len();
+    for b in &mut bytes[len / 2..] {
+        *b = 0xA5;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let err = WeirProcess::start(&config, &[]).err().expect("a corrupt store must stop start-up");
+    assert!(err.contains("corrupt") && err.contains("--reset-state") && err.contains("state"), "{err}");
+    // --reset-state moves it aside and starts empty.
+    let weir = WeirProcess::start(&config, &["--reset-state"]).unwrap();
+    assert_eq!(get(weir.admin.unwrap(), "/v1/pools/app.example.com").await["generation"], 0);
+    let aside = std::fs::read_dir(dir.path()).unwrap().filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with("state.reset-"));
+    assert!(aside, "the damaged store is kept aside for inspection");
+}
