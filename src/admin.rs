@@ -105,10 +105,22 @@ pub fn router(ctx: AdminContext) -> Router {
         .route("/v1/pools", get(pools))
         .route("/v1/pools/{pool}", get(pool))
         .route("/v1/pools/{pool}/groups/{group}/weight", put(group_weight))
-        .route("/v1/pools/{pool}/endpoints/{address}/weight", put(endpoint_weight))
-        .route("/v1/pools/{pool}/endpoints/{address}/override", put(endpoint_override))
-        .route("/v1/pools/{pool}/groups/{group}/endpoints", post(add_endpoint))
-        .route("/v1/pools/{pool}/endpoints/{address}", delete(remove_endpoint))
+        .route(
+            "/v1/pools/{pool}/endpoints/{address}/weight",
+            put(endpoint_weight),
+        )
+        .route(
+            "/v1/pools/{pool}/endpoints/{address}/override",
+            put(endpoint_override),
+        )
+        .route(
+            "/v1/pools/{pool}/groups/{group}/endpoints",
+            post(add_endpoint),
+        )
+        .route(
+            "/v1/pools/{pool}/endpoints/{address}",
+            delete(remove_endpoint),
+        )
         .route("/v1/reload", post(reload))
         .route("/v1/audit", get(audit))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), authenticate));
@@ -122,22 +134,148 @@ pub fn router(ctx: AdminContext) -> Router {
         .with_state(ctx)
 }
 
-/// Serves `router` on `listener` until `shutdown`.
+/// The client's address, for the audit log (works for plain and TLS listeners).
+#[derive(Clone, Copy, Debug)]
+struct Peer(SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Loads a PEM certificate chain and private key into a TLS acceptor.
+pub fn tls_acceptor(files: &crate::config::TlsFiles) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", files.cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("{}: {e}", files.key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("{}: {e}", files.key.display()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// TLS handshakes allowed at once, and how long one may take.
+const MAX_HANDSHAKES: usize = 64;
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A listener that hands axum finished TLS connections. Handshakes run in their own bounded
+/// tasks, so a slow or silent client never holds up the others.
+#[derive(Debug)]
+pub struct TlsListener {
+    ready: mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    pub fn new(
+        tcp: tokio::net::TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+    ) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = mpsc::channel(MAX_HANDSHAKES);
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, peer)) = tcp.accept().await else {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let (tx, acceptor) = (tx.clone(), acceptor.clone());
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Ok(Ok(tls)) =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        let _ = tx.send((tls, peer)).await;
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { ready, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept task is gone: nothing more will arrive.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `shutdown`.
 pub async fn run(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let stop = async move { shutdown.cancelled().await };
+    match tls {
+        None => {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<Peer>(),
+            )
+            .with_graceful_shutdown(stop)
+            .await
+        }
+        Some(acceptor) => {
+            axum::serve(
+                TlsListener::new(listener, acceptor)?,
+                router.into_make_service_with_connect_info::<Peer>(),
+            )
+            .with_graceful_shutdown(stop)
+            .await
+        }
+    }
 }
 
 /// Bearer-token auth for /v1: 401 without a valid token, 403 for a read token on a write.
 /// Secrets are compared in constant time.
 async fn authenticate(
     State(ctx): State<AdminContext>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -167,8 +305,11 @@ async fn authenticate(
                 source,
             },
             None => {
-                let mut response =
-                    ApiError(StatusCode::UNAUTHORIZED, "missing or invalid bearer token".into()).into_response();
+                let mut response = ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or invalid bearer token".into(),
+                )
+                .into_response();
                 response
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -179,7 +320,10 @@ async fn authenticate(
     if request.method() != axum::http::Method::GET && caller.scope != Scope::Write {
         return ApiError(
             StatusCode::FORBIDDEN,
-            format!("token `{}` has read scope; this request needs write", caller.name),
+            format!(
+                "token `{}` has read scope; this request needs write",
+                caller.name
+            ),
         )
         .into_response();
     }
@@ -197,7 +341,11 @@ async fn readyz(State(ctx): State<AdminContext>) -> impl IntoResponse {
     }
     (
         StatusCode::OK,
-        format!("ready: generation {}, {} zones\n", snapshot.view.generation, snapshot.zone_count()),
+        format!(
+            "ready: generation {}, {} zones\n",
+            snapshot.view.generation,
+            snapshot.zone_count()
+        ),
     )
 }
 
@@ -221,7 +369,10 @@ async fn zones(State(ctx): State<AdminContext>) -> Response {
     let snapshot = ctx.snapshot.load();
     let view = &snapshot.view;
     let zones: Vec<String> = view.zones.iter().map(ToString::to_string).collect();
-    with_generation(view.generation, json!({ "generation": view.generation, "zones": zones }))
+    with_generation(
+        view.generation,
+        json!({ "generation": view.generation, "zones": zones }),
+    )
 }
 
 async fn pools(State(ctx): State<AdminContext>) -> Response {
@@ -240,7 +391,10 @@ async fn pools(State(ctx): State<AdminContext>) -> Response {
             })
         })
         .collect();
-    with_generation(view.generation, json!({ "generation": view.generation, "pools": pools }))
+    with_generation(
+        view.generation,
+        json!({ "generation": view.generation, "pools": pools }),
+    )
 }
 
 fn find_pool<'a>(pools: &'a [Pool], name: &str) -> Result<&'a Pool, ApiError> {
@@ -259,7 +413,10 @@ fn source(configured: Option<u32>, effective: u32) -> &'static str {
     }
 }
 
-async fn pool(State(ctx): State<AdminContext>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn pool(
+    State(ctx): State<AdminContext>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     let snapshot = ctx.snapshot.load();
     let view = &snapshot.view;
     let served = find_pool(&view.pools, &name)?;
@@ -285,7 +442,8 @@ async fn pool(State(ctx): State<AdminContext>, Path(name): Path<String>) -> Resu
                         })
                     });
                     let probed_up = e.probe.as_ref().is_none_or(|k| {
-                        view.health.get(k).copied().unwrap_or(k.check.initial) == crate::model::Health::Up
+                        view.health.get(k).copied().unwrap_or(k.check.initial)
+                            == crate::model::Health::Up
                     });
                     let up = match e.force {
                         Override::Up => true,
@@ -355,23 +513,25 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         return Ok(None);
     };
     let text = value.to_str().unwrap_or("").trim().trim_matches('"');
-    text.parse()
-        .map(Some)
-        .map_err(|_| bad_request(format!("If-Match must be a generation number, not `{text}`")))
+    text.parse().map(Some).map_err(|_| {
+        bad_request(format!(
+            "If-Match must be a generation number, not `{text}`"
+        ))
+    })
 }
 
 fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    payload
-        .map(|Json(t)| t)
-        .map_err(|e| match e {
-            JsonRejection::BytesRejection(_) => ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.body_text()),
-            _ => bad_request(e.body_text()),
-        })
+    payload.map(|Json(t)| t).map_err(|e| match e {
+        JsonRejection::BytesRejection(_) => ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.body_text()),
+        _ => bad_request(e.body_text()),
+    })
 }
 
 fn weight(w: u64) -> Result<u32, ApiError> {
     if w > MAX_WEIGHT as u64 {
-        return Err(bad_request(format!("weight {w} is out of range 0..={MAX_WEIGHT}")));
+        return Err(bad_request(format!(
+            "weight {w} is out of range 0..={MAX_WEIGHT}"
+        )));
     }
     Ok(w as u32)
 }
@@ -402,13 +562,21 @@ async fn submit(
         if_match: if_match(headers)?,
         force: meta.force,
     };
-    let unavailable = || ApiError(StatusCode::SERVICE_UNAVAILABLE, "the state writer is not running".into());
+    let unavailable = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the state writer is not running".into(),
+        )
+    };
     ctx.events
         .send(StateEvent::Change { request, reply })
         .await
         .map_err(|_| unavailable())?;
     let generation = answer.await.map_err(|_| unavailable())??;
-    Ok(with_generation(generation, json!({ "generation": generation })))
+    Ok(with_generation(
+        generation,
+        json!({ "generation": generation }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -457,7 +625,11 @@ async fn endpoint_weight(
     let weight = match (b.weight, b.reset) {
         (Some(w), false) => Some(weight(w)?),
         (None, true) => None,
-        _ => return Err(bad_request("send either {\"weight\": N} or {\"reset\": true}")),
+        _ => {
+            return Err(bad_request(
+                "send either {\"weight\": N} or {\"reset\": true}",
+            ));
+        }
     };
     let change = Change::EndpointWeight {
         pool: pool_name(&pool)?,
@@ -553,13 +725,21 @@ async fn remove_endpoint(
 
 async fn reload(State(ctx): State<AdminContext>) -> Result<Response, ApiError> {
     let (reply, answer) = oneshot::channel();
-    let unavailable = || ApiError(StatusCode::SERVICE_UNAVAILABLE, "the state writer is not running".into());
+    let unavailable = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the state writer is not running".into(),
+        )
+    };
     ctx.events
         .send(StateEvent::Reload { reply: Some(reply) })
         .await
         .map_err(|_| unavailable())?;
     match answer.await.map_err(|_| unavailable())? {
-        Ok(generation) => Ok(with_generation(generation, json!({ "generation": generation }))),
+        Ok(generation) => Ok(with_generation(
+            generation,
+            json!({ "generation": generation }),
+        )),
         Err(problems) => {
             let list: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
             Ok((

@@ -64,7 +64,10 @@ pub fn open_store(loaded: &Loaded, reset: bool) -> anyhow::Result<Arc<dyn Store>
     if reset && let Some(moved) = SledStore::reset(path)? {
         tracing::warn!(from = %path.display(), to = %moved.display(), "state store moved aside (--reset-state)");
     }
-    Ok(Arc::new(SledStore::open(path, loaded.config.store.audit_retention)?))
+    Ok(Arc::new(SledStore::open(
+        path,
+        loaded.config.store.audit_retention,
+    )?))
 }
 
 /// Restores stored intent, binds the configured addresses and starts serving.
@@ -98,6 +101,12 @@ pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
         None => None,
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let admin_tls = match &config.admin.tls {
+        Some(files) => {
+            Some(admin::tls_acceptor(files).map_err(|e| anyhow::anyhow!("admin TLS: {e}"))?)
+        }
+        None => None,
+    };
 
     let ctx = dns::Context {
         snapshot: snapshot.clone(),
@@ -116,7 +125,7 @@ pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
             probes: probe_results,
             tokens: Arc::new(config.admin.tokens.clone()),
         });
-        tokio::spawn(admin::run(listener, router, shutdown.clone()))
+        tokio::spawn(admin::run(listener, admin_tls, router, shutdown.clone()))
     });
     Ok(Running {
         dns_addrs,

@@ -72,6 +72,8 @@ struct RawDns {
 struct RawAdmin {
     listen: Option<String>,
     token_file: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +133,14 @@ pub struct AdminConfig {
     pub tokens: Vec<Token>,
     /// The token file, resolved against the config file's folder.
     pub token_file: Option<PathBuf>,
+    /// Serve the API over TLS with this PEM certificate chain and key.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Read-only tokens may only GET.
@@ -326,18 +336,36 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
         Some(path) => read_tokens(&mut c, path),
         None => Vec::new(),
     };
+    let nonempty = |v: Option<String>| v.filter(|f| !f.is_empty()).map(|f| base.join(f));
+    let tls = match (nonempty(raw_admin.tls_cert), nonempty(raw_admin.tls_key)) {
+        (Some(cert), Some(key)) => {
+            for (k, path) in [("admin.tls_cert", &cert), ("admin.tls_key", &key)] {
+                if let Err(e) = std::fs::metadata(path) {
+                    c.push(k, format!("cannot read {}: {e}", path.display()));
+                }
+            }
+            Some(TlsFiles { cert, key })
+        }
+        (None, None) => None,
+        _ => {
+            c.push("admin", "tls_cert and tls_key go together");
+            None
+        }
+    };
     let admin_text = raw_admin
         .listen
         .unwrap_or_else(|| defaults::ADMIN_LISTEN.to_string());
     let admin_listen = match admin_text.as_str() {
         "" => None,
         text => match text.parse::<SocketAddr>() {
-            Ok(addr) if addr.ip().is_loopback() || !tokens.is_empty() => Some(addr),
-            // Without tokens the admin API must not leave the machine.
+            Ok(addr) if addr.ip().is_loopback() || (!tokens.is_empty() && tls.is_some()) => {
+                Some(addr)
+            }
+            // Tokens travel in the clear without TLS: beyond loopback both are required.
             Ok(addr) => {
                 c.push(
                     "admin.listen",
-                    format!("{addr} is not a loopback address; set admin.token_file to listen beyond loopback"),
+                    format!("{addr} is not a loopback address; listening beyond loopback needs admin.token_file and admin.tls_cert/tls_key"),
                 );
                 None
             }
@@ -443,6 +471,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
             listen: admin_listen,
             tokens,
             token_file,
+            tls,
         },
         store: StoreConfig {
             path: base.join(store_path),
@@ -468,7 +497,10 @@ fn read_tokens(c: &mut Collector<'_>, path: &Path) -> Vec<Token> {
     if mode & 0o077 != 0 {
         c.push(
             "admin.token_file",
-            format!("{shown} has mode {:o}; it holds secrets, so it must be 0600 (chmod 600 {shown})", mode & 0o777),
+            format!(
+                "{shown} has mode {:o}; it holds secrets, so it must be 0600 (chmod 600 {shown})",
+                mode & 0o777
+            ),
         );
         return Vec::new();
     }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod ctl;
 pub mod dns;
 pub mod health;
 pub mod metrics;

@@ -29,6 +29,8 @@ enum Command {
         #[arg(long)]
         reset_state: bool,
     },
+    /// Talk to a running weir's admin API: pools, weights, drains, overrides, audit, reload.
+    Ctl(weir::ctl::Args),
     /// Validate the config and every zone file, list every problem, and exit (78 if any).
     Check {
         /// The config file (TOML).
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             config,
             reset_state,
         } => serve(&config, reset_state),
+        Command::Ctl(args) => weir::ctl::run(args),
     }
 }
 

@@ -231,8 +231,13 @@ impl Metrics {
             .collect();
         let queries_other = queries_vec.with_label_values(&["other"]);
         let store_commit = HistogramVec::new(
-            HistogramOpts::new("store_commit_seconds", "Time to store a change durably (flushed), by result")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            HistogramOpts::new(
+                "store_commit_seconds",
+                "Time to store a change durably (flushed), by result",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
             &["result"],
         )
         .expect("metric");

@@ -354,13 +354,15 @@ pub struct Overlay {
     pub group_weights: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>,
     /// pool -> endpoint address -> weight.
     #[serde(default)]
-    pub endpoint_weights: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>,
+    pub endpoint_weights:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>,
     /// pool -> endpoint address -> forced health (Auto is never stored).
     #[serde(default)]
     pub overrides: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Override>>,
     /// pool -> endpoint address -> endpoint added at runtime.
     #[serde(default)]
-    pub added: std::collections::BTreeMap<String, std::collections::BTreeMap<String, AddedEndpoint>>,
+    pub added:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, AddedEndpoint>>,
     /// pool -> config endpoint addresses removed at runtime.
     #[serde(default)]
     pub removed: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,

@@ -165,7 +165,12 @@ pub fn index(zones: &[Zone], pools: &[Pool]) -> Arc<ZoneIndex> {
 
 /// Builds a snapshot: the shared zone index plus pool views under `health`. A probe missing
 /// from `health` has its check's initial health.
-pub fn build(index: &Arc<ZoneIndex>, view: Arc<View>, metrics: &Metrics, generation: u64) -> Snapshot {
+pub fn build(
+    index: &Arc<ZoneIndex>,
+    view: Arc<View>,
+    metrics: &Metrics,
+    generation: u64,
+) -> Snapshot {
     let pools = &view.pools;
     let by_name: HashMap<&Name, &Pool> = pools.iter().map(|p| (&p.name, p)).collect();
     let health_of = |k: &ProbeKey| view.health.get(k).copied().unwrap_or(k.check.initial);

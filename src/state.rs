@@ -158,7 +158,10 @@ impl Writer {
         let generation = if dropped.is_empty() {
             stored.generation
         } else {
-            tracing::warn!(dropped = dropped.len(), "stored overrides not backed by the config were dropped");
+            tracing::warn!(
+                dropped = dropped.len(),
+                "stored overrides not backed by the config were dropped"
+            );
             store.commit(stored.generation, &overlay, dropped)?
         };
         let health = HealthMap::new();
@@ -274,7 +277,8 @@ impl Writer {
                     detail: format!("commit task failed: {e}"),
                 })
             });
-        self.metrics.store_commit(started.elapsed().as_secs_f64(), result.is_ok());
+        self.metrics
+            .store_commit(started.elapsed().as_secs_f64(), result.is_ok());
         result
     }
 
@@ -316,7 +320,10 @@ impl Writer {
             after: applied.after,
             reason: request.reason,
         };
-        let generation = match self.commit(applied.overlay.clone(), vec![record.clone()]).await {
+        let generation = match self
+            .commit(applied.overlay.clone(), vec![record.clone()])
+            .await
+        {
             Ok(generation) => generation,
             Err(StoreError::Conflict { expected, actual }) => {
                 return Err(ChangeError::Stale { expected, actual });
@@ -375,8 +382,13 @@ impl Writer {
             }
         };
         let old = &self.loaded.config;
-        if loaded.config.dns != old.dns || loaded.config.admin != old.admin || loaded.config.store != old.store {
-            tracing::warn!("[dns], [admin] or [store] settings changed; they take effect after a restart");
+        if loaded.config.dns != old.dns
+            || loaded.config.admin != old.admin
+            || loaded.config.store != old.store
+        {
+            tracing::warn!(
+                "[dns], [admin] or [store] settings changed; they take effect after a restart"
+            );
         }
         self.loaded = loaded;
         self.adopt(overlay, generation);

@@ -14,7 +14,9 @@ use smallvec::SmallVec;
 
 use super::{Answer, Entry, Owner, Rcode};
 use crate::metrics::Metrics;
-use crate::model::{Endpoint, Health, OnAllDown, Override, Pool, ProbeKey, RRset, Rdata, Sticky, rtype};
+use crate::model::{
+    Endpoint, Health, OnAllDown, Override, Pool, ProbeKey, RRset, Rdata, Sticky, rtype,
+};
 
 /// Longest fallback chain followed (config rejects cycles; this bounds the work regardless).
 const MAX_FALLBACK_DEPTH: usize = 8;
@@ -336,10 +338,12 @@ impl Outcome {
                     .map(|c| {
                         let addr = match &c.rrset.rdatas[..] {
                             [Rdata::Opaque(b)] if b.len() == 4 => {
-                                IpAddr::from(<[u8; 4]>::try_from(&b[..]).unwrap_or_default()).to_string()
+                                IpAddr::from(<[u8; 4]>::try_from(&b[..]).unwrap_or_default())
+                                    .to_string()
                             }
                             [Rdata::Opaque(b)] if b.len() == 16 => {
-                                IpAddr::from(<[u8; 16]>::try_from(&b[..]).unwrap_or_default()).to_string()
+                                IpAddr::from(<[u8; 16]>::try_from(&b[..]).unwrap_or_default())
+                                    .to_string()
                             }
                             _ => String::new(),
                         };

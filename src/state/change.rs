@@ -13,12 +13,32 @@ use crate::model::{AddedEndpoint, AuditRecord, Endpoint, Name, Overlay, Override
 /// One change an operator asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
-    GroupWeight { pool: Name, group: String, weight: u32 },
+    GroupWeight {
+        pool: Name,
+        group: String,
+        weight: u32,
+    },
     /// `None` goes back to the configured weight.
-    EndpointWeight { pool: Name, address: IpAddr, weight: Option<u32> },
-    Override { pool: Name, address: IpAddr, health: Override },
-    AddEndpoint { pool: Name, group: String, address: IpAddr, weight: u32 },
-    RemoveEndpoint { pool: Name, address: IpAddr },
+    EndpointWeight {
+        pool: Name,
+        address: IpAddr,
+        weight: Option<u32>,
+    },
+    Override {
+        pool: Name,
+        address: IpAddr,
+        health: Override,
+    },
+    AddEndpoint {
+        pool: Name,
+        group: String,
+        address: IpAddr,
+        weight: u32,
+    },
+    RemoveEndpoint {
+        pool: Name,
+        address: IpAddr,
+    },
 }
 
 /// A change plus who asks and on what basis.
@@ -132,7 +152,9 @@ pub struct Applied {
 fn put<V>(map: &mut BTreeMap<String, BTreeMap<String, V>>, pool: &str, k: &str, v: Option<V>) {
     match v {
         Some(v) => {
-            map.entry(pool.to_string()).or_default().insert(k.to_string(), v);
+            map.entry(pool.to_string())
+                .or_default()
+                .insert(k.to_string(), v);
         }
         None => {
             if let Some(inner) = map.get_mut(pool) {
@@ -147,7 +169,12 @@ fn put<V>(map: &mut BTreeMap<String, BTreeMap<String, V>>, pool: &str, k: &str, 
 
 /// Checks `change` against the config `pools` and the current `overlay`, and returns the new
 /// overlay. The layer stays minimal: a value equal to the config's removes the override.
-pub fn apply(pools: &[Pool], overlay: &Overlay, change: &Change, force: bool) -> Result<Applied, ChangeError> {
+pub fn apply(
+    pools: &[Pool],
+    overlay: &Overlay,
+    change: &Change,
+    force: bool,
+) -> Result<Applied, ChangeError> {
     let pool_name = match change {
         Change::GroupWeight { pool, .. }
         | Change::EndpointWeight { pool, .. }
@@ -166,14 +193,21 @@ pub fn apply(pools: &[Pool], overlay: &Overlay, change: &Change, force: bool) ->
         current
             .groups
             .iter()
-            .find_map(|g| g.endpoints.iter().find(|e| e.address == *address).map(|e| (g, e)))
+            .find_map(|g| {
+                g.endpoints
+                    .iter()
+                    .find(|e| e.address == *address)
+                    .map(|e| (g, e))
+            })
             .ok_or_else(|| ChangeError::NotFound(format!("no endpoint {address} in pool `{name}`")))
     };
     let config_endpoint = |address: &IpAddr| {
-        config
-            .groups
-            .iter()
-            .find_map(|g| g.endpoints.iter().find(|e| e.address == *address).map(|e| (g, e)))
+        config.groups.iter().find_map(|g| {
+            g.endpoints
+                .iter()
+                .find(|e| e.address == *address)
+                .map(|e| (g, e))
+        })
     };
     let applied = |overlay, action, subject, before, after| Applied {
         overlay,
@@ -189,18 +223,42 @@ pub fn apply(pools: &[Pool], overlay: &Overlay, change: &Change, force: bool) ->
                 .groups
                 .iter()
                 .find(|g| g.name == *group)
-                .ok_or_else(|| ChangeError::NotFound(format!("no group `{group}` in pool `{name}`")))?;
-            let before = current.groups.iter().find(|g| g.name == *group).map_or(0, |g| g.weight);
-            put(&mut next.group_weights, &name, group, (*weight != configured.weight).then_some(*weight));
-            applied(next, "set-group-weight", format!("group {group}"), json!({ "weight": before }), json!({ "weight": weight }))
+                .ok_or_else(|| {
+                    ChangeError::NotFound(format!("no group `{group}` in pool `{name}`"))
+                })?;
+            let before = current
+                .groups
+                .iter()
+                .find(|g| g.name == *group)
+                .map_or(0, |g| g.weight);
+            put(
+                &mut next.group_weights,
+                &name,
+                group,
+                (*weight != configured.weight).then_some(*weight),
+            );
+            applied(
+                next,
+                "set-group-weight",
+                format!("group {group}"),
+                json!({ "weight": before }),
+                json!({ "weight": weight }),
+            )
         }
-        Change::EndpointWeight { address, weight, .. } => {
+        Change::EndpointWeight {
+            address, weight, ..
+        } => {
             let (_, e) = find_endpoint(address)?;
             let before = e.weight;
             let k = key(address);
             let after = match (config_endpoint(address), weight) {
                 (Some((_, configured)), Some(w)) => {
-                    put(&mut next.endpoint_weights, &name, &k, (*w != configured.weight).then_some(*w));
+                    put(
+                        &mut next.endpoint_weights,
+                        &name,
+                        &k,
+                        (*w != configured.weight).then_some(*w),
+                    );
                     *w
                 }
                 (Some((_, configured)), None) => {
@@ -219,20 +277,48 @@ pub fn apply(pools: &[Pool], overlay: &Overlay, change: &Change, force: bool) ->
                     )));
                 }
             };
-            applied(next, "set-endpoint-weight", format!("endpoint {address}"), json!({ "weight": before }), json!({ "weight": after }))
+            applied(
+                next,
+                "set-endpoint-weight",
+                format!("endpoint {address}"),
+                json!({ "weight": before }),
+                json!({ "weight": after }),
+            )
         }
-        Change::Override { address, health, .. } => {
+        Change::Override {
+            address, health, ..
+        } => {
             let (_, e) = find_endpoint(address)?;
             let before = e.force;
-            put(&mut next.overrides, &name, &key(address), (*health != Override::Auto).then_some(*health));
-            applied(next, "override", format!("endpoint {address}"), json!({ "health": before }), json!({ "health": health }))
+            put(
+                &mut next.overrides,
+                &name,
+                &key(address),
+                (*health != Override::Auto).then_some(*health),
+            );
+            applied(
+                next,
+                "override",
+                format!("endpoint {address}"),
+                json!({ "health": before }),
+                json!({ "health": health }),
+            )
         }
-        Change::AddEndpoint { group, address, weight, .. } => {
+        Change::AddEndpoint {
+            group,
+            address,
+            weight,
+            ..
+        } => {
             if !config.groups.iter().any(|g| g.name == *group) {
-                return Err(ChangeError::NotFound(format!("no group `{group}` in pool `{name}`")));
+                return Err(ChangeError::NotFound(format!(
+                    "no group `{group}` in pool `{name}`"
+                )));
             }
             if find_endpoint(address).is_ok() {
-                return Err(ChangeError::Conflict(format!("{address} is already an endpoint of pool `{name}`")));
+                return Err(ChangeError::Conflict(format!(
+                    "{address} is already an endpoint of pool `{name}`"
+                )));
             }
             let k = key(address);
             match config_endpoint(address) {
@@ -244,7 +330,12 @@ pub fn apply(pools: &[Pool], overlay: &Overlay, change: &Change, force: bool) ->
                             next.removed.remove(&name);
                         }
                     }
-                    put(&mut next.endpoint_weights, &name, &k, (*weight != configured.weight).then_some(*weight));
+                    put(
+                        &mut next.endpoint_weights,
+                        &name,
+                        &k,
+                        (*weight != configured.weight).then_some(*weight),
+                    );
                 }
                 Some((g, _)) => {
                     return Err(ChangeError::Conflict(format!(
@@ -262,7 +353,13 @@ pub fn apply(pools: &[Pool], overlay: &Overlay, change: &Change, force: bool) ->
                     }),
                 ),
             }
-            applied(next, "add-endpoint", format!("endpoint {address}"), Value::Null, json!({ "group": group, "weight": weight }))
+            applied(
+                next,
+                "add-endpoint",
+                format!("endpoint {address}"),
+                Value::Null,
+                json!({ "group": group, "weight": weight }),
+            )
         }
         Change::RemoveEndpoint { address, .. } => {
             let (g, e) = find_endpoint(address)?;
@@ -275,7 +372,13 @@ pub fn apply(pools: &[Pool], overlay: &Overlay, change: &Change, force: bool) ->
             } else {
                 put::<AddedEndpoint>(&mut next.added, &name, &k, None);
             }
-            applied(next, "remove-endpoint", format!("endpoint {address}"), before, Value::Null)
+            applied(
+                next,
+                "remove-endpoint",
+                format!("endpoint {address}"),
+                before,
+                Value::Null,
+            )
         }
     };
     let after = effective_pool(config, &result.overlay);
@@ -307,13 +410,20 @@ pub fn prune(pools: &[Pool], overlay: &Overlay, now: u64) -> (Overlay, Vec<Audit
         });
     };
     let pool_of = |name: &str| pools.iter().find(|p| p.name.to_string() == name);
-    let in_config = |p: &Pool, addr: &str| p.groups.iter().flat_map(|g| &g.endpoints).any(|e| key(&e.address) == addr);
+    let in_config = |p: &Pool, addr: &str| {
+        p.groups
+            .iter()
+            .flat_map(|g| &g.endpoints)
+            .any(|e| key(&e.address) == addr)
+    };
     let has_group = |p: &Pool, group: &str| p.groups.iter().any(|g| g.name == group);
 
     for (pool, groups) in &overlay.group_weights {
         for (group, w) in groups {
             match pool_of(pool) {
-                Some(p) if has_group(p, group) => put(&mut next.group_weights, pool, group, Some(*w)),
+                Some(p) if has_group(p, group) => {
+                    put(&mut next.group_weights, pool, group, Some(*w))
+                }
                 _ => drop_entry(pool, format!("group {group}"), json!({ "weight": w })),
             }
         }
@@ -321,8 +431,14 @@ pub fn prune(pools: &[Pool], overlay: &Overlay, now: u64) -> (Overlay, Vec<Audit
     for (pool, added) in &overlay.added {
         for (addr, a) in added {
             match pool_of(pool) {
-                Some(p) if has_group(p, &a.group) && !in_config(p, addr) => put(&mut next.added, pool, addr, Some(a.clone())),
-                _ => drop_entry(pool, format!("endpoint {addr}"), json!({ "group": a.group, "weight": a.weight })),
+                Some(p) if has_group(p, &a.group) && !in_config(p, addr) => {
+                    put(&mut next.added, pool, addr, Some(a.clone()))
+                }
+                _ => drop_entry(
+                    pool,
+                    format!("endpoint {addr}"),
+                    json!({ "group": a.group, "weight": a.weight }),
+                ),
             }
         }
     }
@@ -330,15 +446,19 @@ pub fn prune(pools: &[Pool], overlay: &Overlay, now: u64) -> (Overlay, Vec<Audit
         for addr in removed {
             match pool_of(pool) {
                 Some(p) if in_config(p, addr) => {
-                    next.removed.entry(pool.clone()).or_default().insert(addr.clone());
+                    next.removed
+                        .entry(pool.clone())
+                        .or_default()
+                        .insert(addr.clone());
                 }
                 _ => drop_entry(pool, format!("endpoint {addr}"), json!({ "removed": true })),
             }
         }
     }
     let exists = |next: &Overlay, pool: &str, addr: &str| {
-        pool_of(pool).is_some_and(|p| in_config(p, addr) && !next.removed.get(pool).is_some_and(|r| r.contains(addr)))
-            || next.added.get(pool).is_some_and(|a| a.contains_key(addr))
+        pool_of(pool).is_some_and(|p| {
+            in_config(p, addr) && !next.removed.get(pool).is_some_and(|r| r.contains(addr))
+        }) || next.added.get(pool).is_some_and(|a| a.contains_key(addr))
     };
     for (pool, weights) in &overlay.endpoint_weights {
         for (addr, w) in weights {
@@ -394,7 +514,10 @@ mod tests {
                 (
                     g.name.clone(),
                     g.weight,
-                    g.endpoints.iter().map(|e| (e.address.to_string(), e.weight, e.force)).collect(),
+                    g.endpoints
+                        .iter()
+                        .map(|e| (e.address.to_string(), e.weight, e.force))
+                        .collect(),
                 )
             })
             .collect()
@@ -404,28 +527,146 @@ mod tests {
     fn changes_apply_and_a_value_equal_to_the_config_clears_the_override() {
         let config = pools(POOL);
         let ov = Overlay::default();
-        let a = apply(&config, &ov, &Change::GroupWeight { pool: app(), group: "green".into(), weight: 25 }, false).unwrap();
-        assert_eq!((a.before.clone(), a.after.clone()), (json!({"weight": 10}), json!({"weight": 25})));
-        let a = apply(&config, &a.overlay, &Change::EndpointWeight { pool: app(), address: ip("192.0.2.10"), weight: Some(0) }, false).unwrap();
-        let a = apply(&config, &a.overlay, &Change::Override { pool: app(), address: ip("192.0.2.11"), health: Override::Down }, false).unwrap();
-        let a = apply(&config, &a.overlay, &Change::AddEndpoint { pool: app(), group: "green".into(), address: ip("2001:db8::7"), weight: 3 }, false).unwrap();
-        let a = apply(&config, &a.overlay, &Change::RemoveEndpoint { pool: app(), address: ip("192.0.2.20") }, false).unwrap();
+        let a = apply(
+            &config,
+            &ov,
+            &Change::GroupWeight {
+                pool: app(),
+                group: "green".into(),
+                weight: 25,
+            },
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (a.before.clone(), a.after.clone()),
+            (json!({"weight": 10}), json!({"weight": 25}))
+        );
+        let a = apply(
+            &config,
+            &a.overlay,
+            &Change::EndpointWeight {
+                pool: app(),
+                address: ip("192.0.2.10"),
+                weight: Some(0),
+            },
+            false,
+        )
+        .unwrap();
+        let a = apply(
+            &config,
+            &a.overlay,
+            &Change::Override {
+                pool: app(),
+                address: ip("192.0.2.11"),
+                health: Override::Down,
+            },
+            false,
+        )
+        .unwrap();
+        let a = apply(
+            &config,
+            &a.overlay,
+            &Change::AddEndpoint {
+                pool: app(),
+                group: "green".into(),
+                address: ip("2001:db8::7"),
+                weight: 3,
+            },
+            false,
+        )
+        .unwrap();
+        let a = apply(
+            &config,
+            &a.overlay,
+            &Change::RemoveEndpoint {
+                pool: app(),
+                address: ip("192.0.2.20"),
+            },
+            false,
+        )
+        .unwrap();
         let eff = effective(&config, &a.overlay);
         assert_eq!(
             weights(&eff[0]),
             vec![
-                ("blue".into(), 90, vec![("192.0.2.10".into(), 0, Override::Auto), ("192.0.2.11".into(), 2, Override::Down)]),
-                ("green".into(), 25, vec![("2001:db8::7".into(), 3, Override::Auto)]),
+                (
+                    "blue".into(),
+                    90,
+                    vec![
+                        ("192.0.2.10".into(), 0, Override::Auto),
+                        ("192.0.2.11".into(), 2, Override::Down)
+                    ]
+                ),
+                (
+                    "green".into(),
+                    25,
+                    vec![("2001:db8::7".into(), 3, Override::Auto)]
+                ),
             ]
         );
         let added = &eff[0].groups[1].endpoints[0];
-        assert_eq!(added.probe.as_ref().unwrap().target, "[2001:db8::7]:8080".parse().unwrap(), "the pool's check");
+        assert_eq!(
+            added.probe.as_ref().unwrap().target,
+            "[2001:db8::7]:8080".parse().unwrap(),
+            "the pool's check"
+        );
         // Back to configured values: the layer empties.
-        let a = apply(&config, &a.overlay, &Change::GroupWeight { pool: app(), group: "green".into(), weight: 10 }, false).unwrap();
-        let a = apply(&config, &a.overlay, &Change::EndpointWeight { pool: app(), address: ip("192.0.2.10"), weight: None }, false).unwrap();
-        let a = apply(&config, &a.overlay, &Change::Override { pool: app(), address: ip("192.0.2.11"), health: Override::Auto }, false).unwrap();
-        let a = apply(&config, &a.overlay, &Change::RemoveEndpoint { pool: app(), address: ip("2001:db8::7") }, false).unwrap();
-        let a = apply(&config, &a.overlay, &Change::AddEndpoint { pool: app(), group: "green".into(), address: ip("192.0.2.20"), weight: 1 }, false).unwrap();
+        let a = apply(
+            &config,
+            &a.overlay,
+            &Change::GroupWeight {
+                pool: app(),
+                group: "green".into(),
+                weight: 10,
+            },
+            false,
+        )
+        .unwrap();
+        let a = apply(
+            &config,
+            &a.overlay,
+            &Change::EndpointWeight {
+                pool: app(),
+                address: ip("192.0.2.10"),
+                weight: None,
+            },
+            false,
+        )
+        .unwrap();
+        let a = apply(
+            &config,
+            &a.overlay,
+            &Change::Override {
+                pool: app(),
+                address: ip("192.0.2.11"),
+                health: Override::Auto,
+            },
+            false,
+        )
+        .unwrap();
+        let a = apply(
+            &config,
+            &a.overlay,
+            &Change::RemoveEndpoint {
+                pool: app(),
+                address: ip("2001:db8::7"),
+            },
+            false,
+        )
+        .unwrap();
+        let a = apply(
+            &config,
+            &a.overlay,
+            &Change::AddEndpoint {
+                pool: app(),
+                group: "green".into(),
+                address: ip("192.0.2.20"),
+                weight: 1,
+            },
+            false,
+        )
+        .unwrap();
         assert_eq!(a.overlay, Overlay::default());
     }
 
@@ -435,18 +676,66 @@ mod tests {
         let ov = Overlay::default();
         let other = Name::parse("other.example.com").unwrap();
         let cases = [
-            (Change::GroupWeight { pool: other, group: "blue".into(), weight: 1 }, "no pool `other.example.com.`"),
-            (Change::GroupWeight { pool: app(), group: "red".into(), weight: 1 }, "no group `red` in pool `app.example.com.`"),
-            (Change::Override { pool: app(), address: ip("192.0.2.99"), health: Override::Up }, "no endpoint 192.0.2.99 in pool `app.example.com.`"),
-            (Change::AddEndpoint { pool: app(), group: "blue".into(), address: ip("192.0.2.20"), weight: 1 }, "192.0.2.20 is already an endpoint of pool `app.example.com.`"),
+            (
+                Change::GroupWeight {
+                    pool: other,
+                    group: "blue".into(),
+                    weight: 1,
+                },
+                "no pool `other.example.com.`",
+            ),
+            (
+                Change::GroupWeight {
+                    pool: app(),
+                    group: "red".into(),
+                    weight: 1,
+                },
+                "no group `red` in pool `app.example.com.`",
+            ),
+            (
+                Change::Override {
+                    pool: app(),
+                    address: ip("192.0.2.99"),
+                    health: Override::Up,
+                },
+                "no endpoint 192.0.2.99 in pool `app.example.com.`",
+            ),
+            (
+                Change::AddEndpoint {
+                    pool: app(),
+                    group: "blue".into(),
+                    address: ip("192.0.2.20"),
+                    weight: 1,
+                },
+                "192.0.2.20 is already an endpoint of pool `app.example.com.`",
+            ),
         ];
         for (change, want) in cases {
-            assert_eq!(apply(&config, &ov, &change, false).unwrap_err().to_string(), want);
+            assert_eq!(
+                apply(&config, &ov, &change, false).unwrap_err().to_string(),
+                want
+            );
         }
         // Zero total weight: 409 unless forced.
-        let a = apply(&config, &ov, &Change::GroupWeight { pool: app(), group: "green".into(), weight: 0 }, false).unwrap();
-        let zero = Change::GroupWeight { pool: app(), group: "blue".into(), weight: 0 };
-        assert!(matches!(apply(&config, &a.overlay, &zero, false), Err(ChangeError::Conflict(m)) if m.contains("zero total weight")));
+        let a = apply(
+            &config,
+            &ov,
+            &Change::GroupWeight {
+                pool: app(),
+                group: "green".into(),
+                weight: 0,
+            },
+            false,
+        )
+        .unwrap();
+        let zero = Change::GroupWeight {
+            pool: app(),
+            group: "blue".into(),
+            weight: 0,
+        };
+        assert!(
+            matches!(apply(&config, &a.overlay, &zero, false), Err(ChangeError::Conflict(m)) if m.contains("zero total weight"))
+        );
         assert!(apply(&config, &a.overlay, &zero, true).is_ok());
     }
 
@@ -455,20 +744,43 @@ mod tests {
         let config = pools(POOL);
         let mut ov = Overlay::default();
         for change in [
-            Change::GroupWeight { pool: app(), group: "green".into(), weight: 30 },
-            Change::Override { pool: app(), address: ip("192.0.2.10"), health: Override::Down },
-            Change::EndpointWeight { pool: app(), address: ip("192.0.2.11"), weight: Some(5) },
+            Change::GroupWeight {
+                pool: app(),
+                group: "green".into(),
+                weight: 30,
+            },
+            Change::Override {
+                pool: app(),
+                address: ip("192.0.2.10"),
+                health: Override::Down,
+            },
+            Change::EndpointWeight {
+                pool: app(),
+                address: ip("192.0.2.11"),
+                weight: Some(5),
+            },
         ] {
             ov = apply(&config, &ov, &change, false).unwrap().overlay;
         }
         // The new config drops group green and endpoint .11.
         let new = pools(&POOL.replace(", { address = \"192.0.2.11\", weight = 2 }", "").replace("[[pool.group]]\nname = \"green\"\nweight = 10\nendpoints = [{ address = \"192.0.2.20\" }]\n", ""));
         let (kept, dropped) = prune(&new, &ov, 7);
-        assert_eq!(kept.overrides["app.example.com."]["192.0.2.10"], Override::Down);
+        assert_eq!(
+            kept.overrides["app.example.com."]["192.0.2.10"],
+            Override::Down
+        );
         assert!(kept.group_weights.is_empty() && kept.endpoint_weights.is_empty());
         let subjects: Vec<&str> = dropped.iter().map(|r| r.subject.as_str()).collect();
         assert_eq!(subjects, ["group green", "endpoint 192.0.2.11"]);
-        assert!(dropped.iter().all(|r| r.action == "drop-stale-override" && r.time == 7));
-        assert_eq!(prune(&config, &ov, 7).1, Vec::new(), "nothing stale under the old config");
+        assert!(
+            dropped
+                .iter()
+                .all(|r| r.action == "drop-stale-override" && r.time == 7)
+        );
+        assert_eq!(
+            prune(&config, &ov, 7).1,
+            Vec::new(),
+            "nothing stale under the old config"
+        );
     }
 }

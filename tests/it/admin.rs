@@ -11,18 +11,28 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\n";
+const ZONE: &str =
+    "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\n";
 const POOL: &str = "[[pool]]\nname = \"app.example.com.\"\nanswers = 3\n[[pool.group]]\nname = \"blue\"\nweight = 90\nendpoints = [{ address = \"192.0.2.10\" }, { address = \"192.0.2.11\" }]\n[[pool.group]]\nname = \"green\"\nweight = 10\nendpoints = [{ address = \"192.0.2.20\" }]\n";
 
 /// One HTTP/1.1 exchange: (status, body as JSON or a string).
-async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, Value) {
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, Value) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
     if let Some(b) = body {
-        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
     }
     request.push_str("\r\n");
     if let Some(b) = body {
@@ -33,8 +43,14 @@ async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str
     let _ = stream.read_to_end(&mut response).await;
     let text = String::from_utf8_lossy(&response).to_string();
     let status = text[9..12].parse().unwrap();
-    let raw = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, serde_json::from_str(&raw).unwrap_or(Value::String(raw)))
+    let raw = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&raw).unwrap_or(Value::String(raw)),
+    )
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Value {
@@ -73,58 +89,156 @@ fn endpoint<'a>(pool: &'a Value, group: usize, address: &str) -> &'a Value {
 async fn reads_changes_and_audit_end_to_end() {
     let s = Server::with_pools(&[("example.com.", ZONE)], "", POOL).await;
     let admin = s.admin();
-    assert_eq!(get(admin, "/v1/zones").await, json!({ "generation": 0, "zones": ["example.com."] }));
+    assert_eq!(
+        get(admin, "/v1/zones").await,
+        json!({ "generation": 0, "zones": ["example.com."] })
+    );
     let pools = get(admin, "/v1/pools").await;
     assert_eq!(pools["pools"][0]["name"], "app.example.com.");
     let pool = get(admin, "/v1/pools/app.example.com").await;
-    assert_eq!(pool["groups"][0]["weight"], json!({ "configured": 90, "effective": 90, "source": "config" }));
-    assert_eq!(answered(s.addr, 50).await, ["192.0.2.10", "192.0.2.11", "192.0.2.20"]);
+    assert_eq!(
+        pool["groups"][0]["weight"],
+        json!({ "configured": 90, "effective": 90, "source": "config" })
+    );
+    assert_eq!(
+        answered(s.addr, 50).await,
+        ["192.0.2.10", "192.0.2.11", "192.0.2.20"]
+    );
 
     // Drain: gone from DNS right after the 200.
-    let (status, body) = put(admin, "/v1/pools/app.example.com/endpoints/192.0.2.10/weight", json!({ "weight": 0, "reason": "deploy" })).await;
+    let (status, body) = put(
+        admin,
+        "/v1/pools/app.example.com/endpoints/192.0.2.10/weight",
+        json!({ "weight": 0, "reason": "deploy" }),
+    )
+    .await;
     assert_eq!((status, body), (200, json!({ "generation": 1 })));
     assert_eq!(answered(s.addr, 200).await, ["192.0.2.11", "192.0.2.20"]);
     let pool = get(admin, "/v1/pools/app.example.com.").await;
     assert_eq!(pool["generation"], 1);
-    assert_eq!(endpoint(&pool, 0, "192.0.2.10")["weight"], json!({ "configured": 1, "effective": 0, "source": "override" }));
+    assert_eq!(
+        endpoint(&pool, 0, "192.0.2.10")["weight"],
+        json!({ "configured": 1, "effective": 0, "source": "override" })
+    );
 
     // Group weight, health override, add and remove.
-    assert_eq!(put(admin, "/v1/pools/app.example.com/groups/green/weight", json!({ "weight": 25 })).await.0, 200);
-    assert_eq!(put(admin, "/v1/pools/app.example.com/endpoints/192.0.2.20/override", json!({ "health": "down" })).await.0, 200);
+    assert_eq!(
+        put(
+            admin,
+            "/v1/pools/app.example.com/groups/green/weight",
+            json!({ "weight": 25 })
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        put(
+            admin,
+            "/v1/pools/app.example.com/endpoints/192.0.2.20/override",
+            json!({ "health": "down" })
+        )
+        .await
+        .0,
+        200
+    );
     assert_eq!(answered(s.addr, 100).await, ["192.0.2.11"]);
-    assert_eq!(put(admin, "/v1/pools/app.example.com/endpoints/192.0.2.20/override", json!({ "health": "auto" })).await.0, 200);
-    let (status, _) = http(admin, "POST", "/v1/pools/app.example.com/groups/green/endpoints", &[], Some(r#"{"address": "192.0.2.99", "weight": 2}"#)).await;
+    assert_eq!(
+        put(
+            admin,
+            "/v1/pools/app.example.com/endpoints/192.0.2.20/override",
+            json!({ "health": "auto" })
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, _) = http(
+        admin,
+        "POST",
+        "/v1/pools/app.example.com/groups/green/endpoints",
+        &[],
+        Some(r#"{"address": "192.0.2.99", "weight": 2}"#),
+    )
+    .await;
     assert_eq!(status, 200);
-    assert_eq!(answered(s.addr, 100).await, ["192.0.2.11", "192.0.2.20", "192.0.2.99"]);
+    assert_eq!(
+        answered(s.addr, 100).await,
+        ["192.0.2.11", "192.0.2.20", "192.0.2.99"]
+    );
     let pool = get(admin, "/v1/pools/app.example.com").await;
-    assert_eq!(endpoint(&pool, 1, "192.0.2.99")["weight"]["source"], "runtime");
-    let (status, body) = http(admin, "DELETE", "/v1/pools/app.example.com/endpoints/192.0.2.11?reason=scale-in", &[], None).await;
+    assert_eq!(
+        endpoint(&pool, 1, "192.0.2.99")["weight"]["source"],
+        "runtime"
+    );
+    let (status, body) = http(
+        admin,
+        "DELETE",
+        "/v1/pools/app.example.com/endpoints/192.0.2.11?reason=scale-in",
+        &[],
+        None,
+    )
+    .await;
     assert_eq!((status, body), (200, json!({ "generation": 6 })));
     assert_eq!(answered(s.addr, 100).await, ["192.0.2.20", "192.0.2.99"]);
-    assert_eq!(get(admin, "/v1/pools/app.example.com").await["removed"], json!(["192.0.2.11"]));
+    assert_eq!(
+        get(admin, "/v1/pools/app.example.com").await["removed"],
+        json!(["192.0.2.11"])
+    );
     // Undrain goes back to the configured weight.
-    assert_eq!(put(admin, "/v1/pools/app.example.com/endpoints/192.0.2.10/weight", json!({ "reset": true })).await.0, 200);
-    assert_eq!(answered(s.addr, 200).await, ["192.0.2.10", "192.0.2.20", "192.0.2.99"]);
+    assert_eq!(
+        put(
+            admin,
+            "/v1/pools/app.example.com/endpoints/192.0.2.10/weight",
+            json!({ "reset": true })
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        answered(s.addr, 200).await,
+        ["192.0.2.10", "192.0.2.20", "192.0.2.99"]
+    );
 
     // The audit log, newest first, with who, from where, before, after and why.
     let audit = get(admin, "/v1/audit").await;
     let records = audit["records"].as_array().unwrap();
-    let actions: Vec<&str> = records.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = records
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
     assert_eq!(
         actions,
-        ["set-endpoint-weight", "remove-endpoint", "add-endpoint", "override", "override", "set-group-weight", "set-endpoint-weight"]
+        [
+            "set-endpoint-weight",
+            "remove-endpoint",
+            "add-endpoint",
+            "override",
+            "override",
+            "set-group-weight",
+            "set-endpoint-weight"
+        ]
     );
     let first = &records[6];
     assert_eq!(first["generation"], 1);
     assert_eq!(first["actor"], "local");
     assert_eq!(first["source"], "127.0.0.1");
     assert_eq!(first["subject"], "endpoint 192.0.2.10");
-    assert_eq!((first["before"].clone(), first["after"].clone()), (json!({ "weight": 1 }), json!({ "weight": 0 })));
+    assert_eq!(
+        (first["before"].clone(), first["after"].clone()),
+        (json!({ "weight": 1 }), json!({ "weight": 0 }))
+    );
     assert_eq!(first["reason"], "deploy");
     assert_eq!(records[1]["reason"], "scale-in");
     let limited = get(admin, "/v1/audit?pool=app.example.com&limit=2").await;
     assert_eq!(limited["records"].as_array().unwrap().len(), 2);
-    assert!(get(admin, "/v1/audit?pool=other.example.com").await["records"].as_array().unwrap().is_empty());
+    assert!(
+        get(admin, "/v1/audit?pool=other.example.com").await["records"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     s.stop().await;
 }
 
@@ -134,43 +248,194 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
     let admin = s.admin();
     let big = format!("{{\"weight\": 1, \"reason\": \"{}\"}}", "x".repeat(70_000));
     // (method, path, body, headers, expected status, expected message part)
-    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [(&'a str, &'a str)], u16, &'a str);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        &'a [(&'a str, &'a str)],
+        u16,
+        &'a str,
+    );
     let cases: Vec<Case> = vec![
-        ("PUT", "/v1/pools/nope.example.com/groups/blue/weight", Some(r#"{"weight": 1}"#), &[], 404, "no pool `nope.example.com.`"),
-        ("PUT", "/v1/pools/app.example.com/groups/red/weight", Some(r#"{"weight": 1}"#), &[], 404, "no group `red`"),
-        ("PUT", "/v1/pools/app.example.com/endpoints/192.0.2.77/weight", Some(r#"{"weight": 1}"#), &[], 404, "no endpoint 192.0.2.77"),
-        ("PUT", "/v1/pools/app.example.com/endpoints/not-an-ip/weight", Some(r#"{"weight": 1}"#), &[], 400, "is not an IP address"),
-        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some(r#"{"weight": "#), &[], 400, ""),
-        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some(r#"{"weight": -1}"#), &[], 400, ""),
-        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some(r#"{"weight": 1, "colour": "red"}"#), &[], 400, "unknown field"),
-        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some(r#"{"weight": 2000000}"#), &[], 400, "out of range"),
-        ("PUT", "/v1/pools/app.example.com/endpoints/192.0.2.10/weight", Some(r#"{"weight": 1, "reset": true}"#), &[], 400, "either"),
-        ("PUT", "/v1/pools/app.example.com/endpoints/192.0.2.10/override", Some(r#"{"health": "sideways"}"#), &[], 400, ""),
-        ("POST", "/v1/pools/app.example.com/groups/blue/endpoints", Some(r#"{"address": "192.0.2.20"}"#), &[], 409, "already an endpoint"),
-        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some(r#"{"weight": 5}"#), &[("If-Match", "\"7\"")], 412, "based on 7"),
-        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some(r#"{"weight": 5}"#), &[("If-Match", "soon")], 400, "If-Match"),
-        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some(&big), &[], 413, ""),
-        ("PUT", "/v1/pools/app.example.com/groups/blue/weight", Some("[]"), &[], 400, ""),
+        (
+            "PUT",
+            "/v1/pools/nope.example.com/groups/blue/weight",
+            Some(r#"{"weight": 1}"#),
+            &[],
+            404,
+            "no pool `nope.example.com.`",
+        ),
+        (
+            "PUT",
+            "/v1/pools/app.example.com/groups/red/weight",
+            Some(r#"{"weight": 1}"#),
+            &[],
+            404,
+            "no group `red`",
+        ),
+        (
+            "PUT",
+            "/v1/pools/app.example.com/endpoints/192.0.2.77/weight",
+            Some(r#"{"weight": 1}"#),
+            &[],
+            404,
+            "no endpoint 192.0.2.77",
+        ),
+        (
+            "PUT",
+            "/v1/pools/app.example.com/endpoints/not-an-ip/weight",
+            Some(r#"{"weight": 1}"#),
+            &[],
+            400,
+            "is not an IP address",
+        ),
+        (
+            "PUT",
+            "/v1/pools/app.example.com/groups/blue/weight",
+            Some(r#"{"weight": "#),
+            &[],
+            400,
+            "",
+        ),
+        (
+            "PUT",
+            "/v1/pools/app.example.com/groups/blue/weight",
+            Some(r#"{"weight": -1}"#),
+            &[],
+            400,
+            "",
+        ),
+        (
+            "PUT",
+            "/v1/pools/app.example.com/groups/blue/weight",
+            Some(r#"{"weight": 1, "colour": "red"}"#),
+            &[],
+            400,
+            "unknown field",
+        ),
+        (
+            "PUT",
+            "/v1/pools/app.example.com/groups/blue/weight",
+            Some(r#"{"weight": 2000000}"#),
+            &[],
+            400,
+            "out of range",
+        ),
+        (
+            "PUT",
+            "/v1/pools/app.example.com/endpoints/192.0.2.10/weight",
+            Some(r#"{"weight": 1, "reset": true}"#),
+            &[],
+            400,
+            "either",
+        ),
+        (
+            "PUT",
+            "/v1/pools/app.example.com/endpoints/192.0.2.10/override",
+            Some(r#"{"health": "sideways"}"#),
+            &[],
+            400,
+            "",
+        ),
+        (
+            "POST",
+            "/v1/pools/app.example.com/groups/blue/endpoints",
+            Some(r#"{"address": "192.0.2.20"}"#),
+            &[],
+            409,
+            "already an endpoint",
+        ),
+        (
+            "PUT",
+            "/v1/pools/app.example.com/groups/blue/weight",
+            Some(r#"{"weight": 5}"#),
+            &[("If-Match", "\"7\"")],
+            412,
+            "based on 7",
+        ),
+        (
+            "PUT",
+            "/v1/pools/app.example.com/groups/blue/weight",
+            Some(r#"{"weight": 5}"#),
+            &[("If-Match", "soon")],
+            400,
+            "If-Match",
+        ),
+        (
+            "PUT",
+            "/v1/pools/app.example.com/groups/blue/weight",
+            Some(&big),
+            &[],
+            413,
+            "",
+        ),
+        (
+            "PUT",
+            "/v1/pools/app.example.com/groups/blue/weight",
+            Some("[]"),
+            &[],
+            400,
+            "",
+        ),
     ];
     for (method, path, body, headers, want, message) in cases {
         let (status, reply) = http(admin, method, path, headers, body).await;
         assert_eq!(status, want, "{method} {path} {body:?}: {reply}");
         if !message.is_empty() {
-            assert!(reply["error"].as_str().unwrap_or("").contains(message), "{path}: {reply}");
+            assert!(
+                reply["error"].as_str().unwrap_or("").contains(message),
+                "{path}: {reply}"
+            );
         }
     }
     // Zero total weight is refused unless forced.
-    put(admin, "/v1/pools/app.example.com/groups/green/weight", json!({ "weight": 0 })).await;
-    let (status, reply) = put(admin, "/v1/pools/app.example.com/groups/blue/weight", json!({ "weight": 0 })).await;
+    put(
+        admin,
+        "/v1/pools/app.example.com/groups/green/weight",
+        json!({ "weight": 0 }),
+    )
+    .await;
+    let (status, reply) = put(
+        admin,
+        "/v1/pools/app.example.com/groups/blue/weight",
+        json!({ "weight": 0 }),
+    )
+    .await;
     assert_eq!(status, 409, "{reply}");
-    assert!(reply["error"].as_str().unwrap().contains("zero total weight"));
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("zero total weight")
+    );
     // Only the one accepted change happened.
-    assert_eq!(get(admin, "/v1/pools/app.example.com").await["generation"], 1);
-    assert_eq!(get(admin, "/v1/audit").await["records"].as_array().unwrap().len(), 1);
-    let (status, _) = put(admin, "/v1/pools/app.example.com/groups/blue/weight", json!({ "weight": 0, "force": true })).await;
+    assert_eq!(
+        get(admin, "/v1/pools/app.example.com").await["generation"],
+        1
+    );
+    assert_eq!(
+        get(admin, "/v1/audit").await["records"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let (status, _) = put(
+        admin,
+        "/v1/pools/app.example.com/groups/blue/weight",
+        json!({ "weight": 0, "force": true }),
+    )
+    .await;
     assert_eq!(status, 200, "forced");
     // A matching If-Match goes through.
-    let (status, reply) = http(admin, "PUT", "/v1/pools/app.example.com/groups/blue/weight", &[("If-Match", "\"2\"")], Some(r#"{"weight": 90}"#)).await;
+    let (status, reply) = http(
+        admin,
+        "PUT",
+        "/v1/pools/app.example.com/groups/blue/weight",
+        &[("If-Match", "\"2\"")],
+        Some(r#"{"weight": 90}"#),
+    )
+    .await;
     assert_eq!((status, reply), (200, json!({ "generation": 3 })));
     s.stop().await;
 }
@@ -179,30 +444,96 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
 async fn tokens_gate_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("admin.tokens");
-    std::fs::write(&tokens, "# name scope token\nci read r-0123456789abcdef\nops write w-0123456789abcdef\n").unwrap();
+    std::fs::write(
+        &tokens,
+        "# name scope token\nci read r-0123456789abcdef\nops write w-0123456789abcdef\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let extra = format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n", tokens.display());
+    let extra = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+        tokens.display()
+    );
     let s = Server::with_admin(&[("example.com.", ZONE)], &extra, POOL).await;
     let admin = s.admin();
     let path = "/v1/pools/app.example.com/groups/green/weight";
     let body = Some(r#"{"weight": 20}"#);
-    assert_eq!(http(admin, "GET", "/healthz", &[], None).await.0, 200, "liveness needs no token");
+    assert_eq!(
+        http(admin, "GET", "/healthz", &[], None).await.0,
+        200,
+        "liveness needs no token"
+    );
     assert_eq!(http(admin, "GET", "/v1/pools", &[], None).await.0, 401);
-    assert_eq!(http(admin, "GET", "/v1/pools", &[("Authorization", "Bearer w-0123456789abcdeX")], None).await.0, 401);
-    assert_eq!(http(admin, "GET", "/v1/pools", &[("Authorization", "Bearer r-0123456789abcdef")], None).await.0, 200);
-    let (status, reply) = http(admin, "PUT", path, &[("Authorization", "Bearer r-0123456789abcdef")], body).await;
+    assert_eq!(
+        http(
+            admin,
+            "GET",
+            "/v1/pools",
+            &[("Authorization", "Bearer w-0123456789abcdeX")],
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        http(
+            admin,
+            "GET",
+            "/v1/pools",
+            &[("Authorization", "Bearer r-0123456789abcdef")],
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, reply) = http(
+        admin,
+        "PUT",
+        path,
+        &[("Authorization", "Bearer r-0123456789abcdef")],
+        body,
+    )
+    .await;
     assert_eq!(status, 403, "{reply}");
     assert_eq!(http(admin, "PUT", path, &[], body).await.0, 401);
-    assert_eq!(http(admin, "PUT", path, &[("Authorization", "Bearer w-0123456789abcdef")], body).await.0, 200);
-    let (_, audit) = http(admin, "GET", "/v1/audit", &[("Authorization", "Bearer r-0123456789abcdef")], None).await;
+    assert_eq!(
+        http(
+            admin,
+            "PUT",
+            path,
+            &[("Authorization", "Bearer w-0123456789abcdef")],
+            body
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, audit) = http(
+        admin,
+        "GET",
+        "/v1/audit",
+        &[("Authorization", "Bearer r-0123456789abcdef")],
+        None,
+    )
+    .await;
     assert_eq!(audit["records"][0]["actor"], "ops");
-    assert_eq!(audit["records"].as_array().unwrap().len(), 1, "refused requests leave no record");
+    assert_eq!(
+        audit["records"].as_array().unwrap().len(),
+        1,
+        "refused requests leave no record"
+    );
     s.stop().await;
 
     // A token file readable by others is refused at load.
     std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let config = dir.path().join("weir.toml");
-    std::fs::write(&config, format!("{extra}[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n")).unwrap();
+    std::fs::write(
+        &config,
+        format!("{extra}[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n"),
+    )
+    .unwrap();
     let err = weir::config::load(&config).unwrap_err().to_string();
     assert!(err.contains("must be 0600"), "{err}");
 }
@@ -225,18 +556,37 @@ async fn reload_through_the_api_is_all_or_nothing_and_drops_stale_overrides() {
     let config = write_config(dir.path(), POOL);
     let weir = WeirProcess::start(&config, &[]).unwrap();
     let admin = weir.admin.unwrap();
-    assert_eq!(put(admin, "/v1/pools/app.example.com/endpoints/192.0.2.11/override", json!({ "health": "down" })).await.0, 200);
+    assert_eq!(
+        put(
+            admin,
+            "/v1/pools/app.example.com/endpoints/192.0.2.11/override",
+            json!({ "health": "down" })
+        )
+        .await
+        .0,
+        200
+    );
 
     // A broken zone: 422 with the problems, the old data keeps serving.
-    std::fs::write(dir.path().join("example.com.zone"), "$TTL 60\nwww A 192.0.2.1\n").unwrap();
+    std::fs::write(
+        dir.path().join("example.com.zone"),
+        "$TTL 60\nwww A 192.0.2.1\n",
+    )
+    .unwrap();
     let (status, reply) = http(admin, "POST", "/v1/reload", &[], None).await;
     assert_eq!(status, 422, "{reply}");
-    assert!(reply["problems"][0].as_str().unwrap().contains("no SOA"), "{reply}");
+    assert!(
+        reply["problems"][0].as_str().unwrap().contains("no SOA"),
+        "{reply}"
+    );
     assert_eq!(answered(weir.dns, 50).await, ["192.0.2.10", "192.0.2.20"]);
 
     // A good config without 192.0.2.11: its override is dropped, with an audit record.
     std::fs::write(dir.path().join("example.com.zone"), ZONE).unwrap();
-    write_config(dir.path(), &POOL.replace(", { address = \"192.0.2.11\" }", ""));
+    write_config(
+        dir.path(),
+        &POOL.replace(", { address = \"192.0.2.11\" }", ""),
+    );
     let (status, reply) = http(admin, "POST", "/v1/reload", &[], None).await;
     assert_eq!((status, reply), (200, json!({ "generation": 2 })));
     let audit = get(admin, "/v1/audit").await;
@@ -251,24 +601,50 @@ async fn changes_survive_a_restart_and_a_second_process_is_refused() {
     let config = write_config(dir.path(), POOL);
     let weir = WeirProcess::start(&config, &[]).unwrap();
     let admin = weir.admin.unwrap();
-    assert_eq!(put(admin, "/v1/pools/app.example.com/endpoints/192.0.2.10/weight", json!({ "weight": 0 })).await.0, 200);
+    assert_eq!(
+        put(
+            admin,
+            "/v1/pools/app.example.com/endpoints/192.0.2.10/weight",
+            json!({ "weight": 0 })
+        )
+        .await
+        .0,
+        200
+    );
     assert_eq!(answered(weir.dns, 100).await, ["192.0.2.11", "192.0.2.20"]);
 
     // Same store, second process: refused at once, naming the store.
-    let err = WeirProcess::start(&config, &[]).err().expect("the second process must not start");
-    assert!(err.contains("in use by another process") && err.contains("state"), "{err}");
+    let err = WeirProcess::start(&config, &[])
+        .err()
+        .expect("the second process must not start");
+    assert!(
+        err.contains("in use by another process") && err.contains("state"),
+        "{err}"
+    );
 
     weir.signal(libc::SIGTERM);
-    let status = tokio::task::spawn_blocking(move || weir.wait()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || weir.wait())
+        .await
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 
     let weir = WeirProcess::start(&config, &[]).unwrap();
-    assert_eq!(answered(weir.dns, 100).await, ["192.0.2.11", "192.0.2.20"], "still drained");
+    assert_eq!(
+        answered(weir.dns, 100).await,
+        ["192.0.2.11", "192.0.2.20"],
+        "still drained"
+    );
     let admin = weir.admin.unwrap();
     let pool = get(admin, "/v1/pools/app.example.com").await;
     assert_eq!(pool["generation"], 1);
-    assert_eq!(endpoint(&pool, 0, "192.0.2.10")["weight"]["source"], "override");
-    assert_eq!(get(admin, "/v1/audit").await["records"][0]["action"], "set-endpoint-weight");
+    assert_eq!(
+        endpoint(&pool, 0, "192.0.2.10")["weight"]["source"],
+        "override"
+    );
+    assert_eq!(
+        get(admin, "/v1/audit").await["records"][0]["action"],
+        "set-endpoint-weight"
+    );
 }
 
 #[tokio::test]
@@ -292,17 +668,26 @@ async fn every_acknowledged_change_survives_kill_9() {
             let weight = round * 1000 + i;
             match tokio::time::timeout(
                 std::time::Duration::from_secs(5),
-                http_maybe(admin, "/v1/pools/app.example.com/groups/green/weight", json!({ "weight": weight })),
+                http_maybe(
+                    admin,
+                    "/v1/pools/app.example.com/groups/green/weight",
+                    json!({ "weight": weight }),
+                ),
             )
             .await
             {
-                Ok(Some((200, reply))) => acked.push((reply["generation"].as_u64().unwrap(), weight)),
+                Ok(Some((200, reply))) => {
+                    acked.push((reply["generation"].as_u64().unwrap(), weight))
+                }
                 _ => break,
             }
         }
         killer.join().unwrap();
         drop(weir);
-        assert!(!acked.is_empty(), "round {round}: some updates were acknowledged before the kill");
+        assert!(
+            !acked.is_empty(),
+            "round {round}: some updates were acknowledged before the kill"
+        );
 
         // Every acknowledged update is in the restarted process's audit log, and the last one
         // acknowledged (or a later one that was stored but not yet acknowledged) is served.
@@ -311,18 +696,33 @@ async fn every_acknowledged_change_survives_kill_9() {
         let (last_gen, last_weight) = *acked.last().unwrap();
         let pool = get(admin, "/v1/pools/app.example.com").await;
         let generation = pool["generation"].as_u64().unwrap();
-        assert!(generation >= last_gen, "round {round}: generation {generation} < acknowledged {last_gen}");
+        assert!(
+            generation >= last_gen,
+            "round {round}: generation {generation} < acknowledged {last_gen}"
+        );
         let served = pool["groups"][1]["weight"]["effective"].as_u64().unwrap();
-        assert!(served >= last_weight, "round {round}: weight {served} lost acknowledged {last_weight}");
+        assert!(
+            served >= last_weight,
+            "round {round}: weight {served} lost acknowledged {last_weight}"
+        );
         let audit = get(admin, &format!("/v1/audit?limit={}", acked.len() + 10)).await;
         let stored: std::collections::HashMap<u64, u64> = audit["records"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| (r["generation"].as_u64().unwrap(), r["after"]["weight"].as_u64().unwrap_or(0)))
+            .map(|r| {
+                (
+                    r["generation"].as_u64().unwrap(),
+                    r["after"]["weight"].as_u64().unwrap_or(0),
+                )
+            })
             .collect();
         for (generation, weight) in &acked {
-            assert_eq!(stored.get(generation), Some(weight), "round {round}: acknowledged generation {generation} lost");
+            assert_eq!(
+                stored.get(generation),
+                Some(weight),
+                "round {round}: acknowledged generation {generation} lost"
+            );
         }
         drop(weir);
     }
@@ -351,7 +751,12 @@ async fn a_corrupt_store_stops_start_up_and_reset_state_recovers() {
     let config = write_config(dir.path(), POOL);
     let weir = WeirProcess::start(&config, &[]).unwrap();
     for w in 1..=5 {
-        put(weir.admin.unwrap(), "/v1/pools/app.example.com/groups/green/weight", json!({ "weight": w })).await;
+        put(
+            weir.admin.unwrap(),
+            "/v1/pools/app.example.com/groups/green/weight",
+            json!({ "weight": w }),
+        )
+        .await;
     }
     drop(weir);
     // Damage the data file.
@@ -362,11 +767,97 @@ async fn a_corrupt_store_stops_start_up_and_reset_state_recovers() {
         *b = 0xA5;
     }
     std::fs::write(&db, bytes).unwrap();
-    let err = WeirProcess::start(&config, &[]).err().expect("a corrupt store must stop start-up");
-    assert!(err.contains("corrupt") && err.contains("--reset-state") && err.contains("state"), "{err}");
+    let err = WeirProcess::start(&config, &[])
+        .err()
+        .expect("a corrupt store must stop start-up");
+    assert!(
+        err.contains("corrupt") && err.contains("--reset-state") && err.contains("state"),
+        "{err}"
+    );
     // --reset-state moves it aside and starts empty.
     let weir = WeirProcess::start(&config, &["--reset-state"]).unwrap();
-    assert_eq!(get(weir.admin.unwrap(), "/v1/pools/app.example.com").await["generation"], 0);
-    let aside = std::fs::read_dir(dir.path()).unwrap().filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with("state.reset-"));
+    assert_eq!(
+        get(weir.admin.unwrap(), "/v1/pools/app.example.com").await["generation"],
+        0
+    );
+    let aside = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("state.reset-"));
     assert!(aside, "the damaged store is kept aside for inspection");
+}
+
+#[tokio::test]
+async fn the_api_over_tls_with_tokens() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(dir.path().join("admin.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("admin.key"),
+        certified.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let tokens = dir.path().join("admin.tokens");
+    std::fs::write(&tokens, "ops write w-0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let d = dir.path().display();
+    let admin = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{d}/admin.tokens\"\ntls_cert = \"{d}/admin.pem\"\ntls_key = \"{d}/admin.key\"\n"
+    );
+    let s = Server::with_admin(&[("example.com.", ZONE)], &admin, POOL).await;
+
+    // A client that trusts exactly this certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let request = |auth: &str| {
+        format!("GET /v1/pools HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\r\n")
+    };
+    let exchange = |req: String| {
+        let connector = connector.clone();
+        let addr = s.admin();
+        async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            tls.write_all(req.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            let _ = tls.read_to_end(&mut out).await;
+            String::from_utf8_lossy(&out).to_string()
+        }
+    };
+    assert!(exchange(request("")).await.starts_with("HTTP/1.1 401"));
+    let ok = exchange(request("Authorization: Bearer w-0123456789abcdef\r\n")).await;
+    assert!(
+        ok.starts_with("HTTP/1.1 200") && ok.contains("app.example.com."),
+        "{ok}"
+    );
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let mut plain = TcpStream::connect(s.admin()).await.unwrap();
+    plain.write_all(request("").as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = plain.read_to_end(&mut out).await;
+    assert!(!String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    s.stop().await;
+
+    // Beyond loopback, tokens alone are not enough.
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!("[admin]\nlisten = \"0.0.0.0:8053\"\ntoken_file = \"{d}/admin.tokens\"\n[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n"),
+    )
+    .unwrap();
+    let err = weir::config::load(&config).unwrap_err().to_string();
+    assert!(
+        err.contains("needs admin.token_file and admin.tls_cert/tls_key"),
+        "{err}"
+    );
 }

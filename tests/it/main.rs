@@ -11,6 +11,7 @@ mod backends;
 mod bad_input;
 mod cli;
 mod config_files;
+mod ctl;
 mod health;
 mod managed_health;
 mod pools;

@@ -63,12 +63,22 @@ impl Server {
     /// Serves zones and the given `[[pool]]` tables.
     pub(crate) async fn with_pools(zones: &[(&str, &str)], dns_extra: &str, pools: &str) -> Server {
         let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
-        Server::configured(zones, &format!("{admin}[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n{dns_extra}\n"), pools).await
+        Server::configured(
+            zones,
+            &format!("{admin}[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n{dns_extra}\n"),
+            pools,
+        )
+        .await
     }
 
     /// Serves zones and pools with the given `[admin]` table.
     pub(crate) async fn with_admin(zones: &[(&str, &str)], admin: &str, pools: &str) -> Server {
-        Server::configured(zones, &format!("{admin}[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n"), pools).await
+        Server::configured(
+            zones,
+            &format!("{admin}[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n"),
+            pools,
+        )
+        .await
     }
 
     /// Writes `head` (top-level tables), the zones and `pools` as a config and starts it.
@@ -380,5 +390,12 @@ impl Drop for WeirProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// For `weir ctl` tests (ctl.rs): the config a server loaded, which a reload reads again.
+impl Server {
+    pub(crate) fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("weir.toml")
     }
 }
