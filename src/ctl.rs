@@ -44,6 +44,10 @@ pub struct Args {
     /// A file holding just the bearer token.
     #[arg(long, value_name = "PATH", global = true)]
     token_file: Option<PathBuf>,
+    /// A PEM certificate to trust for an https admin URL (e.g. the admin API's own
+    /// self-signed `tls_cert`).
+    #[arg(long, value_name = "PATH", global = true, env = "WEIR_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Print the API's JSON as is, instead of tables and summaries.
     #[arg(long, global = true)]
     json: bool,
@@ -206,7 +210,7 @@ pub fn run(args: Args) -> ExitCode {
 /// Runs the command and returns what to print on stdout.
 async fn execute(args: Args) -> Result<String, CtlError> {
     let token = token(args.token, args.token_file.as_deref())?;
-    let client = Client::new(args.url, token)?;
+    let client = Client::new(args.url, token, args.ca_file.as_deref())?;
     let json = args.json;
     match *args.command {
         Command::Status => status(&client, json).await,

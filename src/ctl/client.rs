@@ -84,7 +84,13 @@ pub(super) struct Client {
 }
 
 impl Client {
-    pub(super) fn new(base: Url, token: Option<String>) -> Result<Client, CtlError> {
+    /// `ca_file`: a PEM certificate to trust for an https admin URL (a self-signed admin
+    /// certificate), besides the system's roots.
+    pub(super) fn new(
+        base: Url,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Client, CtlError> {
         install_crypto_provider();
         let authorization = match token {
             Some(t) => {
@@ -98,14 +104,19 @@ impl Client {
         };
         // No proxy: the admin API is usually on loopback, which an HTTP_PROXY from the
         // environment would otherwise capture.
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .no_proxy()
-            .build()
-            .map_err(|e| CtlError::Unreachable {
-                url: base.to_string(),
-                reason: root_cause(&e),
+        let mut builder = reqwest::Client::builder().timeout(TIMEOUT).no_proxy();
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| CtlError::Token(format!("cannot read {}: {e}", path.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                CtlError::Token(format!("{}: not a PEM certificate: {e}", path.display()))
             })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| CtlError::Unreachable {
+            url: base.to_string(),
+            reason: root_cause(&e),
+        })?;
         Ok(Client {
             http,
             base,
@@ -316,7 +327,7 @@ mod tests {
             ),
         ];
         for (base, want) in cases {
-            let client = Client::new(parse_url(base).unwrap(), None).unwrap();
+            let client = Client::new(parse_url(base).unwrap(), None, None).unwrap();
             let url = client.url(
                 &[
                     "v1",
@@ -329,7 +340,7 @@ mod tests {
             );
             assert_eq!(url.as_str(), want, "{base}");
         }
-        let client = Client::new(parse_url("http://h").unwrap(), None).unwrap();
+        let client = Client::new(parse_url("http://h").unwrap(), None, None).unwrap();
         let url = client.url(&["v1", "pools", "a/b c"], &[("reason", "why not?".into())]);
         assert_eq!(
             url.as_str(),

@@ -840,6 +840,46 @@ async fn the_api_over_tls_with_tokens() {
         ok.starts_with("HTTP/1.1 200") && ok.contains("app.example.com."),
         "{ok}"
     );
+    // weir ctl reaches it when told to trust the certificate.
+    let url = format!("https://127.0.0.1:{}", s.admin().port());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "ctl",
+            "--url",
+            &url,
+            "--token",
+            "w-0123456789abcdef",
+            "--ca-file",
+        ])
+        .arg(dir.path().join("admin.pem"))
+        .arg("pools")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("app.example.com."));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "ctl",
+            "--url",
+            &url,
+            "--token",
+            "w-0123456789abcdef",
+            "pools",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an untrusted certificate is refused"
+    );
     // Plain HTTP on the TLS port gets no HTTP answer.
     let mut plain = TcpStream::connect(s.admin()).await.unwrap();
     plain.write_all(request("").as_bytes()).await.unwrap();
