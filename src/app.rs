@@ -146,6 +146,10 @@ pub async fn serve(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<()> 
     let zones = loaded.zones.len();
     let config_path = loaded.config.path.clone();
     let store_path = loaded.config.store.path.clone();
+    // Handlers first: once the startup line is out, a SIGHUP must reload, never kill.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let running = start(loaded, store)?;
     let addrs: Vec<String> = running.dns_addrs.iter().map(ToString::to_string).collect();
     tracing::info!(
@@ -157,9 +161,6 @@ pub async fn serve(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<()> 
         store = %store_path.display(),
         "weir serving DNS over UDP and TCP"
     );
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     let dns_done = running.shutdown.clone();
     loop {
         tokio::select! {

@@ -287,6 +287,28 @@ pub enum OnAllDown {
     ServFail,
 }
 
+/// As written in the config: "none", "client-subnet".
+impl fmt::Display for Sticky {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Sticky::None => "none",
+            Sticky::ClientSubnet => "client-subnet",
+        })
+    }
+}
+
+/// As written in the config: "serve-all", "fallback:<pool>", "nodata", "servfail".
+impl fmt::Display for OnAllDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OnAllDown::ServeAll => f.write_str("serve-all"),
+            OnAllDown::Fallback(pool) => write!(f, "fallback:{pool}"),
+            OnAllDown::NoData => f.write_str("nodata"),
+            OnAllDown::ServFail => f.write_str("servfail"),
+        }
+    }
+}
+
 /// A managed name: its A and AAAA answers come from weighted endpoints.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pool {

@@ -425,7 +425,7 @@ mod tests {
     fn pool_detail_shows_weights_overrides_and_probes() {
         let body = json!({
             "name": "app.example.com.", "generation": 7, "ttl": 30, "degraded_ttl": 10,
-            "answers": 1, "sticky": "None", "on_all_down": "ServeAll", "min_healthy": 0.0,
+            "answers": 1, "sticky": "none", "on_all_down": "serve-all", "min_healthy": 0.0,
             "status": {"ipv4": {"outcome": "answer", "degraded": false, "shares": [["192.0.2.20", 1.0]]},
                        "ipv6": {"outcome": "nodata", "degraded": false, "shares": []}},
             "removed": ["192.0.2.11"],
@@ -440,8 +440,8 @@ mod tests {
                     generation   7\n\
                     ttl          30 (while degraded 10)\n\
                     answers      1\n\
-                    sticky       None\n\
-                    on_all_down  ServeAll\n\
+                    sticky       none\n\
+                    on_all_down  serve-all\n\
                     min_healthy  0.0\n\
                     ipv4         answer\n\
                     ipv6         nodata\n\
