@@ -77,7 +77,8 @@ pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let probes_ready = Arc::new(AtomicBool::new(false));
     let (events, rx) = mpsc::channel(EVENT_QUEUE);
-    let monitor = health::Monitor::new(events.clone(), metrics.clone(), shutdown.clone());
+    let (flips, flips_rx) = mpsc::channel(EVENT_QUEUE);
+    let monitor = health::Monitor::new(flips, metrics.clone(), shutdown.clone());
     let probe_results = monitor.last_results();
     let writer = state::Writer::start(
         loaded,
@@ -114,7 +115,7 @@ pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
         config: config.dns.clone(),
     };
     let dns = tokio::spawn(dns::run(listeners, ctx, shutdown.clone()));
-    let writer = tokio::spawn(writer.run(rx, shutdown.clone()));
+    let writer = tokio::spawn(writer.run(rx, flips_rx, shutdown.clone()));
     let admin = admin_listener.map(|listener| {
         let router = admin::router(admin::AdminContext {
             metrics: metrics.clone(),

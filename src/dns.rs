@@ -68,7 +68,7 @@ pub fn respond(
     let answer = match q.edns {
         // RFC 6891 6.1.3: a version we do not implement gets BADVERS and no data.
         Some(edns) if edns.version > 0 => snapshot::Answer {
-            rcode: snapshot::Rcode::BadVers,
+            rcode: crate::model::Rcode::BadVers,
             ..snapshot::Answer::refused()
         },
         _ => snapshot::answer(

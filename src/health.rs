@@ -1,6 +1,6 @@
 //! Health probes (HTTP, HTTPS, TCP), rise/fall hysteresis, and the `Monitor` that runs one probe
 //! task per distinct `ProbeKey`. Probes never touch DNS state: a task sends a
-//! `StateEvent::Health` on a flip and nothing else. reqwest is named only in this module.
+//! a `Flip` on a flip and nothing else (the state writer turns it into `StateEvent::Health`). reqwest is named only in this module.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::model::{CheckKind, Health, ProbeKey};
-use crate::state::StateEvent;
 
 mod probe;
 use probe::{Outcome, Prober};
@@ -77,17 +76,26 @@ impl Hysteresis {
 ///
 /// Each task probes right away (after a random 0-10% of its interval, so a reload does not fire
 /// every probe in the same instant), then every `interval` ± 10%. It keeps its own `Hysteresis`
-/// and sends `StateEvent::Health` only when health flips; the check's `initial` health is never
+/// and sends a `Flip` only when health flips; the check's `initial` health is never
 /// announced, because the writer already assumes it.
 #[derive(Debug)]
 pub struct Monitor {
     /// The last result of every probe, for the admin API (never read on the query path).
     last: LastResults,
-    events: mpsc::Sender<StateEvent>,
+    events: mpsc::Sender<Flip>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     permits: Arc<Semaphore>,
     probes: HashMap<ProbeKey, Running>,
+}
+
+/// A probe's health flipped after hysteresis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flip {
+    pub key: ProbeKey,
+    pub health: Health,
+    /// Why, for the log: the last probe's result ("HTTP 503", "timeout after 2s", ...).
+    pub reason: String,
 }
 
 /// A probe's most recent result.
@@ -115,7 +123,7 @@ struct Running {
 
 impl Monitor {
     pub fn new(
-        events: mpsc::Sender<StateEvent>,
+        events: mpsc::Sender<Flip>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
@@ -198,7 +206,7 @@ struct ProbeTask {
     key: ProbeKey,
     /// `key.target` as text, the metrics label.
     label: String,
-    events: mpsc::Sender<StateEvent>,
+    events: mpsc::Sender<Flip>,
     metrics: Arc<Metrics>,
     permits: Arc<Semaphore>,
     stop: CancellationToken,
@@ -263,7 +271,7 @@ impl ProbeTask {
                     reason = %outcome.reason,
                     "probe health flipped"
                 );
-                let event = StateEvent::Health {
+                let event = Flip {
                     key: self.key.clone(),
                     health,
                     reason: outcome.reason,

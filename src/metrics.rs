@@ -6,9 +6,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::dns::wire::DropReason;
-use crate::model::Health;
-use crate::snapshot::Rcode;
+use crate::model::{DropReason, Health, Rcode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {

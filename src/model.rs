@@ -24,6 +24,28 @@ pub mod rtype {
     pub const ANY: u16 = 255;
 }
 
+/// Response codes weir sends (RFC 1035 4.1.1, RFC 6891 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Rcode {
+    NoError = 0,
+    FormErr = 1,
+    ServFail = 2,
+    NxDomain = 3,
+    NotImp = 4,
+    Refused = 5,
+    BadVers = 16,
+}
+
+/// Why a packet got no answer at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Fewer than 12 bytes: not even a header to answer.
+    Short,
+    /// QR=1: answering responses invites reflection loops.
+    Response,
+}
+
 /// Class IN (RFC 1035 3.2.4); the only class weir serves.
 pub const CLASS_IN: u16 = 1;
 

@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 
 use crate::metrics::Metrics;
 use crate::model::{
-    CLASS_IN, MAX_NAME_LEN, Name, Pool, ProbeKey, RRset, Rdata, View, label_starts, rtype,
+    CLASS_IN, MAX_NAME_LEN, Name, Pool, ProbeKey, RRset, Rcode, Rdata, View, label_starts, rtype,
 };
 use crate::zones::Zone;
 
@@ -20,19 +20,6 @@ pub use pool::{Client, FamilyStatus, PoolStatus, Subnet};
 
 /// Longest CNAME chain followed inside a zone before answering with what we have (as Knot).
 const MAX_CNAME_CHAIN: usize = 8;
-
-/// Response codes `answer()` can produce (RFC 1035 4.1.1, RFC 6891 9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u16)]
-pub enum Rcode {
-    NoError = 0,
-    FormErr = 1,
-    ServFail = 2,
-    NxDomain = 3,
-    NotImp = 4,
-    Refused = 5,
-    BadVers = 16,
-}
 
 /// What `answer()` is asked: the question with its name lowercased in wire form.
 #[derive(Clone, Copy, Debug)]

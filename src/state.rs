@@ -35,7 +35,7 @@ pub enum StateEvent {
     Reload {
         reply: Option<oneshot::Sender<Result<u64, Problems>>>,
     },
-    /// A probe's health flipped after hysteresis (sent by `health` on flips only).
+    /// A probe's health flipped after hysteresis (`health::Flip`s, forwarded by the writer).
     Health {
         key: ProbeKey,
         health: Health,
@@ -105,6 +105,14 @@ pub fn build(
         health: health.clone(),
     };
     snapshot::build(&loaded.index, Arc::new(view), metrics, publication)
+}
+
+fn flip_event(flip: health::Flip) -> StateEvent {
+    StateEvent::Health {
+        key: flip.key,
+        health: flip.health,
+        reason: flip.reason,
+    }
 }
 
 /// Read access to the audit log for the admin API; writing goes through `StateEvent`s only.
@@ -186,10 +194,12 @@ impl Writer {
         self.snapshot.clone()
     }
 
-    /// Applies events until the channel closes or `shutdown` is cancelled.
+    /// Applies events (and the monitor's flips, as `StateEvent::Health`) until the event
+    /// channel closes or `shutdown` is cancelled.
     pub async fn run(
         mut self,
         mut events: mpsc::Receiver<StateEvent>,
+        mut flips: mpsc::Receiver<health::Flip>,
         shutdown: CancellationToken,
     ) {
         self.monitor.set_probes(self.served_probes());
@@ -201,11 +211,12 @@ impl Writer {
                     Some(event) => event,
                     None => return,
                 },
+                Some(flip) = flips.recv() => flip_event(flip),
                 _ = ready_poll.tick(), if !self.probes_ready.load(Ordering::Acquire) => {
                     if self.monitor.first_round_done() {
                         // Flips of the first round are already queued: apply them first.
-                        while let Ok(event) = events.try_recv() {
-                            self.apply(event).await;
+                        while let Ok(flip) = flips.try_recv() {
+                            self.apply(flip_event(flip)).await;
                         }
                         self.probes_ready.store(true, Ordering::Release);
                         tracing::info!("first health probe round complete; ready");

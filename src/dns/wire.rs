@@ -4,8 +4,9 @@
 
 use smallvec::SmallVec;
 
+use crate::model::{DropReason, Rcode};
 use crate::model::{MAX_NAME_LEN, RRset, Rdata, label_starts, rtype};
-use crate::snapshot::{Answer, Entry, Owner, Rcode, Subnet};
+use crate::snapshot::{Answer, Entry, Owner, Subnet};
 
 pub const HEADER_LEN: usize = 12;
 /// Size of the OPT record weir appends: root name, type, class, TTL, empty rdata.
@@ -20,15 +21,6 @@ const FLAG_RD: u16 = 0x0100;
 const FLAG_CD: u16 = 0x0010;
 pub const OPCODE_QUERY: u8 = 0;
 pub const OPCODE_NOTIFY: u8 = 4;
-
-/// Why a packet got no answer at all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropReason {
-    /// Fewer than 12 bytes: not even a header to answer.
-    Short,
-    /// QR=1: answering responses invites reflection loops.
-    Response,
-}
 
 /// EDNS(0) data of a query (RFC 6891 6.1.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,10 +12,10 @@ use std::net::IpAddr;
 use prometheus::IntCounter;
 use smallvec::SmallVec;
 
-use super::{Answer, Entry, Owner, Rcode};
+use super::{Answer, Entry, Owner};
 use crate::metrics::Metrics;
 use crate::model::{
-    Endpoint, Health, OnAllDown, Override, Pool, ProbeKey, RRset, Rdata, Sticky, rtype,
+    Endpoint, Health, OnAllDown, Override, Pool, ProbeKey, RRset, Rcode, Rdata, Sticky, rtype,
 };
 
 /// Longest fallback chain followed (config rejects cycles; this bounds the work regardless).

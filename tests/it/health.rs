@@ -1,5 +1,5 @@
 //! Health checks against real local backends: `Monitor` is driven directly with a channel, and
-//! each test asserts on the `StateEvent::Health` flips it receives. Every test runs on a paused
+//! each test asserts on the `Flip`s it receives. Every test runs on a paused
 //! tokio clock: probe intervals and timeouts pass in virtual time, which tokio advances only when
 //! the runtime is idle, and the backends live in the same runtime, so a probe's loopback I/O
 //! always completes before time moves.
@@ -10,10 +10,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
+use weir::health::Flip;
 use weir::health::Monitor;
 use weir::metrics::Metrics;
 use weir::model::{Check, CheckKind, Health, ProbeKey};
-use weir::state::StateEvent;
 
 use crate::backends::{Backend, Behavior, connects};
 
@@ -47,16 +47,9 @@ fn key(backend: &Backend, check: Check) -> ProbeKey {
 /// A monitor wired to a channel and its own metrics.
 struct Harness {
     monitor: Monitor,
-    events: mpsc::Receiver<StateEvent>,
+    events: mpsc::Receiver<Flip>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-}
-
-#[derive(Debug)]
-struct Flip {
-    key: ProbeKey,
-    health: Health,
-    reason: String,
 }
 
 impl Harness {
@@ -76,15 +69,7 @@ impl Harness {
     /// The next flip, within ten minutes of virtual time.
     async fn next(&mut self) -> Flip {
         match timeout(Duration::from_secs(600), self.events.recv()).await {
-            Ok(Some(StateEvent::Health {
-                key,
-                health,
-                reason,
-            })) => Flip {
-                key,
-                health,
-                reason,
-            },
+            Ok(Some(flip)) => flip,
             other => panic!("expected a health flip, got {other:?}"),
         }
     }
@@ -564,13 +549,7 @@ async fn first_round_done_waits_for_every_current_probe() {
         .events
         .try_recv()
         .expect("flip sent before first_round_done");
-    assert!(matches!(
-        flip,
-        StateEvent::Health {
-            health: Health::Down,
-            ..
-        }
-    ));
+    assert_eq!(flip.health, Health::Down);
 
     let fresh = Backend::http().await;
     h.monitor.set_probes([

@@ -1,0 +1,205 @@
+//! The admin API's read side: readiness, metrics, zones, pools (config and live state side by
+//! side, from the published snapshot's view) and the audit log.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AUDIT_DEFAULT, AUDIT_MAX, AdminContext, ApiError, bad_request, pool_name};
+use crate::model::{Name, Override, Pool};
+
+pub(super) async fn readyz(State(ctx): State<AdminContext>) -> impl IntoResponse {
+    let snapshot = ctx.snapshot.load();
+    if !ctx.probes_ready.load(Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first health probe results\n".to_string(),
+        );
+    }
+    (
+        StatusCode::OK,
+        format!(
+            "ready: generation {}, {} zones\n",
+            snapshot.view.generation,
+            snapshot.zone_count()
+        ),
+    )
+}
+
+pub(super) async fn metrics(State(ctx): State<AdminContext>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ctx.metrics.render(),
+    )
+}
+
+/// A JSON body with the generation as ETag, so a client can send it back as If-Match.
+pub(super) fn with_generation(generation: u64, body: Value) -> Response {
+    let mut response = Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{generation}\"")) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+pub(super) async fn zones(State(ctx): State<AdminContext>) -> Response {
+    let snapshot = ctx.snapshot.load();
+    let view = &snapshot.view;
+    let zones: Vec<String> = view.zones.iter().map(ToString::to_string).collect();
+    with_generation(
+        view.generation,
+        json!({ "generation": view.generation, "zones": zones }),
+    )
+}
+
+pub(super) async fn pools(State(ctx): State<AdminContext>) -> Response {
+    let snapshot = ctx.snapshot.load();
+    let view = &snapshot.view;
+    let pools: Vec<Value> = view
+        .pools
+        .iter()
+        .map(|p| {
+            let status = snapshot.pool_status(&p.name);
+            json!({
+                "name": p.name.to_string(),
+                "ttl": p.ttl,
+                "groups": p.groups.iter().map(|g| json!({ "name": g.name, "weight": g.weight, "endpoints": g.endpoints.len() })).collect::<Vec<_>>(),
+                "degraded": status.map(|s| json!({ "ipv4": s.ipv4.degraded, "ipv6": s.ipv6.degraded })),
+            })
+        })
+        .collect();
+    with_generation(
+        view.generation,
+        json!({ "generation": view.generation, "pools": pools }),
+    )
+}
+
+fn find_pool<'a>(pools: &'a [Pool], name: &str) -> Result<&'a Pool, ApiError> {
+    let parsed = Name::parse(name).map_err(|e| bad_request(format!("pool name `{name}`: {e}")))?;
+    pools
+        .iter()
+        .find(|p| p.name == parsed)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no pool `{parsed}`")))
+}
+
+fn source(configured: Option<u32>, effective: u32) -> &'static str {
+    match configured {
+        None => "runtime",
+        Some(c) if c == effective => "config",
+        Some(_) => "override",
+    }
+}
+
+pub(super) async fn pool(
+    State(ctx): State<AdminContext>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let snapshot = ctx.snapshot.load();
+    let view = &snapshot.view;
+    let served = find_pool(&view.pools, &name)?;
+    let config = find_pool(&view.config_pools, &name)?;
+    let last = ctx.probes.lock().map(|m| m.clone()).unwrap_or_default();
+    let groups: Vec<Value> = served
+        .groups
+        .iter()
+        .map(|g| {
+            let cg = config.groups.iter().find(|c| c.name == g.name);
+            let endpoints: Vec<Value> = g
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let ce = cg.and_then(|cg| cg.endpoints.iter().find(|c| c.address == e.address));
+                    let probe = e.probe.as_ref().map(|k| {
+                        let health = view.health.get(k).copied().unwrap_or(k.check.initial);
+                        json!({
+                            "target": k.target.to_string(),
+                            "kind": format!("{:?}", k.check.kind).to_lowercase(),
+                            "health": health,
+                            "last": last.get(k),
+                        })
+                    });
+                    let probed_up = e.probe.as_ref().is_none_or(|k| {
+                        view.health.get(k).copied().unwrap_or(k.check.initial)
+                            == crate::model::Health::Up
+                    });
+                    let up = match e.force {
+                        Override::Up => true,
+                        Override::Down => false,
+                        Override::Auto => probed_up,
+                    };
+                    json!({
+                        "address": e.address.to_string(),
+                        "weight": {
+                            "configured": ce.map(|c| c.weight),
+                            "effective": e.weight,
+                            "source": source(ce.map(|c| c.weight), e.weight),
+                        },
+                        "override": e.force,
+                        "probe": probe,
+                        "up": up,
+                    })
+                })
+                .collect();
+            json!({
+                "name": g.name,
+                "weight": {
+                    "configured": cg.map(|c| c.weight),
+                    "effective": g.weight,
+                    "source": source(cg.map(|c| c.weight), g.weight),
+                },
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    let removed: Vec<&String> = view
+        .overlay
+        .removed
+        .get(&served.name.to_string())
+        .into_iter()
+        .flatten()
+        .collect();
+    let body = json!({
+        "name": served.name.to_string(),
+        "generation": view.generation,
+        "ttl": served.ttl,
+        "answers": served.answers,
+        "sticky": served.sticky.to_string(),
+        "on_all_down": served.on_all_down.to_string(),
+        "min_healthy": served.min_healthy,
+        "degraded_ttl": served.degraded_ttl,
+        "status": snapshot.pool_status(&served.name),
+        "groups": groups,
+        "removed": removed,
+    });
+    Ok(with_generation(view.generation, body))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditQuery {
+    pool: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn audit(
+    State(ctx): State<AdminContext>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
+    let pool = match q.pool.as_deref() {
+        Some(p) => Some(pool_name(p)?.to_string()),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(AUDIT_DEFAULT).min(AUDIT_MAX);
+    let log = ctx.audit.clone();
+    let records = tokio::task::spawn_blocking(move || log.read(pool.as_deref(), limit))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({ "records": records })).into_response())
+}
