@@ -439,9 +439,9 @@ async fn reload(State(ctx): State<AdminContext>) -> Result<Response, ApiError> {
         .await
         .map_err(|_| unavailable())?;
     match answer.await.map_err(|_| unavailable())? {
-        Ok(generation) => Ok(with_generation(
-            generation,
-            json!({ "generation": generation }),
+        Ok(done) => Ok(with_generation(
+            done.generation,
+            json!({ "generation": done.generation, "restart_required": done.restart_required }),
         )),
         Err(problems) => {
             let list: Vec<String> = problems.0.iter().map(ToString::to_string).collect();

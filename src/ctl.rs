@@ -332,10 +332,21 @@ async fn execute(args: Args) -> Result<String, CtlError> {
                 .expect_ok(Method::POST, url.clone(), None, None)
                 .await?;
             let generation = generation(&body, &url)?;
+            let restart: Vec<&str> = body["restart_required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str())
+                .collect();
             Ok(if json {
                 raw(text)
-            } else {
+            } else if restart.is_empty() {
                 format!("reloaded (generation {generation})\n")
+            } else {
+                format!(
+                    "reloaded (generation {generation}); restart weir to apply the changed [{}] settings\n",
+                    restart.join("], [")
+                )
             })
         }
     }

@@ -33,7 +33,7 @@ pub enum StateEvent {
     /// Re-read config and zones (SIGHUP, POST /v1/reload). The reply carries the new intent
     /// generation or every problem.
     Reload {
-        reply: Option<oneshot::Sender<Result<u64, Problems>>>,
+        reply: Option<oneshot::Sender<Result<Reloaded, Problems>>>,
     },
     /// A probe's health flipped after hysteresis (`health::Flip`s, forwarded by the writer).
     Health {
@@ -47,6 +47,15 @@ pub enum StateEvent {
         request: ChangeRequest,
         reply: oneshot::Sender<Result<u64, ChangeError>>,
     },
+}
+
+/// A reload that went through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The intent generation after the reload (higher if it dropped stale overrides).
+    pub generation: u64,
+    /// Config tables that changed but apply only after a restart ("dns", "admin", "store").
+    pub restart_required: Vec<&'static str>,
 }
 
 /// Config and zones as read from disk, checked against each other, and indexed for lookups.
@@ -355,7 +364,7 @@ impl Writer {
         Ok(generation)
     }
 
-    async fn reload(&mut self) -> Result<u64, Problems> {
+    async fn reload(&mut self) -> Result<Reloaded, Problems> {
         let path = self.config_path.clone();
         let loaded = tokio::task::spawn_blocking(move || load(&path))
             .await
@@ -392,13 +401,19 @@ impl Writer {
                 }
             }
         };
-        let old = &self.loaded.config;
-        if loaded.config.dns != old.dns
-            || loaded.config.admin != old.admin
-            || loaded.config.store != old.store
-        {
+        let (old, new) = (&self.loaded.config, &loaded.config);
+        let restart_required: Vec<&'static str> = [
+            ("dns", old.dns != new.dns),
+            ("admin", old.admin != new.admin),
+            ("store", old.store != new.store),
+        ]
+        .into_iter()
+        .filter_map(|(table, changed)| changed.then_some(table))
+        .collect();
+        if !restart_required.is_empty() {
             tracing::warn!(
-                "[dns], [admin] or [store] settings changed; they take effect after a restart"
+                tables = %restart_required.join(","),
+                "these config tables changed; they take effect after a restart"
             );
         }
         self.loaded = loaded;
@@ -409,6 +424,9 @@ impl Writer {
             zones = self.loaded.zones.len(),
             "reloaded; snapshot published"
         );
-        Ok(generation)
+        Ok(Reloaded {
+            generation,
+            restart_required,
+        })
     }
 }

@@ -588,7 +588,23 @@ async fn reload_through_the_api_is_all_or_nothing_and_drops_stale_overrides() {
         &POOL.replace(", { address = \"192.0.2.11\" }", ""),
     );
     let (status, reply) = http(admin, "POST", "/v1/reload", &[], None).await;
-    assert_eq!((status, reply), (200, json!({ "generation": 2 })));
+    assert_eq!(
+        (status, reply),
+        (200, json!({ "generation": 2, "restart_required": [] }))
+    );
+    // Socket settings are reported, not silently ignored.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[store]\n", "[store]\naudit_retention = 50\n");
+    std::fs::write(&config, text).unwrap();
+    let (status, reply) = http(admin, "POST", "/v1/reload", &[], None).await;
+    assert_eq!(
+        (status, reply),
+        (
+            200,
+            json!({ "generation": 2, "restart_required": ["store"] })
+        )
+    );
     let audit = get(admin, "/v1/audit").await;
     assert_eq!(audit["records"][0]["action"], "drop-stale-override");
     assert_eq!(audit["records"][0]["subject"], "endpoint 192.0.2.11");

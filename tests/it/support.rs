@@ -62,10 +62,16 @@ impl Server {
 
     /// Serves zones and the given `[[pool]]` tables.
     pub(crate) async fn with_pools(zones: &[(&str, &str)], dns_extra: &str, pools: &str) -> Server {
+        // `dns_extra` may bring its own listen addresses.
+        let listen = if dns_extra.contains("listen") {
+            ""
+        } else {
+            "listen = [\"127.0.0.1:0\"]\n"
+        };
         let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
         Server::configured(
             zones,
-            &format!("{admin}[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n{dns_extra}\n"),
+            &format!("{admin}[dns]\n{listen}udp_workers = 1\n{dns_extra}\n"),
             pools,
         )
         .await
@@ -103,6 +109,10 @@ impl Server {
             running: Some(running),
             _dir: dir,
         }
+    }
+
+    pub(crate) fn running(&self) -> &weir::app::Running {
+        self.running.as_ref().unwrap()
     }
 
     pub(crate) fn metrics(&self) -> String {

@@ -220,3 +220,30 @@ async fn tcp_connections_over_the_cap_are_closed_at_once() {
     assert!(fourth.is_some(), "a freed slot is reused");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn ipv6_and_ipv4_listeners_serve_udp_and_tcp() {
+    let s = Server::with(
+        &[("example.com.", ZONE)],
+        "listen = [\"127.0.0.1:0\", \"[::1]:0\"]",
+    )
+    .await;
+    let v6 = s.running().dns_addrs[1];
+    assert!(v6.is_ipv6());
+    let q = query("www.example.com.", RecordType::AAAA)
+        .to_vec()
+        .unwrap();
+    let socket = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+    socket.send_to(&q, v6).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let r = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(lines(&r.answers), ["www.example.com. AAAA 2001:db8::80"]);
+    let mut stream = TcpStream::connect(v6).await.unwrap();
+    let reply = tcp_exchange(&mut stream, &q).await.unwrap();
+    assert_eq!(header(&reply).2[1], 1);
+    s.stop().await;
+}
