@@ -116,6 +116,12 @@ pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
     };
     let dns = tokio::spawn(dns::run(listeners, ctx, shutdown.clone()));
     let writer = tokio::spawn(writer.run(rx, flips_rx, shutdown.clone()));
+    tokio::spawn(crate::split::run(
+        snapshot.clone(),
+        metrics.clone(),
+        crate::split::WINDOW,
+        shutdown.clone(),
+    ));
     let admin = admin_listener.map(|listener| {
         let router = admin::router(admin::AdminContext {
             metrics: metrics.clone(),

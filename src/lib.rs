@@ -9,6 +9,7 @@ pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod snapshot;
+pub mod split;
 pub mod state;
 pub mod store;
 pub mod zones;

@@ -2,8 +2,8 @@
 //! at start-up into plain counter handles, so the query path only does an atomic add.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::model::{DropReason, Health, Rcode};
@@ -62,6 +62,7 @@ pub struct Metrics {
     queries: Vec<(u16, IntCounter)>,
     queries_other: IntCounter,
     store_commit: HistogramVec,
+    group_share: GaugeVec,
 }
 
 /// QTYPEs counted under their own label; others count as "other" so labels stay bounded.
@@ -240,6 +241,15 @@ impl Metrics {
         )
         .expect("metric");
         register(Box::new(store_commit.clone()));
+        let group_share = GaugeVec::new(
+            Opts::new(
+                "pool_group_share",
+                "Share of a pool's answers per group: kind=\"intended\" from weights and health now, kind=\"observed\" over the last window",
+            ),
+            &["pool", "group", "kind"],
+        )
+        .expect("metric");
+        register(Box::new(group_share.clone()));
         register(Box::new(queries_vec));
         for result in ["ok", "failed"] {
             reloads.with_label_values(&[result]);
@@ -279,6 +289,27 @@ impl Metrics {
             queries,
             queries_other,
             store_commit,
+            group_share,
+        }
+    }
+
+    /// Answers counted so far for `endpoints` of one pool group.
+    pub fn group_answers(&self, pool: &str, group: &str, endpoints: &[String]) -> u64 {
+        endpoints
+            .iter()
+            .map(|e| self.pool_answers.with_label_values(&[pool, group, e]).get())
+            .sum()
+    }
+
+    /// A group's intended share, and its observed share when the window saw answers.
+    pub fn group_share(&self, pool: &str, group: &str, intended: f64, observed: Option<f64>) {
+        self.group_share
+            .with_label_values(&[pool, group, "intended"])
+            .set(intended);
+        if let Some(observed) = observed {
+            self.group_share
+                .with_label_values(&[pool, group, "observed"])
+                .set(observed);
         }
     }
 

@@ -191,3 +191,33 @@ async fn metrics_are_served_over_http() {
     assert_eq!(http_get(s.admin(), "/nope").await.0, 404);
     s.stop().await;
 }
+
+/// The value of one metric line, e.g. `weir_pool_group_share{group="green",...} 0.1`.
+fn gauge(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(start_paused = true)]
+async fn observed_split_is_reported_beside_the_intended_one() {
+    let s = server(&split(90, 10, "")).await;
+    // The first window starts empty: queries after it are what the next window observes.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let q = query("app.example.com.", RecordType::A).to_vec().unwrap();
+    tcp_pipeline(s.addr, &vec![q; 5000]).await;
+    tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    let m = s.metrics();
+    let share = |group: &str, kind: &str| {
+        gauge(&m, &format!("weir_pool_group_share{{group=\"{group}\",kind=\"{kind}\",pool=\"app.example.com.\"}}"))
+            .unwrap_or_else(|| panic!("no {group} {kind} share in\n{m}"))
+    };
+    assert!((share("blue", "intended") - 0.9).abs() < 1e-9);
+    assert!((share("green", "intended") - 0.1).abs() < 1e-9);
+    let observed = share("green", "observed");
+    assert!((observed - 0.1).abs() < 0.02, "green observed {observed}");
+    assert!((share("blue", "observed") + observed - 1.0).abs() < 1e-9);
+    s.stop().await;
+}
