@@ -7,6 +7,9 @@
 //! - `PUT /v1/pools/{pool}/groups/{group}/weight`, `PUT /v1/pools/{pool}/endpoints/{address}/weight`,
 //!   `PUT /v1/pools/{pool}/endpoints/{address}/override`, `POST /v1/pools/{pool}/groups/{group}/endpoints`,
 //!   `DELETE /v1/pools/{pool}/endpoints/{address}`, `POST /v1/reload` (write scope).
+//! - `POST /v1/pools/{pool}/rollouts` (an inline plan, or none for `[pool.rollout]`),
+//!   `GET /v1/pools/{pool}/rollout`, `POST /v1/pools/{pool}/rollout/{promote|pause|resume|abort|undo}`
+//!   (`promote` takes `{"full": true}` to jump to 100%): canary rollouts (see `rollout`).
 //! - `GET /v1/audit?pool=&limit=`: the audit log, newest first (read scope).
 //!
 //! Writes are validated here for shape (400), then sent to the state writer as a
@@ -127,6 +130,9 @@ pub fn router(ctx: AdminContext) -> Router {
             "/v1/pools/{pool}/endpoints/{address}",
             delete(remove_endpoint),
         )
+        .route("/v1/pools/{pool}/rollouts", post(rollout_start))
+        .route("/v1/pools/{pool}/rollout", get(read::rollout))
+        .route("/v1/pools/{pool}/rollout/{action}", post(rollout_command))
         .route("/v1/reload", post(reload))
         .route("/v1/audit", get(audit))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), authenticate));
@@ -424,6 +430,130 @@ async fn remove_endpoint(
         force: q.force,
     };
     submit(&ctx, caller, &headers, change, meta).await
+}
+
+/// Sends a rollout command and answers with the new generation once it is stored.
+async fn submit_rollout(
+    ctx: &AdminContext,
+    caller: Caller,
+    pool: Name,
+    command: crate::rollout::Command,
+    reason: String,
+) -> Result<Response, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    let unavailable = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the state writer is not running".into(),
+        )
+    };
+    ctx.events
+        .send(StateEvent::Rollout {
+            pool,
+            command,
+            actor: caller.name,
+            source: caller.source,
+            reason,
+            reply: Some(reply),
+        })
+        .await
+        .map_err(|_| unavailable())?;
+    let generation = answer.await.map_err(|_| unavailable())??;
+    Ok(with_generation(
+        generation,
+        json!({ "generation": generation }),
+    ))
+}
+
+/// `POST /v1/pools/{pool}/rollouts`: an inline plan (`from`, `to`, `steps`, `slack`), or an
+/// empty body for the pool's `[pool.rollout]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    #[serde(flatten)]
+    plan: Option<crate::config::RawPlan>,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn rollout_start(
+    State(ctx): State<AdminContext>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(pool): Path<String>,
+    raw: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let name = pool_name(&pool)?;
+    let start: StartBody = if raw.iter().all(u8::is_ascii_whitespace) {
+        StartBody::default()
+    } else {
+        serde_json::from_slice(&raw).map_err(|e| bad_request(format!("bad rollout body: {e}")))?
+    };
+    let plan = match start.plan {
+        Some(raw) => crate::config::plan(&raw).map_err(|problems| {
+            let list: Vec<String> = problems.iter().map(|(k, m)| format!("{k}: {m}")).collect();
+            bad_request(list.join("; "))
+        })?,
+        None => {
+            let snapshot = ctx.snapshot.load();
+            let configured = snapshot
+                .view
+                .config_pools
+                .iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no pool `{name}`")))?;
+            configured.rollout.clone().ok_or_else(|| {
+                bad_request(format!("pool `{name}` has no [pool.rollout]; send a plan"))
+            })?
+        }
+    };
+    submit_rollout(
+        &ctx,
+        caller,
+        name,
+        crate::rollout::Command::Start(plan),
+        start.reason,
+    )
+    .await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandBody {
+    #[serde(default)]
+    full: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn rollout_command(
+    State(ctx): State<AdminContext>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path((pool, action)): Path<(String, String)>,
+    raw: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    use crate::rollout::Command;
+    let name = pool_name(&pool)?;
+    let body: CommandBody = if raw.iter().all(u8::is_ascii_whitespace) {
+        CommandBody::default()
+    } else {
+        serde_json::from_slice(&raw).map_err(|e| bad_request(format!("bad body: {e}")))?
+    };
+    let command = match action.as_str() {
+        "promote" => Command::Promote { full: body.full },
+        "pause" => Command::Pause,
+        "resume" => Command::Resume,
+        "abort" => Command::Abort {
+            reason: body.reason.clone(),
+        },
+        "undo" => Command::Undo,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no rollout action `{other}` (promote, pause, resume, abort, undo)"),
+            ));
+        }
+    };
+    submit_rollout(&ctx, caller, name, command, body.reason).await
 }
 
 async fn reload(State(ctx): State<AdminContext>) -> Result<Response, ApiError> {

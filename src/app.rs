@@ -78,6 +78,7 @@ pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
     let probes_ready = Arc::new(AtomicBool::new(false));
     let (events, rx) = mpsc::channel(EVENT_QUEUE);
     let (flips, flips_rx) = mpsc::channel(EVENT_QUEUE);
+    let (due, due_rx) = mpsc::channel(EVENT_QUEUE);
     let monitor = health::Monitor::new(flips, metrics.clone(), shutdown.clone());
     let probe_results = monitor.last_results();
     let writer = state::Writer::start(
@@ -115,7 +116,8 @@ pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
         config: config.dns.clone(),
     };
     let dns = tokio::spawn(dns::run(listeners, ctx, shutdown.clone()));
-    let writer = tokio::spawn(writer.run(rx, flips_rx, shutdown.clone()));
+    let writer = tokio::spawn(writer.run(rx, flips_rx, due_rx, shutdown.clone()));
+    tokio::spawn(crate::rollout::run(snapshot.clone(), due, shutdown.clone()));
     tokio::spawn(crate::split::run(
         snapshot.clone(),
         metrics.clone(),

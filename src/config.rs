@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::model::{Name, Pool};
 
 mod pool;
-pub use pool::MAX_WEIGHT;
+pub use pool::{MAX_WEIGHT, RawPlan, RawStep, plan};
 
 /// One problem found while loading configuration or zones: where, and what.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod health;
 pub mod metrics;
 pub mod model;
+pub mod rollout;
 pub mod snapshot;
 pub mod split;
 pub mod state;

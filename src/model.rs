@@ -346,6 +346,8 @@ pub struct Pool {
     pub degraded_ttl: u32,
     /// The pool's `[pool.check]`, used for endpoints added at runtime.
     pub check: Option<Check>,
+    /// The pool's `[pool.rollout]`, started with `POST /v1/pools/{pool}/rollouts`.
+    pub rollout: Option<RolloutPlan>,
     pub groups: Vec<Group>,
 }
 
@@ -410,6 +412,9 @@ pub struct Overlay {
     /// pool -> config endpoint addresses removed at runtime.
     #[serde(default)]
     pub removed: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// pool -> its rollout (running or finished; the latest one is kept).
+    #[serde(default)]
+    pub rollouts: std::collections::BTreeMap<String, Rollout>,
 }
 
 /// An endpoint added through the admin API; it uses its pool's check.
@@ -440,6 +445,60 @@ pub struct AuditRecord {
     pub before: serde_json::Value,
     pub after: serde_json::Value,
     pub reason: String,
+}
+
+/// One step of a canary rollout.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// The `to` group's share of the pool's weight, in percent.
+    SetWeight(u32),
+    /// Wait this many seconds once the previous change has settled; None waits for `promote`.
+    Pause(Option<u64>),
+}
+
+/// A rollout plan, from `[pool.rollout]` or the API.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RolloutPlan {
+    pub from: String,
+    pub to: String,
+    pub steps: Vec<Step>,
+    /// Seconds added to the pool's TTL before a change counts as settled.
+    pub slack: u64,
+}
+
+/// Where a rollout stands.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum RolloutState {
+    Running,
+    /// At a manual pause step, waiting for `promote`.
+    WaitingPromote,
+    /// Paused by an operator; `resume` continues.
+    Paused,
+    Done,
+    Aborted {
+        reason: String,
+    },
+}
+
+/// A canary rollout of one pool from group `from` to group `to`, as stored with the intent.
+/// Times are Unix seconds (wall clock), so a restart resumes the same deadlines.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rollout {
+    pub from: String,
+    pub to: String,
+    pub steps: Vec<Step>,
+    /// Added to the largest served TTL to decide when a change has settled in caches.
+    pub slack: u64,
+    /// Index of the next step to run.
+    pub step: usize,
+    pub state: RolloutState,
+    /// The `to` group's current share in percent.
+    pub weight: u32,
+    /// When the weights last changed, and when resolvers' caches hold only the new answers.
+    pub changed_at: u64,
+    pub settled_at: u64,
 }
 
 /// What the admin API shows, published inside each snapshot so readers see one consistent

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, Problem, Problems};
 use crate::health;
 use crate::metrics::Metrics;
-use crate::model::{AuditRecord, Health, Overlay, Pool, ProbeKey, View};
+use crate::model::{AuditRecord, Health, Name, Overlay, Pool, ProbeKey, Rollout, View};
+use crate::rollout;
 use crate::snapshot::{self, Snapshot, ZoneIndex};
 use crate::store::{Store, StoreError};
 use crate::zones::{self, Zone};
@@ -41,6 +42,16 @@ pub enum StateEvent {
         health: Health,
         /// Why, for the log: the last probe's result ("HTTP 503", "timeout after 2s", ...).
         reason: String,
+    },
+    /// A rollout command: from an operator (admin API, replied to once stored and published)
+    /// or the rollout driver (`Tick`, when a step is due; no reply).
+    Rollout {
+        pool: Name,
+        command: rollout::Command,
+        actor: String,
+        source: String,
+        reason: String,
+        reply: Option<oneshot::Sender<Result<u64, ChangeError>>>,
     },
     /// An operator's change (admin API). Replied to once stored and published.
     Change {
@@ -209,6 +220,7 @@ impl Writer {
         mut self,
         mut events: mpsc::Receiver<StateEvent>,
         mut flips: mpsc::Receiver<health::Flip>,
+        mut due: mpsc::Receiver<Name>,
         shutdown: CancellationToken,
     ) {
         self.monitor.set_probes(self.served_probes());
@@ -221,6 +233,14 @@ impl Writer {
                     None => return,
                 },
                 Some(flip) = flips.recv() => flip_event(flip),
+                Some(pool) = due.recv() => StateEvent::Rollout {
+                    pool,
+                    command: rollout::Command::Tick,
+                    actor: "weir".into(),
+                    source: String::new(),
+                    reason: String::new(),
+                    reply: None,
+                },
                 _ = ready_poll.tick(), if !self.probes_ready.load(Ordering::Acquire) => {
                     if self.monitor.first_round_done() {
                         // Flips of the first round are already queued: apply them first.
@@ -265,6 +285,22 @@ impl Writer {
             StateEvent::Change { request, reply } => {
                 let result = self.change(request).await;
                 let _ = reply.send(result);
+            }
+            StateEvent::Rollout {
+                pool,
+                command,
+                actor,
+                source,
+                reason,
+                reply,
+            } => {
+                let result = self.rollout(pool, command, actor, source, reason).await;
+                if let Err(e) = &result {
+                    tracing::debug!(error = %e, "rollout command refused");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
             }
         }
     }
@@ -361,6 +397,103 @@ impl Writer {
             "change applied"
         );
         self.adopt(applied.overlay, generation);
+        Ok(generation)
+    }
+
+    /// Runs a rollout command against the stored rollout of `pool`; a weight change is stored
+    /// as the rollout's group weights (from = 100 - w, to = w) in the same commit.
+    async fn rollout(
+        &mut self,
+        pool: Name,
+        command: rollout::Command,
+        actor: String,
+        source: String,
+        reason: String,
+    ) -> Result<u64, ChangeError> {
+        let config = self
+            .loaded
+            .config
+            .pools
+            .iter()
+            .find(|p| p.name == pool)
+            .ok_or_else(|| ChangeError::NotFound(format!("no pool `{pool}`")))?;
+        let key = pool.to_string();
+        let current = self.overlay.rollouts.get(&key);
+        let now = rollout::now();
+        let next: Rollout = match (&command, current) {
+            (rollout::Command::Start(_), Some(r)) if rollout::active(r) => {
+                return Err(ChangeError::Conflict(format!(
+                    "a rollout of `{key}` is already {}; abort it or let it finish first",
+                    rollout::state_name(&r.state)
+                )));
+            }
+            (rollout::Command::Start(plan), _) => {
+                rollout::validate(plan, config).map_err(ChangeError::Invalid)?;
+                rollout::start(plan, now, config.ttl)
+            }
+            (_, None) => {
+                return Err(ChangeError::NotFound(format!(
+                    "no rollout for pool `{key}`"
+                )));
+            }
+            (rollout::Command::Tick, Some(r)) => {
+                let view = self.snapshot.load().view.clone();
+                let down = view
+                    .pools
+                    .iter()
+                    .find(|p| p.name == pool)
+                    .and_then(|served| rollout::to_down(&view, served, &r.to));
+                match rollout::tick(r, now, config.ttl, down.as_deref()) {
+                    Some(next) => next,
+                    None => return Ok(self.generation),
+                }
+            }
+            (command, Some(r)) => {
+                rollout::command(r, command, now, config.ttl).map_err(ChangeError::Conflict)?
+            }
+        };
+        let summary = |r: Option<&Rollout>| {
+            r.map_or(serde_json::Value::Null, |r| {
+                serde_json::json!({ "step": r.step, "weight": r.weight, "state": rollout::state_name(&r.state) })
+            })
+        };
+        let reason = match &next.state {
+            crate::model::RolloutState::Aborted { reason: why } if reason.is_empty() => why.clone(),
+            _ => reason,
+        };
+        let record = AuditRecord {
+            generation: 0,
+            time: now,
+            actor,
+            source,
+            action: command.action().into(),
+            pool: key.clone(),
+            subject: format!("rollout {} -> {}", next.from, next.to),
+            before: summary(current),
+            after: summary(Some(&next)),
+            reason,
+        };
+        let mut overlay = self.overlay.clone();
+        let weights = overlay.group_weights.entry(key.clone()).or_default();
+        weights.insert(next.from.clone(), 100 - next.weight);
+        weights.insert(next.to.clone(), next.weight);
+        overlay.rollouts.insert(key, next);
+        let generation = match self.commit(overlay.clone(), vec![record.clone()]).await {
+            Ok(generation) => generation,
+            Err(StoreError::Conflict { expected, actual }) => {
+                return Err(ChangeError::Stale { expected, actual });
+            }
+            Err(e) => return Err(ChangeError::Store(e.to_string())),
+        };
+        tracing::info!(
+            generation,
+            pool = %record.pool,
+            action = %record.action,
+            after = %record.after,
+            reason = %record.reason,
+            "rollout"
+        );
+        self.adopt(overlay, generation);
         Ok(generation)
     }
 

@@ -179,6 +179,58 @@ pub(super) async fn pool(
     Ok(with_generation(view.generation, body))
 }
 
+/// `GET /v1/pools/{pool}/rollout`: the stored rollout plus what it waits for.
+pub(super) async fn rollout(
+    State(ctx): State<AdminContext>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    use crate::model::Step;
+    let snapshot = ctx.snapshot.load();
+    let view = &snapshot.view;
+    let pool = find_pool(&view.pools, &name)?;
+    let r = view
+        .overlay
+        .rollouts
+        .get(&pool.name.to_string())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no rollout for pool `{}`", pool.name),
+            )
+        })?;
+    let now = crate::rollout::now();
+    let (next, next_at) = match (&r.state, r.steps.get(r.step)) {
+        (crate::model::RolloutState::Running, Some(Step::SetWeight(w))) => {
+            (format!("set_weight {w}"), Some(r.settled_at))
+        }
+        (crate::model::RolloutState::Running, Some(Step::Pause(Some(secs)))) => {
+            (format!("pause {secs}s"), Some(r.settled_at + secs))
+        }
+        (_, Some(Step::Pause(None))) => ("manual pause: waiting for promote".into(), None),
+        (_, Some(step)) => (format!("{step:?}"), None),
+        (_, None) => ("finish".into(), Some(r.settled_at)),
+    };
+    let body = json!({
+        "pool": pool.name.to_string(),
+        "generation": view.generation,
+        "from": r.from,
+        "to": r.to,
+        "state": crate::rollout::state_name(&r.state),
+        "reason": match &r.state { crate::model::RolloutState::Aborted { reason } => Some(reason), _ => None },
+        "weight": r.weight,
+        "step": r.step,
+        "steps": r.steps.len(),
+        "plan": r.steps,
+        "changed_at": r.changed_at,
+        "settled_at": r.settled_at,
+        "settles_in": r.settled_at.saturating_sub(now),
+        "next": next,
+        "next_at": next_at,
+        "now": now,
+    });
+    Ok(with_generation(view.generation, body))
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditQuery {

@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use super::Collector;
 use crate::model::{
-    Check, CheckKind, Endpoint, Group, Health, Name, OnAllDown, Override, Pool, ProbeKey, Sticky,
+    Check, CheckKind, Endpoint, Group, Health, Name, OnAllDown, Override, Pool, ProbeKey,
+    RolloutPlan, Step, Sticky,
 };
 
 mod defaults {
@@ -36,8 +37,81 @@ pub(super) struct RawPool {
     min_healthy: Option<f64>,
     degraded_ttl: Option<i64>,
     check: Option<RawCheck>,
+    rollout: Option<RawPlan>,
     #[serde(default)]
     group: Vec<RawGroup>,
+}
+
+/// A rollout plan as written in `[pool.rollout]` or sent to `POST /v1/pools/{pool}/rollouts`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlan {
+    pub from: String,
+    pub to: String,
+    pub steps: Vec<RawStep>,
+    /// Added to the pool's TTL before a change counts as settled (default "5s").
+    pub slack: Option<String>,
+}
+
+/// `{ set_weight = 25 }` or `{ pause = "10m" }` / `{ pause = "manual" }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub set_weight: Option<i64>,
+    pub pause: Option<String>,
+}
+
+/// Turns a raw plan into a `RolloutPlan`; every problem as (key suffix, message).
+pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
+    let mut problems = Vec::new();
+    let mut steps = Vec::new();
+    for (i, step) in raw.steps.iter().enumerate() {
+        let key = format!("steps[{i}]");
+        match (step.set_weight, step.pause.as_deref()) {
+            (Some(w), None) if (0..=100).contains(&w) => steps.push(Step::SetWeight(w as u32)),
+            (Some(w), None) => {
+                problems.push((key, format!("set_weight {w} is out of range 0..=100")))
+            }
+            (None, Some("manual")) => steps.push(Step::Pause(None)),
+            (None, Some(text)) => match humantime::parse_duration(text) {
+                Ok(d) => steps.push(Step::Pause(Some(d.as_secs()))),
+                Err(e) => problems.push((
+                    key,
+                    format!("pause `{text}` is not \"manual\" or a duration like \"10m\": {e}"),
+                )),
+            },
+            _ => problems.push((
+                key,
+                "a step is either { set_weight = N } or { pause = \"10m\" | \"manual\" }".into(),
+            )),
+        }
+    }
+    if raw.steps.is_empty() {
+        problems.push(("steps".into(), "a rollout needs at least one step".into()));
+    }
+    if raw.from == raw.to {
+        problems.push((
+            "to".into(),
+            "`from` and `to` must be different groups".into(),
+        ));
+    }
+    let slack = match humantime::parse_duration(raw.slack.as_deref().unwrap_or("5s")) {
+        Ok(d) => d.as_secs(),
+        Err(e) => {
+            problems.push(("slack".into(), format!("not a duration: {e}")));
+            0
+        }
+    };
+    if problems.is_empty() {
+        Ok(RolloutPlan {
+            from: raw.from.clone(),
+            to: raw.to.clone(),
+            steps,
+            slack,
+        })
+    } else {
+        Err(problems)
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -424,11 +498,31 @@ pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
                 "every group or endpoint weight is 0: the pool would never answer",
             );
         }
+        let rollout = rp.rollout.as_ref().and_then(|raw| match plan(raw) {
+            Ok(p) => {
+                for group in [&p.from, &p.to] {
+                    if !groups.iter().any(|g| g.name == *group) {
+                        c.push(
+                            &format!("{key}.rollout"),
+                            format!("no group `{group}` in this pool"),
+                        );
+                    }
+                }
+                Some(p)
+            }
+            Err(problems) => {
+                for (k, message) in problems {
+                    c.push(&format!("{key}.rollout.{k}"), message);
+                }
+                None
+            }
+        });
         if c.problems.len() == before {
             pools.push((
                 i,
                 Pool {
                     check: default_check.clone(),
+                    rollout: rollout.clone(),
                     name,
                     ttl,
                     answers,

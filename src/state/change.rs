@@ -478,6 +478,18 @@ pub fn prune(pools: &[Pool], overlay: &Overlay, now: u64) -> (Overlay, Vec<Audit
             }
         }
     }
+    for (pool, r) in &overlay.rollouts {
+        match pool_of(pool) {
+            Some(p) if has_group(p, &r.from) && has_group(p, &r.to) => {
+                next.rollouts.insert(pool.clone(), r.clone());
+            }
+            _ => drop_entry(
+                pool,
+                format!("rollout {} -> {}", r.from, r.to),
+                json!({ "weight": r.weight }),
+            ),
+        }
+    }
     (next, dropped)
 }
 

@@ -16,5 +16,6 @@ mod health;
 mod managed_health;
 mod pools;
 mod protocol;
+mod rollouts;
 mod support;
 mod transport;

@@ -1,0 +1,399 @@
+//! Canary rollouts: a pool's traffic moves from group `from` to group `to` in steps. The
+//! transitions are pure functions of (rollout, now, settle time, health) (`start`, `tick`,
+//! `command`), applied by the state writer like any other change (persisted, audited); `run` is
+//! the driver, a task that only looks at the published snapshot and names the pools whose step
+//! is due; the writer turns that into `StateEvent::Rollout` and checks again.
+//!
+//! TTL-aware settling: answers live on in resolver caches for their TTL, so every weight change
+//! records `settled_at = changed_at + pool TTL + slack`. The next weight change waits for it, and
+//! a timed pause counts from it. Times are wall-clock Unix seconds so that a restart resumes the
+//! same deadlines; `now()` follows tokio's clock so tests can pause it.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{Health, Name, Override, Pool, Rollout, RolloutState, Step, View};
+use crate::snapshot::Snapshot;
+
+/// How often the driver looks for due steps.
+pub const DRIVER_TICK: Duration = Duration::from_millis(500);
+
+/// Wall-clock Unix seconds, advancing with tokio's clock (so a paused test clock drives it).
+pub fn now() -> u64 {
+    static BASE: OnceLock<(u64, tokio::time::Instant)> = OnceLock::new();
+    let (wall, at) = BASE.get_or_init(|| {
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        (wall, tokio::time::Instant::now())
+    });
+    wall + tokio::time::Instant::now()
+        .saturating_duration_since(*at)
+        .as_secs()
+}
+
+/// What an operator (or the driver) asks of a pool's rollout.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Start(Plan),
+    /// The driver: run whatever is due now.
+    Tick,
+    /// Run the next step now; `full` jumps to 100%.
+    Promote {
+        full: bool,
+    },
+    Pause,
+    Resume,
+    Abort {
+        reason: String,
+    },
+    /// Go back to the previous weight and pause there.
+    Undo,
+}
+
+impl Command {
+    /// The audit action name.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Command::Start(_) => "rollout-start",
+            Command::Tick => "rollout-step",
+            Command::Promote { .. } => "rollout-promote",
+            Command::Pause => "rollout-pause",
+            Command::Resume => "rollout-resume",
+            Command::Abort { .. } => "rollout-abort",
+            Command::Undo => "rollout-undo",
+        }
+    }
+}
+
+/// A rollout plan (`model::RolloutPlan`).
+pub type Plan = crate::model::RolloutPlan;
+
+/// Checks a plan against the pool.
+pub fn validate(plan: &Plan, pool: &Pool) -> Result<(), String> {
+    for group in [&plan.from, &plan.to] {
+        if !pool.groups.iter().any(|g| g.name == *group) {
+            return Err(format!("no group `{group}` in pool `{}`", pool.name));
+        }
+    }
+    if plan.from == plan.to {
+        return Err("`from` and `to` must be different groups".into());
+    }
+    if plan.steps.is_empty() {
+        return Err("a rollout needs at least one step".into());
+    }
+    if let Some(w) = plan.steps.iter().find_map(|s| match s {
+        Step::SetWeight(w) if *w > 100 => Some(w),
+        _ => None,
+    }) {
+        return Err(format!("set_weight {w} is above 100"));
+    }
+    Ok(())
+}
+
+/// A new rollout: `to` goes to 0% at once; the first step waits for that to settle.
+pub fn start(plan: &Plan, now: u64, ttl: u32) -> Rollout {
+    Rollout {
+        from: plan.from.clone(),
+        to: plan.to.clone(),
+        steps: plan.steps.clone(),
+        slack: plan.slack,
+        step: 0,
+        state: RolloutState::Running,
+        weight: 0,
+        changed_at: now,
+        settled_at: now + u64::from(ttl) + plan.slack,
+    }
+}
+
+fn set_weight(r: &mut Rollout, weight: u32, now: u64, ttl: u32) {
+    r.weight = weight;
+    r.changed_at = now;
+    r.settled_at = now + u64::from(ttl) + r.slack;
+}
+
+/// Running, waiting for promote, or paused: not finished.
+pub fn active(r: &Rollout) -> bool {
+    matches!(
+        r.state,
+        RolloutState::Running | RolloutState::WaitingPromote | RolloutState::Paused
+    )
+}
+
+/// What is due at `now`, if anything: the health gate (an endpoint of `to` down while it takes
+/// traffic aborts), then the next step once its time has come. None when nothing changes.
+pub fn tick(r: &Rollout, now: u64, ttl: u32, to_down: Option<&str>) -> Option<Rollout> {
+    let mut next = r.clone();
+    if let Some(endpoint) = to_down
+        && active(r)
+        && r.weight > 0
+    {
+        next.state = RolloutState::Aborted {
+            reason: format!(
+                "health gate: endpoint {endpoint} of group `{}` is down",
+                r.to
+            ),
+        };
+        set_weight(&mut next, 0, now, ttl);
+        return Some(next);
+    }
+    if r.state != RolloutState::Running {
+        return None;
+    }
+    match r.steps.get(r.step) {
+        None if now >= r.settled_at => next.state = RolloutState::Done,
+        None => return None,
+        Some(Step::SetWeight(w)) if now >= r.settled_at => {
+            set_weight(&mut next, *w, now, ttl);
+            next.step += 1;
+        }
+        Some(Step::Pause(Some(secs))) if now >= r.settled_at + secs => next.step += 1,
+        // A manual pause, too, starts once the last change has settled.
+        Some(Step::Pause(None)) if now >= r.settled_at => next.state = RolloutState::WaitingPromote,
+        Some(_) => return None,
+    }
+    Some(next)
+}
+
+/// Applies an operator command (Start and Tick go through `start` and `tick`). Err says why it
+/// does not apply in the rollout's state.
+pub fn command(r: &Rollout, cmd: &Command, now: u64, ttl: u32) -> Result<Rollout, String> {
+    let mut next = r.clone();
+    let state = &r.state;
+    match cmd {
+        Command::Start(_) | Command::Tick => return Err("not an operator command".into()),
+        Command::Promote { full: true } if active(r) => {
+            set_weight(&mut next, 100, now, ttl);
+            next.step = r.steps.len();
+            next.state = RolloutState::Running;
+        }
+        Command::Promote { full: false } if active(r) => {
+            next.state = RolloutState::Running;
+            // Past a pause if we are at one, then the next weight change, now.
+            if matches!(r.steps.get(next.step), Some(Step::Pause(_))) {
+                next.step += 1;
+            }
+            if let Some(Step::SetWeight(w)) = r.steps.get(next.step) {
+                set_weight(&mut next, *w, now, ttl);
+                next.step += 1;
+            }
+        }
+        Command::Pause if matches!(state, RolloutState::Running | RolloutState::WaitingPromote) => {
+            next.state = RolloutState::Paused;
+        }
+        Command::Resume if *state == RolloutState::Paused => next.state = RolloutState::Running,
+        Command::Abort { reason } if active(r) => {
+            next.state = RolloutState::Aborted {
+                reason: if reason.is_empty() {
+                    "aborted by an operator".into()
+                } else {
+                    reason.clone()
+                },
+            };
+            set_weight(&mut next, 0, now, ttl);
+        }
+        Command::Undo if active(r) => {
+            // The step that set the current weight, and the weight before it.
+            let executed = r.steps[..r.step.min(r.steps.len())]
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| match s {
+                    Step::SetWeight(w) => Some((i, *w)),
+                    Step::Pause(_) => None,
+                })
+                .collect::<Vec<_>>();
+            let Some(&(at, _)) = executed.last() else {
+                return Err("nothing to undo: no weight has been set yet".into());
+            };
+            let previous = executed.len().checked_sub(2).map_or(0, |i| executed[i].1);
+            set_weight(&mut next, previous, now, ttl);
+            next.step = at;
+            next.state = RolloutState::Paused;
+        }
+        _ => {
+            return Err(format!(
+                "the rollout is {}; `{}` does not apply",
+                state_name(state),
+                cmd.action()
+            ));
+        }
+    }
+    Ok(next)
+}
+
+pub fn state_name(state: &RolloutState) -> &'static str {
+    match state {
+        RolloutState::Running => "running",
+        RolloutState::WaitingPromote => "waiting for promote",
+        RolloutState::Paused => "paused",
+        RolloutState::Done => "done",
+        RolloutState::Aborted { .. } => "aborted",
+    }
+}
+
+/// The first endpoint of group `to` that counts as down in `view`, if any.
+pub fn to_down(view: &View, pool: &Pool, to: &str) -> Option<String> {
+    let group = pool.groups.iter().find(|g| g.name == to)?;
+    group
+        .endpoints
+        .iter()
+        .find(|e| match e.force {
+            Override::Down => true,
+            Override::Up => false,
+            Override::Auto => e.probe.as_ref().is_some_and(|k| {
+                view.health.get(k).copied().unwrap_or(k.check.initial) == Health::Down
+            }),
+        })
+        .map(|e| e.address.to_string())
+}
+
+/// The driver: every `DRIVER_TICK`, for each rollout in the published state with a step due,
+/// sends the pool's name to the writer (which checks again against its own state).
+pub async fn run(
+    snapshot: std::sync::Arc<ArcSwap<Snapshot>>,
+    due: mpsc::Sender<Name>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(DRIVER_TICK);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let snap = snapshot.load();
+        let view = &snap.view;
+        let now = now();
+        for (name, r) in &view.overlay.rollouts {
+            let Some(pool) = view.pools.iter().find(|p| p.name.to_string() == *name) else {
+                continue;
+            };
+            let down = to_down(view, pool, &r.to);
+            if tick(r, now, pool.ttl, down.as_deref()).is_some()
+                && due.send(pool.name.clone()).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            from: "blue".into(),
+            to: "green".into(),
+            steps: vec![
+                Step::SetWeight(5),
+                Step::Pause(Some(60)),
+                Step::SetWeight(50),
+                Step::Pause(None),
+                Step::SetWeight(100),
+            ],
+            slack: 5,
+        }
+    }
+
+    /// Runs ticks second by second from `from` to `to`, returning (second, weight, state) at
+    /// each change.
+    fn walk(mut r: Rollout, from: u64, to: u64) -> (Rollout, Vec<(u64, u32, &'static str)>) {
+        let mut changes = Vec::new();
+        for t in from..=to {
+            while let Some(next) = tick(&r, t, 30, None) {
+                r = next;
+                changes.push((t, r.weight, state_name(&r.state)));
+            }
+        }
+        (r, changes)
+    }
+
+    #[test]
+    fn steps_wait_for_settling_and_pauses_count_from_it() {
+        // TTL 30 + slack 5: every change settles 35 s later.
+        let r = start(&plan(), 1000, 30);
+        assert_eq!((r.weight, r.settled_at), (0, 1035));
+        let (r, changes) = walk(r, 1000, 2000);
+        assert_eq!(
+            changes,
+            vec![
+                (1035, 5, "running"),              // first step once 0% settled
+                (1130, 5, "running"),              // pause: 60 s after settling at 1070
+                (1130, 50, "running"),             // next weight at once (already settled)
+                (1165, 50, "waiting for promote"), // manual pause once 50% settled
+            ]
+        );
+        let r = command(&r, &Command::Promote { full: false }, 3000, 30).unwrap();
+        assert_eq!((r.weight, r.settled_at), (100, 3035));
+        let (r, changes) = walk(r, 3000, 4000);
+        assert_eq!(changes, vec![(3035, 100, "done")]);
+        assert!(
+            command(&r, &Command::Pause, 4000, 30).is_err(),
+            "done is done"
+        );
+    }
+
+    #[test]
+    fn health_gate_aborts_only_while_to_takes_traffic() {
+        let r = start(&plan(), 0, 30);
+        assert_eq!(
+            tick(&r, 1, 30, Some("192.0.2.20")),
+            None,
+            "0% to: nothing to protect yet"
+        );
+        let r = tick(&r, 35, 30, None).unwrap();
+        let aborted = tick(&r, 36, 30, Some("192.0.2.20")).unwrap();
+        assert_eq!(aborted.weight, 0);
+        assert!(
+            matches!(&aborted.state, RolloutState::Aborted { reason } if reason.contains("192.0.2.20"))
+        );
+        assert_eq!(tick(&aborted, 99, 30, Some("192.0.2.20")), None);
+    }
+
+    #[test]
+    fn operator_commands() {
+        let r = start(&plan(), 0, 30);
+        let (r, _) = walk(r, 0, 1200);
+        assert_eq!(r.weight, 50);
+        let paused = command(&r, &Command::Pause, 1300, 30).unwrap();
+        assert_eq!(
+            walk(paused.clone(), 1300, 2000).1,
+            vec![],
+            "paused stays put"
+        );
+        let undone = command(&paused, &Command::Undo, 1400, 30).unwrap();
+        assert_eq!(
+            (undone.weight, undone.step, state_name(&undone.state)),
+            (5, 2, "paused")
+        );
+        let resumed = command(&undone, &Command::Resume, 1500, 30).unwrap();
+        let (again, _) = walk(resumed, 1500, 1600);
+        assert_eq!(
+            again.weight, 50,
+            "resuming redoes the undone step once settled"
+        );
+        let full = command(&again, &Command::Promote { full: true }, 1700, 30).unwrap();
+        assert_eq!(full.weight, 100);
+        let aborted = command(
+            &again,
+            &Command::Abort {
+                reason: String::new(),
+            },
+            1700,
+            30,
+        )
+        .unwrap();
+        assert_eq!(aborted.weight, 0);
+        assert!(command(&aborted, &Command::Resume, 1800, 30).is_err());
+        let fresh = start(&plan(), 0, 30);
+        assert!(
+            command(&fresh, &Command::Undo, 1, 30).is_err(),
+            "nothing to undo"
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! Canary rollouts end to end: the real server, its admin API, answers over DNS (TCP, inside the
+//! paused-clock runtime), real backends for the health gate.
+
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::backends::Backend;
+use crate::support::*;
+
+const ZONE: &str =
+    "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\n";
+
+fn pool(check: &str, green: &str) -> String {
+    format!(
+        "[[pool]]\nname = \"app.example.com.\"\nttl = 30\n{check}\n[pool.rollout]\nfrom = \"blue\"\nto = \"green\"\nslack = \"5s\"\nsteps = [{{ set_weight = 5 }}, {{ pause = \"60s\" }}, {{ set_weight = 50 }}, {{ pause = \"manual\" }}, {{ set_weight = 100 }}]\n[[pool.group]]\nname = \"blue\"\nweight = 100\nendpoints = [{{ address = \"192.0.2.10\" }}]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{{ address = \"192.0.2.20\"{green} }}]\n"
+    )
+}
+
+async fn http(s: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let mut stream = TcpStream::connect(s.admin()).await.unwrap();
+    let b = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        b.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text[9..12].parse().unwrap();
+    let raw = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&raw).unwrap_or(Value::String(raw)),
+    )
+}
+
+async fn status(s: &Server) -> Value {
+    let (code, body) = http(s, "GET", "/v1/pools/app.example.com/rollout", None).await;
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// Share of 400 answers that went to green.
+async fn green_share(s: &Server) -> f64 {
+    let q = query("app.example.com.", RecordType::A).to_vec().unwrap();
+    let replies = tcp_pipeline(s.addr, &vec![q; 400]).await;
+    let green = replies
+        .iter()
+        .filter(|r| r.answers[0].data.to_string() == "192.0.2.20")
+        .count();
+    green as f64 / 400.0
+}
+
+/// Steps the paused clock a second at a time until the rollout's weight is `weight`; returns
+/// the seconds it took.
+async fn until_weight(s: &Server, weight: u64, limit: u64) -> u64 {
+    for waited in 0..=limit {
+        if status(s).await["weight"] == weight {
+            return waited;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!(
+        "weight never reached {weight} within {limit}s: {}",
+        status(s).await
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_walks_its_steps_honouring_settle_times_and_pauses() {
+    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", "")).await;
+    assert_eq!(green_share(&s).await, 0.0);
+    let (code, body) = http(&s, "POST", "/v1/pools/app.example.com/rollouts", None).await;
+    assert_eq!(code, 200, "{body}");
+    let st = status(&s).await;
+    assert_eq!(
+        (
+            st["state"].clone(),
+            st["weight"].clone(),
+            st["settles_in"].clone()
+        ),
+        (json!("running"), json!(0), json!(35))
+    );
+    assert_eq!(st["next"], "set_weight 5");
+
+    // 5% once the 0% change has settled (TTL 30 + slack 5).
+    let took = until_weight(&s, 5, 40).await;
+    assert!((34..=36).contains(&took), "5% after {took}s");
+    let share = green_share(&s).await;
+    assert!(share > 0.0 && share < 0.15, "green share {share}");
+    // The 60 s pause counts from when 5% settled: 35 + 60 = 95 s later.
+    let took = until_weight(&s, 50, 100).await;
+    assert!((94..=96).contains(&took), "50% after {took}s");
+    let share = green_share(&s).await;
+    assert!((0.35..0.65).contains(&share), "green share {share}");
+    // A manual pause waits for promote, however long.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let st = status(&s).await;
+    assert_eq!(
+        (st["state"].clone(), st["weight"].clone()),
+        (json!("waiting for promote"), json!(50))
+    );
+    let (code, _) = http(
+        &s,
+        "POST",
+        "/v1/pools/app.example.com/rollout/promote",
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(status(&s).await["weight"], 100);
+    assert_eq!(green_share(&s).await, 1.0);
+    tokio::time::sleep(Duration::from_secs(36)).await;
+    assert_eq!(status(&s).await["state"], "done");
+
+    let (_, audit) = http(&s, "GET", "/v1/audit?pool=app.example.com", None).await;
+    let actions: Vec<&str> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "rollout-step",
+            "rollout-promote",
+            "rollout-step",
+            "rollout-step",
+            "rollout-step",
+            "rollout-step",
+            "rollout-start"
+        ]
+    );
+    s.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_down_canary_endpoint_aborts_and_traffic_returns() {
+    let mut backend = Backend::tcp().await;
+    let green = format!(
+        ", probe = \"{}\", check = {{ kind = \"tcp\", interval = \"1s\", timeout = \"500ms\", rise = 1, fall = 2 }}",
+        backend.addr()
+    );
+    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", &green)).await;
+    let plan = r#"{"from": "blue", "to": "green", "steps": [{"set_weight": 50}, {"pause": "manual"}], "slack": "0s", "reason": "v2"}"#;
+    let (code, body) = http(&s, "POST", "/v1/pools/app.example.com/rollouts", Some(plan)).await;
+    assert_eq!(code, 200, "{body}");
+    until_weight(&s, 50, 40).await;
+    assert!(green_share(&s).await > 0.3);
+
+    backend.stop().await;
+    until_weight(&s, 0, 10).await;
+    let st = status(&s).await;
+    assert_eq!(st["state"], "aborted");
+    assert!(
+        st["reason"].as_str().unwrap().contains("192.0.2.20"),
+        "{st}"
+    );
+    assert_eq!(green_share(&s).await, 0.0, "traffic is back on blue");
+    let (_, audit) = http(&s, "GET", "/v1/audit?limit=1", None).await;
+    assert_eq!(audit["records"][0]["action"], "rollout-step");
+    assert!(
+        audit["records"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("health gate")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn rollout_requests_are_checked() {
+    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", "")).await;
+    let cases: [(&str, &str, Option<&str>, u16); 6] = [
+        (
+            "POST",
+            "/v1/pools/app.example.com/rollout/promote",
+            None,
+            404,
+        ),
+        ("GET", "/v1/pools/app.example.com/rollout", None, 404),
+        (
+            "POST",
+            "/v1/pools/app.example.com/rollouts",
+            Some(r#"{"from": "blue", "to": "red", "steps": [{"set_weight": 5}]}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/pools/app.example.com/rollouts",
+            Some(r#"{"from": "blue", "to": "green", "steps": [{"set_weight": 500}]}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/pools/app.example.com/rollouts",
+            Some(r#"{"from": "blue", "to": "green", "steps": []}"#),
+            400,
+        ),
+        ("POST", "/v1/pools/nope.example.com/rollouts", None, 404),
+    ];
+    for (method, path, body, want) in cases {
+        let (code, reply) = http(&s, method, path, body).await;
+        assert_eq!(code, want, "{method} {path} {body:?}: {reply}");
+    }
+    assert_eq!(
+        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
+            .await
+            .0,
+        200
+    );
+    let (code, reply) = http(&s, "POST", "/v1/pools/app.example.com/rollouts", None).await;
+    assert_eq!(code, 409, "{reply}");
+    assert_eq!(
+        http(
+            &s,
+            "POST",
+            "/v1/pools/app.example.com/rollout/sideways",
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        http(&s, "POST", "/v1/pools/app.example.com/rollout/resume", None)
+            .await
+            .0,
+        409,
+        "not paused"
+    );
+    assert_eq!(
+        http(
+            &s,
+            "POST",
+            "/v1/pools/app.example.com/rollout/abort",
+            Some(r#"{"reason": "bad build"}"#)
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(status(&s).await["reason"], "bad build");
+    s.stop().await;
+}
