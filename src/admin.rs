@@ -488,6 +488,15 @@ async fn rollout_start(
     } else {
         serde_json::from_slice(&raw).map_err(|e| bad_request(format!("bad rollout body: {e}")))?
     };
+    if start
+        .plan
+        .as_ref()
+        .is_some_and(|p| p.preview_name.is_some())
+    {
+        return Err(bad_request(
+            "preview_name can only be set in [pool.rollout]",
+        ));
+    }
     let plan = match start.plan {
         Some(raw) => crate::config::plan(&raw).map_err(|problems| {
             let list: Vec<String> = problems.iter().map(|(k, m)| format!("{k}: {m}")).collect();

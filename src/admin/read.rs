@@ -226,6 +226,9 @@ pub(super) async fn rollout(
         "settles_in": r.settled_at.saturating_sub(now),
         "next": next,
         "next_at": next_at,
+        // Blue-green and canary alike: once `to` has everything and that has settled in
+        // resolvers' caches, the `from` group gets no more traffic.
+        "from_drained": r.weight == 100 && now >= r.settled_at,
         "now": now,
     });
     Ok(with_generation(view.generation, body))

@@ -46,9 +46,15 @@ pub(super) struct RawPool {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPlan {
+    /// "canary" (default) or "blue-green".
+    pub kind: Option<String>,
     pub from: String,
     pub to: String,
+    /// Canary steps; a blue-green rollout has fixed ones.
+    #[serde(default)]
     pub steps: Vec<RawStep>,
+    /// Blue-green: a name answered only from `to`, for testing it before the flip (config only).
+    pub preview_name: Option<String>,
     /// Added to the pool's TTL before a change counts as settled (default "5s").
     pub slack: Option<String>,
 }
@@ -65,7 +71,29 @@ pub struct RawStep {
 pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
     let mut problems = Vec::new();
     let mut steps = Vec::new();
-    for (i, step) in raw.steps.iter().enumerate() {
+    let blue_green = match raw.kind.as_deref().unwrap_or("canary") {
+        "canary" => false,
+        "blue-green" => true,
+        other => {
+            problems.push((
+                "kind".into(),
+                format!("`{other}` is not one of \"canary\", \"blue-green\""),
+            ));
+            false
+        }
+    };
+    if blue_green {
+        if !raw.steps.is_empty() {
+            problems.push((
+                "steps".into(),
+                "a blue-green rollout has fixed steps; leave `steps` out".into(),
+            ));
+        }
+        // Wait (test `to` on the preview name), flip everything, keep `from` warm for a rollback
+        // until promoted once more (finalize).
+        steps = vec![Step::Pause(None), Step::SetWeight(100), Step::Pause(None)];
+    }
+    for (i, step) in raw.steps.iter().enumerate().filter(|_| !blue_green) {
         let key = format!("steps[{i}]");
         match (step.set_weight, step.pause.as_deref()) {
             (Some(w), None) if (0..=100).contains(&w) => steps.push(Step::SetWeight(w as u32)),
@@ -86,7 +114,7 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             )),
         }
     }
-    if raw.steps.is_empty() {
+    if raw.steps.is_empty() && !blue_green {
         problems.push(("steps".into(), "a rollout needs at least one step".into()));
     }
     if raw.from == raw.to {
@@ -559,7 +587,43 @@ pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
             at = next;
         }
     }
-    pools.into_iter().map(|(_, p)| p).collect()
+    // Blue-green preview names: a pool of their own answering only from the `to` group.
+    let mut previews = Vec::new();
+    for (i, pool) in &pools {
+        let Some(name) = raw[*i]
+            .rollout
+            .as_ref()
+            .and_then(|r| r.preview_name.as_ref())
+        else {
+            continue;
+        };
+        let key = format!("pool[{i}].rollout.preview_name");
+        let Some(plan) = &pool.rollout else { continue };
+        let preview = match Name::parse(name) {
+            Ok(n) => n,
+            Err(e) => {
+                c.push(&key, format!("`{name}`: {e}"));
+                continue;
+            }
+        };
+        if pools.iter().any(|(_, p)| p.name == preview) {
+            c.push(&key, format!("`{preview}` is also a pool"));
+            continue;
+        }
+        let Some(group) = pool.groups.iter().find(|g| g.name == plan.to) else {
+            continue;
+        };
+        previews.push(Pool {
+            name: preview,
+            rollout: None,
+            groups: vec![Group {
+                weight: 1,
+                ..group.clone()
+            }],
+            ..pool.clone()
+        });
+    }
+    pools.into_iter().map(|(_, p)| p).chain(previews).collect()
 }
 
 #[cfg(test)]

@@ -917,3 +917,70 @@ async fn the_api_over_tls_with_tokens() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_rollout_resumes_at_the_same_step_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 0\n[pool.rollout]\nfrom = \"blue\"\nto = \"green\"\nslack = \"0s\"\nsteps = [{ set_weight = 10 }, { pause = \"manual\" }, { set_weight = 100 }]\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }]\n";
+    let config = write_config(dir.path(), pool);
+    let weir = WeirProcess::start(&config, &[]).unwrap();
+    let admin = weir.admin.unwrap();
+    assert_eq!(
+        http(
+            admin,
+            "POST",
+            "/v1/pools/app.example.com/rollouts",
+            &[],
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    // TTL 0 and no slack: the first step is due at once; the driver runs it within a tick.
+    let mut before = Value::Null;
+    for _ in 0..100 {
+        before = get(admin, "/v1/pools/app.example.com/rollout").await;
+        if before["state"] == "waiting for promote" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (before["state"].as_str(), before["weight"].as_u64()),
+        (Some("waiting for promote"), Some(10)),
+        "{before}"
+    );
+
+    weir.signal(libc::SIGKILL);
+    drop(weir);
+    let weir = WeirProcess::start(&config, &[]).unwrap();
+    let admin = weir.admin.unwrap();
+    let after = get(admin, "/v1/pools/app.example.com/rollout").await;
+    for field in [
+        "state",
+        "step",
+        "weight",
+        "changed_at",
+        "settled_at",
+        "generation",
+    ] {
+        assert_eq!(after[field], before[field], "{field} after the restart");
+    }
+    let seen = answered(weir.dns, 400).await;
+    assert_eq!(
+        seen,
+        ["192.0.2.10", "192.0.2.20"],
+        "10% still goes to green"
+    );
+    let (status, _) = http(
+        admin,
+        "POST",
+        "/v1/pools/app.example.com/rollout/promote",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(answered(weir.dns, 100).await, ["192.0.2.20"]);
+}

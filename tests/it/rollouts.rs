@@ -252,3 +252,88 @@ async fn rollout_requests_are_checked() {
     assert_eq!(status(&s).await["reason"], "bad build");
     s.stop().await;
 }
+
+async fn answers_for(s: &Server, name: &str) -> Vec<String> {
+    let q = query(name, RecordType::A).to_vec().unwrap();
+    let mut seen: Vec<String> = tcp_pipeline(s.addr, &vec![q; 100])
+        .await
+        .iter()
+        .flat_map(|r| r.answers.iter().map(|a| a.data.to_string()))
+        .collect();
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
+#[tokio::test(start_paused = true)]
+async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
+    let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 30\n[pool.rollout]\nkind = \"blue-green\"\nfrom = \"blue\"\nto = \"green\"\npreview_name = \"preview.app.example.com.\"\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }]\n";
+    let s = Server::with_pools(&[("example.com.", ZONE)], "", pool).await;
+    assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.10"]);
+    assert_eq!(
+        answers_for(&s, "preview.app.example.com.").await,
+        ["192.0.2.20"],
+        "the preview name answers only `to`"
+    );
+
+    assert_eq!(
+        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(36)).await;
+    assert_eq!(status(&s).await["state"], "waiting for promote");
+    // The flip: everything at once; `from` counts as drained only once that has settled.
+    assert_eq!(
+        http(
+            &s,
+            "POST",
+            "/v1/pools/app.example.com/rollout/promote",
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.20"]);
+    assert_eq!(status(&s).await["from_drained"], false);
+    tokio::time::sleep(Duration::from_secs(36)).await;
+    let st = status(&s).await;
+    assert_eq!(
+        (st["from_drained"].clone(), st["state"].clone()),
+        (json!(true), json!("waiting for promote"))
+    );
+    // Rollback window: undo goes back to `from`.
+    assert_eq!(
+        http(&s, "POST", "/v1/pools/app.example.com/rollout/undo", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.10"]);
+    assert_eq!(
+        http(&s, "POST", "/v1/pools/app.example.com/rollout/resume", None)
+            .await
+            .0,
+        200
+    );
+    until_weight(&s, 100, 40).await;
+    tokio::time::sleep(Duration::from_secs(36)).await;
+    // Finalize.
+    assert_eq!(
+        http(
+            &s,
+            "POST",
+            "/v1/pools/app.example.com/rollout/promote",
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status(&s).await["state"], "done");
+    assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.20"]);
+    s.stop().await;
+}
