@@ -10,6 +10,9 @@
 //! - `POST /v1/pools/{pool}/rollouts` (an inline plan, or none for `[pool.rollout]`),
 //!   `GET /v1/pools/{pool}/rollout`, `POST /v1/pools/{pool}/rollout/{promote|pause|resume|abort|undo}`
 //!   (`promote` takes `{"full": true}` to jump to 100%): canary rollouts (see `rollout`).
+//! - `GET /v1/pools/{pool}/preview?weights=blue:50,green:50&down=ADDR,..&family=ipv4`: the exact
+//!   probability of each endpoint and answer set under those weights and that health, and for
+//!   sticky pools the share of client subnets that would move. Changes nothing.
 //! - `GET /v1/audit?pool=&limit=`: the audit log, newest first (read scope).
 //!
 //! Writes are validated here for shape (400), then sent to the state writer as a
@@ -132,6 +135,7 @@ pub fn router(ctx: AdminContext) -> Router {
         )
         .route("/v1/pools/{pool}/rollouts", post(rollout_start))
         .route("/v1/pools/{pool}/rollout", get(read::rollout))
+        .route("/v1/pools/{pool}/preview", get(read::preview))
         .route("/v1/pools/{pool}/rollout/{action}", post(rollout_command))
         .route("/v1/reload", post(reload))
         .route("/v1/audit", get(audit))

@@ -16,7 +16,7 @@ use crate::model::{
 use crate::zones::Zone;
 
 mod pool;
-pub use pool::{Client, FamilyStatus, PoolStatus, Subnet};
+pub use pool::{Client, FamilyStatus, PoolStatus, Preview, Subnet};
 
 /// Longest CNAME chain followed inside a zone before answering with what we have (as Knot).
 const MAX_CNAME_CHAIN: usize = 8;
@@ -220,6 +220,20 @@ impl Snapshot {
 
     pub fn zone_count(&self) -> usize {
         self.index.zones.len()
+    }
+
+    /// What `proposed` (a served pool with hypothetical weights or health) would answer for
+    /// `qtype` (A or AAAA), compared with how the pool answers now (admin preview).
+    pub fn pool_preview(&self, proposed: &Pool, qtype: u16) -> Result<Preview, String> {
+        let by_name: HashMap<&Name, &Pool> = self.view.pools.iter().map(|p| (&p.name, p)).collect();
+        let health_of = |k: &ProbeKey| self.view.health.get(k).copied().unwrap_or(k.check.initial);
+        let current = self
+            .view
+            .pools
+            .iter()
+            .position(|p| p.name == proposed.name)
+            .and_then(|i| self.pools.get(i));
+        pool::preview(proposed, current, &by_name, &health_of, qtype)
     }
 
     /// How a pool answers right now, per family (for the admin API).

@@ -234,6 +234,69 @@ pub(super) async fn rollout(
     Ok(with_generation(view.generation, body))
 }
 
+/// `GET /v1/pools/{pool}/preview?weights=blue:50,green:50&down=192.0.2.10&family=ipv4`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PreviewQuery {
+    /// `group:weight` pairs, comma separated.
+    weights: Option<String>,
+    /// Endpoint addresses to treat as down, comma separated.
+    down: Option<String>,
+    /// "ipv4" (default) or "ipv6".
+    family: Option<String>,
+}
+
+/// The exact probability of each endpoint and answer set under proposed weights and a
+/// hypothetical set of down endpoints; for sticky pools, the share of clients that would move.
+/// Changes nothing.
+pub(super) async fn preview(
+    State(ctx): State<AdminContext>,
+    Path(name): Path<String>,
+    query: Result<Query<PreviewQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
+    let snapshot = ctx.snapshot.load();
+    let mut proposed = find_pool(&snapshot.view.pools, &name)?.clone();
+    for pair in q.weights.iter().flat_map(|w| w.split(',')).filter(|p| !p.is_empty()) {
+        let (group, weight) = pair
+            .split_once(':')
+            .and_then(|(g, w)| Some((g, w.trim().parse::<u32>().ok()?)))
+            .ok_or_else(|| bad_request(format!("weights: `{pair}` is not `group:weight`")))?;
+        let g = proposed
+            .groups
+            .iter_mut()
+            .find(|g| g.name == group)
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no group `{group}`")))?;
+        g.weight = weight;
+    }
+    for addr in q.down.iter().flat_map(|d| d.split(',')).filter(|a| !a.is_empty()) {
+        let address: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| bad_request(format!("down: `{addr}` is not an IP address")))?;
+        let e = proposed
+            .groups
+            .iter_mut()
+            .flat_map(|g| g.endpoints.iter_mut())
+            .find(|e| e.address == address)
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no endpoint {address}")))?;
+        e.force = Override::Down;
+    }
+    let qtype = match q.family.as_deref().unwrap_or("ipv4") {
+        "ipv4" => crate::model::rtype::A,
+        "ipv6" => crate::model::rtype::AAAA,
+        other => return Err(bad_request(format!("family `{other}` is not ipv4 or ipv6"))),
+    };
+    let preview = snapshot
+        .pool_preview(&proposed, qtype)
+        .map_err(bad_request)?;
+    Ok(Json(json!({
+        "pool": proposed.name.to_string(),
+        "generation": snapshot.view.generation,
+        "preview": preview,
+    }))
+    .into_response())
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditQuery {

@@ -49,7 +49,8 @@ struct Candidate {
     weight: f64,
     /// Stable per-address hash for rendezvous.
     seed: u64,
-    answered: IntCounter,
+    /// None in a preview, which counts nothing.
+    answered: Option<IntCounter>,
 }
 
 #[derive(Debug)]
@@ -110,8 +111,8 @@ pub(super) fn build(
     health: HealthOf<'_>,
     metrics: &Metrics,
 ) -> PoolNode {
-    let (v4, d4) = family(pool, rtype::A, pools, health, metrics, 0);
-    let (v6, d6) = family(pool, rtype::AAAA, pools, health, metrics, 0);
+    let (v4, d4) = family(pool, rtype::A, pools, health, Some(metrics), 0);
+    let (v6, d6) = family(pool, rtype::AAAA, pools, health, Some(metrics), 0);
     PoolNode {
         answers: pool.answers,
         sticky: pool.sticky == Sticky::ClientSubnet,
@@ -133,7 +134,7 @@ fn family(
     t: u16,
     pools: &HashMap<&crate::model::Name, &Pool>,
     health: HealthOf<'_>,
-    metrics: &Metrics,
+    metrics: Option<&Metrics>,
     depth: usize,
 ) -> (Outcome, bool) {
     let family_name = if t == rtype::A { "ipv4" } else { "ipv6" };
@@ -159,22 +160,24 @@ fn family(
             configured += f64::from(g.weight);
             up_weight += f64::from(g.weight) * alive / all;
         }
-        for e in g.endpoints.iter().filter(|e| of_family(&e.address, t)) {
-            metrics.endpoint_health(
-                &pool.name.to_string(),
-                &g.name,
-                &e.address.to_string(),
-                up(e),
-            );
+        if let Some(metrics) = metrics {
+            for e in g.endpoints.iter().filter(|e| of_family(&e.address, t)) {
+                let (name, addr) = (pool.name.to_string(), e.address.to_string());
+                metrics.endpoint_health(&name, &g.name, &addr, up(e));
+            }
         }
     }
     if !any {
-        metrics.pool_degraded(&pool.name.to_string(), family_name, false);
+        if let Some(metrics) = metrics {
+            metrics.pool_degraded(&pool.name.to_string(), family_name, false);
+        }
         return (Outcome::NoData, false);
     }
     let degraded =
         up_weight <= 0.0 || (configured > 0.0 && up_weight / configured < pool.min_healthy);
-    metrics.pool_degraded(&pool.name.to_string(), family_name, degraded);
+    if let Some(metrics) = metrics {
+        metrics.pool_degraded(&pool.name.to_string(), family_name, degraded);
+    }
     if !degraded {
         return (candidates(pool, t, pool.ttl, &up, metrics), false);
     }
@@ -210,7 +213,7 @@ fn candidates(
     t: u16,
     ttl: u32,
     include: &dyn Fn(&Endpoint) -> bool,
-    metrics: &Metrics,
+    metrics: Option<&Metrics>,
 ) -> Outcome {
     let mut out = Vec::new();
     let mut spans = Vec::new();
@@ -241,11 +244,9 @@ fn candidates(
                     rdatas: vec![Rdata::Opaque(bytes)],
                 },
                 weight,
-                answered: metrics.endpoint_answers(
-                    &pool.name.to_string(),
-                    &g.name,
-                    &e.address.to_string(),
-                ),
+                answered: metrics.map(|m| {
+                    m.endpoint_answers(&pool.name.to_string(), &g.name, &e.address.to_string())
+                }),
             });
             total += weight;
         }
@@ -322,6 +323,159 @@ fn sticky_key(client: &Client) -> (u64, u8) {
     }
     let key = hash_bytes(&addr, u64::from(family) << 8 | u64::from(prefix));
     (key, if ecs { prefix } else { 0 })
+}
+
+/// The exact answer distribution a pool would have (admin preview).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Preview {
+    /// "answer", "nodata" or "servfail".
+    pub outcome: &'static str,
+    pub degraded: bool,
+    /// Each endpoint's probability of being in an answer.
+    pub endpoints: Vec<(String, f64)>,
+    /// Each possible answer (sorted addresses) and its probability.
+    pub answer_sets: Vec<(Vec<String>, f64)>,
+    /// Sticky pools: the share of client subnets whose answer would change.
+    pub sticky_moved: Option<f64>,
+}
+
+/// Ordered draws enumerated at most; beyond that a preview is refused.
+const PREVIEW_MAX_SEQUENCES: usize = 200_000;
+/// Client subnets sampled to estimate how many sticky clients move.
+const PREVIEW_STICKY_SAMPLES: u64 = 65_536;
+
+fn address(c: &Candidate) -> String {
+    match &c.rrset.rdatas[..] {
+        [Rdata::Opaque(b)] if b.len() == 4 => {
+            IpAddr::from(<[u8; 4]>::try_from(&b[..]).unwrap_or_default()).to_string()
+        }
+        [Rdata::Opaque(b)] if b.len() == 16 => {
+            IpAddr::from(<[u8; 16]>::try_from(&b[..]).unwrap_or_default()).to_string()
+        }
+        _ => String::new(),
+    }
+}
+
+/// Probability of every ordered draw of `k` distinct candidates by weight, summed per set.
+fn enumerate(cands: &[Candidate], total: f64, k: usize) -> Vec<(Vec<usize>, f64)> {
+    fn walk(cands: &[Candidate], k: usize, chosen: &mut Vec<usize>, p: f64, left: f64, out: &mut Vec<(Vec<usize>, f64)>) {
+        if chosen.len() == k || left <= 0.0 {
+            let mut set = chosen.clone();
+            set.sort_unstable();
+            match out.iter_mut().find(|(s, _)| *s == set) {
+                Some((_, q)) => *q += p,
+                None => out.push((set, p)),
+            }
+            return;
+        }
+        for i in 0..cands.len() {
+            let w = cands[i].weight;
+            if w <= 0.0 || chosen.contains(&i) {
+                continue;
+            }
+            chosen.push(i);
+            walk(cands, k, chosen, p * w / left, left - w, out);
+            chosen.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(cands, k, &mut Vec::new(), 1.0, total, &mut out);
+    out
+}
+
+/// Previews `proposed` (a pool with hypothetical weights and health) for family `t`, against
+/// the pool as it answers now (`current`, for how many sticky clients would move).
+pub(super) fn preview(
+    proposed: &Pool,
+    current: Option<&PoolNode>,
+    pools: &HashMap<&crate::model::Name, &Pool>,
+    health: HealthOf<'_>,
+    t: u16,
+) -> Result<Preview, String> {
+    let (outcome, degraded) = family(proposed, t, pools, health, None, 0);
+    let (cands, total, spans) = match &outcome {
+        Outcome::Answer {
+            candidates,
+            total,
+            spans,
+        } => (candidates, *total, spans),
+        other => {
+            return Ok(Preview {
+                outcome: if matches!(other, Outcome::ServFail) { "servfail" } else { "nodata" },
+                degraded,
+                endpoints: Vec::new(),
+                answer_sets: Vec::new(),
+                sticky_moved: None,
+            });
+        }
+    };
+    let k = proposed.answers.min(cands.len());
+    let positive = cands.iter().filter(|c| c.weight > 0.0).count();
+    let sequences: usize = (0..k).map(|i| positive.saturating_sub(i).max(1)).product();
+    if sequences > PREVIEW_MAX_SEQUENCES {
+        return Err(format!(
+            "{positive} endpoints with {k} answers make {sequences} orderings; too many to enumerate"
+        ));
+    }
+    let sets = enumerate(cands, total, k);
+    let endpoints = cands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let p: f64 = sets.iter().filter(|(s, _)| s.contains(&i)).map(|(_, p)| p).sum();
+            (address(c), p)
+        })
+        .collect();
+    let mut answer_sets: Vec<(Vec<String>, f64)> = sets
+        .iter()
+        .map(|(set, p)| {
+            let mut addrs: Vec<String> = set.iter().map(|&i| address(&cands[i])).collect();
+            addrs.sort();
+            (addrs, *p)
+        })
+        .collect();
+    answer_sets.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let sticky_moved = match (proposed.sticky, current) {
+        (Sticky::ClientSubnet, Some(now)) => {
+            let now_outcome = if t == rtype::AAAA { &now.v6 } else { &now.v4 };
+            let Outcome::Answer {
+                candidates: now_cands,
+                spans: now_spans,
+                ..
+            } = now_outcome
+            else {
+                return Ok(Preview {
+                    outcome: "answer",
+                    degraded,
+                    endpoints,
+                    answer_sets,
+                    sticky_moved: None,
+                });
+            };
+            let moved = (0..PREVIEW_STICKY_SAMPLES)
+                .filter(|i| {
+                    let key = mix(*i ^ 0x5EED);
+                    let (mut a, mut b) = (SmallVec::new(), SmallVec::new());
+                    sticky_pick(now_cands, now_spans, key, k.min(now_cands.len()), &mut a);
+                    sticky_pick(cands, spans, key, k, &mut b);
+                    let mut x: Vec<String> = a.iter().map(|&i| address(&now_cands[i])).collect();
+                    let mut y: Vec<String> = b.iter().map(|&i| address(&cands[i])).collect();
+                    x.sort();
+                    y.sort();
+                    x != y
+                })
+                .count();
+            Some(moved as f64 / PREVIEW_STICKY_SAMPLES as f64)
+        }
+        _ => None,
+    };
+    Ok(Preview {
+        outcome: "answer",
+        degraded,
+        endpoints,
+        answer_sets,
+        sticky_moved,
+    })
 }
 
 impl Outcome {
@@ -405,7 +559,9 @@ impl PoolNode {
         }
         for i in chosen {
             let c = &candidates[i];
-            c.answered.inc();
+            if let Some(counter) = &c.answered {
+                counter.inc();
+            }
             ans.answer.push(Entry {
                 owner,
                 rrset: &c.rrset,
