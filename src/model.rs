@@ -465,6 +465,9 @@ pub struct RolloutPlan {
     pub steps: Vec<Step>,
     /// Seconds added to the pool's TTL before a change counts as settled.
     pub slack: u64,
+    /// TTL ramp: serve this TTL while the rollout runs, so steps settle fast.
+    #[serde(default)]
+    pub ramp_ttl: Option<u32>,
 }
 
 /// Where a rollout stands.
@@ -499,6 +502,9 @@ pub struct Rollout {
     /// When the weights last changed, and when resolvers' caches hold only the new answers.
     pub changed_at: u64,
     pub settled_at: u64,
+    /// TTL ramp: the TTL served while the rollout is not finished.
+    #[serde(default)]
+    pub ramp_ttl: Option<u32>,
 }
 
 /// What the admin API shows, published inside each snapshot so readers see one consistent

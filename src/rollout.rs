@@ -95,7 +95,8 @@ pub fn validate(plan: &Plan, pool: &Pool) -> Result<(), String> {
     Ok(())
 }
 
-/// A new rollout: `to` goes to 0% at once; the first step waits for that to settle.
+/// A new rollout: `to` goes to 0% at once; the first step waits for that to settle under the
+/// pool's TTL `ttl` (with a TTL ramp, that is also the wait for the old TTL to expire).
 pub fn start(plan: &Plan, now: u64, ttl: u32) -> Rollout {
     Rollout {
         from: plan.from.clone(),
@@ -107,6 +108,16 @@ pub fn start(plan: &Plan, now: u64, ttl: u32) -> Rollout {
         weight: 0,
         changed_at: now,
         settled_at: now + u64::from(ttl) + plan.slack,
+        ramp_ttl: plan.ramp_ttl,
+    }
+}
+
+/// The TTL answers of the pool carry while `r` stands as it is: the ramp TTL until the rollout
+/// is done or aborted, else the pool's.
+pub fn served_ttl(r: Option<&Rollout>, pool_ttl: u32) -> u32 {
+    match r {
+        Some(r) if active(r) => r.ramp_ttl.map_or(pool_ttl, |t| t.min(pool_ttl)),
+        _ => pool_ttl,
     }
 }
 
@@ -297,6 +308,7 @@ mod tests {
                 Step::SetWeight(100),
             ],
             slack: 5,
+            ramp_ttl: None,
         }
     }
 

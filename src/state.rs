@@ -420,6 +420,8 @@ impl Writer {
         let key = pool.to_string();
         let current = self.overlay.rollouts.get(&key);
         let now = rollout::now();
+        // Changes settle under the TTL served before them (the ramp TTL once a ramp is on).
+        let ttl = rollout::served_ttl(current, config.ttl);
         let next: Rollout = match (&command, current) {
             (rollout::Command::Start(_), Some(r)) if rollout::active(r) => {
                 return Err(ChangeError::Conflict(format!(
@@ -429,7 +431,7 @@ impl Writer {
             }
             (rollout::Command::Start(plan), _) => {
                 rollout::validate(plan, config).map_err(ChangeError::Invalid)?;
-                rollout::start(plan, now, config.ttl)
+                rollout::start(plan, now, ttl)
             }
             (_, None) => {
                 return Err(ChangeError::NotFound(format!(
@@ -443,13 +445,13 @@ impl Writer {
                     .iter()
                     .find(|p| p.name == pool)
                     .and_then(|served| rollout::to_down(&view, served, &r.to));
-                match rollout::tick(r, now, config.ttl, down.as_deref()) {
+                match rollout::tick(r, now, ttl, down.as_deref()) {
                     Some(next) => next,
                     None => return Ok(self.generation),
                 }
             }
             (command, Some(r)) => {
-                rollout::command(r, command, now, config.ttl).map_err(ChangeError::Conflict)?
+                rollout::command(r, command, now, ttl).map_err(ChangeError::Conflict)?
             }
         };
         let summary = |r: Option<&Rollout>| {

@@ -57,6 +57,11 @@ pub struct RawPlan {
     pub preview_name: Option<String>,
     /// Added to the pool's TTL before a change counts as settled (default "5s").
     pub slack: Option<String>,
+    /// Lower the pool's TTL to `rollout_ttl` for the rollout, restoring it at the end.
+    #[serde(default)]
+    pub ttl_ramp: bool,
+    /// The TTL served during a ramped rollout (default "5s").
+    pub rollout_ttl: Option<String>,
 }
 
 /// `{ set_weight = 25 }` or `{ pause = "10m" }` / `{ pause = "manual" }`.
@@ -130,12 +135,27 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             0
         }
     };
+    let ramp_ttl = match (raw.ttl_ramp, raw.rollout_ttl.as_deref()) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            problems.push(("rollout_ttl".into(), "only applies with ttl_ramp = true".into()));
+            None
+        }
+        (true, text) => match humantime::parse_duration(text.unwrap_or("5s")) {
+            Ok(d) => Some(d.as_secs().min(u64::from(u32::MAX)) as u32),
+            Err(e) => {
+                problems.push(("rollout_ttl".into(), format!("not a duration: {e}")));
+                None
+            }
+        },
+    };
     if problems.is_empty() {
         Ok(RolloutPlan {
             from: raw.from.clone(),
             to: raw.to.clone(),
             steps,
             slack,
+            ramp_ttl,
         })
     } else {
         Err(problems)

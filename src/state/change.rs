@@ -82,6 +82,9 @@ pub fn effective(pools: &[Pool], overlay: &Overlay) -> Vec<Pool> {
 fn effective_pool(config: &Pool, overlay: &Overlay) -> Pool {
     let name = config.name.to_string();
     let mut pool = config.clone();
+    // A rollout with a TTL ramp serves its short TTL until it finishes.
+    pool.ttl = crate::rollout::served_ttl(overlay.rollouts.get(&name), config.ttl);
+    pool.degraded_ttl = pool.degraded_ttl.min(pool.ttl);
     let group_weights = overlay.group_weights.get(&name);
     let endpoint_weights = overlay.endpoint_weights.get(&name);
     let overrides = overlay.overrides.get(&name);

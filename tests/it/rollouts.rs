@@ -337,3 +337,23 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
     assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.20"]);
     s.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_ttl_ramp_lowers_the_ttl_waits_for_the_old_one_and_restores_it() {
+    let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 300\n[pool.rollout]\nfrom = \"blue\"\nto = \"green\"\nslack = \"0s\"\nttl_ramp = true\nrollout_ttl = \"5s\"\nsteps = [{ set_weight = 50 }, { pause = \"10s\" }, { set_weight = 100 }]\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }]\n";
+    let s = Server::with_pools(&[("example.com.", ZONE)], "", pool).await;
+    let answer_ttl = async |s: &Server| s.tcp(&query("app.example.com.", RecordType::A)).await.answers[0].ttl;
+    assert_eq!(answer_ttl(&s).await, 300);
+    assert_eq!(http(&s, "POST", "/v1/pools/app.example.com/rollouts", None).await.0, 200);
+    assert_eq!(answer_ttl(&s).await, 5, "the short TTL from the start");
+    // The first step waits until answers cached with the old 300 s TTL have expired.
+    let took = until_weight(&s, 50, 310).await;
+    assert!((299..=301).contains(&took), "first step after {took}s");
+    // Later steps settle on the short TTL: 5 s settle + 10 s pause.
+    let took = until_weight(&s, 100, 30).await;
+    assert!((14..=16).contains(&took), "second step after {took}s");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(status(&s).await["state"], "done");
+    assert_eq!(answer_ttl(&s).await, 300, "restored at the end");
+    s.stop().await;
+}
