@@ -117,7 +117,16 @@ pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
     };
     let dns = tokio::spawn(dns::run(listeners, ctx, shutdown.clone()));
     let writer = tokio::spawn(writer.run(rx, flips_rx, due_rx, shutdown.clone()));
-    tokio::spawn(crate::rollout::run(snapshot.clone(), due, shutdown.clone()));
+    tokio::spawn(crate::rollout::run(
+        snapshot.clone(),
+        due.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::rollout::run_gates(
+        snapshot.clone(),
+        due,
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::split::run(
         snapshot.clone(),
         metrics.clone(),

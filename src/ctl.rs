@@ -1,8 +1,10 @@
 //! `weir ctl`: the operator's client for the admin API (`admin.rs` lists the endpoints). Owns the
 //! subcommand's arguments, what each command asks, and what people read: aligned tables for
 //! reads (`ctl/table.rs`), one line per acknowledged change. `--json` prints the API's JSON as
-//! it came, for scripts. The HTTP calls (reqwest on rustls+ring, 10 s per request, no proxy) and
-//! the error kinds are in `ctl/client.rs`.
+//! it came, for scripts. `weir ctl rollout ...` drives canary rollouts (see `rollout`): start
+//! (the pool's `[pool.rollout]` or a JSON plan file), a progress view, the operator commands.
+//! The HTTP calls (reqwest on rustls+ring, 10 s per request, no proxy) and the error kinds are
+//! in `ctl/client.rs`.
 //!
 //! Exit codes: 0 done; 1 the API refused (its status and `error` message go to stderr) or
 //! answered with something that is not the JSON it documents; 2 no answer (connection failed,
@@ -16,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Subcommand, ValueEnum};
 use reqwest::{Method, StatusCode, Url};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 mod client;
 mod table;
@@ -142,6 +144,83 @@ enum Command {
     },
     /// Reload config and zones; on failure the previous config keeps serving.
     Reload,
+    /// Canary rollouts: move a pool's traffic from one group to another in steps.
+    Rollout {
+        #[command(subcommand)]
+        command: Rollout,
+    },
+}
+
+/// `weir ctl rollout ...`: one rollout per pool, named by the pool.
+#[derive(Debug, Subcommand)]
+enum Rollout {
+    /// Start a rollout: the pool's [pool.rollout], or the plan in --plan.
+    ///
+    /// The `to` group goes to 0% at once; the first step waits until that has settled in
+    /// resolvers' caches (the pool's TTL + the plan's slack).
+    Start {
+        /// The pool's name, e.g. app.example.com.
+        pool: String,
+        /// A JSON plan to run instead of the pool's [pool.rollout]: {"from": "blue", "to":
+        /// "green", "steps": [{"set_weight": 5}, {"pause": "10m"}, {"pause": "manual"},
+        /// {"set_weight": 100}], "slack": "5s"}.
+        #[arg(long, value_name = "FILE.json", value_parser = read_plan)]
+        plan: Option<Map<String, Value>>,
+        #[command(flatten)]
+        change: RolloutChange,
+    },
+    /// Where the pool's rollout stands: weights, steps done and to come, settling, next step.
+    Status {
+        /// The pool's name, e.g. app.example.com.
+        pool: String,
+    },
+    /// Run the next step now: past a pause (timed or manual), then the next weight.
+    Promote {
+        /// The pool's name, e.g. app.example.com.
+        pool: String,
+        /// Jump straight to 100% (the rollout is done once that has settled).
+        #[arg(long)]
+        full: bool,
+        #[command(flatten)]
+        change: RolloutChange,
+    },
+    /// Hold the rollout at its current weight until `resume`.
+    Pause {
+        /// The pool's name, e.g. app.example.com.
+        pool: String,
+        #[command(flatten)]
+        change: RolloutChange,
+    },
+    /// Continue a paused rollout from where it stopped.
+    Resume {
+        /// The pool's name, e.g. app.example.com.
+        pool: String,
+        #[command(flatten)]
+        change: RolloutChange,
+    },
+    /// End the rollout: the `to` group goes back to 0%.
+    Abort {
+        /// The pool's name, e.g. app.example.com.
+        pool: String,
+        /// Why: shown by `rollout status` and recorded in the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Go back to the weight before the last one set, and pause there (`resume` redoes it).
+    Undo {
+        /// The pool's name, e.g. app.example.com.
+        pool: String,
+        #[command(flatten)]
+        change: RolloutChange,
+    },
+}
+
+/// What every rollout command accepts (the API takes no `force` or If-Match for rollouts).
+#[derive(Debug, clap::Args)]
+struct RolloutChange {
+    /// Why: recorded in the audit log.
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 /// What every change accepts.
@@ -326,6 +405,7 @@ async fn execute(args: Args) -> Result<String, CtlError> {
                 .change(Method::DELETE, &path, None, &change, json, &what)
                 .await
         }
+        Command::Rollout { command } => rollout(&client, command, json).await,
         Command::Reload => {
             let url = client.url(&["v1", "reload"], &[]);
             let (text, body) = client
@@ -366,6 +446,94 @@ async fn status(client: &Client, json: bool) -> Result<String, CtlError> {
         return Ok(format!("{body}\n"));
     }
     Ok(table::status(ready, ready_text, &zones, &pools))
+}
+
+/// `rollout ...`: the status view, or one rollout command (each a POST whose body carries the
+/// reason) and its confirmation line.
+async fn rollout(client: &Client, command: Rollout, json: bool) -> Result<String, CtlError> {
+    let (pool, action, body, reason, what) = match command {
+        Rollout::Status { pool } => {
+            let (text, body) = client.read(&["v1", "pools", &pool, "rollout"], &[]).await?;
+            return Ok(if json {
+                raw(text)
+            } else {
+                table::rollout(&body)
+            });
+        }
+        Rollout::Start { pool, plan, change } => {
+            let what = match plan.as_ref().map(|p| (p.get("from"), p.get("to"))) {
+                Some((Some(Value::String(from)), Some(Value::String(to)))) => {
+                    format!("rollout {from} -> {to} started")
+                }
+                Some(_) => "rollout started".into(),
+                None => "rollout started (plan from [pool.rollout])".into(),
+            };
+            let body = Value::Object(plan.unwrap_or_default());
+            (pool, None, body, change.reason, what)
+        }
+        Rollout::Promote { pool, full, change } => {
+            let what = if full {
+                "rollout promoted to 100%"
+            } else {
+                "rollout promoted"
+            };
+            let body = json!({ "full": full });
+            (pool, Some("promote"), body, change.reason, what.into())
+        }
+        Rollout::Pause { pool, change } => {
+            let what = "rollout paused".into();
+            (pool, Some("pause"), json!({}), change.reason, what)
+        }
+        Rollout::Resume { pool, change } => {
+            let what = "rollout resumed".into();
+            (pool, Some("resume"), json!({}), change.reason, what)
+        }
+        Rollout::Abort { pool, reason } => {
+            let what = "rollout aborted".into();
+            (pool, Some("abort"), json!({}), reason, what)
+        }
+        Rollout::Undo { pool, change } => {
+            let what = "rollout undone to the previous weight (paused)".into();
+            (pool, Some("undo"), json!({}), change.reason, what)
+        }
+    };
+    let path: Vec<&str> = match action {
+        Some(action) => vec!["v1", "pools", &pool, "rollout", action],
+        None => vec!["v1", "pools", &pool, "rollouts"],
+    };
+    let change = ChangeArgs {
+        reason,
+        force: false,
+        if_match: None,
+    };
+    let what = format!("{}: {what}", shown(&pool));
+    client
+        .change(Method::POST, &path, Some(body), &change, json, &what)
+        .await
+}
+
+/// `--plan FILE.json`: the file's JSON object, sent as the start request's body (the API
+/// checks the plan itself). A file that cannot be read, is not a JSON object or lacks `from`,
+/// `to` or `steps` is a usage error: the API reads a body without a plan as "use
+/// [pool.rollout]", which is not what `--plan` asks for.
+fn read_plan(path: &str) -> Result<Map<String, Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let plan = match serde_json::from_str(&text) {
+        Ok(Value::Object(plan)) => plan,
+        Ok(_) => return Err(format!("{path} holds no JSON object")),
+        Err(e) => return Err(format!("{path} is not JSON: {e}")),
+    };
+    let missing: Vec<&str> = ["from", "to", "steps"]
+        .into_iter()
+        .filter(|k| !plan.contains_key(*k))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{path}: a plan needs \"from\", \"to\" and \"steps\"; missing \"{}\"",
+            missing.join("\", \"")
+        ));
+    }
+    Ok(plan)
 }
 
 /// The token from `--token-file`, else `--token`, else `WEIR_TOKEN` (empty means none).
@@ -435,6 +603,33 @@ mod tests {
     fn pool_names_are_shown_fully_qualified() {
         assert_eq!(shown("App.Example.com"), "app.example.com.");
         assert_eq!(shown("app.example.com."), "app.example.com.");
+    }
+
+    #[test]
+    fn a_plan_file_must_hold_a_json_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        let name = path.to_str().unwrap();
+        std::fs::write(
+            &path,
+            r#"{"from": "blue", "to": "green", "steps": [{"set_weight": 5}]}"#,
+        )
+        .unwrap();
+        let plan = read_plan(name).unwrap();
+        assert_eq!(plan["steps"][0]["set_weight"], 5);
+        for (text, want) in [
+            ("[1, 2]", "holds no JSON object"),
+            ("from = \"blue\"", "is not JSON"),
+            ("{}", "missing \"from\", \"to\", \"steps\""),
+            (r#"{"from": "a", "to": "b"}"#, "missing \"steps\""),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = read_plan(name).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let missing = dir.path().join("missing.json");
+        let e = read_plan(missing.to_str().unwrap()).unwrap_err();
+        assert!(e.starts_with("cannot read "), "{e}");
     }
 
     #[test]

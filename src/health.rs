@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::model::{CheckKind, Health, ProbeKey};
 
+pub mod metric;
 mod probe;
 use probe::{Outcome, Prober};
 

@@ -468,7 +468,39 @@ pub struct RolloutPlan {
     /// TTL ramp: serve this TTL while the rollout runs, so steps settle fast.
     #[serde(default)]
     pub ramp_ttl: Option<u32>,
+    /// Abort when a Prometheus query keeps failing its condition.
+    #[serde(default)]
+    pub metric_gate: Option<MetricGate>,
 }
+
+/// A Prometheus instant query that must keep satisfying `op value` while a rollout runs.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MetricGate {
+    /// Prometheus base URL, e.g. `http://prometheus:9090`.
+    pub url: String,
+    pub query: String,
+    /// One of `<`, `<=`, `>`, `>=`.
+    pub op: String,
+    pub value: f64,
+    /// Seconds between queries.
+    pub interval: u64,
+    /// Consecutive failures (condition false, or no answer) that abort the rollout.
+    pub failure_limit: u32,
+}
+
+impl MetricGate {
+    pub fn holds(&self, v: f64) -> bool {
+        match self.op.as_str() {
+            "<" => v < self.value,
+            "<=" => v <= self.value,
+            ">" => v > self.value,
+            ">=" => v >= self.value,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for MetricGate {}
 
 /// Where a rollout stands.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -505,6 +537,8 @@ pub struct Rollout {
     /// TTL ramp: the TTL served while the rollout is not finished.
     #[serde(default)]
     pub ramp_ttl: Option<u32>,
+    #[serde(default)]
+    pub metric_gate: Option<MetricGate>,
 }
 
 /// What the admin API shows, published inside each snapshot so readers see one consistent

@@ -109,6 +109,7 @@ pub fn start(plan: &Plan, now: u64, ttl: u32) -> Rollout {
         changed_at: now,
         settled_at: now + u64::from(ttl) + plan.slack,
         ramp_ttl: plan.ramp_ttl,
+        metric_gate: plan.metric_gate.clone(),
     }
 }
 
@@ -262,11 +263,20 @@ pub fn to_down(view: &View, pool: &Pool, to: &str) -> Option<String> {
         .map(|e| e.address.to_string())
 }
 
+/// What the rollout tasks tell the state writer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Signal {
+    /// A step (or the health gate) is due for this pool: run `Command::Tick`.
+    Due(Name),
+    /// The metric gate failed too often: abort with this reason.
+    GateFailed(Name, String),
+}
+
 /// The driver: every `DRIVER_TICK`, for each rollout in the published state with a step due,
 /// sends the pool's name to the writer (which checks again against its own state).
 pub async fn run(
     snapshot: std::sync::Arc<ArcSwap<Snapshot>>,
-    due: mpsc::Sender<Name>,
+    due: mpsc::Sender<Signal>,
     shutdown: CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(DRIVER_TICK);
@@ -284,9 +294,99 @@ pub async fn run(
             };
             let down = to_down(view, pool, &r.to);
             if tick(r, now, pool.ttl, down.as_deref()).is_some()
-                && due.send(pool.name.clone()).await.is_err()
+                && due.send(Signal::Due(pool.name.clone())).await.is_err()
             {
                 return;
+            }
+        }
+    }
+}
+
+/// One gated rollout being watched.
+struct Watched {
+    /// The rollout's `changed_at` when watching began; a new rollout starts a new watch.
+    started: u64,
+    client: crate::health::metric::MetricClient,
+    next: tokio::time::Instant,
+    failures: u32,
+}
+
+/// Metric gates: while a gated rollout sends traffic to `to`, runs its Prometheus query every
+/// interval and signals `GateFailed` after `failure_limit` failures in a row.
+pub async fn run_gates(
+    snapshot: std::sync::Arc<ArcSwap<Snapshot>>,
+    signals: mpsc::Sender<Signal>,
+    shutdown: CancellationToken,
+) {
+    let mut watched: std::collections::HashMap<String, Watched> = std::collections::HashMap::new();
+    let mut ticks = tokio::time::interval(DRIVER_TICK);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let snap = snapshot.load();
+        let gated: Vec<(String, Rollout)> = snap
+            .view
+            .overlay
+            .rollouts
+            .iter()
+            .filter(|(_, r)| active(r) && r.weight > 0 && r.metric_gate.is_some())
+            .map(|(p, r)| (p.clone(), r.clone()))
+            .collect();
+        watched.retain(|pool, _| gated.iter().any(|(p, _)| p == pool));
+        for (pool, r) in gated {
+            let Some(gate) = &r.metric_gate else { continue };
+            let interval = Duration::from_secs(gate.interval.max(1));
+            let w = match watched.get_mut(&pool) {
+                Some(w) if w.started <= r.changed_at && w.started != 0 => w,
+                _ => {
+                    let Ok(client) = crate::health::metric::MetricClient::new(
+                        interval.min(Duration::from_secs(10)),
+                    ) else {
+                        continue;
+                    };
+                    watched.insert(
+                        pool.clone(),
+                        Watched {
+                            started: r.changed_at.max(1),
+                            client,
+                            next: tokio::time::Instant::now() + interval,
+                            failures: 0,
+                        },
+                    );
+                    continue;
+                }
+            };
+            if tokio::time::Instant::now() < w.next {
+                continue;
+            }
+            w.next = tokio::time::Instant::now() + interval;
+            let verdict = crate::health::metric::check(&w.client, gate).await;
+            match verdict {
+                Ok(true) => w.failures = 0,
+                failed => {
+                    w.failures += 1;
+                    tracing::warn!(%pool, failures = w.failures, result = ?failed, "metric gate failed");
+                    if w.failures >= gate.failure_limit {
+                        let why = match failed {
+                            Ok(_) => format!("`{}` is not {} {}", gate.query, gate.op, gate.value),
+                            Err(e) => e,
+                        };
+                        let reason = format!("metric gate failed {} times: {why}", w.failures);
+                        let Ok(name) = Name::parse(&pool) else {
+                            continue;
+                        };
+                        w.failures = 0;
+                        if signals
+                            .send(Signal::GateFailed(name, reason))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
             }
         }
     }
@@ -309,6 +409,7 @@ mod tests {
             ],
             slack: 5,
             ramp_ttl: None,
+            metric_gate: None,
         }
     }
 

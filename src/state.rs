@@ -220,7 +220,7 @@ impl Writer {
         mut self,
         mut events: mpsc::Receiver<StateEvent>,
         mut flips: mpsc::Receiver<health::Flip>,
-        mut due: mpsc::Receiver<Name>,
+        mut due: mpsc::Receiver<rollout::Signal>,
         shutdown: CancellationToken,
     ) {
         self.monitor.set_probes(self.served_probes());
@@ -233,14 +233,22 @@ impl Writer {
                     None => return,
                 },
                 Some(flip) = flips.recv() => flip_event(flip),
-                Some(pool) = due.recv() => StateEvent::Rollout {
-                    pool,
-                    command: rollout::Command::Tick,
-                    actor: "weir".into(),
-                    source: String::new(),
-                    reason: String::new(),
-                    reply: None,
-                },
+                Some(signal) = due.recv() => {
+                    let (pool, command) = match signal {
+                        rollout::Signal::Due(pool) => (pool, rollout::Command::Tick),
+                        rollout::Signal::GateFailed(pool, reason) => {
+                            (pool, rollout::Command::Abort { reason })
+                        }
+                    };
+                    StateEvent::Rollout {
+                        pool,
+                        command,
+                        actor: "weir".into(),
+                        source: String::new(),
+                        reason: String::new(),
+                        reply: None,
+                    }
+                }
                 _ = ready_poll.tick(), if !self.probes_ready.load(Ordering::Acquire) => {
                     if self.monitor.first_round_done() {
                         // Flips of the first round are already queued: apply them first.

@@ -257,7 +257,12 @@ pub(super) async fn preview(
     let Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
     let snapshot = ctx.snapshot.load();
     let mut proposed = find_pool(&snapshot.view.pools, &name)?.clone();
-    for pair in q.weights.iter().flat_map(|w| w.split(',')).filter(|p| !p.is_empty()) {
+    for pair in q
+        .weights
+        .iter()
+        .flat_map(|w| w.split(','))
+        .filter(|p| !p.is_empty())
+    {
         let (group, weight) = pair
             .split_once(':')
             .and_then(|(g, w)| Some((g, w.trim().parse::<u32>().ok()?)))
@@ -269,7 +274,12 @@ pub(super) async fn preview(
             .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no group `{group}`")))?;
         g.weight = weight;
     }
-    for addr in q.down.iter().flat_map(|d| d.split(',')).filter(|a| !a.is_empty()) {
+    for addr in q
+        .down
+        .iter()
+        .flat_map(|d| d.split(','))
+        .filter(|a| !a.is_empty())
+    {
         let address: std::net::IpAddr = addr
             .parse()
             .map_err(|_| bad_request(format!("down: `{addr}` is not an IP address")))?;

@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::Collector;
 use crate::model::{
-    Check, CheckKind, Endpoint, Group, Health, Name, OnAllDown, Override, Pool, ProbeKey,
-    RolloutPlan, Step, Sticky,
+    Check, CheckKind, Endpoint, Group, Health, MetricGate, Name, OnAllDown, Override, Pool,
+    ProbeKey, RolloutPlan, Step, Sticky,
 };
 
 mod defaults {
@@ -62,6 +62,20 @@ pub struct RawPlan {
     pub ttl_ramp: bool,
     /// The TTL served during a ramped rollout (default "5s").
     pub rollout_ttl: Option<String>,
+    /// Abort when a Prometheus query keeps failing a condition.
+    pub metric_gate: Option<RawGate>,
+}
+
+/// `metric_gate = { url = "http://prometheus:9090", query = "...", condition = "< 0.01",
+/// interval = "30s", failure_limit = 3 }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGate {
+    pub url: String,
+    pub query: String,
+    pub condition: String,
+    pub interval: Option<String>,
+    pub failure_limit: Option<i64>,
 }
 
 /// `{ set_weight = 25 }` or `{ pause = "10m" }` / `{ pause = "manual" }`.
@@ -138,7 +152,10 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
     let ramp_ttl = match (raw.ttl_ramp, raw.rollout_ttl.as_deref()) {
         (false, None) => None,
         (false, Some(_)) => {
-            problems.push(("rollout_ttl".into(), "only applies with ttl_ramp = true".into()));
+            problems.push((
+                "rollout_ttl".into(),
+                "only applies with ttl_ramp = true".into(),
+            ));
             None
         }
         (true, text) => match humantime::parse_duration(text.unwrap_or("5s")) {
@@ -149,6 +166,47 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             }
         },
     };
+    let metric_gate = raw.metric_gate.as_ref().and_then(|g| {
+        let mut bad = |k: &str, m: String| problems.push((format!("metric_gate.{k}"), m));
+        if !(g.url.starts_with("http://") || g.url.starts_with("https://")) {
+            bad("url", format!("`{}` is not an http(s) URL", g.url));
+        }
+        let (op, value) = g.condition.trim().split_at(
+            g.condition
+                .trim()
+                .find(|c: char| !"<>=".contains(c))
+                .unwrap_or(0),
+        );
+        let value = value.trim().parse::<f64>();
+        if !["<", "<=", ">", ">="].contains(&op) || value.is_err() {
+            bad(
+                "condition",
+                format!(
+                    "`{}` is not like \"< 0.01\" (<, <=, >, >= and a number)",
+                    g.condition
+                ),
+            );
+        }
+        let interval = humantime::parse_duration(g.interval.as_deref().unwrap_or("30s"));
+        if interval.as_ref().is_ok_and(|d| d.as_secs() == 0) || interval.is_err() {
+            bad("interval", "must be a duration of at least 1s".into());
+        }
+        let failure_limit = g.failure_limit.unwrap_or(3);
+        if !(1..=1000).contains(&failure_limit) {
+            bad(
+                "failure_limit",
+                format!("{failure_limit} is out of range 1..=1000"),
+            );
+        }
+        Some(MetricGate {
+            url: g.url.clone(),
+            query: g.query.clone(),
+            op: op.to_string(),
+            value: value.ok()?,
+            interval: interval.ok()?.as_secs(),
+            failure_limit: failure_limit as u32,
+        })
+    });
     if problems.is_empty() {
         Ok(RolloutPlan {
             from: raw.from.clone(),
@@ -156,6 +214,7 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             steps,
             slack,
             ramp_ttl,
+            metric_gate,
         })
     } else {
         Err(problems)

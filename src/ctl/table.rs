@@ -344,6 +344,144 @@ pub(super) fn audit(body: &Value) -> String {
     out
 }
 
+/// A span of seconds as people read it: "83s", "10m", "10m30s", "2h", "2h05m".
+fn span(seconds: u64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 && s % 60 == 0 => format!("{}m", s / 60),
+        s if s < 7200 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// A rollout step as the API shows it (`{"set_weight": 5}`, `{"pause": 60}`, `{"pause": null}`
+/// for a manual pause) as "set_weight 5", "pause 60s", "pause manual".
+fn step(s: &Value) -> String {
+    match (&s["set_weight"], s.get("pause")) {
+        (Value::Number(w), _) => format!("set_weight {w}"),
+        (_, Some(Value::Null)) => "pause manual".into(),
+        (_, Some(p)) => p
+            .as_u64()
+            .map_or_else(|| cell(p), |p| format!("pause {}", span(p))),
+        _ => cell(s),
+    }
+}
+
+/// What a step does when it comes: a manual pause means waiting for promote; past the last step
+/// the rollout is done.
+fn upcoming(s: Option<&Value>) -> String {
+    match s {
+        None => "done".into(),
+        Some(s) if s.get("pause").is_some_and(Value::is_null) => "waiting for promote".into(),
+        Some(s) => step(s),
+    }
+}
+
+/// "in 83s", or "now" once due (the server's driver looks twice a second).
+fn due(at: Option<u64>, now: Option<u64>) -> String {
+    match (at, now) {
+        (Some(at), Some(now)) if at > now => format!("in {}", span(at - now)),
+        (Some(_), Some(_)) => "now".into(),
+        _ => "at an unknown time".into(),
+    }
+}
+
+/// The next thing that happens to a rollout, and when.
+fn next(body: &Value, state: &str, plan: &[Value], current: usize) -> String {
+    let now = body["now"].as_u64();
+    let settled_at = body["settled_at"].as_u64();
+    let at = plan.get(current);
+    match state {
+        // A timed pause ends its length after the last change settled; then the step after it.
+        "running" => match at.map(|s| s.get("pause").map(Value::as_u64)) {
+            Some(Some(Some(secs))) => format!(
+                "{} {}",
+                upcoming(plan.get(current + 1)),
+                due(settled_at.map(|t| t + secs), now)
+            ),
+            // A weight change, a manual pause and the end all wait for the last change to settle.
+            _ => format!("{} {}", upcoming(at), due(settled_at, now)),
+        },
+        "waiting for promote" => match plan.get(current + 1) {
+            Some(s) if s.get("set_weight").is_some() => {
+                format!("waiting for promote, then {}", step(s))
+            }
+            _ => "waiting for promote".into(),
+        },
+        "paused" => format!("none while paused; resume continues with {}", upcoming(at)),
+        _ => "-".into(),
+    }
+}
+
+/// `weir ctl rollout status POOL`: a summary, then the plan's steps marked done `[x]`, current
+/// `[>]` (the one the rollout waits on) or to come `[ ]`. Times count from the server's `now`.
+pub(super) fn rollout(body: &Value) -> String {
+    let state = body["state"].as_str().unwrap_or("-");
+    let plan = list(&body["plan"]);
+    let current = body["step"]
+        .as_u64()
+        .map_or(plan.len(), |s| usize::try_from(s).unwrap_or(usize::MAX));
+    let active = matches!(state, "running" | "waiting for promote" | "paused");
+    let mut t = Table::default();
+    let mut field = |name: &str, value: String| t.row(vec![name.into(), value]);
+    field("pool", cell(&body["pool"]));
+    field(
+        "rollout",
+        format!("{} -> {}", cell(&body["from"]), cell(&body["to"])),
+    );
+    field(
+        "state",
+        match body["reason"].as_str() {
+            Some(reason) if !reason.is_empty() => format!("{state}: {reason}"),
+            _ => state.into(),
+        },
+    );
+    // `from_drained`: everything is on `to` and that has settled, so `from` gets no traffic.
+    let drained = if body["from_drained"].as_bool() == Some(true) {
+        format!(" ({} drained)", cell(&body["from"]))
+    } else {
+        String::new()
+    };
+    field(
+        "weight",
+        match body["weight"].as_u64() {
+            Some(w) => format!(
+                "{w}% {}, {}% {}{drained}",
+                cell(&body["to"]),
+                100u64.saturating_sub(w),
+                cell(&body["from"])
+            ),
+            None => "-".into(),
+        },
+    );
+    let now = body["now"].as_u64();
+    let ago = match (body["changed_at"].as_u64(), now) {
+        (Some(at), Some(now)) => format!("{} ago", age(now.saturating_sub(at))),
+        _ => "-".into(),
+    };
+    let settling = match body["settles_in"].as_u64() {
+        Some(0) => "settled".into(),
+        Some(s) => format!("settles in {}", span(s)),
+        None => "-".into(),
+    };
+    field("changed", format!("{ago}, {settling}"));
+    field("next", next(body, state, plan, current));
+    field("generation", cell(&body["generation"]));
+    for (i, s) in plan.iter().enumerate() {
+        let mark = match i.cmp(&current) {
+            std::cmp::Ordering::Less => "[x]",
+            std::cmp::Ordering::Equal if active => "[>]",
+            _ => "[ ]",
+        };
+        let name = if i == 0 { "steps" } else { "" };
+        t.row(vec![name.into(), format!("{mark} {}", step(s))]);
+    }
+    let mut out = String::new();
+    t.render(&mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -489,6 +627,183 @@ mod tests {
              zones       2: example.com., example.net.\n\
              pools       2: a.example.com., b.example.com.\n\
              degraded    b.example.com. (ipv4)\n"
+        );
+    }
+
+    fn plan() -> Value {
+        json!([{"set_weight": 5}, {"pause": 60}, {"set_weight": 50}, {"pause": null}, {"set_weight": 100}])
+    }
+
+    /// The API's rollout JSON at server time 1000.
+    fn rollout_at(state: &str, step: u64, weight: u64, settled_at: u64) -> Value {
+        json!({
+            "pool": "app.example.com.", "generation": 7, "from": "blue", "to": "green",
+            "state": state, "reason": null, "weight": weight, "step": step, "steps": 5,
+            "plan": plan(), "changed_at": 988, "settled_at": settled_at,
+            "settles_in": settled_at.saturating_sub(1000), "next": "", "next_at": null, "now": 1000,
+        })
+    }
+
+    #[test]
+    fn rollout_status_during_a_timed_pause() {
+        // 5% set at 988, settles at 1023; the 60 s pause ends at 1083.
+        assert_eq!(
+            rollout(&rollout_at("running", 1, 5, 1023)),
+            "pool        app.example.com.\n\
+             rollout     blue -> green\n\
+             state       running\n\
+             weight      5% green, 95% blue\n\
+             changed     12s ago, settles in 23s\n\
+             next        set_weight 50 in 83s\n\
+             generation  7\n\
+             steps       [x] set_weight 5\n\
+             \x20           [>] pause 60s\n\
+             \x20           [ ] set_weight 50\n\
+             \x20           [ ] pause manual\n\
+             \x20           [ ] set_weight 100\n"
+        );
+    }
+
+    /// The summary lines of a rollout's status that say where it is and what comes next.
+    fn where_and_next(body: &Value) -> Vec<String> {
+        rollout(body)
+            .lines()
+            .filter(|l| {
+                ["state", "weight", "changed", "next"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .map(|l| l.split_once(' ').unwrap().1.trim().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn rollout_status_in_each_state() {
+        let mut aborted = rollout_at("aborted", 3, 0, 1030);
+        aborted["reason"] = json!("bad build");
+        let mut done = rollout_at("done", 5, 100, 990);
+        done["from_drained"] = json!(true);
+        let cases = [
+            // Just started: 0% settles first, then the first step.
+            (
+                rollout_at("running", 0, 0, 1023),
+                [
+                    "running",
+                    "0% green, 100% blue",
+                    "12s ago, settles in 23s",
+                    "set_weight 5 in 23s",
+                ],
+            ),
+            // A manual pause starts once settled.
+            (
+                rollout_at("running", 3, 50, 1023),
+                [
+                    "running",
+                    "50% green, 50% blue",
+                    "12s ago, settles in 23s",
+                    "waiting for promote in 23s",
+                ],
+            ),
+            (
+                rollout_at("waiting for promote", 3, 50, 990),
+                [
+                    "waiting for promote",
+                    "50% green, 50% blue",
+                    "12s ago, settled",
+                    "waiting for promote, then set_weight 100",
+                ],
+            ),
+            (
+                rollout_at("paused", 2, 5, 990),
+                [
+                    "paused",
+                    "5% green, 95% blue",
+                    "12s ago, settled",
+                    "none while paused; resume continues with set_weight 50",
+                ],
+            ),
+            // Past the last step: done once settled.
+            (
+                rollout_at("running", 5, 100, 1035),
+                [
+                    "running",
+                    "100% green, 0% blue",
+                    "12s ago, settles in 35s",
+                    "done in 35s",
+                ],
+            ),
+            (
+                rollout_at("running", 1, 5, 900),
+                [
+                    "running",
+                    "5% green, 95% blue",
+                    "12s ago, settled",
+                    "set_weight 50 now",
+                ],
+            ),
+            (
+                aborted.clone(),
+                [
+                    "aborted: bad build",
+                    "0% green, 100% blue",
+                    "12s ago, settles in 30s",
+                    "-",
+                ],
+            ),
+            (
+                done,
+                [
+                    "done",
+                    "100% green, 0% blue (blue drained)",
+                    "12s ago, settled",
+                    "-",
+                ],
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(where_and_next(&body), want, "{body}");
+        }
+        // Done or aborted: no current step.
+        let marks = |body: &Value| -> Vec<String> {
+            rollout(body)
+                .lines()
+                .filter_map(|l| l.find('[').map(|i| l[i..i + 3].to_string()))
+                .collect()
+        };
+        assert_eq!(marks(&aborted), ["[x]", "[x]", "[x]", "[ ]", "[ ]"]);
+        assert_eq!(marks(&rollout_at("done", 5, 100, 990)), ["[x]"; 5]);
+        assert_eq!(
+            marks(&rollout_at("paused", 2, 5, 990)),
+            ["[x]", "[x]", "[>]", "[ ]", "[ ]"]
+        );
+        // Fields the API leaves out show as `-`.
+        assert!(
+            rollout(&json!({})).starts_with("pool        -\nrollout     - -> -\nstate       -\n")
+        );
+    }
+
+    #[test]
+    fn spans_and_steps() {
+        for (s, want) in [
+            (0, "0s"),
+            (119, "119s"),
+            (120, "2m"),
+            (630, "10m30s"),
+            (7200, "2h"),
+            (7500, "2h05m"),
+        ] {
+            assert_eq!(span(s), want);
+        }
+        let names: Vec<String> = list(&plan()).iter().map(step).collect();
+        assert_eq!(
+            names,
+            [
+                "set_weight 5",
+                "pause 60s",
+                "set_weight 50",
+                "pause manual",
+                "set_weight 100"
+            ]
         );
     }
 

@@ -358,7 +358,14 @@ fn address(c: &Candidate) -> String {
 
 /// Probability of every ordered draw of `k` distinct candidates by weight, summed per set.
 fn enumerate(cands: &[Candidate], total: f64, k: usize) -> Vec<(Vec<usize>, f64)> {
-    fn walk(cands: &[Candidate], k: usize, chosen: &mut Vec<usize>, p: f64, left: f64, out: &mut Vec<(Vec<usize>, f64)>) {
+    fn walk(
+        cands: &[Candidate],
+        k: usize,
+        chosen: &mut Vec<usize>,
+        p: f64,
+        left: f64,
+        out: &mut Vec<(Vec<usize>, f64)>,
+    ) {
         if chosen.len() == k || left <= 0.0 {
             let mut set = chosen.clone();
             set.sort_unstable();
@@ -401,7 +408,11 @@ pub(super) fn preview(
         } => (candidates, *total, spans),
         other => {
             return Ok(Preview {
-                outcome: if matches!(other, Outcome::ServFail) { "servfail" } else { "nodata" },
+                outcome: if matches!(other, Outcome::ServFail) {
+                    "servfail"
+                } else {
+                    "nodata"
+                },
                 degraded,
                 endpoints: Vec::new(),
                 answer_sets: Vec::new(),
@@ -422,7 +433,11 @@ pub(super) fn preview(
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let p: f64 = sets.iter().filter(|(s, _)| s.contains(&i)).map(|(_, p)| p).sum();
+            let p: f64 = sets
+                .iter()
+                .filter(|(s, _)| s.contains(&i))
+                .map(|(_, p)| p)
+                .sum();
             (address(c), p)
         })
         .collect();

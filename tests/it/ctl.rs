@@ -22,14 +22,14 @@ async fn server() -> Server {
 }
 
 #[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Out {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs `weir ctl <args>` against `url`, with only `env` of weir's variables set.
-async fn ctl_at(url: &str, env: &[(&str, &str)], args: &[&str]) -> Out {
+pub(crate) async fn ctl_at(url: &str, env: &[(&str, &str)], args: &[&str]) -> Out {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .env_remove("WEIR_ADMIN_URL")
         .env_remove("WEIR_TOKEN")
@@ -46,12 +46,12 @@ async fn ctl_at(url: &str, env: &[(&str, &str)], args: &[&str]) -> Out {
     }
 }
 
-async fn ctl(s: &Server, args: &[&str]) -> Out {
+pub(crate) async fn ctl(s: &Server, args: &[&str]) -> Out {
     ctl_at(&format!("http://{}", s.admin()), &[], args).await
 }
 
 /// Runs a command that must succeed and returns its stdout.
-async fn ok(s: &Server, args: &[&str]) -> String {
+pub(crate) async fn ok(s: &Server, args: &[&str]) -> String {
     let out = ctl(s, args).await;
     assert_eq!(out.code, 0, "weir ctl {args:?}: {out:?}");
     assert!(out.stderr.is_empty(), "weir ctl {args:?}: {out:?}");
@@ -59,7 +59,7 @@ async fn ok(s: &Server, args: &[&str]) -> String {
 }
 
 /// The cells of the first table line that starts with `prefix`.
-fn row(table: &str, prefix: &[&str]) -> Option<Vec<String>> {
+pub(crate) fn row(table: &str, prefix: &[&str]) -> Option<Vec<String>> {
     table
         .lines()
         .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
@@ -67,7 +67,7 @@ fn row(table: &str, prefix: &[&str]) -> Option<Vec<String>> {
 }
 
 /// The generation in a confirmation line "... (generation N)".
-fn generation(line: &str) -> u64 {
+pub(crate) fn generation(line: &str) -> u64 {
     line.trim_end()
         .strip_suffix(')')
         .and_then(|l| l.rsplit_once("(generation "))

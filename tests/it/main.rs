@@ -12,6 +12,7 @@ mod bad_input;
 mod cli;
 mod config_files;
 mod ctl;
+mod ctl_rollout;
 mod health;
 mod managed_health;
 mod pools;

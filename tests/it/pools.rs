@@ -237,7 +237,10 @@ async fn preview_gives_exact_probabilities_that_sampling_confirms() {
             .and_then(|e| e[1].as_f64())
             .unwrap()
     };
-    assert!((p("192.0.2.20") - 0.30).abs() < 1e-9 && (p("192.0.2.10") - 0.35).abs() < 1e-9, "{preview}");
+    assert!(
+        (p("192.0.2.20") - 0.30).abs() < 1e-9 && (p("192.0.2.10") - 0.35).abs() < 1e-9,
+        "{preview}"
+    );
     // Sampling over the wire agrees within the pools issue's bounds.
     let q = query("app.example.com.", RecordType::A).to_vec().unwrap();
     let mut green = 0;
@@ -249,30 +252,71 @@ async fn preview_gives_exact_probabilities_that_sampling_confirms() {
             .count();
     }
     let observed = green as f64 / 100_000.0;
-    assert!((observed - p("192.0.2.20")).abs() <= 0.005, "sampled {observed}");
+    assert!(
+        (observed - p("192.0.2.20")).abs() <= 0.005,
+        "sampled {observed}"
+    );
 
     // Hypothetical weights and health change nothing served.
-    let (_, body) = http_get(s.admin(), "/v1/pools/app.example.com/preview?weights=blue:50,green:50&down=192.0.2.10").await;
+    let (_, body) = http_get(
+        s.admin(),
+        "/v1/pools/app.example.com/preview?weights=blue:50,green:50&down=192.0.2.10",
+    )
+    .await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let eps = v["preview"]["endpoints"].as_array().unwrap();
-    assert!(!eps.iter().any(|e| e[0] == "192.0.2.10"), "a down endpoint is not answered: {v}");
-    assert!(eps.iter().any(|e| e[0] == "192.0.2.11" && (e[1].as_f64().unwrap() - 0.5).abs() < 1e-9), "{v}");
-    assert_eq!(http_get(s.admin(), "/v1/pools/app.example.com/preview?weights=red:1").await.0, 404);
-    assert_eq!(http_get(s.admin(), "/v1/pools/app.example.com/preview?down=x").await.0, 400);
+    assert!(
+        !eps.iter().any(|e| e[0] == "192.0.2.10"),
+        "a down endpoint is not answered: {v}"
+    );
+    assert!(
+        eps.iter()
+            .any(|e| e[0] == "192.0.2.11" && (e[1].as_f64().unwrap() - 0.5).abs() < 1e-9),
+        "{v}"
+    );
+    assert_eq!(
+        http_get(s.admin(), "/v1/pools/app.example.com/preview?weights=red:1")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        http_get(s.admin(), "/v1/pools/app.example.com/preview?down=x")
+            .await
+            .0,
+        400
+    );
     s.stop().await;
 
     // Several answers: every set with its probability; membership sums to `answers`.
     let s = server(&split(70, 30, "answers = 2")).await;
     let (_, body) = http_get(s.admin(), "/v1/pools/app.example.com/preview").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let sets: f64 = v["preview"]["answer_sets"].as_array().unwrap().iter().map(|s| s[1].as_f64().unwrap()).sum();
-    let members: f64 = v["preview"]["endpoints"].as_array().unwrap().iter().map(|e| e[1].as_f64().unwrap()).sum();
-    assert!((sets - 1.0).abs() < 1e-9 && (members - 2.0).abs() < 1e-9, "{v}");
+    let sets: f64 = v["preview"]["answer_sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[1].as_f64().unwrap())
+        .sum();
+    let members: f64 = v["preview"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[1].as_f64().unwrap())
+        .sum();
+    assert!(
+        (sets - 1.0).abs() < 1e-9 && (members - 2.0).abs() < 1e-9,
+        "{v}"
+    );
     s.stop().await;
 
     // Sticky: moving blue 50 -> 25 moves a quarter of the client subnets (all into green).
     let s = server(&split(50, 50, "sticky = \"client-subnet\"")).await;
-    let (_, body) = http_get(s.admin(), "/v1/pools/app.example.com/preview?weights=blue:25,green:75").await;
+    let (_, body) = http_get(
+        s.admin(),
+        "/v1/pools/app.example.com/preview?weights=blue:25,green:75",
+    )
+    .await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let moved = v["preview"]["sticky_moved"].as_f64().unwrap();
     assert!((moved - 0.25).abs() < 0.02, "moved {moved}");

@@ -342,9 +342,19 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
 async fn a_ttl_ramp_lowers_the_ttl_waits_for_the_old_one_and_restores_it() {
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 300\n[pool.rollout]\nfrom = \"blue\"\nto = \"green\"\nslack = \"0s\"\nttl_ramp = true\nrollout_ttl = \"5s\"\nsteps = [{ set_weight = 50 }, { pause = \"10s\" }, { set_weight = 100 }]\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }]\n";
     let s = Server::with_pools(&[("example.com.", ZONE)], "", pool).await;
-    let answer_ttl = async |s: &Server| s.tcp(&query("app.example.com.", RecordType::A)).await.answers[0].ttl;
+    let answer_ttl = async |s: &Server| {
+        s.tcp(&query("app.example.com.", RecordType::A))
+            .await
+            .answers[0]
+            .ttl
+    };
     assert_eq!(answer_ttl(&s).await, 300);
-    assert_eq!(http(&s, "POST", "/v1/pools/app.example.com/rollouts", None).await.0, 200);
+    assert_eq!(
+        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
+            .await
+            .0,
+        200
+    );
     assert_eq!(answer_ttl(&s).await, 5, "the short TTL from the start");
     // The first step waits until answers cached with the old 300 s TTL have expired.
     let took = until_weight(&s, 50, 310).await;
@@ -355,5 +365,61 @@ async fn a_ttl_ramp_lowers_the_ttl_waits_for_the_old_one_and_restores_it() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(status(&s).await["state"], "done");
     assert_eq!(answer_ttl(&s).await, 300, "restored at the end");
+    s.stop().await;
+}
+
+/// A Prometheus instant-query answer with one sample.
+fn prometheus(value: &str) -> String {
+    format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1700000000,"{value}"]}}]}}}}"#
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_metric_gate_aborts_after_its_failure_limit() {
+    let prom = Backend::http().await;
+    prom.respond(200, &prometheus("0.001"));
+    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", "")).await;
+    let plan = format!(
+        r#"{{"from": "blue", "to": "green", "steps": [{{"set_weight": 50}}, {{"pause": "manual"}}], "slack": "0s",
+            "metric_gate": {{"url": "http://{}", "query": "rate(errors[1m])", "condition": "< 0.01", "interval": "2s", "failure_limit": 3}}}}"#,
+        prom.addr()
+    );
+    let (code, body) = http(
+        &s,
+        "POST",
+        "/v1/pools/app.example.com/rollouts",
+        Some(&plan),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    until_weight(&s, 50, 40).await;
+    // A healthy metric keeps the rollout going (the manual pause starts once 50% settled).
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    assert_eq!(status(&s).await["state"], "waiting for promote");
+    let seen = prom.seen();
+    assert!(seen.len() >= 5, "queried every 2 s: {}", seen.len());
+    assert!(
+        seen[0].path.starts_with("/api/v1/query?query=rate"),
+        "{}",
+        seen[0].path
+    );
+
+    // Errors climb: three failed queries in a row abort, and traffic returns to blue.
+    prom.respond(200, &prometheus("0.5"));
+    let start = tokio::time::Instant::now();
+    until_weight(&s, 0, 20).await;
+    let took = start.elapsed().as_secs();
+    assert!((4..=9).contains(&took), "aborted after {took}s");
+    let st = status(&s).await;
+    assert_eq!(st["state"], "aborted");
+    assert!(
+        st["reason"]
+            .as_str()
+            .unwrap()
+            .contains("metric gate failed 3 times"),
+        "{st}"
+    );
+    assert_eq!(green_share(&s).await, 0.0);
     s.stop().await;
 }
