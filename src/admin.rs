@@ -34,7 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
@@ -469,17 +469,9 @@ async fn submit_rollout(
     ))
 }
 
-/// `POST /v1/pools/{pool}/rollouts`: an inline plan (`from`, `to`, `steps`, `slack`), or an
-/// empty body for the pool's `[pool.rollout]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StartBody {
-    #[serde(flatten)]
-    plan: Option<crate::config::RawPlan>,
-    #[serde(default)]
-    reason: String,
-}
-
+/// `POST /v1/pools/{pool}/rollouts`: an inline plan (`kind`, `from`, `to`, `steps`, `slack`,
+/// `ttl_ramp`, `rollout_ttl`, `metric_gate`), or a body with nothing but an optional `reason`
+/// for the pool's `[pool.rollout]`. A partial plan is refused, never silently replaced.
 async fn rollout_start(
     State(ctx): State<AdminContext>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -487,44 +479,50 @@ async fn rollout_start(
     raw: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let name = pool_name(&pool)?;
-    let start: StartBody = if raw.iter().all(u8::is_ascii_whitespace) {
-        StartBody::default()
+    let mut fields = if raw.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Map::new()
     } else {
-        serde_json::from_slice(&raw).map_err(|e| bad_request(format!("bad rollout body: {e}")))?
+        match serde_json::from_slice::<Value>(&raw) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(bad_request("the body must be a JSON object")),
+            Err(e) => return Err(bad_request(format!("bad rollout body: {e}"))),
+        }
     };
-    if start
-        .plan
-        .as_ref()
-        .is_some_and(|p| p.preview_name.is_some())
-    {
-        return Err(bad_request(
-            "preview_name can only be set in [pool.rollout]",
-        ));
-    }
-    let plan = match start.plan {
-        Some(raw) => crate::config::plan(&raw).map_err(|problems| {
+    let reason = match fields.remove("reason") {
+        None => String::new(),
+        Some(Value::String(r)) => r,
+        Some(_) => return Err(bad_request("`reason` must be a string")),
+    };
+    let plan = if fields.is_empty() {
+        let snapshot = ctx.snapshot.load();
+        let configured = snapshot
+            .view
+            .config_pools
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no pool `{name}`")))?;
+        configured.rollout.clone().ok_or_else(|| {
+            bad_request(format!("pool `{name}` has no [pool.rollout]; send a plan"))
+        })?
+    } else {
+        let raw: crate::config::RawPlan = serde_json::from_value(Value::Object(fields))
+            .map_err(|e| bad_request(format!("bad rollout plan: {e}")))?;
+        if raw.preview_name.is_some() {
+            return Err(bad_request(
+                "preview_name can only be set in [pool.rollout]",
+            ));
+        }
+        crate::config::plan(&raw).map_err(|problems| {
             let list: Vec<String> = problems.iter().map(|(k, m)| format!("{k}: {m}")).collect();
             bad_request(list.join("; "))
-        })?,
-        None => {
-            let snapshot = ctx.snapshot.load();
-            let configured = snapshot
-                .view
-                .config_pools
-                .iter()
-                .find(|p| p.name == name)
-                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no pool `{name}`")))?;
-            configured.rollout.clone().ok_or_else(|| {
-                bad_request(format!("pool `{name}` has no [pool.rollout]; send a plan"))
-            })?
-        }
+        })?
     };
     submit_rollout(
         &ctx,
         caller,
         name,
         crate::rollout::Command::Start(plan),
-        start.reason,
+        reason,
     )
     .await
 }

@@ -29,7 +29,7 @@ enum Command {
         #[arg(long)]
         reset_state: bool,
     },
-    /// Talk to a running weir's admin API: pools, weights, drains, overrides, audit, reload.
+    /// Talk to a running weir's admin API: pools, weights, drains, overrides, rollouts, audit, reload.
     Ctl(weir::ctl::Args),
     /// Validate the config and every zone file, list every problem, and exit (78 if any).
     Check {

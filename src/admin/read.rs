@@ -207,7 +207,8 @@ pub(super) async fn rollout(
             (format!("pause {secs}s"), Some(r.settled_at + secs))
         }
         (_, Some(Step::Pause(None))) => ("manual pause: waiting for promote".into(), None),
-        (_, Some(step)) => (format!("{step:?}"), None),
+        (_, Some(Step::SetWeight(w))) => (format!("set_weight {w}"), None),
+        (_, Some(Step::Pause(Some(secs)))) => (format!("pause {secs}s"), None),
         (_, None) => ("finish".into(), Some(r.settled_at)),
     };
     let body = json!({
@@ -229,6 +230,8 @@ pub(super) async fn rollout(
         // Blue-green and canary alike: once `to` has everything and that has settled in
         // resolvers' caches, the `from` group gets no more traffic.
         "from_drained": r.weight == 100 && now >= r.settled_at,
+        "ramp_ttl": r.ramp_ttl,
+        "metric_gate": r.metric_gate,
         "now": now,
     });
     Ok(with_generation(view.generation, body))

@@ -327,7 +327,7 @@ async fn start_with_a_plan_file() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr
-            .starts_with("weir ctl: 400 Bad Request: bad rollout body: unknown field `slak`"),
+            .starts_with("weir ctl: 400 Bad Request: bad rollout plan: unknown field `slak`"),
         "{out:?}"
     );
     std::fs::write(

@@ -180,7 +180,7 @@ async fn a_down_canary_endpoint_aborts_and_traffic_returns() {
 #[tokio::test]
 async fn rollout_requests_are_checked() {
     let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", "")).await;
-    let cases: [(&str, &str, Option<&str>, u16); 6] = [
+    let cases: [(&str, &str, Option<&str>, u16); 7] = [
         (
             "POST",
             "/v1/pools/app.example.com/rollout/promote",
@@ -207,6 +207,12 @@ async fn rollout_requests_are_checked() {
             400,
         ),
         ("POST", "/v1/pools/nope.example.com/rollouts", None, 404),
+        (
+            "POST",
+            "/v1/pools/app.example.com/rollouts",
+            Some(r#"{"from": "blue"}"#),
+            400,
+        ),
     ];
     for (method, path, body, want) in cases {
         let (code, reply) = http(&s, method, path, body).await;
