@@ -521,7 +521,7 @@ async fn rollout_start(
         &ctx,
         caller,
         name,
-        crate::rollout::Command::Start(plan),
+        crate::rollout::Command::Start(Box::new(plan)),
         reason,
     )
     .await

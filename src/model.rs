@@ -471,6 +471,46 @@ pub struct RolloutPlan {
     /// Abort when a Prometheus query keeps failing its condition.
     #[serde(default)]
     pub metric_gate: Option<MetricGate>,
+    /// A rolling update of one group instead of a move between groups.
+    #[serde(default)]
+    pub rolling: Option<RollingPlan>,
+}
+
+/// A rolling in-place update: the group's endpoints are drained batch by batch.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RollingPlan {
+    pub group: String,
+    /// Endpoints per batch, at most.
+    pub batch: usize,
+    /// Largest share of the pool's weight drained at once, in percent.
+    pub max_unavailable: u32,
+    /// Seconds to wait after a batch is safe to upgrade; None waits for `promote`.
+    pub pause: Option<u64>,
+    /// Seconds a batch may take to come back healthy before the rollout stops for a person.
+    pub health_timeout: u64,
+}
+
+/// Where a rolling update's current batch is.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Drained; waiting for cached answers that name it to expire.
+    Draining,
+    /// Gets no traffic any more: safe to upgrade; waiting for promote or the pause.
+    SafeToUpgrade,
+    /// Upgraded: waiting for its health checks to pass before undraining (since when).
+    WaitingHealthy { since: u64 },
+}
+
+/// A rolling update's progress, stored in its `Rollout`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rolling {
+    pub plan: RollingPlan,
+    /// Endpoint addresses per batch, decided at the start.
+    pub batches: Vec<Vec<String>>,
+    /// The batch being worked on.
+    pub batch: usize,
+    pub phase: Phase,
 }
 
 /// A Prometheus instant query that must keep satisfying `op value` while a rollout runs.
@@ -539,6 +579,9 @@ pub struct Rollout {
     pub ramp_ttl: Option<u32>,
     #[serde(default)]
     pub metric_gate: Option<MetricGate>,
+    /// Set for a rolling update (then `from` = `to` = the group and `weight` is unused).
+    #[serde(default)]
+    pub rolling: Option<Rolling>,
 }
 
 /// What the admin API shows, published inside each snapshot so readers see one consistent

@@ -16,7 +16,9 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{Health, Name, Override, Pool, Rollout, RolloutState, Step, View};
+use crate::model::{
+    Health, Name, Override, Phase, Pool, Rolling, RollingPlan, Rollout, RolloutState, Step, View,
+};
 use crate::snapshot::Snapshot;
 
 /// How often the driver looks for due steps.
@@ -39,7 +41,7 @@ pub fn now() -> u64 {
 /// What an operator (or the driver) asks of a pool's rollout.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    Start(Plan),
+    Start(Box<Plan>),
     /// The driver: run whatever is due now.
     Tick,
     /// Run the next step now; `full` jumps to 100%.
@@ -80,6 +82,9 @@ pub fn validate(plan: &Plan, pool: &Pool) -> Result<(), String> {
             return Err(format!("no group `{group}` in pool `{}`", pool.name));
         }
     }
+    if let Some(rp) = &plan.rolling {
+        return batches(rp, pool).map(|_| ());
+    }
     if plan.from == plan.to {
         return Err("`from` and `to` must be different groups".into());
     }
@@ -95,10 +100,89 @@ pub fn validate(plan: &Plan, pool: &Pool) -> Result<(), String> {
     Ok(())
 }
 
-/// A new rollout: `to` goes to 0% at once; the first step waits for that to settle under the
-/// pool's TTL `ttl` (with a TTL ramp, that is also the wait for the old TTL to expire).
-pub fn start(plan: &Plan, now: u64, ttl: u32) -> Rollout {
-    Rollout {
+/// A rolling update's batches: the group's endpoints in config order, at most `batch` per
+/// batch and never more than `max_unavailable` percent of the pool's weight drained at once.
+pub fn batches(rp: &RollingPlan, pool: &Pool) -> Result<Vec<Vec<String>>, String> {
+    let group = pool
+        .groups
+        .iter()
+        .find(|g| g.name == rp.group)
+        .ok_or_else(|| format!("no group `{}` in pool `{}`", rp.group, pool.name))?;
+    let pool_weight: f64 = pool
+        .groups
+        .iter()
+        .filter(|g| g.endpoints.iter().any(|e| e.weight > 0))
+        .map(|g| f64::from(g.weight))
+        .sum();
+    let group_endpoint_weight: f64 = group.endpoints.iter().map(|e| f64::from(e.weight)).sum();
+    let allowed = f64::from(rp.max_unavailable) / 100.0;
+    let share = |w: u32| {
+        if pool_weight <= 0.0 || group_endpoint_weight <= 0.0 {
+            0.0
+        } else {
+            f64::from(group.weight) * f64::from(w) / group_endpoint_weight / pool_weight
+        }
+    };
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    let mut drained = 0.0;
+    for e in &group.endpoints {
+        let s = share(e.weight);
+        if s > allowed + 1e-9 {
+            return Err(format!(
+                "endpoint {} alone carries {:.0}% of the pool, more than max_unavailable {}%",
+                e.address,
+                s * 100.0,
+                rp.max_unavailable
+            ));
+        }
+        if current.len() >= rp.batch || drained + s > allowed + 1e-9 {
+            out.push(std::mem::take(&mut current));
+            drained = 0.0;
+        }
+        current.push(e.address.to_string());
+        drained += s;
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    if out.is_empty() {
+        return Err(format!("group `{}` has no endpoints", rp.group));
+    }
+    Ok(out)
+}
+
+/// The addresses a rolling update keeps drained right now.
+pub fn drained(r: &Rollout) -> &[String] {
+    match &r.rolling {
+        Some(rl) if active(r) => rl.batches.get(rl.batch).map_or(&[], Vec::as_slice),
+        _ => &[],
+    }
+}
+
+/// What the transitions need to know about health.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Canary/blue-green: the first endpoint of `to` that is down.
+    pub to_down: Option<String>,
+    /// Rolling: every endpoint of the current batch is up.
+    pub batch_up: bool,
+}
+
+/// A new rollout: `to` goes to 0% at once (or the first batch is drained); the first step waits
+/// for that to settle under the pool's TTL `ttl` (with a TTL ramp, that is also the wait for the
+/// old TTL to expire).
+pub fn start(plan: &Plan, now: u64, ttl: u32, pool: &Pool) -> Result<Rollout, String> {
+    let rolling = match &plan.rolling {
+        Some(rp) => Some(Rolling {
+            plan: rp.clone(),
+            batches: batches(rp, pool)?,
+            batch: 0,
+            phase: Phase::Draining,
+        }),
+        None => None,
+    };
+    Ok(Rollout {
         from: plan.from.clone(),
         to: plan.to.clone(),
         steps: plan.steps.clone(),
@@ -110,7 +194,8 @@ pub fn start(plan: &Plan, now: u64, ttl: u32) -> Rollout {
         settled_at: now + u64::from(ttl) + plan.slack,
         ramp_ttl: plan.ramp_ttl,
         metric_gate: plan.metric_gate.clone(),
-    }
+        rolling,
+    })
 }
 
 /// The TTL answers of the pool carry while `r` stands as it is: the ramp TTL until the rollout
@@ -138,9 +223,12 @@ pub fn active(r: &Rollout) -> bool {
 
 /// What is due at `now`, if anything: the health gate (an endpoint of `to` down while it takes
 /// traffic aborts), then the next step once its time has come. None when nothing changes.
-pub fn tick(r: &Rollout, now: u64, ttl: u32, to_down: Option<&str>) -> Option<Rollout> {
+pub fn tick(r: &Rollout, now: u64, ttl: u32, seen: &Observed) -> Option<Rollout> {
     let mut next = r.clone();
-    if let Some(endpoint) = to_down
+    if r.rolling.is_some() {
+        return tick_rolling(r, now, ttl, seen.batch_up);
+    }
+    if let Some(endpoint) = seen.to_down.as_deref()
         && active(r)
         && r.weight > 0
     {
@@ -171,11 +259,73 @@ pub fn tick(r: &Rollout, now: u64, ttl: u32, to_down: Option<&str>) -> Option<Ro
     Some(next)
 }
 
+/// A rolling update: drain a batch, let it settle (safe to upgrade), wait for promote or the
+/// pause, wait for its health checks to pass, undrain and drain the next.
+fn tick_rolling(r: &Rollout, now: u64, ttl: u32, batch_up: bool) -> Option<Rollout> {
+    if r.state != RolloutState::Running {
+        return None;
+    }
+    let mut next = r.clone();
+    let rl = next.rolling.as_mut()?;
+    match rl.phase.clone() {
+        Phase::Draining if now >= r.settled_at => {
+            rl.phase = Phase::SafeToUpgrade;
+            if rl.plan.pause.is_none() {
+                next.state = RolloutState::WaitingPromote;
+            }
+        }
+        Phase::SafeToUpgrade => match rl.plan.pause {
+            Some(p) if now >= r.settled_at + p => rl.phase = Phase::WaitingHealthy { since: now },
+            _ => return None,
+        },
+        Phase::WaitingHealthy { .. } if batch_up => {
+            rl.batch += 1;
+            rl.phase = Phase::Draining;
+            if rl.batch >= rl.batches.len() {
+                next.state = RolloutState::Done;
+            }
+            next.changed_at = now;
+            next.settled_at = now + u64::from(ttl) + next.slack;
+        }
+        Phase::WaitingHealthy { since } if now > since + rl.plan.health_timeout => {
+            // The batch did not come back: stop for a person to decide (resume retries).
+            next.state = RolloutState::Paused;
+        }
+        _ => return None,
+    }
+    Some(next)
+}
+
 /// Applies an operator command (Start and Tick go through `start` and `tick`). Err says why it
 /// does not apply in the rollout's state.
 pub fn command(r: &Rollout, cmd: &Command, now: u64, ttl: u32) -> Result<Rollout, String> {
     let mut next = r.clone();
     let state = &r.state;
+    if let Some(rl) = next.rolling.as_mut() {
+        match cmd {
+            Command::Promote { .. } if matches!(rl.phase, Phase::SafeToUpgrade) && active(r) => {
+                rl.phase = Phase::WaitingHealthy { since: now };
+                next.state = RolloutState::Running;
+                return Ok(next);
+            }
+            Command::Promote { .. } => {
+                return Err("promote applies once a batch is safe to upgrade".into());
+            }
+            Command::Resume if *state == RolloutState::Paused => {
+                if let Phase::WaitingHealthy { since } = &mut rl.phase {
+                    *since = now;
+                }
+                next.state = RolloutState::Running;
+                return Ok(next);
+            }
+            Command::Undo => {
+                return Err(
+                    "undo does not apply to a rolling update; abort undrains the batch".into(),
+                );
+            }
+            _ => {}
+        }
+    }
     match cmd {
         Command::Start(_) | Command::Tick => return Err("not an operator command".into()),
         Command::Promote { full: true } if active(r) => {
@@ -247,6 +397,28 @@ pub fn state_name(state: &RolloutState) -> &'static str {
     }
 }
 
+/// What `tick` needs to know about `r`'s pool in `view`.
+pub fn observe(view: &View, pool: &Pool, r: &Rollout) -> Observed {
+    let up = |e: &crate::model::Endpoint| match e.force {
+        Override::Down => false,
+        Override::Up => true,
+        Override::Auto => e
+            .probe
+            .as_ref()
+            .is_none_or(|k| view.health.get(k).copied().unwrap_or(k.check.initial) == Health::Up),
+    };
+    let batch = drained(r);
+    Observed {
+        to_down: to_down(view, pool, &r.to),
+        batch_up: pool
+            .groups
+            .iter()
+            .flat_map(|g| &g.endpoints)
+            .filter(|e| batch.contains(&e.address.to_string()))
+            .all(up),
+    }
+}
+
 /// The first endpoint of group `to` that counts as down in `view`, if any.
 pub fn to_down(view: &View, pool: &Pool, to: &str) -> Option<String> {
     let group = pool.groups.iter().find(|g| g.name == to)?;
@@ -292,8 +464,7 @@ pub async fn run(
             let Some(pool) = view.pools.iter().find(|p| p.name.to_string() == *name) else {
                 continue;
             };
-            let down = to_down(view, pool, &r.to);
-            if tick(r, now, pool.ttl, down.as_deref()).is_some()
+            if tick(r, now, pool.ttl, &observe(view, pool, r)).is_some()
                 && due.send(Signal::Due(pool.name.clone())).await.is_err()
             {
                 return;
@@ -410,7 +581,16 @@ mod tests {
             slack: 5,
             ramp_ttl: None,
             metric_gate: None,
+            rolling: None,
         }
+    }
+
+    fn pool() -> Pool {
+        let text = "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n[[pool]]\nname = \"app.example.com.\"\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool.group]]\nname = \"green\"\nendpoints = [{ address = \"192.0.2.20\" }]\n";
+        crate::config::parse(text, std::path::Path::new("w.toml"))
+            .unwrap()
+            .pools
+            .remove(0)
     }
 
     /// Runs ticks second by second from `from` to `to`, returning (second, weight, state) at
@@ -418,7 +598,7 @@ mod tests {
     fn walk(mut r: Rollout, from: u64, to: u64) -> (Rollout, Vec<(u64, u32, &'static str)>) {
         let mut changes = Vec::new();
         for t in from..=to {
-            while let Some(next) = tick(&r, t, 30, None) {
+            while let Some(next) = tick(&r, t, 30, &Observed::default()) {
                 r = next;
                 changes.push((t, r.weight, state_name(&r.state)));
             }
@@ -429,7 +609,7 @@ mod tests {
     #[test]
     fn steps_wait_for_settling_and_pauses_count_from_it() {
         // TTL 30 + slack 5: every change settles 35 s later.
-        let r = start(&plan(), 1000, 30);
+        let r = start(&plan(), 1000, 30, &pool()).unwrap();
         assert_eq!((r.weight, r.settled_at), (0, 1035));
         let (r, changes) = walk(r, 1000, 2000);
         assert_eq!(
@@ -453,24 +633,28 @@ mod tests {
 
     #[test]
     fn health_gate_aborts_only_while_to_takes_traffic() {
-        let r = start(&plan(), 0, 30);
+        let r = start(&plan(), 0, 30, &pool()).unwrap();
+        let down = Observed {
+            to_down: Some("192.0.2.20".into()),
+            batch_up: false,
+        };
         assert_eq!(
-            tick(&r, 1, 30, Some("192.0.2.20")),
+            tick(&r, 1, 30, &down),
             None,
             "0% to: nothing to protect yet"
         );
-        let r = tick(&r, 35, 30, None).unwrap();
-        let aborted = tick(&r, 36, 30, Some("192.0.2.20")).unwrap();
+        let r = tick(&r, 35, 30, &Observed::default()).unwrap();
+        let aborted = tick(&r, 36, 30, &down).unwrap();
         assert_eq!(aborted.weight, 0);
         assert!(
             matches!(&aborted.state, RolloutState::Aborted { reason } if reason.contains("192.0.2.20"))
         );
-        assert_eq!(tick(&aborted, 99, 30, Some("192.0.2.20")), None);
+        assert_eq!(tick(&aborted, 99, 30, &down), None);
     }
 
     #[test]
     fn operator_commands() {
-        let r = start(&plan(), 0, 30);
+        let r = start(&plan(), 0, 30, &pool()).unwrap();
         let (r, _) = walk(r, 0, 1200);
         assert_eq!(r.weight, 50);
         let paused = command(&r, &Command::Pause, 1300, 30).unwrap();
@@ -503,10 +687,47 @@ mod tests {
         .unwrap();
         assert_eq!(aborted.weight, 0);
         assert!(command(&aborted, &Command::Resume, 1800, 30).is_err());
-        let fresh = start(&plan(), 0, 30);
+        let fresh = start(&plan(), 0, 30, &pool()).unwrap();
         assert!(
             command(&fresh, &Command::Undo, 1, 30).is_err(),
             "nothing to undo"
         );
+    }
+
+    #[test]
+    fn a_batch_that_does_not_come_back_stops_the_rollout_for_a_person() {
+        let text = "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n[[pool]]\nname = \"app.example.com.\"\n[pool.rollout]\nkind = \"rolling\"\ngroup = \"web\"\nmax_unavailable = \"50%\"\npause = \"10s\"\nhealth_timeout = \"60s\"\nslack = \"0s\"\n[[pool.group]]\nname = \"web\"\nendpoints = [{ address = \"192.0.2.1\" }, { address = \"192.0.2.2\" }]\n";
+        let pool = crate::config::parse(text, std::path::Path::new("w.toml"))
+            .unwrap()
+            .pools
+            .remove(0);
+        let plan = pool.rollout.clone().unwrap();
+        let r = start(&plan, 0, 30, &pool).unwrap();
+        assert_eq!(drained(&r), ["192.0.2.1"]);
+        let sick = Observed::default();
+        // Settled at 30, paused 10 s (no promote needed), then waiting for health.
+        let r = tick(&r, 30, 30, &sick).unwrap();
+        assert_eq!(tick(&r, 39, 30, &sick), None);
+        let r = tick(&r, 40, 30, &sick).unwrap();
+        assert_eq!(
+            r.rolling.as_ref().unwrap().phase,
+            Phase::WaitingHealthy { since: 40 }
+        );
+        assert_eq!(tick(&r, 100, 30, &sick), None, "within the health timeout");
+        let stopped = tick(&r, 101, 30, &sick).unwrap();
+        assert_eq!(stopped.state, RolloutState::Paused);
+        assert_eq!(
+            drained(&stopped),
+            ["192.0.2.1"],
+            "still drained while a person decides"
+        );
+        // Resume gives it another health timeout; healthy, the next batch is drained.
+        let resumed = command(&stopped, &Command::Resume, 200, 30).unwrap();
+        let healthy = Observed {
+            to_down: None,
+            batch_up: true,
+        };
+        let next = tick(&resumed, 201, 30, &healthy).unwrap();
+        assert_eq!(drained(&next), ["192.0.2.2"]);
     }
 }

@@ -439,7 +439,16 @@ impl Writer {
             }
             (rollout::Command::Start(plan), _) => {
                 rollout::validate(plan, config).map_err(ChangeError::Invalid)?;
-                rollout::start(plan, now, ttl)
+                let served = self
+                    .snapshot
+                    .load()
+                    .view
+                    .pools
+                    .iter()
+                    .find(|p| p.name == pool)
+                    .cloned();
+                rollout::start(plan, now, ttl, served.as_ref().unwrap_or(config))
+                    .map_err(ChangeError::Invalid)?
             }
             (_, None) => {
                 return Err(ChangeError::NotFound(format!(
@@ -448,12 +457,13 @@ impl Writer {
             }
             (rollout::Command::Tick, Some(r)) => {
                 let view = self.snapshot.load().view.clone();
-                let down = view
+                let seen = view
                     .pools
                     .iter()
                     .find(|p| p.name == pool)
-                    .and_then(|served| rollout::to_down(&view, served, &r.to));
-                match rollout::tick(r, now, ttl, down.as_deref()) {
+                    .map(|served| rollout::observe(&view, served, r))
+                    .unwrap_or_default();
+                match rollout::tick(r, now, ttl, &seen) {
                     Some(next) => next,
                     None => return Ok(self.generation),
                 }
@@ -484,9 +494,28 @@ impl Writer {
             reason,
         };
         let mut overlay = self.overlay.clone();
-        let weights = overlay.group_weights.entry(key.clone()).or_default();
-        weights.insert(next.from.clone(), 100 - next.weight);
-        weights.insert(next.to.clone(), next.weight);
+        match &next.rolling {
+            // A rolling update drains its current batch and nothing else in the group.
+            Some(rl) => {
+                let drained = rollout::drained(&next);
+                let weights = overlay.endpoint_weights.entry(key.clone()).or_default();
+                for addr in rl.batches.iter().flatten() {
+                    if drained.contains(addr) {
+                        weights.insert(addr.clone(), 0);
+                    } else {
+                        weights.remove(addr);
+                    }
+                }
+                if weights.is_empty() {
+                    overlay.endpoint_weights.remove(&key);
+                }
+            }
+            None => {
+                let weights = overlay.group_weights.entry(key.clone()).or_default();
+                weights.insert(next.from.clone(), 100 - next.weight);
+                weights.insert(next.to.clone(), next.weight);
+            }
+        }
         overlay.rollouts.insert(key, next);
         let generation = match self.commit(overlay.clone(), vec![record.clone()]).await {
             Ok(generation) => generation,

@@ -231,6 +231,15 @@ pub(super) async fn rollout(
         // resolvers' caches, the `from` group gets no more traffic.
         "from_drained": r.weight == 100 && now >= r.settled_at,
         "ramp_ttl": r.ramp_ttl,
+        "rolling": r.rolling.as_ref().map(|rl| json!({
+            "group": rl.plan.group,
+            "batch": rl.batch,
+            "batches": rl.batches,
+            "phase": rl.phase,
+            "drained": crate::rollout::drained(r),
+            // The current batch gets no traffic any more, even from caches.
+            "safe_to_upgrade": matches!(rl.phase, crate::model::Phase::SafeToUpgrade),
+        })),
         "metric_gate": r.metric_gate,
         "now": now,
     });

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::Collector;
 use crate::model::{
     Check, CheckKind, Endpoint, Group, Health, MetricGate, Name, OnAllDown, Override, Pool,
-    ProbeKey, RolloutPlan, Step, Sticky,
+    ProbeKey, RollingPlan, RolloutPlan, Step, Sticky,
 };
 
 mod defaults {
@@ -46,10 +46,21 @@ pub(super) struct RawPool {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPlan {
-    /// "canary" (default) or "blue-green".
+    /// "canary" (default), "blue-green" or "rolling".
     pub kind: Option<String>,
+    #[serde(default)]
     pub from: String,
+    #[serde(default)]
     pub to: String,
+    /// Rolling: the group updated in place, `batch` endpoints at a time (a count, or a
+    /// percentage of the group like "25%"), never more than `max_unavailable` of the pool's
+    /// weight (default "25%"), each batch then `pause` ("manual" by default) and
+    /// `health_timeout` (default "10m") to come back healthy.
+    pub group: Option<String>,
+    pub batch: Option<toml::Value>,
+    pub max_unavailable: Option<String>,
+    pub pause: Option<String>,
+    pub health_timeout: Option<String>,
     /// Canary steps; a blue-green rollout has fixed ones.
     #[serde(default)]
     pub steps: Vec<RawStep>,
@@ -90,17 +101,100 @@ pub struct RawStep {
 pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
     let mut problems = Vec::new();
     let mut steps = Vec::new();
-    let blue_green = match raw.kind.as_deref().unwrap_or("canary") {
-        "canary" => false,
-        "blue-green" => true,
+    let (blue_green, rolling) = match raw.kind.as_deref().unwrap_or("canary") {
+        "canary" => (false, false),
+        "blue-green" => (true, false),
+        "rolling" => (false, true),
         other => {
             problems.push((
                 "kind".into(),
-                format!("`{other}` is not one of \"canary\", \"blue-green\""),
+                format!("`{other}` is not one of \"canary\", \"blue-green\", \"rolling\""),
             ));
-            false
+            (false, false)
         }
     };
+    let mut rolling_plan = None;
+    if rolling {
+        let percent = |k: &str, text: &str, problems: &mut Vec<(String, String)>| match text
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse::<u32>().ok())
+        {
+            Some(p) if (1..=100).contains(&p) => p,
+            _ => {
+                problems.push((
+                    k.into(),
+                    format!("`{text}` is not a percentage like \"25%\""),
+                ));
+                25
+            }
+        };
+        let batch = match &raw.batch {
+            None => 1,
+            Some(toml::Value::Integer(n)) if *n >= 1 => *n as usize,
+            Some(other) => {
+                problems.push(("batch".into(), format!("`{other}` is not a count >= 1")));
+                1
+            }
+        };
+        let max_unavailable = percent(
+            "max_unavailable",
+            raw.max_unavailable.as_deref().unwrap_or("25%"),
+            &mut problems,
+        );
+        let pause = match raw.pause.as_deref().unwrap_or("manual") {
+            "manual" => None,
+            text => match humantime::parse_duration(text) {
+                Ok(d) => Some(d.as_secs()),
+                Err(e) => {
+                    problems.push(("pause".into(), format!("`{text}`: {e}")));
+                    None
+                }
+            },
+        };
+        let health_timeout =
+            match humantime::parse_duration(raw.health_timeout.as_deref().unwrap_or("10m")) {
+                Ok(d) => d.as_secs(),
+                Err(e) => {
+                    problems.push(("health_timeout".into(), e.to_string()));
+                    600
+                }
+            };
+        match raw.group.as_deref() {
+            Some(group) if !group.is_empty() => {
+                rolling_plan = Some(RollingPlan {
+                    group: group.to_string(),
+                    batch,
+                    max_unavailable,
+                    pause,
+                    health_timeout,
+                });
+            }
+            _ => problems.push((
+                "group".into(),
+                "a rolling update names the `group` it updates".into(),
+            )),
+        }
+        if !raw.steps.is_empty() || !raw.from.is_empty() || !raw.to.is_empty() {
+            problems.push((
+                "steps".into(),
+                "a rolling update takes `group` and batches, not from/to/steps".into(),
+            ));
+        }
+    } else if raw.group.is_some()
+        || raw.batch.is_some()
+        || raw.max_unavailable.is_some()
+        || raw.pause.is_some()
+    {
+        problems.push((
+            "group".into(),
+            "group, batch, max_unavailable and pause are for kind = \"rolling\"".into(),
+        ));
+    } else if raw.from.is_empty() || raw.to.is_empty() {
+        problems.push((
+            "from".into(),
+            "a canary or blue-green rollout names `from` and `to`".into(),
+        ));
+    }
     if blue_green {
         if !raw.steps.is_empty() {
             problems.push((
@@ -112,7 +206,12 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
         // until promoted once more (finalize).
         steps = vec![Step::Pause(None), Step::SetWeight(100), Step::Pause(None)];
     }
-    for (i, step) in raw.steps.iter().enumerate().filter(|_| !blue_green) {
+    for (i, step) in raw
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|_| !blue_green && !rolling)
+    {
         let key = format!("steps[{i}]");
         match (step.set_weight, step.pause.as_deref()) {
             (Some(w), None) if (0..=100).contains(&w) => steps.push(Step::SetWeight(w as u32)),
@@ -133,10 +232,10 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             )),
         }
     }
-    if raw.steps.is_empty() && !blue_green {
+    if raw.steps.is_empty() && !blue_green && !rolling {
         problems.push(("steps".into(), "a rollout needs at least one step".into()));
     }
-    if raw.from == raw.to {
+    if raw.from == raw.to && !rolling {
         problems.push((
             "to".into(),
             "`from` and `to` must be different groups".into(),
@@ -208,13 +307,18 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
         })
     });
     if problems.is_empty() {
+        let (from, to) = match &rolling_plan {
+            Some(r) => (r.group.clone(), r.group.clone()),
+            None => (raw.from.clone(), raw.to.clone()),
+        };
         Ok(RolloutPlan {
-            from: raw.from.clone(),
-            to: raw.to.clone(),
+            from,
+            to,
             steps,
             slack,
             ramp_ttl,
             metric_gate,
+            rolling: rolling_plan,
         })
     } else {
         Err(problems)

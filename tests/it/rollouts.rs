@@ -429,3 +429,62 @@ async fn a_failing_metric_gate_aborts_after_its_failure_limit() {
     assert_eq!(green_share(&s).await, 0.0);
     s.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
+    let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 10\nanswers = 4\n[pool.rollout]\nkind = \"rolling\"\ngroup = \"web\"\nbatch = 2\nmax_unavailable = \"25%\"\nslack = \"0s\"\n[[pool.group]]\nname = \"web\"\nendpoints = [{ address = \"192.0.2.1\" }, { address = \"192.0.2.2\" }, { address = \"192.0.2.3\" }, { address = \"192.0.2.4\" }]\n";
+    let s = Server::with_pools(&[("example.com.", ZONE)], "", pool).await;
+    let all = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"];
+    assert_eq!(answers_for(&s, "app.example.com.").await, all);
+    assert_eq!(
+        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
+            .await
+            .0,
+        200
+    );
+    let st = status(&s).await;
+    // 25% of the pool is one endpoint: batches of one despite batch = 2.
+    assert_eq!(
+        st["rolling"]["batches"],
+        json!([["192.0.2.1"], ["192.0.2.2"], ["192.0.2.3"], ["192.0.2.4"]])
+    );
+    for (i, drained) in all.iter().enumerate() {
+        // Drained at once, never more than one endpoint missing from the answers.
+        let seen = answers_for(&s, "app.example.com.").await;
+        let expected: Vec<&str> = all.iter().copied().filter(|a| a != drained).collect();
+        assert_eq!(seen, expected, "batch {i}");
+        assert_eq!(
+            status(&s).await["rolling"]["safe_to_upgrade"],
+            false,
+            "batch {i}: cached answers may still name it"
+        );
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let st = status(&s).await;
+        assert_eq!(
+            (
+                st["state"].as_str(),
+                st["rolling"]["safe_to_upgrade"].as_bool()
+            ),
+            (Some("waiting for promote"), Some(true)),
+            "batch {i}: {st}"
+        );
+        // The operator (or a CI job) upgrades the batch, then promotes; healthy, it comes back.
+        assert_eq!(
+            http(
+                &s,
+                "POST",
+                "/v1/pools/app.example.com/rollout/promote",
+                None
+            )
+            .await
+            .0,
+            200
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(status(&s).await["state"], "done");
+    assert_eq!(answers_for(&s, "app.example.com.").await, all);
+    let (code, _) = http(&s, "POST", "/v1/pools/app.example.com/rollout/undo", None).await;
+    assert_eq!(code, 409);
+    s.stop().await;
+}
