@@ -63,6 +63,10 @@ pub struct Metrics {
     queries_other: IntCounter,
     store_commit: HistogramVec,
     group_share: GaugeVec,
+    rollout_weight: IntGaugeVec,
+    rollout_step: IntGaugeVec,
+    rollout_state: IntGaugeVec,
+    rollout_aborts: IntCounterVec,
 }
 
 /// QTYPEs counted under their own label; others count as "other" so labels stay bounded.
@@ -250,6 +254,42 @@ impl Metrics {
         )
         .expect("metric");
         register(Box::new(group_share.clone()));
+        let rollout_weight = IntGaugeVec::new(
+            Opts::new(
+                "rollout_weight",
+                "A rollout's `to` share in percent (canary, blue-green)",
+            ),
+            &["pool"],
+        )
+        .expect("metric");
+        let rollout_step = IntGaugeVec::new(
+            Opts::new(
+                "rollout_step",
+                "Index of a rollout's next step (or batch, for rolling updates)",
+            ),
+            &["pool"],
+        )
+        .expect("metric");
+        let rollout_state = IntGaugeVec::new(
+            Opts::new(
+                "rollout_state",
+                "1 for the state a pool's rollout is in, 0 for the others",
+            ),
+            &["pool", "state"],
+        )
+        .expect("metric");
+        let rollout_aborts = IntCounterVec::new(
+            Opts::new(
+                "rollout_aborts_total",
+                "Rollouts aborted, by pool and cause (health, metric, operator)",
+            ),
+            &["pool", "cause"],
+        )
+        .expect("metric");
+        register(Box::new(rollout_weight.clone()));
+        register(Box::new(rollout_step.clone()));
+        register(Box::new(rollout_state.clone()));
+        register(Box::new(rollout_aborts.clone()));
         register(Box::new(queries_vec));
         for result in ["ok", "failed"] {
             reloads.with_label_values(&[result]);
@@ -290,7 +330,37 @@ impl Metrics {
             queries_other,
             store_commit,
             group_share,
+            rollout_weight,
+            rollout_step,
+            rollout_state,
+            rollout_aborts,
         }
+    }
+
+    /// A pool's rollout as published: weight, step and state.
+    pub fn rollout(&self, pool: &str, weight: u32, step: usize, state: &str) {
+        self.rollout_weight
+            .with_label_values(&[pool])
+            .set(i64::from(weight));
+        self.rollout_step
+            .with_label_values(&[pool])
+            .set(step as i64);
+        for s in [
+            "running",
+            "waiting for promote",
+            "paused",
+            "done",
+            "aborted",
+        ] {
+            self.rollout_state
+                .with_label_values(&[pool, s])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// A rollout aborted; `cause` is "health", "metric" or "operator".
+    pub fn rollout_aborted(&self, pool: &str, cause: &str) {
+        self.rollout_aborts.with_label_values(&[pool, cause]).inc();
     }
 
     /// Answers counted so far for `endpoints` of one pool group.

@@ -127,6 +127,13 @@ pub fn build(
     snapshot::build(&loaded.index, Arc::new(view), metrics, publication)
 }
 
+fn record_state(overlay: &Overlay, pool: &str) -> crate::model::RolloutState {
+    overlay
+        .rollouts
+        .get(pool)
+        .map_or(crate::model::RolloutState::Done, |r| r.state.clone())
+}
+
 fn flip_event(flip: health::Flip) -> StateEvent {
     StateEvent::Health {
         key: flip.key,
@@ -314,6 +321,11 @@ impl Writer {
     }
 
     fn publish(&self) -> u64 {
+        for (pool, r) in &self.overlay.rollouts {
+            let step = r.rolling.as_ref().map_or(r.step, |rl| rl.batch);
+            self.metrics
+                .rollout(pool, r.weight, step, rollout::state_name(&r.state));
+        }
         let publication = self.snapshot.load().generation + 1;
         let snapshot = build(
             &self.loaded,
@@ -427,6 +439,7 @@ impl Writer {
             .ok_or_else(|| ChangeError::NotFound(format!("no pool `{pool}`")))?;
         let key = pool.to_string();
         let current = self.overlay.rollouts.get(&key);
+        let current_state = current.map(|r| r.state.clone());
         let now = rollout::now();
         // Changes settle under the TTL served before them (the ramp TTL once a ramp is on).
         let ttl = rollout::served_ttl(current, config.ttl);
@@ -532,6 +545,24 @@ impl Writer {
             reason = %record.reason,
             "rollout"
         );
+        if let crate::model::RolloutState::Aborted { reason } =
+            &record_state(&overlay, &record.pool)
+        {
+            let cause = if record.actor != "weir" {
+                "operator"
+            } else if reason.starts_with("metric gate") {
+                "metric"
+            } else {
+                "health"
+            };
+            if !matches!(
+                current_state,
+                Some(crate::model::RolloutState::Aborted { .. })
+            ) {
+                self.metrics.rollout_aborted(&record.pool, cause);
+                tracing::warn!(pool = %record.pool, %cause, %reason, "rollout aborted");
+            }
+        }
         self.adopt(overlay, generation);
         Ok(generation)
     }

@@ -443,6 +443,64 @@ pub(super) fn rollout(body: &Value) -> String {
     } else {
         String::new()
     };
+    let rolling = &body["rolling"];
+    if rolling.is_object() {
+        // A rolling update: batches of one group instead of weights between two.
+        let batches = list(&rolling["batches"]);
+        let at = rolling["batch"].as_u64().unwrap_or(0) as usize;
+        let phase = match rolling["phase"].as_str() {
+            Some("draining") => "draining (waiting for cached answers to expire)".to_string(),
+            Some("safe_to_upgrade") => "safe to upgrade".to_string(),
+            _ if rolling["phase"]["waiting_healthy"].is_object() => {
+                "upgraded: waiting for health checks to pass".to_string()
+            }
+            other => other.unwrap_or("-").to_string(),
+        };
+        field("group", cell(&rolling["group"]));
+        field(
+            "batch",
+            format!(
+                "{} of {}: {phase}",
+                (at + 1).min(batches.len()),
+                batches.len()
+            ),
+        );
+        let drained: Vec<String> = list(&rolling["drained"]).iter().map(cell).collect();
+        field(
+            "drained",
+            if drained.is_empty() {
+                "-".into()
+            } else {
+                drained.join(", ")
+            },
+        );
+        let now = body["now"].as_u64();
+        let ago = match (body["changed_at"].as_u64(), now) {
+            (Some(at), Some(now)) => format!("{} ago", age(now.saturating_sub(at))),
+            _ => "-".into(),
+        };
+        let settling = match body["settles_in"].as_u64() {
+            Some(0) => "settled".into(),
+            Some(s) => format!("settles in {}", span(s)),
+            None => "-".into(),
+        };
+        field("changed", format!("{ago}, {settling}"));
+        field("generation", cell(&body["generation"]));
+        for (i, b) in batches.iter().enumerate() {
+            let mark = match i.cmp(&at) {
+                std::cmp::Ordering::Less => "[x]",
+                std::cmp::Ordering::Equal if active => "[>]",
+                std::cmp::Ordering::Equal if state == "done" => "[x]",
+                _ => "[ ]",
+            };
+            let addrs: Vec<String> = list(b).iter().map(cell).collect();
+            let name = if i == 0 { "batches" } else { "" };
+            t.row(vec![name.into(), format!("{mark} {}", addrs.join(", "))]);
+        }
+        let mut out = String::new();
+        t.render(&mut out);
+        return out;
+    }
     field(
         "weight",
         match body["weight"].as_u64() {

@@ -166,6 +166,19 @@ async fn a_down_canary_endpoint_aborts_and_traffic_returns() {
         "{st}"
     );
     assert_eq!(green_share(&s).await, 0.0, "traffic is back on blue");
+    let m = s.metrics();
+    assert!(
+        m.contains("weir_rollout_aborts_total{cause=\"health\",pool=\"app.example.com.\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("weir_rollout_state{pool=\"app.example.com.\",state=\"aborted\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("weir_rollout_weight{pool=\"app.example.com.\"} 0"),
+        "{m}"
+    );
     let (_, audit) = http(&s, "GET", "/v1/audit?limit=1", None).await;
     assert_eq!(audit["records"][0]["action"], "rollout-step");
     assert!(
