@@ -501,3 +501,71 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
     assert_eq!(code, 409);
     s.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() {
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+    let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 1\nsticky = \"client-subnet\"\n[pool.rollout]\nfrom = \"blue\"\nto = \"green\"\nslack = \"0s\"\nsteps = [{ set_weight = 5 }, { pause = \"manual\" }, { set_weight = 25 }, { pause = \"manual\" }, { set_weight = 50 }, { pause = \"manual\" }, { set_weight = 100 }]\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }, { address = \"192.0.2.11\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }, { address = \"192.0.2.21\" }]\n";
+    let s = Server::with_pools(&[("example.com.", ZONE)], "", pool).await;
+    let queries: Vec<Vec<u8>> = (0..500u32)
+        .map(|i| {
+            let mut m = with_edns(query("app.example.com.", RecordType::A), 1232);
+            let subnet = std::net::Ipv4Addr::new(10, (i >> 8) as u8, i as u8, 0);
+            m.edns
+                .as_mut()
+                .unwrap()
+                .options_mut()
+                .insert(EdnsOption::Subnet(ClientSubnet::new(subnet.into(), 24, 0)));
+            m.to_vec().unwrap()
+        })
+        .collect();
+    let on_green = async |s: &Server| -> Vec<bool> {
+        tcp_pipeline(s.addr, &queries)
+            .await
+            .iter()
+            .map(|r| r.answers[0].data.to_string().starts_with("192.0.2.2"))
+            .collect()
+    };
+    assert_eq!(
+        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
+            .await
+            .0,
+        200
+    );
+    let mut previous = on_green(&s).await;
+    assert!(previous.iter().all(|g| !g));
+    for weight in [5, 25, 50, 100] {
+        until_weight(&s, weight, 5).await;
+        let now = on_green(&s).await;
+        let back = previous
+            .iter()
+            .zip(&now)
+            .filter(|(was, is)| **was && !**is)
+            .count();
+        assert_eq!(
+            back, 0,
+            "at {weight}%: {back} clients moved back from canary to stable"
+        );
+        let share = now.iter().filter(|g| **g).count() as f64 / now.len() as f64;
+        assert!(
+            (share - weight as f64 / 100.0).abs() < 0.08,
+            "at {weight}%: {share}"
+        );
+        previous = now;
+        if weight < 100 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(
+                http(
+                    &s,
+                    "POST",
+                    "/v1/pools/app.example.com/rollout/promote",
+                    None
+                )
+                .await
+                .0,
+                200
+            );
+        }
+    }
+    s.stop().await;
+}
