@@ -8,7 +8,7 @@
 //!   `PUT /v1/pools/{pool}/endpoints/{address}/override`, `POST /v1/pools/{pool}/groups/{group}/endpoints`,
 //!   `DELETE /v1/pools/{pool}/endpoints/{address}`, `POST /v1/reload` (write scope).
 //! - `POST /v1/pools/{pool}/rollouts` (an inline plan, or none for `[pool.rollout]`),
-//!   `GET /v1/pools/{pool}/rollout`, `POST /v1/pools/{pool}/rollout/{promote|pause|resume|abort|undo}`
+//!   `GET /v1/pools/{pool}/rollout`, `POST /v1/pools/{pool}/rollout/{promote|finalize|pause|resume|abort|undo}`
 //!   (`promote` takes `{"full": true}` to jump to 100%): canary rollouts (see `rollout`).
 //! - `GET /v1/pools/{pool}/preview?weights=blue:50,green:50&down=ADDR,..&family=ipv4`: the exact
 //!   probability of each endpoint and answer set under those weights and that health, and for
@@ -550,7 +550,8 @@ async fn rollout_command(
         serde_json::from_slice(&raw).map_err(|e| bad_request(format!("bad body: {e}")))?
     };
     let command = match action.as_str() {
-        "promote" => Command::Promote { full: body.full },
+        // Blue-green's last step: promoting at the rollback window finalizes.
+        "promote" | "finalize" => Command::Promote { full: body.full },
         "pause" => Command::Pause,
         "resume" => Command::Resume,
         "abort" => Command::Abort {
@@ -560,7 +561,9 @@ async fn rollout_command(
         other => {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,
-                format!("no rollout action `{other}` (promote, pause, resume, abort, undo)"),
+                format!(
+                    "no rollout action `{other}` (promote, finalize, pause, resume, abort, undo)"
+                ),
             ));
         }
     };

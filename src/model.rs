@@ -481,13 +481,31 @@ pub struct RolloutPlan {
 pub struct RollingPlan {
     pub group: String,
     /// Endpoints per batch, at most.
-    pub batch: usize,
+    pub batch: BatchSize,
     /// Largest share of the pool's weight drained at once, in percent.
     pub max_unavailable: u32,
     /// Seconds to wait after a batch is safe to upgrade; None waits for `promote`.
     pub pause: Option<u64>,
     /// Seconds a batch may take to come back healthy before the rollout stops for a person.
     pub health_timeout: u64,
+}
+
+/// A rolling batch: a number of endpoints, or a percentage of the group's (rounded up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchSize {
+    Count(usize),
+    Percent(u32),
+}
+
+impl BatchSize {
+    /// Endpoints per batch in a group of `n`.
+    pub fn of(self, n: usize) -> usize {
+        match self {
+            BatchSize::Count(c) => c.max(1),
+            BatchSize::Percent(p) => (n * p as usize).div_ceil(100).max(1),
+        }
+    }
 }
 
 /// Where a rolling update's current batch is.

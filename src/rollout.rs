@@ -116,6 +116,7 @@ pub fn batches(rp: &RollingPlan, pool: &Pool) -> Result<Vec<Vec<String>>, String
         .sum();
     let group_endpoint_weight: f64 = group.endpoints.iter().map(|e| f64::from(e.weight)).sum();
     let allowed = f64::from(rp.max_unavailable) / 100.0;
+    let per_batch = rp.batch.of(group.endpoints.len());
     let share = |w: u32| {
         if pool_weight <= 0.0 || group_endpoint_weight <= 0.0 {
             0.0
@@ -136,7 +137,7 @@ pub fn batches(rp: &RollingPlan, pool: &Pool) -> Result<Vec<Vec<String>>, String
                 rp.max_unavailable
             ));
         }
-        if current.len() >= rp.batch || drained + s > allowed + 1e-9 {
+        if current.len() >= per_batch || drained + s > allowed + 1e-9 {
             out.push(std::mem::take(&mut current));
             drained = 0.0;
         }
@@ -729,5 +730,39 @@ mod tests {
         };
         let next = tick(&resumed, 201, 30, &healthy).unwrap();
         assert_eq!(drained(&next), ["192.0.2.2"]);
+    }
+
+    #[test]
+    fn batches_follow_batch_size_and_max_unavailable() {
+        let text = |batch: &str, max: &str| {
+            format!(
+                "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n[[pool]]\nname = \"app.example.com.\"\n[pool.rollout]\nkind = \"rolling\"\ngroup = \"web\"\nbatch = {batch}\nmax_unavailable = \"{max}\"\n[[pool.group]]\nname = \"web\"\nendpoints = [{{ address = \"192.0.2.1\" }}, {{ address = \"192.0.2.2\" }}, {{ address = \"192.0.2.3\" }}, {{ address = \"192.0.2.4\" }}]\n"
+            )
+        };
+        let plan_of = |batch: &str, max: &str| {
+            let pool = crate::config::parse(&text(batch, max), std::path::Path::new("w.toml"))
+                .unwrap()
+                .pools
+                .remove(0);
+            let rp = pool.rollout.clone().unwrap().rolling.unwrap();
+            batches(&rp, &pool)
+        };
+        let n = |b: Vec<Vec<String>>| b.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(
+            n(plan_of("\"50%\"", "50%").unwrap()),
+            [2, 2],
+            "four instances, two at a time"
+        );
+        assert_eq!(
+            n(plan_of("2", "25%").unwrap()),
+            [1, 1, 1, 1],
+            "max_unavailable caps the batch"
+        );
+        assert_eq!(n(plan_of("3", "100%").unwrap()), [3, 1]);
+        assert!(
+            plan_of("1", "10%")
+                .unwrap_err()
+                .contains("more than max_unavailable")
+        );
     }
 }

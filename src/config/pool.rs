@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::Collector;
 use crate::model::{
-    Check, CheckKind, Endpoint, Group, Health, MetricGate, Name, OnAllDown, Override, Pool,
-    ProbeKey, RollingPlan, RolloutPlan, Step, Sticky,
+    BatchSize, Check, CheckKind, Endpoint, Group, Health, MetricGate, Name, OnAllDown, Override,
+    Pool, ProbeKey, RollingPlan, RolloutPlan, Step, Sticky,
 };
 
 mod defaults {
@@ -129,11 +129,15 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             }
         };
         let batch = match &raw.batch {
-            None => 1,
-            Some(toml::Value::Integer(n)) if *n >= 1 => *n as usize,
+            None => BatchSize::Count(1),
+            Some(toml::Value::Integer(n)) if *n >= 1 => BatchSize::Count(*n as usize),
+            Some(toml::Value::String(p)) => BatchSize::Percent(percent("batch", p, &mut problems)),
             Some(other) => {
-                problems.push(("batch".into(), format!("`{other}` is not a count >= 1")));
-                1
+                problems.push((
+                    "batch".into(),
+                    format!("`{other}` is not a count >= 1 or a percentage like \"50%\""),
+                ));
+                BatchSize::Count(1)
             }
         };
         let max_unavailable = percent(

@@ -445,7 +445,7 @@ async fn a_failing_metric_gate_aborts_after_its_failure_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
-    let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 10\nanswers = 4\n[pool.rollout]\nkind = \"rolling\"\ngroup = \"web\"\nbatch = 2\nmax_unavailable = \"25%\"\nslack = \"0s\"\n[[pool.group]]\nname = \"web\"\nendpoints = [{ address = \"192.0.2.1\" }, { address = \"192.0.2.2\" }, { address = \"192.0.2.3\" }, { address = \"192.0.2.4\" }]\n";
+    let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 10\nanswers = 4\n[pool.rollout]\nkind = \"rolling\"\ngroup = \"web\"\nbatch = \"50%\"\nmax_unavailable = \"25%\"\nslack = \"0s\"\n[[pool.group]]\nname = \"web\"\nendpoints = [{ address = \"192.0.2.1\" }, { address = \"192.0.2.2\" }, { address = \"192.0.2.3\" }, { address = \"192.0.2.4\" }]\n";
     let s = Server::with_pools(&[("example.com.", ZONE)], "", pool).await;
     let all = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"];
     assert_eq!(answers_for(&s, "app.example.com.").await, all);
@@ -456,7 +456,7 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
         200
     );
     let st = status(&s).await;
-    // 25% of the pool is one endpoint: batches of one despite batch = 2.
+    // 25% of the pool is one endpoint: batches of one despite batch = 50% (two of four).
     assert_eq!(
         st["rolling"]["batches"],
         json!([["192.0.2.1"], ["192.0.2.2"], ["192.0.2.3"], ["192.0.2.4"]])
