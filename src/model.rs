@@ -474,6 +474,17 @@ pub struct RolloutPlan {
     /// A rolling update of one group instead of a move between groups.
     #[serde(default)]
     pub rolling: Option<RollingPlan>,
+    /// Asked before each step; a non-2xx answer pauses or aborts.
+    #[serde(default)]
+    pub webhook: Option<Webhook>,
+}
+
+/// A URL that gets the rollout's state (JSON POST) before each step.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Webhook {
+    pub url: String,
+    /// Abort (true) or pause (false) when it answers other than 2xx or not at all.
+    pub abort_on_failure: bool,
 }
 
 /// A rolling in-place update: the group's endpoints are drained batch by batch.
@@ -600,6 +611,8 @@ pub struct Rollout {
     /// Set for a rolling update (then `from` = `to` = the group and `weight` is unused).
     #[serde(default)]
     pub rolling: Option<Rolling>,
+    #[serde(default)]
+    pub webhook: Option<Webhook>,
 }
 
 /// What the admin API shows, published inside each snapshot so readers see one consistent

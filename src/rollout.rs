@@ -196,6 +196,7 @@ pub fn start(plan: &Plan, now: u64, ttl: u32, pool: &Pool) -> Result<Rollout, St
         ramp_ttl: plan.ramp_ttl,
         metric_gate: plan.metric_gate.clone(),
         rolling,
+        webhook: plan.webhook.clone(),
     })
 }
 
@@ -443,6 +444,12 @@ pub enum Signal {
     Due(Name),
     /// The metric gate failed too often: abort with this reason.
     GateFailed(Name, String),
+    /// The webhook refused the next step: pause (or abort, if `abort`) with this reason.
+    WebhookFailed {
+        pool: Name,
+        reason: String,
+        abort: bool,
+    },
 }
 
 /// The driver: every `DRIVER_TICK`, for each rollout in the published state with a step due,
@@ -453,6 +460,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(DRIVER_TICK);
+    // Steps the webhook approved: (pool, changed_at, step), so a step is asked about once.
+    let mut approved: std::collections::HashMap<String, (u64, usize)> = Default::default();
+    let client = crate::health::metric::MetricClient::new(Duration::from_secs(5)).ok();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -465,9 +475,38 @@ pub async fn run(
             let Some(pool) = view.pools.iter().find(|p| p.name.to_string() == *name) else {
                 continue;
             };
-            if tick(r, now, pool.ttl, &observe(view, pool, r)).is_some()
-                && due.send(Signal::Due(pool.name.clone())).await.is_err()
-            {
+            let Some(next) = tick(r, now, pool.ttl, &observe(view, pool, r)) else {
+                continue;
+            };
+            // Before a step that moves traffic (never before an abort), ask the webhook.
+            let moves = next.weight != r.weight || drained(&next) != drained(r);
+            let aborting = matches!(next.state, RolloutState::Aborted { .. });
+            let signal = match (&r.webhook, &client) {
+                (Some(hook), Some(client))
+                    if moves
+                        && !aborting
+                        && approved.get(name) != Some(&(r.changed_at, r.step)) =>
+                {
+                    let body = serde_json::json!({
+                        "pool": name, "from": r.from, "to": r.to, "step": r.step,
+                        "weight": r.weight, "next_weight": next.weight,
+                        "drained": drained(r), "next_drained": drained(&next),
+                    });
+                    match client.post_json(&hook.url, &body).await {
+                        Ok(()) => {
+                            approved.insert(name.clone(), (r.changed_at, r.step));
+                            Signal::Due(pool.name.clone())
+                        }
+                        Err(reason) => Signal::WebhookFailed {
+                            pool: pool.name.clone(),
+                            reason,
+                            abort: hook.abort_on_failure,
+                        },
+                    }
+                }
+                _ => Signal::Due(pool.name.clone()),
+            };
+            if due.send(signal).await.is_err() {
                 return;
             }
         }
@@ -583,6 +622,7 @@ mod tests {
             ramp_ttl: None,
             metric_gate: None,
             rolling: None,
+            webhook: None,
         }
     }
 

@@ -241,10 +241,17 @@ impl Writer {
                 },
                 Some(flip) = flips.recv() => flip_event(flip),
                 Some(signal) = due.recv() => {
-                    let (pool, command) = match signal {
-                        rollout::Signal::Due(pool) => (pool, rollout::Command::Tick),
+                    let (pool, command, why) = match signal {
+                        rollout::Signal::Due(pool) => (pool, rollout::Command::Tick, String::new()),
                         rollout::Signal::GateFailed(pool, reason) => {
-                            (pool, rollout::Command::Abort { reason })
+                            (pool, rollout::Command::Abort { reason }, String::new())
+                        }
+                        rollout::Signal::WebhookFailed { pool, reason, abort: true } => {
+                            (pool, rollout::Command::Abort { reason }, String::new())
+                        }
+                        rollout::Signal::WebhookFailed { pool, reason, abort: false } => {
+                            tracing::warn!(%pool, %reason, "rollout webhook refused the next step; pausing");
+                            (pool, rollout::Command::Pause, reason)
                         }
                     };
                     StateEvent::Rollout {
@@ -252,7 +259,7 @@ impl Writer {
                         command,
                         actor: "weir".into(),
                         source: String::new(),
-                        reason: String::new(),
+                        reason: why,
                         reply: None,
                     }
                 }

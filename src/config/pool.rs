@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Deserialize;
 
 use super::Collector;
+use crate::model::Webhook;
 use crate::model::{
     BatchSize, Check, CheckKind, Endpoint, Group, Health, MetricGate, Name, OnAllDown, Override,
     Pool, ProbeKey, RollingPlan, RolloutPlan, Step, Sticky,
@@ -75,6 +76,15 @@ pub struct RawPlan {
     pub rollout_ttl: Option<String>,
     /// Abort when a Prometheus query keeps failing a condition.
     pub metric_gate: Option<RawGate>,
+    /// `webhook = { url = "http://ci/approve", on_failure = "pause" | "abort" }`.
+    pub webhook: Option<RawWebhook>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: String,
+    pub on_failure: Option<String>,
 }
 
 /// `metric_gate = { url = "http://prometheus:9090", query = "...", condition = "< 0.01",
@@ -310,6 +320,29 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             failure_limit: failure_limit as u32,
         })
     });
+    let webhook = raw.webhook.as_ref().map(|w| {
+        if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+            problems.push((
+                "webhook.url".into(),
+                format!("`{}` is not an http(s) URL", w.url),
+            ));
+        }
+        let abort_on_failure = match w.on_failure.as_deref().unwrap_or("pause") {
+            "pause" => false,
+            "abort" => true,
+            other => {
+                problems.push((
+                    "webhook.on_failure".into(),
+                    format!("`{other}` is not one of \"pause\", \"abort\""),
+                ));
+                false
+            }
+        };
+        Webhook {
+            url: w.url.clone(),
+            abort_on_failure,
+        }
+    });
     if problems.is_empty() {
         let (from, to) = match &rolling_plan {
             Some(r) => (r.group.clone(), r.group.clone()),
@@ -323,6 +356,7 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             ramp_ttl,
             metric_gate,
             rolling: rolling_plan,
+            webhook,
         })
     } else {
         Err(problems)

@@ -1,4 +1,4 @@
-//! Metric gates: a Prometheus instant query (`GET {url}/api/v1/query?query=...`) whose single
+//! Metric gates and rollout webhooks. Metric gates: a Prometheus instant query (`GET {url}/api/v1/query?query=...`) whose single
 //! value is compared with a condition such as `< 0.01`. Used by rollouts to abort when the new
 //! version's error rate climbs; lives here because outbound HTTP is this module's concern.
 
@@ -19,6 +19,25 @@ impl MetricClient {
             .build()
             .map(MetricClient)
             .map_err(|e| e.to_string())
+    }
+}
+
+impl MetricClient {
+    /// POSTs `body` as JSON; Ok only for a 2xx answer.
+    pub async fn post_json(&self, url: &str, body: &serde_json::Value) -> Result<(), String> {
+        let response = self
+            .0
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| format!("webhook: {e}"))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("webhook answered HTTP {}", response.status()))
+        }
     }
 }
 

@@ -569,3 +569,55 @@ async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() 
     }
     s.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_webhook_is_asked_before_each_step_and_a_refusal_pauses() {
+    let hook = Backend::http().await;
+    hook.respond(500, "not yet");
+    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", "")).await;
+    let plan = format!(
+        r#"{{"from": "blue", "to": "green", "steps": [{{"set_weight": 50}}, {{"pause": "manual"}}], "slack": "0s", "webhook": {{"url": "http://{}/approve"}}}}"#,
+        hook.addr()
+    );
+    assert_eq!(
+        http(
+            &s,
+            "POST",
+            "/v1/pools/app.example.com/rollouts",
+            Some(&plan)
+        )
+        .await
+        .0,
+        200
+    );
+    // Due after 30 s: the webhook says no, so the rollout pauses at 0%.
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    let st = status(&s).await;
+    assert_eq!(
+        (st["state"].as_str(), st["weight"].as_u64()),
+        (Some("paused"), Some(0)),
+        "{st}"
+    );
+    assert_eq!(hook.seen()[0].path, "/approve");
+    let (_, audit) = http(&s, "GET", "/v1/audit?limit=1", None).await;
+    assert!(
+        audit["records"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 500"),
+        "{audit}"
+    );
+    // Approved, the step goes through after resume.
+    hook.respond(200, "ok");
+    assert_eq!(
+        http(&s, "POST", "/v1/pools/app.example.com/rollout/resume", None)
+            .await
+            .0,
+        200
+    );
+    until_weight(&s, 50, 5).await;
+    let asked = hook.requests();
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(hook.requests(), asked, "a manual pause asks nothing");
+    s.stop().await;
+}
