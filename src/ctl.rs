@@ -175,6 +175,8 @@ enum Rollout {
         pool: String,
     },
     /// Run the next step now: past a pause (timed or manual), then the next weight.
+    /// `finalize` is the same: it ends a blue-green rollout at its rollback window.
+    #[command(visible_alias = "finalize")]
     Promote {
         /// The pool's name, e.g. app.example.com.
         pool: String,

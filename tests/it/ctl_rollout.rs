@@ -475,3 +475,26 @@ async fn bad_usage_exits_64_and_no_server_exits_2() {
     let out = ctl_at(&url, &[], &["rollout", "start", POOL, "--plan", typo]).await;
     assert!(out.stderr.contains("missing \"steps\""), "{out:?}");
 }
+
+#[tokio::test]
+async fn finalize_is_promote() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "ctl",
+            "--url",
+            "http://127.0.0.1:9",
+            "rollout",
+            "finalize",
+            "app.example.com",
+        ])
+        .output()
+        .await
+        .unwrap();
+    // Parsed as a command (so it gets as far as the network: 2 = unreachable, not 64 = usage).
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
