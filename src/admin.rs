@@ -266,7 +266,6 @@ async fn submit(
     change: Change,
     meta: Meta,
 ) -> Result<Response, ApiError> {
-    let (reply, answer) = oneshot::channel();
     let request = ChangeRequest {
         change,
         actor: caller.name,
@@ -275,6 +274,16 @@ async fn submit(
         if_match: if_match(headers)?,
         force: meta.force,
     };
+    ask_writer(ctx, |reply| StateEvent::Change { request, reply }).await
+}
+
+/// Sends the event `make` builds to the state writer and answers with the generation it
+/// replies once the change is stored and published.
+async fn ask_writer(
+    ctx: &AdminContext,
+    make: impl FnOnce(oneshot::Sender<Result<u64, ChangeError>>) -> StateEvent,
+) -> Result<Response, ApiError> {
+    let (reply, answer) = oneshot::channel();
     let unavailable = || {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -282,7 +291,7 @@ async fn submit(
         )
     };
     ctx.events
-        .send(StateEvent::Change { request, reply })
+        .send(make(reply))
         .await
         .map_err(|_| unavailable())?;
     let generation = answer.await.map_err(|_| unavailable())??;
@@ -444,29 +453,15 @@ async fn submit_rollout(
     command: crate::rollout::Command,
     reason: String,
 ) -> Result<Response, ApiError> {
-    let (reply, answer) = oneshot::channel();
-    let unavailable = || {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the state writer is not running".into(),
-        )
-    };
-    ctx.events
-        .send(StateEvent::Rollout {
-            pool,
-            command,
-            actor: caller.name,
-            source: caller.source,
-            reason,
-            reply: Some(reply),
-        })
-        .await
-        .map_err(|_| unavailable())?;
-    let generation = answer.await.map_err(|_| unavailable())??;
-    Ok(with_generation(
-        generation,
-        json!({ "generation": generation }),
-    ))
+    ask_writer(ctx, |reply| StateEvent::Rollout {
+        pool,
+        command,
+        actor: caller.name,
+        source: caller.source,
+        reason,
+        reply: Some(reply),
+    })
+    .await
 }
 
 /// `POST /v1/pools/{pool}/rollouts`: an inline plan (`kind`, `from`, `to`, `steps`, `slack`,
