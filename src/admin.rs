@@ -145,9 +145,22 @@ pub fn router(ctx: AdminContext) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(v1)
+        .layer(middleware::from_fn_with_state(ctx.clone(), count))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT))
         .with_state(ctx)
+}
+
+/// Counts every request by route pattern (never the raw path: bounded labels) and status.
+async fn count(State(ctx): State<AdminContext>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    ctx.metrics
+        .admin_request(&route, response.status().as_u16());
+    response
 }
 
 /// Bearer-token auth for /v1: 401 without a valid token, 403 for a read token on a write.

@@ -67,6 +67,7 @@ pub struct Metrics {
     rollout_step: IntGaugeVec,
     rollout_state: IntGaugeVec,
     rollout_aborts: IntCounterVec,
+    admin_requests: IntCounterVec,
 }
 
 /// QTYPEs counted under their own label; others count as "other" so labels stay bounded.
@@ -290,6 +291,15 @@ impl Metrics {
         register(Box::new(rollout_step.clone()));
         register(Box::new(rollout_state.clone()));
         register(Box::new(rollout_aborts.clone()));
+        let admin_requests = IntCounterVec::new(
+            Opts::new(
+                "admin_requests_total",
+                "Admin API requests, by route and status",
+            ),
+            &["route", "status"],
+        )
+        .expect("metric");
+        register(Box::new(admin_requests.clone()));
         register(Box::new(queries_vec));
         for result in ["ok", "failed"] {
             reloads.with_label_values(&[result]);
@@ -334,7 +344,15 @@ impl Metrics {
             rollout_step,
             rollout_state,
             rollout_aborts,
+            admin_requests,
         }
+    }
+
+    /// One admin request on `route` (the matched pattern, or "unmatched") answered `status`.
+    pub fn admin_request(&self, route: &str, status: u16) {
+        self.admin_requests
+            .with_label_values(&[route, &status.to_string()])
+            .inc();
     }
 
     /// A pool's rollout as published: weight, step and state.

@@ -231,6 +231,12 @@ async fn reads_changes_and_audit_end_to_end() {
     );
     assert_eq!(first["reason"], "deploy");
     assert_eq!(records[1]["reason"], "scale-in");
+    let (_, metrics) = http(admin, "GET", "/metrics", &[], None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        metrics.contains("weir_admin_requests_total{route=\"/v1/pools/{pool}/endpoints/{address}/override\",status=\"200\"} 2"),
+        "{metrics}"
+    );
     let limited = get(admin, "/v1/audit?pool=app.example.com&limit=2").await;
     assert_eq!(limited["records"].as_array().unwrap().len(), 2);
     assert!(
