@@ -416,6 +416,20 @@ fn next(body: &Value, state: &str, plan: &[Value], current: usize) -> String {
 
 /// `weir ctl rollout status POOL`: a summary, then the plan's steps marked done `[x]`, current
 /// `[>]` (the one the rollout waits on) or to come `[ ]`. Times count from the server's `now`.
+/// "12s ago, settles in 23s" (or "settled") from a rollout status.
+fn changed(body: &Value) -> String {
+    let ago = match (body["changed_at"].as_u64(), body["now"].as_u64()) {
+        (Some(at), Some(now)) => format!("{} ago", age(now.saturating_sub(at))),
+        _ => "-".into(),
+    };
+    let settling = match body["settles_in"].as_u64() {
+        Some(0) => "settled".into(),
+        Some(s) => format!("settles in {}", span(s)),
+        None => "-".into(),
+    };
+    format!("{ago}, {settling}")
+}
+
 pub(super) fn rollout(body: &Value) -> String {
     let state = body["state"].as_str().unwrap_or("-");
     let plan = list(&body["plan"]);
@@ -474,17 +488,7 @@ pub(super) fn rollout(body: &Value) -> String {
                 drained.join(", ")
             },
         );
-        let now = body["now"].as_u64();
-        let ago = match (body["changed_at"].as_u64(), now) {
-            (Some(at), Some(now)) => format!("{} ago", age(now.saturating_sub(at))),
-            _ => "-".into(),
-        };
-        let settling = match body["settles_in"].as_u64() {
-            Some(0) => "settled".into(),
-            Some(s) => format!("settles in {}", span(s)),
-            None => "-".into(),
-        };
-        field("changed", format!("{ago}, {settling}"));
+        field("changed", changed(body));
         field("generation", cell(&body["generation"]));
         for (i, b) in batches.iter().enumerate() {
             let mark = match i.cmp(&at) {
@@ -513,17 +517,7 @@ pub(super) fn rollout(body: &Value) -> String {
             None => "-".into(),
         },
     );
-    let now = body["now"].as_u64();
-    let ago = match (body["changed_at"].as_u64(), now) {
-        (Some(at), Some(now)) => format!("{} ago", age(now.saturating_sub(at))),
-        _ => "-".into(),
-    };
-    let settling = match body["settles_in"].as_u64() {
-        Some(0) => "settled".into(),
-        Some(s) => format!("settles in {}", span(s)),
-        None => "-".into(),
-    };
-    field("changed", format!("{ago}, {settling}"));
+    field("changed", changed(body));
     field("next", next(body, state, plan, current));
     field("generation", cell(&body["generation"]));
     for (i, s) in plan.iter().enumerate() {

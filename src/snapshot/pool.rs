@@ -505,17 +505,7 @@ impl Outcome {
                 candidates
                     .iter()
                     .map(|c| {
-                        let addr = match &c.rrset.rdatas[..] {
-                            [Rdata::Opaque(b)] if b.len() == 4 => {
-                                IpAddr::from(<[u8; 4]>::try_from(&b[..]).unwrap_or_default())
-                                    .to_string()
-                            }
-                            [Rdata::Opaque(b)] if b.len() == 16 => {
-                                IpAddr::from(<[u8; 16]>::try_from(&b[..]).unwrap_or_default())
-                                    .to_string()
-                            }
-                            _ => String::new(),
-                        };
+                        let addr = address(c);
                         (addr, c.weight / total)
                     })
                     .collect(),
