@@ -13,13 +13,19 @@
 //! - `GET /v1/pools/{pool}/preview?weights=blue:50,green:50&down=ADDR,..&family=ipv4`: the exact
 //!   probability of each endpoint and answer set under those weights and that health, and for
 //!   sticky pools the share of client subnets that would move. Changes nothing.
-//! - `GET /v1/audit?pool=&limit=`: the audit log, newest first (read scope).
+//! - `GET /v1/audit?pool=&limit=`: the audit log, newest first; `?since=G`: the change feed,
+//!   every record after generation G, oldest first (read scope).
+//! - `GET /v1/changes/{generation}`: INSYNC once every nameserver sharing the state serves that
+//!   generation, else PENDING with the lagging or gone nodes; `GET /v1/nodes`: each node and the
+//!   generation it serves (read scope); `DELETE /v1/nodes/{node}`: forget a decommissioned node
+//!   (write scope). With the local sled store there is one node, this one.
 //!
 //! Writes are validated here for shape (400), then sent to the state writer as a
 //! `StateEvent::Change`; the reply comes after the change is stored (flushed) and published.
 //! Refusals map to 404 (unknown pool/group/endpoint), 409 (conflict, zero total weight),
-//! 412 (`If-Match` generation mismatch). Bodies over 64 KiB get 413. The API never touches DNS
-//! sockets and reads the audit log only through `state::AuditLog`.
+//! 412 (`If-Match` generation mismatch), 503 (the shared store is unreachable: nothing
+//! changed). Bodies over 64 KiB get 413. The API never touches DNS sockets and reaches the
+//! store only through `state::StoreView` (audit log, node status).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -44,7 +50,7 @@ use crate::metrics::Metrics;
 use crate::model::{Name, Override};
 use crate::snapshot::Snapshot;
 use crate::state::change::{Change, ChangeError, ChangeRequest};
-use crate::state::{AuditLog, StateEvent};
+use crate::state::{StateEvent, StoreView};
 
 mod read;
 mod tls;
@@ -70,7 +76,7 @@ pub struct AdminContext {
     /// Set by the state writer once every probe has reported at least once.
     pub probes_ready: Arc<AtomicBool>,
     pub events: mpsc::Sender<StateEvent>,
-    pub audit: AuditLog,
+    pub audit: StoreView,
     pub probes: LastResults,
     /// Empty: no token auth (the API then listens on loopback only; config enforces it).
     pub tokens: Arc<Vec<Token>>,
@@ -106,6 +112,7 @@ impl From<ChangeError> for ApiError {
             ChangeError::Conflict(_) => StatusCode::CONFLICT,
             ChangeError::Stale { .. } => StatusCode::PRECONDITION_FAILED,
             ChangeError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ChangeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, e.to_string())
     }
@@ -139,6 +146,9 @@ pub fn router(ctx: AdminContext) -> Router {
         .route("/v1/pools/{pool}/rollout/{action}", post(rollout_command))
         .route("/v1/reload", post(reload))
         .route("/v1/audit", get(audit))
+        .route("/v1/changes/{generation}", get(read::change_status))
+        .route("/v1/nodes", get(read::nodes))
+        .route("/v1/nodes/{node}", delete(forget_node))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), authenticate));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -149,6 +159,28 @@ pub fn router(ctx: AdminContext) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT))
         .with_state(ctx)
+}
+
+/// `DELETE /v1/nodes/{node}`: a nameserver that is gone for good (decommissioned) stops
+/// holding changes PENDING. 404 when no such member is known.
+async fn forget_node(
+    State(ctx): State<AdminContext>,
+    Path(node): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = ctx.audit.clone();
+    let id = node.clone();
+    let found = tokio::task::spawn_blocking(move || store.forget(&id))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(read::store_error)?;
+    if !found {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no nameserver `{node}` is known"),
+        ));
+    }
+    tracing::info!(%node, "nameserver forgotten: it no longer counts for change status");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Counts every request by route pattern (never the raw path: bounded labels) and status.

@@ -18,8 +18,8 @@ use crate::dns;
 use crate::health;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::state::{self, AuditLog, HealthMap, Loaded, StateEvent};
-use crate::store::{SledStore, Store};
+use crate::state::{self, HealthMap, Loaded, StateEvent, StoreView};
+use crate::store::{SledStore, Store, StoreError, Stored};
 
 /// Capacity of the state writer's event channel; senders wait when it is full.
 const EVENT_QUEUE: usize = 1024;
@@ -58,20 +58,43 @@ impl Running {
     }
 }
 
-/// Opens the configured store; `reset` first moves an existing one aside.
+/// Opens the configured store; `reset` first moves an existing (local) one aside. With
+/// `backend = "etcd"` the sled store becomes this node's cache under an `EtcdStore`.
 pub fn open_store(loaded: &Loaded, reset: bool) -> anyhow::Result<Arc<dyn Store>> {
-    let path = &loaded.config.store.path;
+    let config = &loaded.config.store;
+    let path = &config.path;
     if reset && let Some(moved) = SledStore::reset(path)? {
         tracing::warn!(from = %path.display(), to = %moved.display(), "state store moved aside (--reset-state)");
     }
-    Ok(Arc::new(SledStore::open(
-        path,
-        loaded.config.store.audit_retention,
-    )?))
+    let local = SledStore::open(path, config.audit_retention)?;
+    match &config.etcd {
+        None => Ok(Arc::new(local)),
+        #[cfg(feature = "etcd")]
+        Some(etcd) => Ok(Arc::new(crate::store::EtcdStore::open(
+            etcd,
+            local,
+            config.audit_retention,
+        )?)),
+        #[cfg(not(feature = "etcd"))]
+        Some(_) => anyhow::bail!("this weir was built without etcd support (--features etcd)"),
+    }
 }
+
+/// How often start-up retries a shared store that is unreachable while no state is cached.
+const STATE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Restores stored intent, binds the configured addresses and starts serving.
 pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
+    let stored = store.load().context("restoring the stored state")?;
+    start_with(loaded, store, stored)
+}
+
+/// `start` with the stored state already read.
+pub fn start_with(
+    loaded: Loaded,
+    store: Arc<dyn Store>,
+    stored: Stored,
+) -> anyhow::Result<Running> {
     let config = loaded.config.clone();
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
@@ -83,6 +106,7 @@ pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
     let probe_results = monitor.last_results();
     let writer = state::Writer::start(
         loaded,
+        stored,
         store.clone(),
         metrics.clone(),
         monitor,
@@ -114,9 +138,14 @@ pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
         snapshot: snapshot.clone(),
         metrics: metrics.clone(),
         config: config.dns.clone(),
+        query_log: dns::QueryLog::start(config.log.query_sample)
+            .context("starting the query log")?,
     };
     let dns = tokio::spawn(dns::run(listeners, ctx, shutdown.clone()));
-    let writer = tokio::spawn(writer.run(rx, flips_rx, due_rx, shutdown.clone()));
+    let (remote, remote_rx) = mpsc::channel(EVENT_QUEUE);
+    store.follow(remote);
+    let writer = tokio::spawn(writer.run(rx, flips_rx, due_rx, remote_rx, shutdown.clone()));
+    tokio::spawn(watch_link(store.clone(), metrics.clone(), shutdown.clone()));
     tokio::spawn(crate::rollout::run(
         snapshot.clone(),
         due.clone(),
@@ -139,7 +168,7 @@ pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
             snapshot: snapshot.clone(),
             probes_ready,
             events: events.clone(),
-            audit: AuditLog::new(store),
+            audit: StoreView::new(store),
             probes: probe_results,
             tokens: Arc::new(config.admin.tokens.clone()),
         });
@@ -168,7 +197,12 @@ pub async fn serve(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<()> 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let running = start(loaded, store)?;
+    let stored = tokio::select! {
+        stored = wait_for_state(store.clone()) => stored?,
+        _ = term.recv() => return Ok(()),
+        _ = int.recv() => return Ok(()),
+    };
+    let running = start_with(loaded, store.clone(), stored)?;
     let addrs: Vec<String> = running.dns_addrs.iter().map(ToString::to_string).collect();
     tracing::info!(
         listen = %addrs.join(","),
@@ -192,7 +226,59 @@ pub async fn serve(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<()> 
         }
     }
     tracing::info!("shutting down");
-    running.shutdown().await
+    let result = running.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || store.leave()).await;
+    result
+}
+
+/// The stored state to start from. A shared store that is unreachable while nothing is
+/// cached locally leaves nothing safe to serve: weir waits (not listening, so not ready)
+/// and retries, rather than answering from the config alone.
+async fn wait_for_state(store: Arc<dyn Store>) -> anyhow::Result<Stored> {
+    let mut warned = false;
+    loop {
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.load()).await? {
+            Ok(stored) => return Ok(stored),
+            Err(StoreError::Unavailable(why)) => {
+                if !warned {
+                    tracing::warn!(error = %why, "waiting for the shared state store before serving");
+                    warned = true;
+                }
+                tokio::time::sleep(STATE_RETRY).await;
+            }
+            Err(e) => return Err(e).context("restoring the stored state"),
+        }
+    }
+}
+
+/// Every second: the shared store's link into `weir_store_connected` and
+/// `weir_store_staleness_seconds`.
+async fn watch_link(store: Arc<dyn Store>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let started = std::time::SystemTime::now();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let link = store.link();
+        let staleness = if link.connected {
+            0.0
+        } else {
+            let since =
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(link.last_contact_ms);
+            let since = if link.last_contact_ms == 0 {
+                started
+            } else {
+                since
+            };
+            std::time::SystemTime::now()
+                .duration_since(since)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        metrics.store_link(link.connected, staleness);
+    }
 }
 
 /// `weir check`: loads config and zones exactly as `serve` would (the store is not opened).

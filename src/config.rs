@@ -79,8 +79,24 @@ struct RawAdmin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStore {
+    backend: Option<String>,
     path: Option<String>,
     audit_retention: Option<i64>,
+    etcd: Option<RawEtcd>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    endpoints: Option<Vec<String>>,
+    prefix: Option<String>,
+    node_id: Option<String>,
+    lease_ttl: Option<String>,
+    timeout: Option<String>,
+    health: Option<String>,
+    ca_file: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +104,7 @@ struct RawStore {
 struct RawLog {
     level: Option<String>,
     format: Option<String>,
+    query_sample: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,17 +184,54 @@ impl fmt::Debug for Token {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// The sled database folder, resolved against the config file's folder.
+    /// The sled database folder, resolved against the config file's folder. With etcd it holds
+    /// this node's cache of the last applied state.
     pub path: PathBuf,
     /// Audit records kept; older ones are dropped.
     pub audit_retention: usize,
+    /// `backend = "etcd"`: the shared store; None = the local sled store only.
+    pub etcd: Option<EtcdConfig>,
 }
 
+/// `[store.etcd]`: where the shared state lives and who this node is.
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Client URLs, e.g. `http://10.0.0.1:2379` (https when `ca_file` is set).
+    pub endpoints: Vec<String>,
+    /// Every key weir writes starts with this.
+    pub prefix: String,
+    /// This nameserver's name in `/v1/nodes` and change status; unique per node.
+    pub node_id: String,
+    /// A node that stops renewing its lease disappears from the live nodes after this long.
+    pub lease_ttl: Duration,
+    /// Deadline for one etcd request (admin writes fail with 503 after it).
+    pub timeout: Duration,
+    /// Health decided per node (`Local`) or by a majority of live nodes (`Shared`).
+    pub health: HealthMode,
+    pub tls: Option<EtcdTls>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthMode {
+    Local,
+    Shared,
+}
+
+/// TLS to etcd: the CA that signed the members' certificates, and an optional client pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca_file: PathBuf,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
     /// A tracing filter such as `info` or `weir=debug,info`; `RUST_LOG` overrides it.
     pub level: String,
     pub json: bool,
+    /// Fraction of answered queries logged at target `weir::query` (0.0..=1.0); 0 = off.
+    pub query_sample: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,8 +252,15 @@ pub mod defaults {
     pub const ADMIN_LISTEN: &str = "127.0.0.1:8053";
     pub const STORE_PATH: &str = "weir-state";
     pub const AUDIT_RETENTION: i64 = 100_000;
+    pub const STORE_BACKEND: &str = "sled";
+    pub const ETCD_ENDPOINT: &str = "http://127.0.0.1:2379";
+    pub const ETCD_PREFIX: &str = "/weir/";
+    pub const ETCD_LEASE_TTL: &str = "10s";
+    pub const ETCD_TIMEOUT: &str = "3s";
+    pub const ETCD_HEALTH: &str = "local";
     pub const LOG_LEVEL: &str = "info";
     pub const LOG_FORMAT: &str = "text";
+    pub const LOG_QUERY_SAMPLE: f64 = 0.0;
 }
 
 /// Reads and validates the config file at `path`.
@@ -382,6 +443,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
     let raw_store = raw.store.unwrap_or_default();
     let store_path = raw_store
         .path
+        .clone()
         .unwrap_or_else(|| defaults::STORE_PATH.to_string());
     if store_path.is_empty() {
         c.push("store.path", "is empty");
@@ -394,6 +456,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
         1,
         100_000_000,
     ) as usize;
+    let etcd = store_backend(&mut c, &raw_store, base);
 
     let log = raw.log.unwrap_or_default();
     let level = log.level.unwrap_or_else(|| defaults::LOG_LEVEL.into());
@@ -411,6 +474,13 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
             false
         }
     };
+    let query_sample = log.query_sample.unwrap_or(defaults::LOG_QUERY_SAMPLE);
+    if !(0.0..=1.0).contains(&query_sample) {
+        c.push(
+            "log.query_sample",
+            format!("{query_sample} is out of range 0.0..=1.0 (the fraction of queries logged)"),
+        );
+    }
 
     if raw.zone.is_empty() {
         c.push(
@@ -476,11 +546,173 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
         store: StoreConfig {
             path: base.join(store_path),
             audit_retention,
+            etcd,
         },
-        log: LogConfig { level, json },
+        log: LogConfig {
+            level,
+            json,
+            query_sample,
+        },
         zones,
         pools,
     })
+}
+
+/// `[store] backend` and `[store.etcd]`: Some(etcd settings) for `backend = "etcd"`.
+fn store_backend(c: &mut Collector<'_>, raw: &RawStore, base: &Path) -> Option<EtcdConfig> {
+    let backend = raw.backend.as_deref().unwrap_or(defaults::STORE_BACKEND);
+    let etcd = raw.etcd.as_ref();
+    match backend {
+        "sled" => {
+            if etcd.is_some() {
+                c.push(
+                    "store.etcd",
+                    "is set but store.backend is \"sled\"; set backend = \"etcd\" to use it",
+                );
+            }
+            return None;
+        }
+        "etcd" => {}
+        other => {
+            c.push(
+                "store.backend",
+                format!("`{other}` is not one of \"sled\", \"etcd\""),
+            );
+            return None;
+        }
+    }
+    if !cfg!(feature = "etcd") {
+        c.push(
+            "store.backend",
+            "this weir was built without etcd support; build it with `cargo build --release --features etcd`",
+        );
+    }
+    let default = RawEtcd::default();
+    let etcd = etcd.unwrap_or(&default);
+    let endpoints = etcd
+        .endpoints
+        .clone()
+        .unwrap_or_else(|| vec![defaults::ETCD_ENDPOINT.to_string()]);
+    if endpoints.is_empty() {
+        c.push(
+            "store.etcd.endpoints",
+            "is empty; list at least one etcd client URL",
+        );
+    }
+    for (i, e) in endpoints.iter().enumerate() {
+        if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 10 {
+            c.push(
+                &format!("store.etcd.endpoints[{i}]"),
+                format!("`{e}` is not a URL like \"http://10.0.0.1:2379\""),
+            );
+        }
+    }
+    let prefix = etcd
+        .prefix
+        .clone()
+        .unwrap_or_else(|| defaults::ETCD_PREFIX.into());
+    if prefix.is_empty() || !prefix.ends_with('/') {
+        c.push(
+            "store.etcd.prefix",
+            format!("`{prefix}` must be non-empty and end with `/`"),
+        );
+    }
+    let node_id = match etcd.node_id.clone() {
+        Some(id) => id,
+        None => hostname(),
+    };
+    if node_id.is_empty()
+        || node_id.len() > 64
+        || !node_id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+    {
+        c.push(
+            "store.etcd.node_id",
+            format!("`{node_id}` must be 1 to 64 letters, digits, `-`, `_` or `.`"),
+        );
+    }
+    let lease_ttl = c.duration(
+        "store.etcd.lease_ttl",
+        etcd.lease_ttl
+            .as_deref()
+            .unwrap_or(defaults::ETCD_LEASE_TTL),
+    );
+    if lease_ttl < Duration::from_secs(2) {
+        c.push("store.etcd.lease_ttl", "must be at least 2s");
+    }
+    let timeout = c.duration(
+        "store.etcd.timeout",
+        etcd.timeout.as_deref().unwrap_or(defaults::ETCD_TIMEOUT),
+    );
+    let health = match etcd.health.as_deref().unwrap_or(defaults::ETCD_HEALTH) {
+        "local" => HealthMode::Local,
+        "shared" => HealthMode::Shared,
+        other => {
+            c.push(
+                "store.etcd.health",
+                format!("`{other}` is not one of \"local\", \"shared\""),
+            );
+            HealthMode::Local
+        }
+    };
+    let file = |key: &str, value: &Option<String>, c: &mut Collector<'_>| match value.as_deref() {
+        None | Some("") => None,
+        Some(v) => {
+            let path = base.join(v);
+            if !path.is_file() {
+                c.push(key, format!("{} is not a readable file", path.display()));
+            }
+            Some(path)
+        }
+    };
+    let ca_file = file("store.etcd.ca_file", &etcd.ca_file, c);
+    let cert_file = file("store.etcd.cert_file", &etcd.cert_file, c);
+    let key_file = file("store.etcd.key_file", &etcd.key_file, c);
+    if cert_file.is_some() != key_file.is_some() {
+        c.push(
+            "store.etcd.cert_file",
+            "cert_file and key_file go together (a client certificate needs its key)",
+        );
+    }
+    let tls = match ca_file {
+        Some(ca_file) => Some(EtcdTls {
+            ca_file,
+            cert_file,
+            key_file,
+        }),
+        None => {
+            if cert_file.is_some() {
+                c.push(
+                    "store.etcd.ca_file",
+                    "a client certificate needs ca_file too (the CA of the etcd members)",
+                );
+            }
+            None
+        }
+    };
+    if tls.is_some() && endpoints.iter().any(|e| e.starts_with("http://")) {
+        c.push(
+            "store.etcd.endpoints",
+            "use https:// URLs when ca_file is set",
+        );
+    }
+    Some(EtcdConfig {
+        endpoints,
+        prefix,
+        node_id,
+        lease_ttl,
+        timeout,
+        health,
+        tls,
+    })
+}
+
+/// This machine's host name, the default node id.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Reads `NAME SCOPE TOKEN` lines. The file must not be readable by group or others.
@@ -575,6 +807,42 @@ mod tests {
     }
 
     #[test]
+    fn every_store_problem_is_listed_with_its_key() {
+        let found = problems(
+            "[store]\nbackend = \"etcd\"\n[store.etcd]\nendpoints = [\"127.0.0.1:2379\"]\nprefix = \"weir\"\nnode_id = \"ns 1\"\nlease_ttl = \"1s\"\nhealth = \"most\"\ncert_file = \"/nonexistent\"\n",
+        );
+        let expected = [
+            "store.etcd.endpoints[0]: `127.0.0.1:2379` is not a URL",
+            "store.etcd.prefix: `weir` must be non-empty and end with `/`",
+            "store.etcd.node_id: `ns 1` must be",
+            "store.etcd.lease_ttl: must be at least 2s",
+            "store.etcd.health: `most` is not one of",
+            "store.etcd.cert_file: /nonexistent is not a readable file",
+            "store.etcd.cert_file: cert_file and key_file go together",
+        ];
+        for e in expected {
+            assert!(found.iter().any(|p| p.contains(e)), "{e} in {found:#?}");
+        }
+        if !cfg!(feature = "etcd") {
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.contains("built without etcd support"))
+            );
+        }
+        let found = problems("[store]\nbackend = \"zookeeper\"\n");
+        assert!(
+            found[0].contains("store.backend: `zookeeper` is not one of"),
+            "{found:?}"
+        );
+        let found = problems("[store.etcd]\nprefix = \"/w/\"\n");
+        assert!(
+            found[0].contains("store.etcd: is set but store.backend is \"sled\""),
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn minimal_config_gets_defaults_and_resolves_paths() {
         let config = parse(
             "[[zone]]\norigin = \"Example.com\"\nfile = \"zones/example.com.zone\"\n",
@@ -644,6 +912,26 @@ file = "y"
             got[0].starts_with("/etc/weir/weir.toml:2: invalid type"),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn query_sample_is_a_fraction() {
+        let zone = "[[zone]]\norigin = \"example.com.\"\nfile = \"x\"\n";
+        for (value, want) in [("0.0", 0.0), ("0.25", 0.25), ("1", 1.0), ("1.0", 1.0)] {
+            let config = parse(
+                &format!("[log]\nquery_sample = {value}\n{zone}"),
+                Path::new("/etc/weir/weir.toml"),
+            )
+            .unwrap();
+            assert_eq!(config.log.query_sample, want, "{value}");
+        }
+        for (value, shown) in [("1.5", "1.5"), ("2", "2"), ("-0.1", "-0.1"), ("nan", "NaN")] {
+            let got = problems(&format!("[log]\nquery_sample = {value}\n{zone}"));
+            let want =
+                format!("/etc/weir/weir.toml: log.query_sample: {shown} is out of range 0.0..=1.0");
+            assert_eq!(got.len(), 1, "{value}: {got:?}");
+            assert!(got[0].starts_with(&want), "{got:?}");
+        }
     }
 
     #[test]

@@ -144,6 +144,21 @@ enum Command {
     },
     /// Reload config and zones; on failure the previous config keeps serving.
     Reload,
+    /// Every nameserver sharing the state and the generation it serves (one, this one, with
+    /// the local sled store).
+    Nodes,
+    /// Whether a change (by its generation) is live on every nameserver: INSYNC or PENDING.
+    Changes {
+        /// The generation a write answered with.
+        generation: u64,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Forget a nameserver that is gone for good, so it stops holding changes PENDING.
+    Forget {
+        /// The node's id (`weir ctl nodes`).
+        node: String,
+    },
     /// Canary rollouts: move a pool's traffic from one group to another in steps.
     Rollout {
         #[command(subcommand)]
@@ -237,6 +252,24 @@ struct ChangeArgs {
     /// Apply only if the state is still at this generation (sent as If-Match; 412 otherwise).
     #[arg(long, value_name = "GENERATION")]
     if_match: Option<u64>,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+/// Waiting for a change to be served by every nameserver.
+#[derive(Debug, clap::Args)]
+struct WaitArgs {
+    /// Wait until every nameserver serves the change (INSYNC); exit 1 if it is still PENDING
+    /// after --wait-timeout.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    wait_timeout: std::time::Duration,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 30s: {e}"))
 }
 
 /// The health override to set.
@@ -408,6 +441,34 @@ async fn execute(args: Args) -> Result<String, CtlError> {
                 .await
         }
         Command::Rollout { command } => rollout(&client, command, json).await,
+        Command::Nodes => {
+            let (text, body) = client.read(&["v1", "nodes"], &[]).await?;
+            Ok(if json { raw(text) } else { table::nodes(&body) })
+        }
+        Command::Changes { generation, wait } => {
+            let body = if wait.wait {
+                client.wait_insync(generation, wait.wait_timeout).await?
+            } else {
+                client
+                    .read(&["v1", "changes", &generation.to_string()], &[])
+                    .await?
+                    .1
+            };
+            Ok(if json {
+                format!("{body}\n")
+            } else {
+                table::change_status(&body)
+            })
+        }
+        Command::Forget { node } => {
+            let url = client.url(&["v1", "nodes", &node], &[]);
+            client.expect_ok(Method::DELETE, url, None, None).await?;
+            Ok(if json {
+                "{}\n".into()
+            } else {
+                format!("nameserver {node} forgotten\n")
+            })
+        }
         Command::Reload => {
             let url = client.url(&["v1", "reload"], &[]);
             let (text, body) = client
@@ -507,6 +568,10 @@ async fn rollout(client: &Client, command: Rollout, json: bool) -> Result<String
         reason,
         force: false,
         if_match: None,
+        wait: WaitArgs {
+            wait: false,
+            wait_timeout: std::time::Duration::ZERO,
+        },
     };
     let what = format!("{}: {what}", shown(&pool));
     client

@@ -1,17 +1,27 @@
 //! Every metric weir exports, on weir's own Prometheus registry. Label values are resolved once
 //! at start-up into plain counter handles, so the query path only does an atomic add.
 
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::model::{DropReason, Health, Rcode};
+use crate::model::{DropReason, Health, Name, Rcode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
     Udp,
     Tcp,
+}
+
+impl Transport {
+    /// The label value ("udp", "tcp").
+    pub fn name(self) -> &'static str {
+        TRANSPORTS[transport_index(self)].1
+    }
 }
 
 const TRANSPORTS: [(Transport, &str); 2] = [(Transport::Udp, "udp"), (Transport::Tcp, "tcp")];
@@ -32,6 +42,23 @@ const DROP_REASONS: [(DropReason, &str); 2] = [
 fn rcode_index(rcode: Rcode) -> usize {
     RCODES.iter().position(|(r, _)| *r == rcode).unwrap_or(0)
 }
+
+/// The label value of an RCODE ("NOERROR", "NXDOMAIN", ...).
+pub fn rcode_name(rcode: Rcode) -> &'static str {
+    RCODES[rcode_index(rcode)].1
+}
+
+/// The label value of a QTYPE weir counts by name ("A", "MX", ...); None for the others.
+pub fn qtype_name(qtype: u16) -> Option<&'static str> {
+    COUNTED_QTYPES
+        .iter()
+        .find(|(code, _)| *code == qtype)
+        .map(|(_, name)| *name)
+}
+
+/// The `zone` label of queries no zone answered: outside every zone, or rejected before the
+/// lookup.
+pub const NO_ZONE: &str = "none";
 
 fn transport_index(t: Transport) -> usize {
     match t {
@@ -62,12 +89,29 @@ pub struct Metrics {
     queries: Vec<(u16, IntCounter)>,
     queries_other: IntCounter,
     store_commit: HistogramVec,
+    store: StoreGauges,
     group_share: GaugeVec,
     rollout_weight: IntGaugeVec,
     rollout_step: IntGaugeVec,
     rollout_state: IntGaugeVec,
     rollout_aborts: IntCounterVec,
     admin_requests: IntCounterVec,
+    /// Answered queries by the zone their name falls in.
+    zone_queries: IntCounterVec,
+    /// `zone_queries{zone="none"}`, resolved once.
+    zone_none: IntCounter,
+    /// The zone labels currently exported, so a reload can remove the series of dropped zones.
+    zone_labels: Mutex<HashSet<String>>,
+    last_reload_success: IntGauge,
+    last_reload_timestamp: Gauge,
+    query_log_dropped: IntCounter,
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// QTYPEs counted under their own label; others count as "other" so labels stay bounded.
@@ -246,6 +290,7 @@ impl Metrics {
         )
         .expect("metric");
         register(Box::new(store_commit.clone()));
+        let store = StoreGauges::new(&registry);
         let group_share = GaugeVec::new(
             Opts::new(
                 "pool_group_share",
@@ -282,7 +327,7 @@ impl Metrics {
         let rollout_aborts = IntCounterVec::new(
             Opts::new(
                 "rollout_aborts_total",
-                "Rollouts aborted, by pool and cause (health, metric, operator)",
+                "Rollouts aborted, by pool and cause (health, metric, webhook, operator)",
             ),
             &["pool", "cause"],
         )
@@ -300,6 +345,38 @@ impl Metrics {
         )
         .expect("metric");
         register(Box::new(admin_requests.clone()));
+        let zone_queries = IntCounterVec::new(
+            Opts::new(
+                "dns_zone_queries_total",
+                "Answered queries by the zone that answered them; zone=\"none\" for names outside every zone, classes other than IN, and queries rejected before the lookup (FORMERR, NOTIMP, BADVERS)",
+            ),
+            &["zone"],
+        )
+        .expect("metric");
+        let zone_none = zone_queries.with_label_values(&[NO_ZONE]);
+        register(Box::new(zone_queries.clone()));
+        let last_reload_success = IntGauge::new(
+            "last_reload_success",
+            "1 if the last config and zone load (start-up or reload) succeeded, 0 if it failed",
+        )
+        .expect("metric");
+        let last_reload_timestamp = Gauge::new(
+            "last_reload_timestamp_seconds",
+            "Unix time of the last config and zone load attempt (start-up or reload)",
+        )
+        .expect("metric");
+        // Metrics are made once the start-up load has succeeded (`app::start`): that load counts
+        // as the first successful reload.
+        last_reload_success.set(1);
+        last_reload_timestamp.set(unix_now());
+        register(Box::new(last_reload_success.clone()));
+        register(Box::new(last_reload_timestamp.clone()));
+        let query_log_dropped = IntCounter::new(
+            "query_log_dropped_total",
+            "Sampled query log records dropped because the log's queue was full",
+        )
+        .expect("metric");
+        register(Box::new(query_log_dropped.clone()));
         register(Box::new(queries_vec));
         for result in ["ok", "failed"] {
             reloads.with_label_values(&[result]);
@@ -339,13 +416,50 @@ impl Metrics {
             queries,
             queries_other,
             store_commit,
+            store,
             group_share,
             rollout_weight,
             rollout_step,
             rollout_state,
             rollout_aborts,
             admin_requests,
+            zone_queries,
+            zone_none,
+            zone_labels: Mutex::new(HashSet::new()),
+            last_reload_success,
+            last_reload_timestamp,
+            query_log_dropped,
         }
+    }
+
+    /// The queries counter of each zone in `origins` (same order), resolved once per zone index
+    /// so the query path only increments it. Series of zones not in `origins` (dropped by a
+    /// reload) are removed; `zone="none"` stays.
+    pub fn zone_queries(&self, origins: &[Name]) -> Vec<IntCounter> {
+        let labels: HashSet<String> = origins.iter().map(ToString::to_string).collect();
+        let mut exported = self
+            .zone_labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for gone in exported.difference(&labels) {
+            let _ = self.zone_queries.remove_label_values(&[gone]);
+        }
+        let counters = origins
+            .iter()
+            .map(|o| self.zone_queries.with_label_values(&[&o.to_string()]))
+            .collect();
+        *exported = labels;
+        counters
+    }
+
+    /// The queries counter of `zone="none"`.
+    pub fn outside_zones(&self) -> &IntCounter {
+        &self.zone_none
+    }
+
+    /// A sampled query log record was dropped (queue full).
+    pub fn query_log_dropped(&self) {
+        self.query_log_dropped.inc();
     }
 
     /// One admin request on `route` (the matched pattern, or "unmatched") answered `status`.
@@ -376,7 +490,7 @@ impl Metrics {
         }
     }
 
-    /// A rollout aborted; `cause` is "health", "metric" or "operator".
+    /// A rollout aborted; `cause` is "health", "metric", "webhook" or "operator".
     pub fn rollout_aborted(&self, pool: &str, cause: &str) {
         self.rollout_aborts.with_label_values(&[pool, cause]).inc();
     }
@@ -402,6 +516,18 @@ impl Metrics {
     }
 
     /// One store commit took `seconds`.
+    /// The intent generation this node serves (comparable across nodes sharing a store).
+    pub fn applied_generation(&self, generation: u64) {
+        self.store.applied.set(generation as i64);
+    }
+
+    /// The link to a shared store: connected or not, and for how long this node's state may
+    /// have been stale (seconds since a quorum last answered; 0 while connected).
+    pub fn store_link(&self, connected: bool, staleness_seconds: f64) {
+        self.store.connected.set(i64::from(connected));
+        self.store.staleness.set(staleness_seconds);
+    }
+
     pub fn store_commit(&self, seconds: f64, ok: bool) {
         self.store_commit
             .with_label_values(&[if ok { "ok" } else { "failed" }])
@@ -480,10 +606,13 @@ impl Metrics {
         self.snapshot_generation.set(generation as i64);
     }
 
+    /// A reload finished: counted by result, and the last result and its time are set.
     pub fn reloaded(&self, ok: bool) {
         self.reloads
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
+        self.last_reload_success.set(i64::from(ok));
+        self.last_reload_timestamp.set(unix_now());
     }
 
     /// One probe finished: `failure` is None on success, else a short reason label such as
@@ -528,5 +657,50 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Gauges of the state store as a whole (for several nameservers, the shared store).
+#[derive(Debug)]
+struct StoreGauges {
+    applied: IntGauge,
+    connected: IntGauge,
+    staleness: prometheus::Gauge,
+}
+
+impl StoreGauges {
+    #[allow(
+        clippy::expect_used,
+        reason = "metric names are constants; a bad one is a bug caught by every test"
+    )]
+    fn new(registry: &Registry) -> Self {
+        let applied = IntGauge::new(
+            "store_applied_generation",
+            "Intent generation this node serves; equal on every node once a change is INSYNC",
+        )
+        .expect("metric");
+        let connected = IntGauge::new(
+            "store_connected",
+            "1 while the state store answers (always 1 for the local sled store)",
+        )
+        .expect("metric");
+        let staleness = prometheus::Gauge::new(
+            "store_staleness_seconds",
+            "Seconds since the shared store last answered; 0 while connected",
+        )
+        .expect("metric");
+        for c in [
+            Box::new(applied.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connected.clone()),
+            Box::new(staleness.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        connected.set(1);
+        StoreGauges {
+            applied,
+            connected,
+            staleness,
+        }
     }
 }

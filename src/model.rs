@@ -240,7 +240,7 @@ pub fn rtype_name(rtype: u16) -> String {
 }
 
 /// Health of a probed target after rise/fall hysteresis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     Up,
@@ -613,6 +613,10 @@ pub struct Rollout {
     pub rolling: Option<Rolling>,
     #[serde(default)]
     pub webhook: Option<Webhook>,
+    /// Shared store: the last change is stored but not yet served by every nameserver; its
+    /// settle clock starts when it is (`rollout::tick`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_sync: bool,
 }
 
 /// What the admin API shows, published inside each snapshot so readers see one consistent

@@ -168,6 +168,9 @@ pub struct Observed {
     pub to_down: Option<String>,
     /// Rolling: every endpoint of the current batch is up.
     pub batch_up: bool,
+    /// Shared store: some nameserver does not serve the current generation yet (see
+    /// `Rollout::awaiting_sync`). Always false with a local store.
+    pub unsynced: bool,
 }
 
 /// A new rollout: `to` goes to 0% at once (or the first batch is drained); the first step waits
@@ -197,6 +200,7 @@ pub fn start(plan: &Plan, now: u64, ttl: u32, pool: &Pool) -> Result<Rollout, St
         metric_gate: plan.metric_gate.clone(),
         rolling,
         webhook: plan.webhook.clone(),
+        awaiting_sync: false,
     })
 }
 
@@ -227,6 +231,19 @@ pub fn active(r: &Rollout) -> bool {
 /// traffic aborts), then the next step once its time has come. None when nothing changes.
 pub fn tick(r: &Rollout, now: u64, ttl: u32, seen: &Observed) -> Option<Rollout> {
     let mut next = r.clone();
+    // Several nameservers: a change's settle clock starts only once every one of them serves
+    // it (INSYNC), so resolvers asking any of them have had the full TTL to see it. The health
+    // gate still acts meanwhile.
+    let gate = r.rolling.is_none() && seen.to_down.is_some() && r.weight > 0;
+    if r.awaiting_sync && active(r) && !gate {
+        if seen.unsynced {
+            return None;
+        }
+        next.awaiting_sync = false;
+        next.changed_at = now;
+        next.settled_at = now + u64::from(ttl) + r.slack;
+        return Some(next);
+    }
     if r.rolling.is_some() {
         return tick_rolling(r, now, ttl, seen.batch_up);
     }
@@ -411,6 +428,7 @@ pub fn observe(view: &View, pool: &Pool, r: &Rollout) -> Observed {
     };
     let batch = drained(r);
     Observed {
+        unsynced: false,
         to_down: to_down(view, pool, &r.to),
         batch_up: pool
             .groups
@@ -673,11 +691,50 @@ mod tests {
     }
 
     #[test]
+    fn with_several_nameservers_settling_starts_once_all_serve_the_change() {
+        let mut r = start(&plan(), 1000, 30, &pool()).unwrap();
+        r.awaiting_sync = true; // what the writer sets with a shared store
+        let unsynced = Observed {
+            unsynced: true,
+            ..Observed::default()
+        };
+        assert_eq!(
+            tick(&r, 1100, 30, &unsynced),
+            None,
+            "nothing moves before INSYNC"
+        );
+        let synced = tick(&r, 1200, 30, &Observed::default()).unwrap();
+        assert!(!synced.awaiting_sync);
+        assert_eq!(
+            (synced.weight, synced.settled_at),
+            (0, 1235),
+            "the clock starts at 1200"
+        );
+        assert_eq!(tick(&synced, 1234, 30, &Observed::default()), None);
+        assert_eq!(
+            tick(&synced, 1235, 30, &Observed::default())
+                .unwrap()
+                .weight,
+            5
+        );
+        // The health gate does not wait for anyone.
+        let mut taking = tick(&synced, 1235, 30, &Observed::default()).unwrap();
+        taking.awaiting_sync = true;
+        let down = Observed {
+            to_down: Some("192.0.2.20".into()),
+            unsynced: true,
+            ..Observed::default()
+        };
+        let aborted = tick(&taking, 1236, 30, &down).unwrap();
+        assert!(matches!(aborted.state, RolloutState::Aborted { .. }));
+    }
+
+    #[test]
     fn health_gate_aborts_only_while_to_takes_traffic() {
         let r = start(&plan(), 0, 30, &pool()).unwrap();
         let down = Observed {
             to_down: Some("192.0.2.20".into()),
-            batch_up: false,
+            ..Observed::default()
         };
         assert_eq!(
             tick(&r, 1, 30, &down),
@@ -765,8 +822,8 @@ mod tests {
         // Resume gives it another health timeout; healthy, the next batch is drained.
         let resumed = command(&stopped, &Command::Resume, 200, 30).unwrap();
         let healthy = Observed {
-            to_down: None,
             batch_up: true,
+            ..Observed::default()
         };
         let next = tick(&resumed, 201, 30, &healthy).unwrap();
         assert_eq!(drained(&next), ["192.0.2.2"]);

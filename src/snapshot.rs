@@ -4,8 +4,9 @@
 //! and allocates only when an answer has more sections than the inline capacity below.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use prometheus::IntCounter;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
@@ -60,6 +61,9 @@ pub struct Answer<'a> {
     /// ECS SCOPE PREFIX-LENGTH for the response (RFC 7871 7.2.1): the prefix a sticky pool
     /// used, 0 for answers that do not depend on the client's subnet.
     pub ecs_scope: u8,
+    /// The zone whose data answered (`Snapshot::zone_origin`); None when no zone was looked
+    /// up (a name outside every zone, a class other than IN).
+    pub zone: Option<usize>,
 }
 
 impl<'a> Answer<'a> {
@@ -71,6 +75,7 @@ impl<'a> Answer<'a> {
             authority: SmallVec::new(),
             additional: SmallVec::new(),
             ecs_scope: 0,
+            zone: None,
         }
     }
 
@@ -97,6 +102,8 @@ impl Node {
 
 #[derive(Debug)]
 struct ZoneData {
+    /// Position in `ZoneIndex::origins` (config order).
+    id: usize,
     origin: Name,
     /// The apex SOA with TTL = min(SOA TTL, SOA MINIMUM), for negative answers (RFC 2308 3).
     negative_soa: RRset,
@@ -109,6 +116,11 @@ struct ZoneData {
 #[derive(Debug)]
 pub struct ZoneIndex {
     zones: FxHashMap<Box<[u8]>, ZoneData>,
+    /// Every zone's origin, by zone id.
+    origins: Vec<Name>,
+    /// `weir_dns_zone_queries_total` per zone id, resolved by the first `build` with this index
+    /// (one `Metrics` per process), so health flips do not resolve them again.
+    queries: OnceLock<Arc<[IntCounter]>>,
 }
 
 /// Everything the query path needs, immutable once built.
@@ -121,6 +133,10 @@ pub struct Snapshot {
     pools: Vec<pool::PoolNode>,
     /// The state this snapshot was built from, for the admin API.
     pub view: Arc<View>,
+    /// Answered queries per zone id (shared with the index), and outside every zone: the
+    /// query path increments them without a label lookup.
+    zone_queries: Arc<[IntCounter]>,
+    outside_zones: IntCounter,
 }
 
 /// Indexes checked zones (`zones::load_all` guarantees an apex SOA and NS) with a node for each
@@ -128,8 +144,8 @@ pub struct Snapshot {
 /// cuts). `pools` must be the list later given to `build`.
 pub fn index(zones: &[Zone], pools: &[Pool]) -> Arc<ZoneIndex> {
     let mut map: FxHashMap<Box<[u8]>, ZoneData> = FxHashMap::default();
-    for zone in zones {
-        map.insert(zone.origin.wire().into(), build_zone(zone));
+    for (id, zone) in zones.iter().enumerate() {
+        map.insert(zone.origin.wire().into(), build_zone(id, zone));
     }
     for (i, p) in pools.iter().enumerate() {
         let wire = p.name.wire();
@@ -147,7 +163,11 @@ pub fn index(zones: &[Zone], pools: &[Pool]) -> Arc<ZoneIndex> {
         }
         zone.nodes.entry(wire.into()).or_default().pool = Some(i);
     }
-    Arc::new(ZoneIndex { zones: map })
+    Arc::new(ZoneIndex {
+        zones: map,
+        origins: zones.iter().map(|z| z.origin.clone()).collect(),
+        queries: OnceLock::new(),
+    })
 }
 
 /// Builds a snapshot: the shared zone index plus pool views under `health`. A probe missing
@@ -165,15 +185,21 @@ pub fn build(
         .iter()
         .map(|p| pool::build(p, &by_name, &health_of, metrics))
         .collect();
+    let zone_queries = index
+        .queries
+        .get_or_init(|| metrics.zone_queries(&index.origins).into())
+        .clone();
     Snapshot {
         generation,
         index: index.clone(),
         pools,
         view,
+        zone_queries,
+        outside_zones: metrics.outside_zones().clone(),
     }
 }
 
-fn build_zone(zone: &Zone) -> ZoneData {
+fn build_zone(id: usize, zone: &Zone) -> ZoneData {
     let mut nodes: FxHashMap<Box<[u8]>, Node> = FxHashMap::default();
     for (owner, sets) in &zone.rrsets {
         // Every name between an owner and the apex exists, with or without data (RFC 8020).
@@ -205,6 +231,7 @@ fn build_zone(zone: &Zone) -> ZoneData {
         },
     };
     ZoneData {
+        id,
         origin: zone.origin.clone(),
         negative_soa,
         nodes,
@@ -220,6 +247,21 @@ impl Snapshot {
 
     pub fn zone_count(&self) -> usize {
         self.index.zones.len()
+    }
+
+    /// The origin of zone `id`.
+    pub fn zone_origin(&self, id: usize) -> Option<&Name> {
+        self.index.origins.get(id)
+    }
+
+    /// Counts one answered query under its zone (`Answer::zone`), or under "none". An atomic
+    /// add on a counter resolved at build time: no lookup, no lock.
+    #[inline]
+    pub fn count_query(&self, zone: Option<usize>) {
+        match zone.and_then(|z| self.zone_queries.get(z)) {
+            Some(counter) => counter.inc(),
+            None => self.outside_zones.inc(),
+        }
     }
 
     /// What `proposed` (a served pool with hypothetical weights or health) would answer for
@@ -254,9 +296,13 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
     };
     // Zone transfers are not offered (PROTOCOL.md: REFUSED unless allowed; none are).
     if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
-        return Answer::refused();
+        return Answer {
+            zone: Some(zone.id),
+            ..Answer::refused()
+        };
     }
     let mut ans = Answer::new(Rcode::NoError, true);
+    ans.zone = Some(zone.id);
     let mut name: &[u8] = q.name;
     let mut owner = Owner::Query;
     for _ in 0..MAX_CNAME_CHAIN {

@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::model::{AuditRecord, Health, Name, Overlay, Pool, ProbeKey, Rollout, View};
 use crate::rollout;
 use crate::snapshot::{self, Snapshot, ZoneIndex};
-use crate::store::{Store, StoreError};
+use crate::store::{Followed, HealthReport, Node, Store, StoreError, Stored};
 use crate::zones::{self, Zone};
 
 pub mod change;
@@ -58,6 +58,12 @@ pub enum StateEvent {
         request: ChangeRequest,
         reply: oneshot::Sender<Result<u64, ChangeError>>,
     },
+    /// The shared store moved on (another nameserver's change, seen by `Store::follow`):
+    /// adopted if newer than what this node serves.
+    Remote { stored: Stored },
+    /// Shared health: another nameserver's probe results changed; the health served is
+    /// recomputed (an endpoint is down when most live nodes see it down).
+    PeerHealth,
 }
 
 /// A reload that went through.
@@ -65,7 +71,7 @@ pub enum StateEvent {
 pub struct Reloaded {
     /// The intent generation after the reload (higher if it dropped stale overrides).
     pub generation: u64,
-    /// Config tables that changed but apply only after a restart ("dns", "admin", "store").
+    /// Config tables that changed but apply only after a restart ("dns", "admin", "store", "log").
     pub restart_required: Vec<&'static str>,
 }
 
@@ -142,18 +148,100 @@ fn flip_event(flip: health::Flip) -> StateEvent {
     }
 }
 
-/// Read access to the audit log for the admin API; writing goes through `StateEvent`s only.
-#[derive(Clone, Debug)]
-pub struct AuditLog(Arc<dyn Store>);
+/// How a probe is named between nameservers (shared health): its target and kind. Nodes
+/// whose checks differ in path or expectations still vote on the same endpoint.
+fn health_key(key: &ProbeKey) -> String {
+    format!("{}/{:?}", key.target, key.check.kind).to_lowercase()
+}
 
-impl AuditLog {
+/// This node's view of every probe it runs: the last flip, or the check's `initial` health.
+fn health_report(health: &HealthMap, served: &HashSet<ProbeKey>) -> HealthReport {
+    served
+        .iter()
+        .map(|k| {
+            let h = health.get(k).copied().unwrap_or(k.check.initial);
+            (health_key(k), h)
+        })
+        .collect()
+}
+
+/// Shared health: a probe counts as down only when a majority of the live nodes that report
+/// on it (this one included) see it down, so one partitioned node cannot fail an endpoint
+/// over for everyone. With no peers (local health) it is this node's own view.
+fn merged_health(
+    local: &HealthMap,
+    served: &HashSet<ProbeKey>,
+    peers: &HashMap<String, HealthReport>,
+) -> HealthMap {
+    if peers.is_empty() {
+        return local.clone();
+    }
+    served
+        .iter()
+        .map(|key| {
+            let mine = local.get(key).unwrap_or(&key.check.initial);
+            let name = health_key(key);
+            let (mut voters, mut down) = (1, usize::from(*mine == Health::Down));
+            for report in peers.values() {
+                if let Some(h) = report.get(&name) {
+                    voters += 1;
+                    down += usize::from(*h == Health::Down);
+                }
+            }
+            let health = if down * 2 > voters {
+                Health::Down
+            } else {
+                Health::Up
+            };
+            (key.clone(), health)
+        })
+        .collect()
+}
+
+/// What a failed commit means to the caller: a conflict is a stale base (412), an unreachable
+/// shared store is 503, anything else a storage failure.
+fn store_error(e: StoreError) -> ChangeError {
+    match e {
+        StoreError::Conflict { expected, actual } => ChangeError::Stale { expected, actual },
+        StoreError::Unavailable(why) => ChangeError::Unavailable(why),
+        e => ChangeError::Store(e.to_string()),
+    }
+}
+
+/// The admin API's access to the store: the audit log and which nameserver serves which
+/// generation. Intent is written through `StateEvent`s only; `forget` edits membership
+/// (who counts for change status), never what is served.
+#[derive(Clone, Debug)]
+pub struct StoreView(Arc<dyn Store>);
+
+impl StoreView {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        AuditLog(store)
+        StoreView(store)
     }
 
     /// Newest first, only `pool`'s if given, at most `limit`.
     pub fn read(&self, pool: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         self.0.audit(pool, limit)
+    }
+
+    /// The change feed: every record after generation `after`, oldest first.
+    pub fn since(&self, after: u64) -> Result<Vec<AuditRecord>, StoreError> {
+        self.0.changes_since(after)
+    }
+
+    /// Every known nameserver and the generation it serves (a quorum read with etcd).
+    pub fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        self.0.nodes()
+    }
+
+    /// Drops a member that is gone from change status.
+    pub fn forget(&self, node_id: &str) -> Result<bool, StoreError> {
+        self.0.forget(node_id)
+    }
+
+    /// Whether the store is shared by several nameservers.
+    pub fn shared(&self) -> bool {
+        self.0.shared()
     }
 }
 
@@ -179,17 +267,24 @@ pub struct Writer {
 const READY_POLL: Duration = Duration::from_millis(50);
 
 impl Writer {
-    /// Restores the stored intent over `loaded`, drops intent the config no longer backs (with
+    /// Restores the stored intent (`stored`, as `store` returned it) over `loaded`, drops intent the config no longer backs (with
     /// audit records), and publishes the first snapshot. Start-up is this plus a reload loop.
     pub fn start(
         loaded: Loaded,
+        stored: Stored,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         monitor: health::Monitor,
         probes_ready: Arc<AtomicBool>,
     ) -> Result<Writer, StoreError> {
-        let stored = store.load()?;
         let (overlay, dropped) = change::prune(&loaded.config.pools, &stored.overlay, now());
+        // Shared intent is never pruned by one node: its config may be older or newer than
+        // the others'. Intent this node's config does not back is simply not served here.
+        let (overlay, dropped) = if store.shared() {
+            (stored.overlay.clone(), Vec::new())
+        } else {
+            (overlay, dropped)
+        };
         let generation = if dropped.is_empty() {
             stored.generation
         } else {
@@ -202,6 +297,11 @@ impl Writer {
         let health = HealthMap::new();
         let first = build(&loaded, &overlay, generation, &health, &metrics, 1);
         metrics.published(first.generation);
+        metrics.applied_generation(generation);
+        store.served(&Stored {
+            overlay: overlay.clone(),
+            generation,
+        });
         Ok(Writer {
             config_path: loaded.config.path.clone(),
             loaded,
@@ -228,9 +328,11 @@ impl Writer {
         mut events: mpsc::Receiver<StateEvent>,
         mut flips: mpsc::Receiver<health::Flip>,
         mut due: mpsc::Receiver<rollout::Signal>,
+        mut remote: mpsc::Receiver<Followed>,
         shutdown: CancellationToken,
     ) {
         self.monitor.set_probes(self.served_probes());
+        self.report_health();
         let mut ready_poll = tokio::time::interval(READY_POLL);
         loop {
             let event = tokio::select! {
@@ -240,6 +342,10 @@ impl Writer {
                     None => return,
                 },
                 Some(flip) = flips.recv() => flip_event(flip),
+                Some(followed) = remote.recv() => match followed {
+                    Followed::State(stored) => StateEvent::Remote { stored },
+                    Followed::PeerHealth => StateEvent::PeerHealth,
+                },
                 Some(signal) = due.recv() => {
                     let (pool, command, why) = match signal {
                         rollout::Signal::Due(pool) => (pool, rollout::Command::Tick, String::new()),
@@ -279,6 +385,13 @@ impl Writer {
         }
     }
 
+    /// Shared health: publishes this node's view of its probes (a no-op otherwise).
+    fn report_health(&self) {
+        let served = probes(&change::effective(&self.loaded.config.pools, &self.overlay));
+        self.store
+            .report_health(health_report(&self.health, &served));
+    }
+
     fn served_probes(&self) -> HashSet<ProbeKey> {
         probes(&self.snapshot.load().view.pools)
     }
@@ -302,11 +415,16 @@ impl Writer {
                 }
                 tracing::info!(target = %key.target, ?health, %reason, "health changed");
                 self.health.insert(key, health);
+                self.report_health();
                 self.publish();
             }
             StateEvent::Change { request, reply } => {
                 let result = self.change(request).await;
                 let _ = reply.send(result);
+            }
+            StateEvent::Remote { stored } => self.remote(stored),
+            StateEvent::PeerHealth => {
+                self.publish();
             }
             StateEvent::Rollout {
                 pool,
@@ -334,17 +452,60 @@ impl Writer {
                 .rollout(pool, r.weight, step, rollout::state_name(&r.state));
         }
         let publication = self.snapshot.load().generation + 1;
+        let peers = self.store.peer_health();
+        let health = if peers.is_empty() {
+            self.health.clone()
+        } else {
+            let served = probes(&change::effective(&self.loaded.config.pools, &self.overlay));
+            merged_health(&self.health, &served, &peers)
+        };
         let snapshot = build(
             &self.loaded,
             &self.overlay,
             self.generation,
-            &self.health,
+            &health,
             &self.metrics,
             publication,
         );
         self.snapshot.store(Arc::new(snapshot));
         self.metrics.published(publication);
+        self.metrics.applied_generation(self.generation);
+        // After the swap: a node reports a generation only once it answers with it.
+        self.store.served(&Stored {
+            overlay: self.overlay.clone(),
+            generation: self.generation,
+        });
         publication
+    }
+
+    /// A newer state from the shared store replaces ours; older or equal ones (our own
+    /// commits coming back through the watch, a re-read after a reconnect) change nothing.
+    fn remote(&mut self, stored: Stored) {
+        if stored.generation > self.generation {
+            tracing::info!(
+                generation = stored.generation,
+                previous = self.generation,
+                "applied a change from the shared store"
+            );
+            self.adopt(stored.overlay, stored.generation);
+        } else if stored.generation < self.generation {
+            tracing::debug!(
+                generation = stored.generation,
+                serving = self.generation,
+                "ignored an older state from the shared store"
+            );
+        }
+    }
+
+    /// After a conflict: reads the shared store's current state and adopts it if newer.
+    async fn catch_up(&mut self) -> Result<(), ChangeError> {
+        let store = self.store.clone();
+        let stored = tokio::task::spawn_blocking(move || store.load())
+            .await
+            .map_err(|e| ChangeError::Store(format!("load task failed: {e}")))?
+            .map_err(store_error)?;
+        self.remote(stored);
+        Ok(())
     }
 
     /// Stores `overlay` with `records` as the next generation, durably, off the async threads.
@@ -372,11 +533,38 @@ impl Writer {
         let served = probes(&change::effective(&self.loaded.config.pools, &self.overlay));
         // Probes that stay keep their hysteresis and health; removed ones are forgotten.
         self.health.retain(|k, _| served.contains(k));
+        self.store
+            .report_health(health_report(&self.health, &served));
         self.monitor.set_probes(served);
         self.publish();
     }
 
+    /// Applies an operator's change. With a shared store another node may have committed
+    /// first: without If-Match the change is re-applied on the newer state (a few times at
+    /// most); with If-Match the caller asked for exactly that state, so it is Stale (412).
     async fn change(&mut self, request: ChangeRequest) -> Result<u64, ChangeError> {
+        if let Some(expected) = request.if_match
+            && expected > self.generation
+            && self.store.shared()
+        {
+            // The client saw a newer state on another node than the watch brought us yet.
+            self.catch_up().await?;
+        }
+        let mut attempts = 0;
+        loop {
+            match self.change_once(&request).await {
+                Err(ChangeError::Stale { .. })
+                    if self.store.shared() && request.if_match.is_none() && attempts < 3 =>
+                {
+                    attempts += 1;
+                    self.catch_up().await?;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn change_once(&mut self, request: &ChangeRequest) -> Result<u64, ChangeError> {
         if let Some(expected) = request.if_match
             && expected != self.generation
         {
@@ -394,25 +582,19 @@ impl Writer {
         let record = AuditRecord {
             generation: 0,
             time: now(),
-            actor: request.actor,
-            source: request.source,
+            actor: request.actor.clone(),
+            source: request.source.clone(),
             action: applied.action.into(),
             pool: applied.pool,
             subject: applied.subject,
             before: applied.before,
             after: applied.after,
-            reason: request.reason,
+            reason: request.reason.clone(),
         };
-        let generation = match self
+        let generation = self
             .commit(applied.overlay.clone(), vec![record.clone()])
             .await
-        {
-            Ok(generation) => generation,
-            Err(StoreError::Conflict { expected, actual }) => {
-                return Err(ChangeError::Stale { expected, actual });
-            }
-            Err(e) => return Err(ChangeError::Store(e.to_string())),
-        };
+            .map_err(store_error)?;
         tracing::info!(
             generation,
             actor = %record.actor,
@@ -429,7 +611,38 @@ impl Writer {
 
     /// Runs a rollout command against the stored rollout of `pool`; a weight change is stored
     /// as the rollout's group weights (from = 100 - w, to = w) in the same commit.
+    /// With a shared store, a conflict means another node moved first (typically its driver
+    /// ran the same due step): catch up and decide again on the newer state.
     async fn rollout(
+        &mut self,
+        pool: Name,
+        command: rollout::Command,
+        actor: String,
+        source: String,
+        reason: String,
+    ) -> Result<u64, ChangeError> {
+        let mut attempts = 0;
+        loop {
+            let result = self
+                .rollout_once(
+                    pool.clone(),
+                    command.clone(),
+                    actor.clone(),
+                    source.clone(),
+                    reason.clone(),
+                )
+                .await;
+            match result {
+                Err(ChangeError::Stale { .. }) if self.store.shared() && attempts < 3 => {
+                    attempts += 1;
+                    self.catch_up().await?;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn rollout_once(
         &mut self,
         pool: Name,
         command: rollout::Command,
@@ -450,7 +663,7 @@ impl Writer {
         let now = rollout::now();
         // Changes settle under the TTL served before them (the ramp TTL once a ramp is on).
         let ttl = rollout::served_ttl(current, config.ttl);
-        let next: Rollout = match (&command, current) {
+        let mut next: Rollout = match (&command, current) {
             (rollout::Command::Start(_), Some(r)) if rollout::active(r) => {
                 return Err(ChangeError::Conflict(format!(
                     "a rollout of `{key}` is already {}; abort it or let it finish first",
@@ -477,12 +690,13 @@ impl Writer {
             }
             (rollout::Command::Tick, Some(r)) => {
                 let view = self.snapshot.load().view.clone();
-                let seen = view
+                let mut seen = view
                     .pools
                     .iter()
                     .find(|p| p.name == pool)
                     .map(|served| rollout::observe(&view, served, r))
                     .unwrap_or_default();
+                seen.unsynced = !self.store.synced(self.generation);
                 match rollout::tick(r, now, ttl, &seen) {
                     Some(next) => next,
                     None => return Ok(self.generation),
@@ -492,6 +706,11 @@ impl Writer {
                 rollout::command(r, command, now, ttl).map_err(ChangeError::Conflict)?
             }
         };
+        // Several nameservers: a weight change settles from when all of them serve it.
+        let moved = current.is_none_or(|c| c.changed_at != next.changed_at && !c.awaiting_sync);
+        if self.store.shared() && rollout::active(&next) && moved {
+            next.awaiting_sync = true;
+        }
         let summary = |r: Option<&Rollout>| {
             r.map_or(serde_json::Value::Null, |r| {
                 serde_json::json!({ "step": r.step, "weight": r.weight, "state": rollout::state_name(&r.state) })
@@ -537,13 +756,10 @@ impl Writer {
             }
         }
         overlay.rollouts.insert(key, next);
-        let generation = match self.commit(overlay.clone(), vec![record.clone()]).await {
-            Ok(generation) => generation,
-            Err(StoreError::Conflict { expected, actual }) => {
-                return Err(ChangeError::Stale { expected, actual });
-            }
-            Err(e) => return Err(ChangeError::Store(e.to_string())),
-        };
+        let generation = self
+            .commit(overlay.clone(), vec![record.clone()])
+            .await
+            .map_err(store_error)?;
         tracing::info!(
             generation,
             pool = %record.pool,
@@ -559,6 +775,8 @@ impl Writer {
                 "operator"
             } else if reason.starts_with("metric gate") {
                 "metric"
+            } else if reason.starts_with("webhook") {
+                "webhook"
             } else {
                 "health"
             };
@@ -616,6 +834,7 @@ impl Writer {
             ("dns", old.dns != new.dns),
             ("admin", old.admin != new.admin),
             ("store", old.store != new.store),
+            ("log", old.log != new.log),
         ]
         .into_iter()
         .filter_map(|(table, changed)| changed.then_some(table))

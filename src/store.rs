@@ -1,12 +1,21 @@
 //! Persistence of runtime intent (the `Overlay`) and the audit log, behind the `Store` trait.
 //! The trait and its types live here; `SledStore` (in `store/sled.rs`) keeps them on local
-//! disk. Only this module names sled: nothing sled-specific crosses the trait.
+//! disk, `EtcdStore` (in `store/etcd.rs`, feature `etcd`) shares them between nameservers.
+//! Only this module names sled or etcd: nothing backend-specific crosses the trait.
 
+#[cfg(feature = "etcd")]
+mod etcd;
 mod sled;
 
+#[cfg(feature = "etcd")]
+pub use self::etcd::EtcdStore;
 pub use self::sled::SledStore;
 
-use crate::model::{AuditRecord, Overlay};
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+
+use crate::model::{AuditRecord, Health, Overlay};
 
 /// What a store holds: the intent layer and the generation of the last commit (0 when new).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -30,7 +39,40 @@ pub enum StoreError {
     Conflict { expected: u64, actual: u64 },
     #[error("state store {path}: {detail}")]
     Io { path: String, detail: String },
+    /// The shared store cannot be reached (or has no quorum): nothing was written.
+    #[error("the shared state store is unavailable: {0}")]
+    Unavailable(String),
 }
+
+/// One nameserver as the store knows it, for change status (`GET /v1/changes/{generation}`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Node {
+    pub node_id: String,
+    /// The generation it serves; None when it is a member whose lease expired (gone).
+    pub generation: Option<u64>,
+    /// When it last reported, Unix seconds (0 if never).
+    pub updated: u64,
+}
+
+/// How the connection to a shared store is doing, for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    pub connected: bool,
+    /// Unix milliseconds of the last request a quorum answered (0 = never).
+    pub last_contact_ms: u64,
+}
+
+/// What following a shared store brings the writer.
+#[derive(Debug)]
+pub enum Followed {
+    /// The stored intent at a generation.
+    State(Stored),
+    /// Another node's health report changed (shared health): recompute the health served.
+    PeerHealth,
+}
+
+/// Probe results by probe target ("ip:port/kind"), as one node sees them (shared health).
+pub type HealthReport = HashMap<String, Health>;
 
 /// A place to keep runtime intent. Designed so a shared backend (etcd, for several nameservers)
 /// can implement it: every commit gets the next generation, a commit is conditional on the
@@ -40,8 +82,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn load(&self) -> Result<Stored, StoreError>;
     /// Replaces the overlay and appends `audit` (their `generation` fields are set to the new
     /// generation) atomically, if and only if the stored generation is `expected`
-    /// (else `Conflict`). When it returns Ok the change is durable on disk. Returns the new
-    /// generation (`expected + 1`).
+    /// (else `Conflict`). When it returns Ok the change is durable. Returns the new generation,
+    /// which is above `expected` (sled: `expected + 1`; etcd: the commit's revision).
     fn commit(
         &self,
         expected: u64,
@@ -52,4 +94,41 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn audit(&self, pool: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
     /// Audit records with a generation above `after`, oldest first: the change feed.
     fn changes_since(&self, after: u64) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Whether several nameservers share this store; then intent is never pruned locally.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Shared stores: sends every stored state (and peer health changes) to `tx`, for as long as the process
+    /// runs, reconnecting by itself. Local stores have nothing to follow.
+    fn follow(&self, _tx: mpsc::Sender<Followed>) {}
+    /// This node now serves `stored` (called after every publish). Must not block.
+    fn served(&self, stored: &Stored);
+    /// Every known nameserver and the generation it serves (only this one for a local store).
+    fn nodes(&self) -> Result<Vec<Node>, StoreError>;
+    /// From what this node last heard, without I/O: does every known node serve at least
+    /// `generation`? Always true for a local store.
+    fn synced(&self, _generation: u64) -> bool {
+        true
+    }
+    /// Forgets a member that is gone, so it no longer holds changes PENDING. Ok(false) when
+    /// no such member exists.
+    fn forget(&self, _node_id: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    /// The connection to a shared store (always connected for a local one).
+    fn link(&self) -> Link {
+        Link {
+            connected: true,
+            last_contact_ms: 0,
+        }
+    }
+    /// Shared health: publishes this node's probe results. No-op unless health is shared.
+    fn report_health(&self, _report: HealthReport) {}
+    /// Shared health: every live node's last report, by node id.
+    fn peer_health(&self) -> HashMap<String, HealthReport> {
+        HashMap::new()
+    }
+    /// Leaves cleanly at shutdown (etcd: deletes this member and revokes its lease).
+    fn leave(&self) {}
 }

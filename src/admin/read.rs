@@ -225,6 +225,9 @@ pub(super) async fn rollout(
         "changed_at": r.changed_at,
         "settled_at": r.settled_at,
         "settles_in": r.settled_at.saturating_sub(now),
+        // Several nameservers: the last change is not yet served by all of them; its settle
+        // clock starts when it is.
+        "awaiting_sync": r.awaiting_sync,
         "next": next,
         "next_at": next_at,
         // Blue-green and canary alike: once `to` has everything and that has settled in
@@ -324,8 +327,12 @@ pub(super) async fn preview(
 pub(super) struct AuditQuery {
     pool: Option<String>,
     limit: Option<usize>,
+    /// The change feed: records of generations after this one, oldest first.
+    since: Option<u64>,
 }
 
+/// `GET /v1/audit?pool=&limit=`: newest first. `?since=G`: the change feed, every record
+/// after generation G oldest first (then `pool` filters, `limit` caps from the oldest).
 pub(super) async fn audit(
     State(ctx): State<AdminContext>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
@@ -337,9 +344,98 @@ pub(super) async fn audit(
     };
     let limit = q.limit.unwrap_or(AUDIT_DEFAULT).min(AUDIT_MAX);
     let log = ctx.audit.clone();
-    let records = tokio::task::spawn_blocking(move || log.read(pool.as_deref(), limit))
+    let records = tokio::task::spawn_blocking(move || match q.since {
+        None => log.read(pool.as_deref(), limit),
+        Some(after) => log.since(after).map(|mut records| {
+            records.retain(|r| pool.as_deref().is_none_or(|p| r.pool == p));
+            records.truncate(limit);
+            records
+        }),
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(store_error)?;
+    Ok(Json(json!({ "records": records })).into_response())
+}
+
+/// A store failure as an API error: 503 when the shared store is unreachable.
+pub(super) fn store_error(e: crate::store::StoreError) -> ApiError {
+    let status = match e {
+        crate::store::StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError(status, e.to_string())
+}
+
+async fn read_nodes(ctx: &AdminContext) -> Result<Vec<crate::store::Node>, ApiError> {
+    let store = ctx.audit.clone();
+    tokio::task::spawn_blocking(move || store.nodes())
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Json(json!({ "records": records })).into_response())
+        .map_err(store_error)
+}
+
+/// `GET /v1/nodes`: every nameserver sharing the state, the generation each serves, and
+/// members whose lease expired (`generation: null`, gone).
+pub(super) async fn nodes(State(ctx): State<AdminContext>) -> Result<Response, ApiError> {
+    let nodes = read_nodes(&ctx).await?;
+    Ok(Json(json!({
+        "generation": ctx.snapshot.load().view.generation,
+        "shared": ctx.audit.shared(),
+        "nodes": nodes,
+    }))
+    .into_response())
+}
+
+/// `GET /v1/changes/{generation}`: INSYNC when every known nameserver serves at least that
+/// generation, else PENDING with the nodes that lag or are gone. A member that stopped
+/// without leaving (crash, SIGSTOP, partition) keeps changes PENDING until it is back or
+/// forgotten (`DELETE /v1/nodes/{node}`): "live everywhere" cannot be claimed for a
+/// nameserver nobody can see. 404 for a generation no node has reached.
+pub(super) async fn change_status(
+    State(ctx): State<AdminContext>,
+    Path(generation): Path<String>,
+) -> Result<Response, ApiError> {
+    let generation: u64 = generation.parse().map_err(|_| {
+        bad_request(format!(
+            "`{generation}` is not a generation (the whole number a write replies with, or the ETag of a read)"
+        ))
+    })?;
+    let nodes = read_nodes(&ctx).await?;
+    let local = ctx.snapshot.load().view.generation;
+    let newest = nodes
+        .iter()
+        .filter_map(|n| n.generation)
+        .chain([local])
+        .max()
+        .unwrap_or(local);
+    if generation > newest {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no nameserver serves generation {generation} or later yet (newest: {newest})"),
+        ));
+    }
+    let state = |n: &crate::store::Node| match n.generation {
+        None => "gone",
+        Some(g) if g >= generation => "synced",
+        Some(_) => "lagging",
+    };
+    let pending: Vec<&str> = nodes
+        .iter()
+        .filter(|n| state(n) != "synced")
+        .map(|n| n.node_id.as_str())
+        .collect();
+    let insync = pending.is_empty() && !nodes.is_empty();
+    Ok(Json(json!({
+        "generation": generation,
+        "status": if insync { "INSYNC" } else { "PENDING" },
+        "pending": pending,
+        "nodes": nodes.iter().map(|n| json!({
+            "node_id": n.node_id,
+            "generation": n.generation,
+            "updated": n.updated,
+            "state": state(n),
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response())
 }

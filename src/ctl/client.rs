@@ -235,13 +235,68 @@ impl Client {
             .expect_ok(method, url.clone(), body.as_ref(), args.if_match)
             .await?;
         let generation = generation(&answer, &url)?;
-        Ok(if json {
+        let mut out = if json {
             raw(text)
         } else {
             format!("{what} (generation {generation})\n")
-        })
+        };
+        if args.wait.wait {
+            let status = self.wait_insync(generation, args.wait.wait_timeout).await?;
+            if !json {
+                out.push_str(&super::table::change_status(&status));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Polls `GET /v1/changes/{generation}` until INSYNC (the status's JSON), or fails once
+    /// `timeout` has passed with the nodes still pending. 503 and 404 (the shared store
+    /// briefly unreachable, no node has reported the generation yet) are retried.
+    pub(super) async fn wait_insync(
+        &self,
+        generation: u64,
+        timeout: std::time::Duration,
+    ) -> Result<Value, CtlError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let segments = ["v1", "changes", &generation.to_string()];
+        loop {
+            let last = match self.read(&segments, &[]).await {
+                Ok((_, body)) if body["status"] == "INSYNC" => return Ok(body),
+                Ok((_, body)) => {
+                    let pending: Vec<String> = body["pending"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect();
+                    format!("still PENDING on {}", pending.join(", "))
+                }
+                Err(CtlError::Refused {
+                    status, message, ..
+                }) if status == StatusCode::SERVICE_UNAVAILABLE
+                    || status == StatusCode::NOT_FOUND =>
+                {
+                    format!("{status}: {message}")
+                }
+                Err(e) => return Err(e),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CtlError::Refused {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    message: format!(
+                        "generation {generation} is not INSYNC after {}: {last}",
+                        humantime::format_duration(timeout)
+                    ),
+                    problems: Vec::new(),
+                });
+            }
+            tokio::time::sleep(WAIT_POLL).await;
+        }
     }
 }
+
+/// How often `--wait` asks for a change's status.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Adds `reason` and `force` to a change's body, leaving out what is at its default.
 fn with_meta(fields: &mut Map<String, Value>, args: &ChangeArgs) {

@@ -534,11 +534,73 @@ pub(super) fn rollout(body: &Value) -> String {
     out
 }
 
+/// `weir ctl nodes`: one line per nameserver.
+pub(super) fn nodes(body: &Value) -> String {
+    let mut t = Table::with_header(&["NODE", "GENERATION", "STATE"]);
+    for n in list(&body["nodes"]) {
+        let state = if n["generation"].is_u64() {
+            "live"
+        } else {
+            "gone (lease expired)"
+        };
+        t.row(vec![
+            cell(&n["node_id"]),
+            cell(&n["generation"]),
+            state.into(),
+        ]);
+    }
+    let mut out = String::new();
+    t.render(&mut out);
+    if body["shared"] == false {
+        out.push_str("(local store: this nameserver only)\n");
+    }
+    out
+}
+
+/// `weir ctl changes`: INSYNC or PENDING, then each node's state.
+pub(super) fn change_status(body: &Value) -> String {
+    let mut out = format!(
+        "generation {}: {}\n",
+        cell(&body["generation"]),
+        cell(&body["status"])
+    );
+    let mut t = Table::with_header(&["NODE", "GENERATION", "STATE"]);
+    for n in list(&body["nodes"]) {
+        t.row(vec![
+            cell(&n["node_id"]),
+            cell(&n["generation"]),
+            cell(&n["state"]),
+        ]);
+    }
+    t.render(&mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn nodes_and_change_status() {
+        let body = json!({"shared": true, "nodes": [
+            {"node_id": "ns1", "generation": 42, "updated": 1},
+            {"node_id": "ns2", "generation": null, "updated": 0},
+        ]});
+        assert_eq!(
+            nodes(&body),
+            "NODE  GENERATION  STATE\nns1   42          live\nns2   -           gone (lease expired)\n"
+        );
+        let status = json!({"generation": 42, "status": "PENDING", "nodes": [
+            {"node_id": "ns1", "generation": 42, "state": "synced"},
+            {"node_id": "ns2", "generation": 40, "state": "lagging"},
+        ]});
+        assert_eq!(
+            change_status(&status),
+            "generation 42: PENDING\nNODE  GENERATION  STATE\nns1   42          synced\nns2   40          lagging\n"
+        );
+    }
 
     #[test]
     fn tables_pad_every_column_but_the_last() {

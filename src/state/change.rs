@@ -68,6 +68,9 @@ pub enum ChangeError {
     Stale { expected: u64, actual: u64 },
     #[error("the change could not be stored: {0}")]
     Store(String),
+    /// The shared store is unreachable or has no quorum: nothing changed (503).
+    #[error("the change could not be stored, the shared state store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 fn key(address: &IpAddr) -> String {

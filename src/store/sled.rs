@@ -9,18 +9,21 @@
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{Store, StoreError, Stored};
+use super::{Node, Store, StoreError, Stored};
 use crate::model::{AuditRecord, Overlay};
 
 const STATE_TREE: &str = "state";
 const AUDIT_TREE: &str = "audit";
 const OVERLAY_KEY: &[u8] = b"overlay";
 const GENERATION_KEY: &[u8] = b"generation";
+/// Present when the store is a shared store's local cache (see `cache_put`).
+const CACHED_KEY: &[u8] = b"cached";
 /// Written after each flushed commit. sled treats any unreadable stretch of its log as a torn
 /// write and silently recovers the prefix before it (random bytes over `db` open as an empty
 /// store), so this file is how `open` notices that committed generations went missing.
@@ -39,6 +42,8 @@ pub struct SledStore {
     retention: usize,
     /// Commits run one at a time, so the floor file only ever moves forward.
     commit_lock: Mutex<()>,
+    /// The generation this node serves (`Store::served`), for `Store::nodes`.
+    served: AtomicU64,
 }
 
 // By hand: sled's `Debug` for a tree walks and prints every node.
@@ -104,6 +109,7 @@ impl SledStore {
             audit,
             retention: audit_retention.max(1),
             commit_lock: Mutex::new(()),
+            served: AtomicU64::new(0),
         };
         // Decode now, so a bad store stops start-up instead of the first admin request.
         let stored = store.load()?;
@@ -145,6 +151,42 @@ impl SledStore {
         }
         fs::rename(path, &target).map_err(|e| io_error(path, e))?;
         Ok(Some(target))
+    }
+
+    /// As a shared store's local cache: replaces the overlay and generation with `stored`
+    /// (the generation may go down if the shared store was rebuilt) and marks the store as a
+    /// cache. Flushed, not fsynced: losing the last entries in a crash only makes a restart
+    /// without etcd serve an older state, which the next watch event corrects.
+    pub fn cache_put(&self, stored: &Stored) -> Result<(), StoreError> {
+        let path = &self.path;
+        let overlay = serde_json::to_vec(&stored.overlay)
+            .map_err(|e| io_error(path, format!("cannot encode the overlay: {e}")))?;
+        let _serial = self
+            .commit_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut batch = sled::Batch::default();
+        batch.insert(OVERLAY_KEY, overlay);
+        batch.insert(GENERATION_KEY, &stored.generation.to_be_bytes()[..]);
+        batch.insert(CACHED_KEY, &b"1"[..]);
+        self.state
+            .apply_batch(batch)
+            .map_err(|e| sled_error(path, e))?;
+        self.db.flush().map_err(|e| sled_error(path, e))?;
+        Ok(())
+    }
+
+    /// The cached state, if this store has ever been written as a cache (`cache_put`).
+    pub fn cached(&self) -> Result<Option<Stored>, StoreError> {
+        let marked = self
+            .state
+            .contains_key(CACHED_KEY)
+            .map_err(|e| sled_error(&self.path, e))?;
+        if marked {
+            self.load().map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Drops audit records beyond the retention, oldest first. Not flushed on its own: if
@@ -320,6 +362,20 @@ impl Store for SledStore {
             }
         }
         Ok(records)
+    }
+
+    fn served(&self, stored: &Stored) {
+        self.served.store(stored.generation, Ordering::Relaxed);
+    }
+
+    fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        Ok(vec![Node {
+            node_id: "local".into(),
+            generation: Some(self.served.load(Ordering::Relaxed)),
+            updated: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }])
     }
 
     fn changes_since(&self, after: u64) -> Result<Vec<AuditRecord>, StoreError> {

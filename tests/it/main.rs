@@ -13,8 +13,13 @@ mod cli;
 mod config_files;
 mod ctl;
 mod ctl_rollout;
+mod deploy;
+mod docs;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod health;
 mod managed_health;
+mod observability;
 mod pools;
 mod protocol;
 mod rollouts;
