@@ -58,6 +58,8 @@ struct Member {
 struct Etcd {
     dir: tempfile::TempDir,
     members: Vec<Member>,
+    /// Clients must use TLS and a client certificate (`start_tls`).
+    tls: bool,
     /// One cluster at a time: several 3-member clusters and their weir nodes on CI's two
     /// cores would make etcd's deadlines, not weir, decide the outcome.
     _one_at_a_time: std::sync::MutexGuard<'static, ()>,
@@ -67,6 +69,16 @@ static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Etcd {
     fn start() -> Etcd {
+        Etcd::launch(false)
+    }
+
+    /// Client URLs over TLS: the members present `server.pem` (self-signed for 127.0.0.1) and
+    /// accept only clients presenting `client.pem`; both files are in `dir`.
+    fn start_tls() -> Etcd {
+        Etcd::launch(true)
+    }
+
+    fn launch(tls: bool) -> Etcd {
         let guard = ONE_CLUSTER
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -81,9 +93,18 @@ impl Etcd {
                 child: None,
             })
             .collect();
+        if tls {
+            for (name, san) in [("server", "127.0.0.1"), ("client", "weir")] {
+                let cert = rcgen::generate_simple_self_signed(vec![san.to_string()]).unwrap();
+                std::fs::write(dir.path().join(format!("{name}.pem")), cert.cert.pem()).unwrap();
+                let key = dir.path().join(format!("{name}.key"));
+                std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+            }
+        }
         let mut etcd = Etcd {
             dir,
             members,
+            tls,
             _one_at_a_time: guard,
         };
         for i in 0..3 {
@@ -101,15 +122,29 @@ impl Etcd {
             .collect();
         let m = &self.members[i];
         let log = std::fs::File::create(self.dir.path().join(format!("{}.log", m.name))).unwrap();
+        let scheme = self.scheme();
+        let mut tls = Vec::new();
+        if self.tls {
+            let file = |name: &str| self.dir.path().join(name).display().to_string();
+            tls = vec![
+                "--cert-file".to_string(),
+                file("server.pem"),
+                "--key-file".into(),
+                file("server.key"),
+                "--trusted-ca-file".into(),
+                file("client.pem"),
+                "--client-cert-auth".into(),
+            ];
+        }
         let child = Command::new("etcd")
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(self.dir.path().join(&m.name))
             .args([
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{}", m.client),
+                &format!("{scheme}://127.0.0.1:{}", m.client),
                 "--advertise-client-urls",
-                &format!("http://127.0.0.1:{}", m.client),
+                &format!("{scheme}://127.0.0.1:{}", m.client),
                 "--listen-peer-urls",
                 &format!("http://127.0.0.1:{}", m.peer),
                 "--initial-advertise-peer-urls",
@@ -126,6 +161,7 @@ impl Etcd {
                 "--election-timeout",
                 "500",
             ])
+            .args(&tls)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -133,16 +169,33 @@ impl Etcd {
         self.members[i].child = Some(child);
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
     fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client))
             .collect()
     }
 
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
     fn etcdctl(&self, args: &[&str]) -> std::process::Output {
+        let mut tls = Vec::new();
+        if self.tls {
+            tls = vec![
+                format!("--cacert={}", self.file("server.pem")),
+                format!("--cert={}", self.file("client.pem")),
+                format!("--key={}", self.file("client.key")),
+            ];
+        }
         Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
+            .args(&tls)
             .args([
                 "--endpoints",
                 &self.endpoints().join(","),
@@ -889,4 +942,62 @@ async fn a_rollout_runs_once_across_two_nodes() {
         .map(|r| r["after"]["weight"].as_u64().unwrap())
         .collect();
     assert_eq!(weights, vec![100, 50], "{audit}");
+}
+
+/// TLS to etcd with a client certificate: a node with `ca_file`, `cert_file` and `key_file`
+/// writes and reports through it; one without the client certificate is refused by etcd and,
+/// having nothing cached, waits instead of serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate() {
+    let etcd = Etcd::start_tls();
+    let root = tempfile::tempdir().unwrap();
+    let tls = format!(
+        "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"",
+        etcd.file("server.pem"),
+        etcd.file("client.pem"),
+        etcd.file("client.key")
+    );
+    let n1 = start(&node_dir(root.path(), "ns1", &etcd, "/t9/", &tls, POOL));
+    let a1 = n1.admin.unwrap();
+    let (status, body) = put(a1, PATH_OVERRIDE, json!({ "health": "down" }))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let g = body["generation"].as_u64().unwrap();
+    eventually(Duration::from_secs(5), "INSYNC over TLS", || async {
+        get(a1, &format!("/v1/changes/{g}")).await["status"] == "INSYNC"
+    })
+    .await;
+    let stored = etcd.etcdctl(&["get", "/t9/state", "--print-value-only"]);
+    assert!(
+        String::from_utf8_lossy(&stored.stdout).contains("192.0.2.10"),
+        "the change is in etcd: {}",
+        String::from_utf8_lossy(&stored.stderr)
+    );
+
+    let no_cert = format!("ca_file = \"{}\"", etcd.file("server.pem"));
+    let d2 = node_dir(root.path(), "ns2", &etcd, "/t9/", &no_cert, POOL);
+    let log = std::fs::File::create(d2.join("stderr.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--config"])
+        .arg(d2.join("weir.toml"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let waited = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(d2.join("stderr.log")).unwrap();
+        if text.contains("waiting for the shared state store") || Instant::now() > waited {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        text.contains("waiting for the shared state store"),
+        "{text}"
+    );
+    assert!(!text.contains("weir serving DNS"), "{text}");
 }
