@@ -623,16 +623,10 @@ impl Writer {
     ) -> Result<u64, ChangeError> {
         let mut attempts = 0;
         loop {
-            let result = self
-                .rollout_once(
-                    pool.clone(),
-                    command.clone(),
-                    actor.clone(),
-                    source.clone(),
-                    reason.clone(),
-                )
-                .await;
-            match result {
+            match self
+                .rollout_once(&pool, &command, &actor, &source, &reason)
+                .await
+            {
                 Err(ChangeError::Stale { .. }) if self.store.shared() && attempts < 3 => {
                     attempts += 1;
                     self.catch_up().await?;
@@ -644,18 +638,18 @@ impl Writer {
 
     async fn rollout_once(
         &mut self,
-        pool: Name,
-        command: rollout::Command,
-        actor: String,
-        source: String,
-        reason: String,
+        pool: &Name,
+        command: &rollout::Command,
+        actor: &str,
+        source: &str,
+        reason: &str,
     ) -> Result<u64, ChangeError> {
         let config = self
             .loaded
             .config
             .pools
             .iter()
-            .find(|p| p.name == pool)
+            .find(|p| p.name == *pool)
             .ok_or_else(|| ChangeError::NotFound(format!("no pool `{pool}`")))?;
         let key = pool.to_string();
         let current = self.overlay.rollouts.get(&key);
@@ -678,7 +672,7 @@ impl Writer {
                     .view
                     .pools
                     .iter()
-                    .find(|p| p.name == pool)
+                    .find(|p| p.name == *pool)
                     .cloned();
                 rollout::start(plan, now, ttl, served.as_ref().unwrap_or(config))
                     .map_err(ChangeError::Invalid)?
@@ -693,7 +687,7 @@ impl Writer {
                 let mut seen = view
                     .pools
                     .iter()
-                    .find(|p| p.name == pool)
+                    .find(|p| p.name == *pool)
                     .map(|served| rollout::observe(&view, served, r))
                     .unwrap_or_default();
                 seen.unsynced = !self.store.synced(self.generation);
@@ -718,13 +712,13 @@ impl Writer {
         };
         let reason = match &next.state {
             crate::model::RolloutState::Aborted { reason: why } if reason.is_empty() => why.clone(),
-            _ => reason,
+            _ => reason.to_string(),
         };
         let record = AuditRecord {
             generation: 0,
             time: now,
-            actor,
-            source,
+            actor: actor.to_string(),
+            source: source.to_string(),
             action: command.action().into(),
             pool: key.clone(),
             subject: format!("rollout {} -> {}", next.from, next.to),

@@ -388,6 +388,20 @@ where
     }
 }
 
+/// Waits until `admin`'s node lists two live nodes (both have joined).
+async fn both_listed(admin: SocketAddr) {
+    eventually(Duration::from_secs(10), "both nodes listed", || async {
+        get(admin, "/v1/nodes").await["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["generation"].is_u64())
+            .count()
+            == 2
+    })
+    .await;
+}
+
 async fn generation(admin: SocketAddr) -> u64 {
     get(admin, "/v1/pools/app.example.com.").await["generation"]
         .as_u64()
@@ -404,14 +418,7 @@ async fn a_change_on_one_node_is_answered_by_the_other() {
     let n2 = start(&node_dir(root.path(), "ns2", &etcd, "/t1/", "", POOL));
     let (a1, dns2) = (n1.admin.unwrap(), n2.dns);
     // Both nodes have joined before the first change counts.
-    eventually(Duration::from_secs(10), "both nodes listed", || async {
-        get(a1, "/v1/nodes").await["nodes"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 2
-    })
-    .await;
+    both_listed(a1).await;
 
     let mut latencies = Vec::new();
     for i in 0..100 {
@@ -631,14 +638,7 @@ async fn a_frozen_node_is_never_insync_and_catches_up_after_compaction() {
     let n1 = start(&node_dir(root.path(), "ns1", &etcd, "/t4/", "", POOL));
     let n2 = start(&node_dir(root.path(), "ns2", &etcd, "/t4/", "", POOL));
     let (a1, a2) = (n1.admin.unwrap(), n2.admin.unwrap());
-    eventually(Duration::from_secs(10), "both nodes listed", || async {
-        get(a1, "/v1/nodes").await["nodes"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 2
-    })
-    .await;
+    both_listed(a1).await;
 
     n2.signal(libc::SIGSTOP);
     let mut last = 0;
@@ -892,14 +892,7 @@ async fn a_rollout_runs_once_across_two_nodes() {
     let n1 = start(&node_dir(root.path(), "ns1", &etcd, "/t8/", "", pool));
     let n2 = start(&node_dir(root.path(), "ns2", &etcd, "/t8/", "", pool));
     let (a1, a2) = (n1.admin.unwrap(), n2.admin.unwrap());
-    eventually(Duration::from_secs(10), "both nodes listed", || async {
-        get(a1, "/v1/nodes").await["nodes"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 2
-    })
-    .await;
+    both_listed(a1).await;
     let plan = json!({"from": "blue", "to": "green", "steps": [{"set_weight": 50}, {"set_weight": 100}], "slack": "0s"});
     let (status, body) = http(
         a1,
