@@ -60,8 +60,9 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Readiness, generation, zones and pools at a glance. With --json:
-    /// {"ready", "readyz", "zones", "pools"}, the last two the API's answers as they came.
+    /// Readiness, generation, zones, pools and (with a shared store) the nameservers at a
+    /// glance. With --json: {"ready", "readyz", "zones", "pools", "nodes"}, the last three the
+    /// API's answers as they came.
     Status,
     /// Every pool: TTL, groups with their weights, degraded address families.
     Pools,
@@ -502,13 +503,24 @@ async fn status(client: &Client, json: bool) -> Result<String, CtlError> {
         .await?;
     let (_, zones) = client.read(&["v1", "zones"], &[]).await?;
     let (_, pools) = client.read(&["v1", "pools"], &[]).await?;
+    // Several nameservers: who serves what. A shared store that is down is worth showing,
+    // not a reason to fail the whole status.
+    let nodes = match client.read(&["v1", "nodes"], &[]).await {
+        Ok((_, nodes)) => nodes,
+        Err(CtlError::Refused {
+            status, message, ..
+        }) if status == StatusCode::SERVICE_UNAVAILABLE => {
+            json!({ "shared": true, "error": message })
+        }
+        Err(e) => return Err(e),
+    };
     let ready = code == StatusCode::OK;
     let ready_text = ready_text.trim();
     if json {
-        let body = json!({ "ready": ready, "readyz": ready_text, "zones": zones, "pools": pools });
+        let body = json!({ "ready": ready, "readyz": ready_text, "zones": zones, "pools": pools, "nodes": nodes });
         return Ok(format!("{body}\n"));
     }
-    Ok(table::status(ready, ready_text, &zones, &pools))
+    Ok(table::status(ready, ready_text, &zones, &pools, &nodes))
 }
 
 /// `rollout ...`: the status view, or one rollout command (each a POST whose body carries the

@@ -78,7 +78,13 @@ fn degraded(ipv4: &Value, ipv6: &Value) -> String {
 }
 
 /// `weir ctl status`.
-pub(super) fn status(ready: bool, readyz: &str, zones: &Value, pools: &Value) -> String {
+pub(super) fn status(
+    ready: bool,
+    readyz: &str,
+    zones: &Value,
+    pools: &Value,
+    nodes: &Value,
+) -> String {
     let mut t = Table::default();
     t.row(vec![
         "ready".into(),
@@ -103,6 +109,20 @@ pub(super) fn status(ready: bool, readyz: &str, zones: &Value, pools: &Value) ->
         degraded_pools.join(", ")
     };
     t.row(vec!["degraded".into(), shown]);
+    if nodes["shared"] == true {
+        let shown = match nodes["error"].as_str() {
+            Some(error) => format!("unknown: {error}"),
+            None => list(&nodes["nodes"])
+                .iter()
+                .map(|n| match n["generation"].as_u64() {
+                    Some(g) => format!("{} at {g}", cell(&n["node_id"])),
+                    None => format!("{} gone", cell(&n["node_id"])),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        t.row(vec!["nameservers".into(), shown]);
+    }
     let mut out = String::new();
     t.render(&mut out);
     out
@@ -734,13 +754,26 @@ mod tests {
             {"name": "a.example.com.", "degraded": {"ipv4": false, "ipv6": false}},
             {"name": "b.example.com.", "degraded": {"ipv4": true, "ipv6": false}},
         ]});
+        let local = json!({"shared": false, "nodes": [{"node_id": "local", "generation": 3}]});
         assert_eq!(
-            status(true, "ready: generation 3, 2 zones", &zones, &pools),
+            status(true, "ready: generation 3, 2 zones", &zones, &pools, &local),
             "ready       yes (ready: generation 3, 2 zones)\n\
              generation  3\n\
              zones       2: example.com., example.net.\n\
              pools       2: a.example.com., b.example.com.\n\
              degraded    b.example.com. (ipv4)\n"
+        );
+        let shared = json!({"shared": true, "nodes": [
+            {"node_id": "ns1", "generation": 3}, {"node_id": "ns2", "generation": null},
+        ]});
+        assert!(
+            status(true, "ready", &zones, &pools, &shared)
+                .ends_with("nameservers  ns1 at 3, ns2 gone\n")
+        );
+        let down = json!({"shared": true, "error": "the shared state store is unavailable"});
+        assert!(
+            status(true, "ready", &zones, &pools, &down)
+                .ends_with("nameservers  unknown: the shared state store is unavailable\n")
         );
     }
 
