@@ -183,6 +183,24 @@ async fn forget_node(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The admin API while weir waits for its shared state store at start-up (nothing safe to
+/// serve yet): `/healthz` says the process is alive, everything else, `/readyz` included, is
+/// 503 with the reason.
+pub fn waiting_router(why: Arc<str>) -> Router {
+    let unavailable = move || {
+        let why = why.clone();
+        async move {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("waiting for the shared state store: {why}\n"),
+            )
+        }
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(unavailable)
+}
+
 /// Counts every request by route pattern (never the raw path: bounded labels) and status.
 async fn count(State(ctx): State<AdminContext>, request: Request, next: Next) -> Response {
     let route = request

@@ -117,22 +117,8 @@ pub fn start_with(
 
     let listeners = dns::bind(&config.dns).context("binding DNS listeners")?;
     let dns_addrs = listeners.local_addrs();
-    let admin_listener = match config.admin.listen {
-        Some(addr) => {
-            let l = std::net::TcpListener::bind(addr)
-                .with_context(|| format!("binding the admin API on {addr}"))?;
-            l.set_nonblocking(true)?;
-            Some(tokio::net::TcpListener::from_std(l)?)
-        }
-        None => None,
-    };
+    let (admin_listener, admin_tls) = bind_admin(&config.admin)?;
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let admin_tls = match &config.admin.tls {
-        Some(files) => {
-            Some(admin::tls_acceptor(files).map_err(|e| anyhow::anyhow!("admin TLS: {e}"))?)
-        }
-        None => None,
-    };
 
     let ctx = dns::Context {
         snapshot: snapshot.clone(),
@@ -187,6 +173,31 @@ pub fn start_with(
     })
 }
 
+/// The admin API's listener (None when disabled) and its TLS acceptor (None for plain HTTP).
+fn bind_admin(
+    config: &crate::config::AdminConfig,
+) -> anyhow::Result<(
+    Option<tokio::net::TcpListener>,
+    Option<tokio_rustls::TlsAcceptor>,
+)> {
+    let listener = match config.listen {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("binding the admin API on {addr}"))?;
+            l.set_nonblocking(true)?;
+            Some(tokio::net::TcpListener::from_std(l)?)
+        }
+        None => None,
+    };
+    let tls = match &config.tls {
+        Some(files) => {
+            Some(admin::tls_acceptor(files).map_err(|e| anyhow::anyhow!("admin TLS: {e}"))?)
+        }
+        None => None,
+    };
+    Ok((listener, tls))
+}
+
 /// `weir serve`: runs until SIGTERM or SIGINT; SIGHUP reloads config and zones.
 pub async fn serve(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -198,7 +209,7 @@ pub async fn serve(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<()> 
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let stored = tokio::select! {
-        stored = wait_for_state(store.clone()) => stored?,
+        stored = wait_for_state(store.clone(), &loaded.config.admin) => stored?,
         _ = term.recv() => return Ok(()),
         _ = int.recv() => return Ok(()),
     };
@@ -232,24 +243,49 @@ pub async fn serve(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<()> 
 }
 
 /// The stored state to start from. A shared store that is unreachable while nothing is
-/// cached locally leaves nothing safe to serve: weir waits (not listening, so not ready)
-/// and retries, rather than answering from the config alone.
-async fn wait_for_state(store: Arc<dyn Store>) -> anyhow::Result<Stored> {
-    let mut warned = false;
-    loop {
+/// cached locally leaves nothing safe to serve: weir waits and retries rather than answer from
+/// the config alone. Meanwhile DNS does not listen, and the admin API answers `/healthz` (the
+/// process is alive) and 503 to everything else, `/readyz` included, saying why.
+async fn wait_for_state(
+    store: Arc<dyn Store>,
+    admin: &crate::config::AdminConfig,
+) -> anyhow::Result<Stored> {
+    // Set once the first attempt failed: stops the waiting admin API (if one listens).
+    let mut waiting: Option<(CancellationToken, Option<JoinHandle<std::io::Result<()>>>)> = None;
+    let stored = loop {
         let s = store.clone();
         match tokio::task::spawn_blocking(move || s.load()).await? {
-            Ok(stored) => return Ok(stored),
+            Ok(stored) => break stored,
             Err(StoreError::Unavailable(why)) => {
-                if !warned {
-                    tracing::warn!(error = %why, "waiting for the shared state store before serving");
-                    warned = true;
+                if waiting.is_none() {
+                    let (listener, tls) = bind_admin(admin)?;
+                    let addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+                    tracing::warn!(
+                        error = %why,
+                        admin = %addr.map_or("off".to_string(), |a| a.to_string()),
+                        "waiting for the shared state store before serving"
+                    );
+                    let stop = CancellationToken::new();
+                    let task = listener.map(|l| {
+                        let router = admin::waiting_router(why.into());
+                        tokio::spawn(admin::run(l, tls, router, stop.clone()))
+                    });
+                    waiting = Some((stop, task));
                 }
                 tokio::time::sleep(STATE_RETRY).await;
             }
             Err(e) => return Err(e).context("restoring the stored state"),
         }
+    };
+    if let Some((stop, task)) = waiting {
+        stop.cancel();
+        // The real admin API binds the same address next.
+        if let Some(task) = task {
+            task.await?.context("the admin API while waiting")?;
+        }
+        tracing::info!("the shared state store answered; starting");
     }
+    Ok(stored)
 }
 
 /// Every second: the shared store's link into `weir_store_connected` and

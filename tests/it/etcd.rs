@@ -794,24 +794,73 @@ async fn a_node_restarted_while_etcd_is_down_answers_from_its_cache() {
     assert_eq!(answer(n1.dns).await, Some(only_11()), "the cached state");
     eprintln!("restart with etcd down: serving the cache after {took:?}");
 
-    // A node that never reached etcd has nothing safe to serve: no startup line.
+    // A node that never reached etcd has nothing safe to serve: no DNS, and an admin API
+    // that is alive (/healthz) but not ready, saying why.
     let d3 = node_dir(root.path(), "ns3", &etcd, "/t6/", "", POOL);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["serve", "--config"])
-        .arg(d3.join("weir.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let (mut child, log) = spawn_logged(&d3);
+    let line = wait_for_line(&log, "waiting for the shared state store").await;
+    let admin: SocketAddr = serde_json::from_str::<Value>(&line).unwrap()["fields"]["admin"]
+        .as_str()
+        .unwrap()
+        .parse()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, _) = http(admin, "GET", "/healthz", None).await.unwrap();
+    assert_eq!(status, 200);
+    let (status, body) = http(admin, "GET", "/readyz", None).await.unwrap();
+    assert_eq!(status, 503);
+    assert!(
+        body.to_string()
+            .contains("waiting for the shared state store"),
+        "{body}"
+    );
+    let (status, _) = http(admin, "GET", "/v1/pools", None).await.unwrap();
+    assert_eq!(status, 503);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(child.try_wait().unwrap().is_none(), "it keeps waiting");
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("waiting for the shared state store"), "{log}");
-    assert!(!log.contains("weir serving DNS"), "{log}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("weir serving DNS"), "{text}");
+
+    // etcd back: it starts serving by itself (the config's admin port is 0, so the real API
+    // gets a port of its own).
     for i in 0..3 {
         etcd.signal(i, libc::SIGCONT);
+    }
+    let line = wait_for_line(&log, "weir serving DNS").await;
+    let fields = &serde_json::from_str::<Value>(&line).unwrap()["fields"];
+    let admin: SocketAddr = fields["admin"].as_str().unwrap().parse().unwrap();
+    let dns: SocketAddr = fields["listen"].as_str().unwrap().parse().unwrap();
+    eventually(Duration::from_secs(5), "ready", || async {
+        matches!(http(admin, "GET", "/readyz", None).await, Some((200, _)))
+    })
+    .await;
+    assert_eq!(answer(dns).await, Some(only_11()), "the state from etcd");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `weir serve` in `dir` with its log in `dir/stderr.log`, without waiting for anything.
+fn spawn_logged(dir: &Path) -> (Child, PathBuf) {
+    let log = dir.join("stderr.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--config"])
+        .arg(dir.join("weir.toml"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
+/// The first line of `log` containing `text`, waiting up to 15 s for it.
+async fn wait_for_line(log: &Path, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let all = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = all.lines().find(|l| l.contains(text)) {
+            return line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no `{text}` in the log:\n{all}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -970,27 +1019,10 @@ async fn tls_with_a_client_certificate() {
 
     let no_cert = format!("ca_file = \"{}\"", etcd.file("server.pem"));
     let d2 = node_dir(root.path(), "ns2", &etcd, "/t9/", &no_cert, POOL);
-    let log = std::fs::File::create(d2.join("stderr.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["serve", "--config"])
-        .arg(d2.join("weir.toml"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let waited = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let text = std::fs::read_to_string(d2.join("stderr.log")).unwrap();
-        if text.contains("waiting for the shared state store") || Instant::now() > waited {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (mut child, log) = spawn_logged(&d2);
+    wait_for_line(&log, "waiting for the shared state store").await;
     let _ = child.kill();
     let _ = child.wait();
-    assert!(
-        text.contains("waiting for the shared state store"),
-        "{text}"
-    );
+    let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("weir serving DNS"), "{text}");
 }
