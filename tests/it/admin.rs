@@ -990,3 +990,37 @@ async fn a_rollout_resumes_at_the_same_step_after_kill_9() {
     assert_eq!(status, 200);
     assert_eq!(answered(weir.dns, 100).await, ["192.0.2.20"]);
 }
+
+/// One nameserver on the local store: change status is INSYNC as soon as a write is
+/// acknowledged, `/v1/nodes` lists this node alone, and the change feed replays from a
+/// generation; bad generations get 400 or 404.
+#[tokio::test]
+async fn change_status_and_feed_on_the_local_store() {
+    let s = Server::with_pools(&[("example.com.", ZONE)], "", POOL).await;
+    let admin = s.admin();
+    for weight in [20, 30] {
+        let (status, _) = put(
+            admin,
+            "/v1/pools/app.example.com/groups/green/weight",
+            json!({ "weight": weight }),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let status = get(admin, "/v1/changes/2").await;
+    assert_eq!(status["status"], "INSYNC", "{status}");
+    assert_eq!(status["nodes"][0]["state"], "synced");
+    let nodes = get(admin, "/v1/nodes").await;
+    assert_eq!(nodes["shared"], false);
+    assert_eq!(nodes["nodes"][0]["generation"], 2);
+    let (code, body) = http(admin, "GET", "/v1/changes/3", &[], None).await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = http(admin, "GET", "/v1/changes/latest", &[], None).await;
+    assert_eq!(code, 400, "{body}");
+    let feed = get(admin, "/v1/audit?since=1").await;
+    let records = feed["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["after"]["weight"], 30);
+    let (code, _) = http(admin, "DELETE", "/v1/nodes/ns9", &[], None).await;
+    assert_eq!(code, 404);
+}
