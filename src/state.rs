@@ -298,10 +298,7 @@ impl Writer {
         let first = build(&loaded, &overlay, generation, &health, &metrics, 1);
         metrics.published(first.generation);
         metrics.applied_generation(generation);
-        store.served(&Stored {
-            overlay: overlay.clone(),
-            generation,
-        });
+        store.served(&overlay, generation);
         Ok(Writer {
             config_path: loaded.config.path.clone(),
             loaded,
@@ -331,8 +328,9 @@ impl Writer {
         mut remote: mpsc::Receiver<Followed>,
         shutdown: CancellationToken,
     ) {
-        self.monitor.set_probes(self.served_probes());
-        self.report_health();
+        let served = self.served_probes();
+        self.report_health(&served);
+        self.monitor.set_probes(served);
         let mut ready_poll = tokio::time::interval(READY_POLL);
         loop {
             let event = tokio::select! {
@@ -385,11 +383,10 @@ impl Writer {
         }
     }
 
-    /// Shared health: publishes this node's view of its probes (a no-op otherwise).
-    fn report_health(&self) {
-        let served = probes(&change::effective(&self.loaded.config.pools, &self.overlay));
+    /// Shared health: publishes this node's view of the `served` probes (a no-op otherwise).
+    fn report_health(&self, served: &HashSet<ProbeKey>) {
         self.store
-            .report_health(health_report(&self.health, &served));
+            .report_health(health_report(&self.health, served));
     }
 
     fn served_probes(&self) -> HashSet<ProbeKey> {
@@ -415,7 +412,7 @@ impl Writer {
                 }
                 tracing::info!(target = %key.target, ?health, %reason, "health changed");
                 self.health.insert(key, health);
-                self.report_health();
+                self.report_health(&self.served_probes());
                 self.publish();
             }
             StateEvent::Change { request, reply } => {
@@ -471,10 +468,7 @@ impl Writer {
         self.metrics.published(publication);
         self.metrics.applied_generation(self.generation);
         // After the swap: a node reports a generation only once it answers with it.
-        self.store.served(&Stored {
-            overlay: self.overlay.clone(),
-            generation: self.generation,
-        });
+        self.store.served(&self.overlay, self.generation);
         publication
     }
 
@@ -533,8 +527,7 @@ impl Writer {
         let served = probes(&change::effective(&self.loaded.config.pools, &self.overlay));
         // Probes that stay keep their hysteresis and health; removed ones are forgotten.
         self.health.retain(|k, _| served.contains(k));
-        self.store
-            .report_health(health_report(&self.health, &served));
+        self.report_health(&served);
         self.monitor.set_probes(served);
         self.publish();
     }

@@ -103,7 +103,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// runs, reconnecting by itself. Local stores have nothing to follow.
     fn follow(&self, _tx: mpsc::Sender<Followed>) {}
     /// This node now serves `stored` (called after every publish). Must not block.
-    fn served(&self, stored: &Stored);
+    fn served(&self, overlay: &Overlay, generation: u64);
     /// Every known nameserver and the generation it serves (only this one for a local store).
     fn nodes(&self) -> Result<Vec<Node>, StoreError>;
     /// From what this node last heard, without I/O: does every known node serve at least

@@ -100,7 +100,8 @@ struct Shared {
     retention: usize,
     shared_health: bool,
     cache: SledStore,
-    /// The latest state this node serves; the cache and lease tasks follow it.
+    /// The latest state this node serves; changes only with the generation (`Store::served`).
+    /// The cache and lease tasks follow it.
     served: watch::Sender<Stored>,
     /// This node's last health report (shared health).
     health: watch::Sender<HealthReport>,
@@ -496,7 +497,7 @@ impl Shared {
     /// (and its health view) under the lease, renews it every third of the TTL.
     async fn lease_once(
         &self,
-        served: &mut watch::Receiver<u64>,
+        served: &mut watch::Receiver<Stored>,
         health: &mut watch::Receiver<HealthReport>,
     ) -> Result<(), StoreError> {
         let ttl = self.lease_ttl.as_secs().max(2) as i64;
@@ -537,7 +538,7 @@ impl Shared {
                     .await
             }
         };
-        let generation = *served.borrow_and_update();
+        let generation = served.borrow_and_update().generation;
         put_report(generation).await?;
         if self.shared_health {
             let h = health.borrow_and_update().clone();
@@ -550,7 +551,7 @@ impl Shared {
             tokio::select! {
                 changed = served.changed() => {
                     changed.map_err(|_| unavailable("the writer stopped"))?;
-                    let generation = *served.borrow_and_update();
+                    let generation = served.borrow_and_update().generation;
                     put_report(generation).await?;
                 }
                 changed = health.changed(), if self.shared_health => {
@@ -710,13 +711,8 @@ impl EtcdStore {
 /// Writes each newly served state to the local cache (sled I/O off the runtime's thread).
 async fn keep_cache(shared: Arc<Shared>) {
     let mut rx = shared.served.subscribe();
-    let mut cached = u64::MAX;
     while rx.changed().await.is_ok() {
         let stored = rx.borrow_and_update().clone();
-        if stored.generation == cached {
-            continue;
-        }
-        cached = stored.generation;
         let s = shared.clone();
         let written = tokio::task::spawn_blocking(move || s.cache.cache_put(&stored)).await;
         if let Ok(Err(e)) = written {
@@ -726,18 +722,7 @@ async fn keep_cache(shared: Arc<Shared>) {
 }
 
 async fn keep_lease(shared: Arc<Shared>) {
-    let (generation_tx, mut generation_rx) = watch::channel(shared.served.borrow().generation);
-    // Only generation changes are reported (health flips republish the same generation).
-    let forward = {
-        let mut rx = shared.served.subscribe();
-        async move {
-            while rx.changed().await.is_ok() {
-                let generation = rx.borrow_and_update().generation;
-                generation_tx.send_if_modified(|g| std::mem::replace(g, generation) != generation);
-            }
-        }
-    };
-    tokio::spawn(forward);
+    let mut generation_rx = shared.served.subscribe();
     let mut health_rx = shared.health.subscribe();
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -748,8 +733,6 @@ async fn keep_lease(shared: Arc<Shared>) {
         if started.elapsed() > shared.lease_ttl {
             backoff = Duration::from_millis(100);
         }
-        generation_rx.mark_changed();
-        health_rx.mark_changed();
         jittered(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -835,12 +818,16 @@ impl Store for EtcdStore {
         }
     }
 
-    fn served(&self, stored: &Stored) {
+    fn served(&self, overlay: &Overlay, generation: u64) {
+        // Health flips republish the same generation: nothing to cache or report then.
         self.shared.served.send_if_modified(|current| {
-            if current.generation == stored.generation {
+            if current.generation == generation {
                 return false;
             }
-            *current = stored.clone();
+            *current = Stored {
+                overlay: overlay.clone(),
+                generation,
+            };
             true
         });
     }

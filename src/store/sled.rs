@@ -364,8 +364,8 @@ impl Store for SledStore {
         Ok(records)
     }
 
-    fn served(&self, stored: &Stored) {
-        self.served.store(stored.generation, Ordering::Relaxed);
+    fn served(&self, _overlay: &Overlay, generation: u64) {
+        self.served.store(generation, Ordering::Relaxed);
     }
 
     fn nodes(&self) -> Result<Vec<Node>, StoreError> {

@@ -692,8 +692,9 @@ async fn every_acknowledged_change_survives_kill_9() {
                 std::time::Duration::from_secs(5),
                 http_maybe(
                     admin,
+                    "PUT",
                     "/v1/pools/app.example.com/groups/green/weight",
-                    json!({ "weight": weight }),
+                    Some(json!({ "weight": weight })),
                 ),
             )
             .await
@@ -748,23 +749,6 @@ async fn every_acknowledged_change_survives_kill_9() {
         }
         drop(weir);
     }
-}
-
-/// A PUT that tolerates the server dying mid-request.
-async fn http_maybe(addr: SocketAddr, path: &str, body: Value) -> Option<(u16, Value)> {
-    let mut stream = TcpStream::connect(addr).await.ok()?;
-    let b = body.to_string();
-    let request = format!(
-        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-        b.len()
-    );
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.ok()?;
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text.get(9..12)?.parse().ok()?;
-    let raw = text.split_once("\r\n\r\n")?.1.to_string();
-    Some((status, serde_json::from_str(&raw).ok()?))
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::support::{WeirProcess, query};
+use crate::support::{WeirProcess, http_maybe, query};
 
 const ZONE: &str =
     "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\n";
@@ -307,43 +307,14 @@ fn start(dir: &Path) -> WeirProcess {
     WeirProcess::start(&dir.join("weir.toml"), &[]).unwrap_or_else(|log| panic!("{log}"))
 }
 
-/// One HTTP/1.1 exchange; None if the node did not answer (stopped, restarting).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> Option<(u16, Value)> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let text = String::from_utf8_lossy(&response).to_string();
-        let status = text.get(9..12)?.parse().ok()?;
-        let raw = text.split_once("\r\n\r\n")?.1.to_string();
-        Some((
-            status,
-            serde_json::from_str(&raw).unwrap_or(Value::String(raw)),
-        ))
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .ok()
-        .flatten()
-}
-
 async fn put(addr: SocketAddr, path: &str, body: Value) -> Option<(u16, Value)> {
-    http(addr, "PUT", path, Some(body)).await
+    http_maybe(addr, "PUT", path, Some(body)).await
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Value {
-    let (status, body) = http(addr, "GET", path, None).await.expect("an answer");
+    let (status, body) = http_maybe(addr, "GET", path, None)
+        .await
+        .expect("an answer");
     assert_eq!(status, 200, "GET {path}: {body}");
     body
 }
@@ -804,16 +775,16 @@ async fn a_node_restarted_while_etcd_is_down_answers_from_its_cache() {
         .unwrap()
         .parse()
         .unwrap();
-    let (status, _) = http(admin, "GET", "/healthz", None).await.unwrap();
+    let (status, _) = http_maybe(admin, "GET", "/healthz", None).await.unwrap();
     assert_eq!(status, 200);
-    let (status, body) = http(admin, "GET", "/readyz", None).await.unwrap();
+    let (status, body) = http_maybe(admin, "GET", "/readyz", None).await.unwrap();
     assert_eq!(status, 503);
     assert!(
         body.to_string()
             .contains("waiting for the shared state store"),
         "{body}"
     );
-    let (status, _) = http(admin, "GET", "/v1/pools", None).await.unwrap();
+    let (status, _) = http_maybe(admin, "GET", "/v1/pools", None).await.unwrap();
     assert_eq!(status, 503);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(child.try_wait().unwrap().is_none(), "it keeps waiting");
@@ -830,7 +801,10 @@ async fn a_node_restarted_while_etcd_is_down_answers_from_its_cache() {
     let admin: SocketAddr = fields["admin"].as_str().unwrap().parse().unwrap();
     let dns: SocketAddr = fields["listen"].as_str().unwrap().parse().unwrap();
     eventually(Duration::from_secs(5), "ready", || async {
-        matches!(http(admin, "GET", "/readyz", None).await, Some((200, _)))
+        matches!(
+            http_maybe(admin, "GET", "/readyz", None).await,
+            Some((200, _))
+        )
     })
     .await;
     assert_eq!(answer(dns).await, Some(only_11()), "the state from etcd");
@@ -943,7 +917,7 @@ async fn a_rollout_runs_once_across_two_nodes() {
     let (a1, a2) = (n1.admin.unwrap(), n2.admin.unwrap());
     both_listed(a1).await;
     let plan = json!({"from": "blue", "to": "green", "steps": [{"set_weight": 50}, {"set_weight": 100}], "slack": "0s"});
-    let (status, body) = http(
+    let (status, body) = http_maybe(
         a1,
         "POST",
         "/v1/pools/app.example.com./rollouts",
@@ -956,7 +930,7 @@ async fn a_rollout_runs_once_across_two_nodes() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // 404 until node 2 has seen the start.
-        let (_, r) = http(a2, "GET", "/v1/pools/app.example.com./rollout", None)
+        let (_, r) = http_maybe(a2, "GET", "/v1/pools/app.example.com./rollout", None)
             .await
             .unwrap();
         saw_awaiting |= r["awaiting_sync"] == true;
