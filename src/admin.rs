@@ -610,10 +610,11 @@ async fn rollout_command(
     let command = match action.as_str() {
         // Blue-green's last step: promoting at the rollback window finalizes.
         "promote" | "finalize" => Command::Promote { full: body.full },
-        "pause" => Command::Pause,
+        "pause" => Command::Pause { reason: None },
         "resume" => Command::Resume,
         "abort" => Command::Abort {
             reason: body.reason.clone(),
+            cause: crate::model::AbortCause::Operator,
         },
         "undo" => Command::Undo,
         other => {

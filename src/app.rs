@@ -130,18 +130,10 @@ pub fn start_with(
     let dns = tokio::spawn(dns::run(listeners, ctx, shutdown.clone()));
     let (remote, remote_rx) = mpsc::channel(EVENT_QUEUE);
     store.follow(remote);
+    let writer_inputs = writer.rollout_inputs();
     let writer = tokio::spawn(writer.run(rx, flips_rx, due_rx, remote_rx, shutdown.clone()));
     tokio::spawn(watch_link(store.clone(), metrics.clone(), shutdown.clone()));
-    tokio::spawn(crate::rollout::run(
-        snapshot.clone(),
-        due.clone(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(crate::rollout::run_gates(
-        snapshot.clone(),
-        due,
-        shutdown.clone(),
-    ));
+    crate::rollout::spawn(writer_inputs, due, shutdown.clone());
     tokio::spawn(crate::split::run(
         snapshot.clone(),
         metrics.clone(),

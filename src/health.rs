@@ -109,6 +109,11 @@ pub struct LastResult {
     pub at: u64,
     /// Health after hysteresis.
     pub health: Health,
+    /// Successful probes in a row, ending with this one (0 when it failed).
+    pub passes: u32,
+    /// When the first probe of that run of successes started (Unix ms): rollouts count only
+    /// probes that started after a batch was promoted.
+    pub passing_since: Option<u64>,
 }
 
 /// Shared map of last results, written by probe tasks, read by the admin API.
@@ -222,6 +227,7 @@ impl ProbeTask {
         let prober = Prober::new(&self.key);
         let mut hysteresis = Hysteresis::new(check.initial, check.rise, check.fall);
         let mut next = Instant::now() + check.interval.mul_f64(fastrand::f64() * 0.1);
+        let (mut passes, mut passing_since) = (0u32, None);
         loop {
             tokio::select! {
                 biased;
@@ -231,6 +237,7 @@ impl ProbeTask {
             // The schedule runs from probe start to probe start, so a slow target does not
             // stretch its own interval.
             next = Instant::now() + check.interval.mul_f64(0.9 + 0.2 * fastrand::f64());
+            let started = crate::clock::now_ms();
             let outcome = tokio::select! {
                 biased;
                 () = self.stop.cancelled() => return,
@@ -238,6 +245,13 @@ impl ProbeTask {
             };
             let first = !self.reported.load(Ordering::Acquire);
             let flip = hysteresis.observe(outcome.ok);
+            if outcome.ok {
+                passes = passes.saturating_add(1);
+                passing_since.get_or_insert(started);
+            } else {
+                passes = 0;
+                passing_since = None;
+            }
             if let Ok(mut last) = self.last.lock() {
                 let at = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -249,6 +263,8 @@ impl ProbeTask {
                         reason: outcome.reason.clone(),
                         at,
                         health: hysteresis.health(),
+                        passes,
+                        passing_since,
                     },
                 );
             }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod ctl;
 pub mod dns;

@@ -477,7 +477,23 @@ pub struct RolloutPlan {
     /// Asked before each step; a non-2xx answer pauses or aborts.
     #[serde(default)]
     pub webhook: Option<Webhook>,
+    /// Measured cache convergence gate: a step, "safe to remove" and rolling batches also
+    /// wait until this share of the resolvers' query volume has come back since the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converged: Option<Converged>,
 }
+
+/// `converged = 0.99` with `converge_timeout`: past the timeout the rollout pauses for a
+/// person instead of moving on.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Converged {
+    /// Share (0..=1) of the query volume before a change that must have queried again.
+    pub share: f64,
+    /// Seconds past the settle instant before the rollout pauses.
+    pub timeout: u64,
+}
+
+impl Eq for Converged {}
 
 /// A URL that gets the rollout's state (JSON POST) before each step.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -527,8 +543,12 @@ pub enum Phase {
     Draining,
     /// Gets no traffic any more: safe to upgrade; waiting for promote or the pause.
     SafeToUpgrade,
-    /// Upgraded: waiting for its health checks to pass before undraining (since when).
-    WaitingHealthy { since: u64 },
+    /// Upgraded: waiting for its health checks to pass before undraining. `since` is when the
+    /// batch was promoted (Unix ms): only probes that started after it count.
+    WaitingHealthy {
+        #[serde(deserialize_with = "unix_ms")]
+        since: u64,
+    },
 }
 
 /// A rolling update's progress, stored in its `Rollout`.
@@ -583,7 +603,49 @@ pub enum RolloutState {
     Done,
     Aborted {
         reason: String,
+        /// What aborted it (`unknown` for rollouts stored before causes were recorded).
+        #[serde(default)]
+        cause: AbortCause,
     },
+}
+
+/// Why a rollout was aborted: the label of `weir_rollout_aborts_total{cause}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AbortCause {
+    /// An operator's `abort`.
+    Operator,
+    /// An endpoint of the group taking traffic went down.
+    Health,
+    /// The metric gate failed `failure_limit` times in a row.
+    Metric,
+    /// The webhook refused a step with `on_failure = "abort"`.
+    Webhook,
+    #[default]
+    Unknown,
+}
+
+impl AbortCause {
+    pub fn label(self) -> &'static str {
+        match self {
+            AbortCause::Operator => "operator",
+            AbortCause::Health => "health",
+            AbortCause::Metric => "metric",
+            AbortCause::Webhook => "webhook",
+            AbortCause::Unknown => "unknown",
+        }
+    }
+}
+
+/// Reads a Unix time in milliseconds; a value below 10^11 (which as milliseconds would be
+/// 1973) was stored in seconds by an earlier version and is converted.
+fn unix_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = <u64 as serde::Deserialize>::deserialize(d)?;
+    Ok(if v < 100_000_000_000 {
+        v.saturating_mul(1000)
+    } else {
+        v
+    })
 }
 
 /// A canary rollout of one pool from group `from` to group `to`, as stored with the intent.
@@ -600,8 +662,12 @@ pub struct Rollout {
     pub state: RolloutState,
     /// The `to` group's current share in percent.
     pub weight: u32,
-    /// When the weights last changed, and when resolvers' caches hold only the new answers.
+    /// When the weights last changed (served by every nameserver), and when no resolver that
+    /// honours TTLs can still hold an answer from before: `changed_at + ttl_before + 1 s +
+    /// slack` (`rollout::settle_at`). Unix milliseconds.
+    #[serde(deserialize_with = "unix_ms")]
     pub changed_at: u64,
+    #[serde(deserialize_with = "unix_ms")]
     pub settled_at: u64,
     /// TTL ramp: the TTL served while the rollout is not finished.
     #[serde(default)]
@@ -617,6 +683,15 @@ pub struct Rollout {
     /// settle clock starts when it is (`rollout::tick`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub awaiting_sync: bool,
+    /// The TTL (seconds) the last change settles under (`rollout::ttl_before`), for status.
+    #[serde(default)]
+    pub settle_ttl: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converged: Option<Converged>,
+    /// Why weir stopped the rollout by itself (a batch that did not come back, convergence
+    /// that did not come, a webhook refusal); cleared by the next operator command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
 }
 
 /// What the admin API shows, published inside each snapshot so readers see one consistent
@@ -631,6 +706,20 @@ pub struct View {
     /// Config with the overlay applied.
     pub pools: Vec<Pool>,
     pub health: std::collections::HashMap<ProbeKey, Health>,
+}
+
+impl View {
+    /// Whether `e` counts as up: its override, else its probe's health (the check's `initial`
+    /// until the first result); an endpoint without a check is up.
+    pub fn endpoint_up(&self, e: &Endpoint) -> bool {
+        match e.force {
+            Override::Down => false,
+            Override::Up => true,
+            Override::Auto => e.probe.as_ref().is_none_or(|k| {
+                self.health.get(k).copied().unwrap_or(k.check.initial) == Health::Up
+            }),
+        }
+    }
 }
 
 #[cfg(test)]

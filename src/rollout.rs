@@ -1,41 +1,57 @@
-//! Canary rollouts: a pool's traffic moves from group `from` to group `to` in steps. The
-//! transitions are pure functions of (rollout, now, settle time, health) (`start`, `tick`,
-//! `command`), applied by the state writer like any other change (persisted, audited); `run` is
-//! the driver, a task that only looks at the published snapshot and names the pools whose step
-//! is due; the writer turns that into `StateEvent::Rollout` and checks again.
+//! Every rollout rule, in one place. A rollout moves a pool's traffic in steps, either as a
+//! weight shift between two groups (canary, blue-green: `shift.rs`) or as a rolling update of
+//! one group, batch by batch (`rolling.rs`). Both machines sit behind one entry point,
+//! `transition`: a pure function of (the rollout, the pool, a command, the time, what was
+//! observed) that returns the new rollout, the audit record and the abort cause; `weights` says
+//! what it serves. The state writer only dispatches and commits. `next_due` is the one answer
+//! to "what happens next, and when", served by the admin API and printed by `weir ctl`.
+//! `driver.rs` holds the tasks that watch the published snapshot (due steps, webhook and
+//! metric gates) and tell the writer through `Signal`s.
 //!
-//! TTL-aware settling: answers live on in resolver caches for their TTL, so every weight change
-//! records `settled_at = changed_at + pool TTL + slack`. The next weight change waits for it, and
-//! a timed pause counts from it. Times are wall-clock Unix seconds so that a restart resumes the
-//! same deadlines; `now()` follows tokio's clock so tests can pause it.
-
-use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
-
-use arc_swap::ArcSwap;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+//! **The settle contract.** A change has settled when no resolver that honours TTLs can still
+//! hold an answer from before it: `settle_at = t_change + ttl_before + 1 s + slack`, in Unix
+//! milliseconds, where `t_change` is when every nameserver serves the change (with a shared
+//! store: when it is INSYNC), `ttl_before` the largest TTL an answer served before it could
+//! carry (`ttl_before`), and the extra second covers resolvers (unbound, Knot Resolver) that
+//! keep serving an answer during the second in which its TTL reads 0. Times follow tokio's
+//! clock (`now`) so paused-clock tests drive them; every sum saturates instead of wrapping.
 
 use crate::model::{
-    Health, Name, Override, Phase, Pool, Rolling, RollingPlan, Rollout, RolloutState, Step, View,
+    AbortCause, AuditRecord, Endpoint, Overlay, Phase, Pool, Rollout, RolloutState,
+    View,
 };
-use crate::snapshot::Snapshot;
 
-/// How often the driver looks for due steps.
-pub const DRIVER_TICK: Duration = Duration::from_millis(500);
+mod driver;
+mod rolling;
+mod shift;
 
-/// Wall-clock Unix seconds, advancing with tokio's clock (so a paused test clock drives it).
+pub use driver::{DRIVER_TICK, Inputs, Refetched, Signal, spawn};
+pub use rolling::batches;
+
+/// The longest duration a plan may name (pauses, slack, health timeout, TTLs): 30 days.
+/// Longer values are refused (400 from the API, a config error), so no deadline can overflow.
+pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
+
+/// The extra second of the settle contract: resolvers serve an answer whose TTL reads 0 for up
+/// to one more second.
+const TTL_ZERO_GRACE_MS: u64 = 1000;
+
+/// Wall-clock Unix milliseconds, advancing with tokio's clock (`clock::now_ms`).
 pub fn now() -> u64 {
-    static BASE: OnceLock<(u64, tokio::time::Instant)> = OnceLock::new();
-    let (wall, at) = BASE.get_or_init(|| {
-        let wall = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        (wall, tokio::time::Instant::now())
-    });
-    wall + tokio::time::Instant::now()
-        .saturating_duration_since(*at)
-        .as_secs()
+    crate::clock::now_ms()
+}
+
+/// Seconds to milliseconds, saturating.
+pub(crate) fn ms(secs: u64) -> u64 {
+    secs.saturating_mul(1000)
+}
+
+/// The instant a change made at `changed` (Unix ms) has settled: see the contract above.
+pub fn settle_at(changed: u64, ttl_before: u32, slack_secs: u64) -> u64 {
+    changed
+        .saturating_add(ms(u64::from(ttl_before)))
+        .saturating_add(TTL_ZERO_GRACE_MS)
+        .saturating_add(ms(slack_secs))
 }
 
 /// What an operator (or the driver) asks of a pool's rollout.
@@ -48,10 +64,15 @@ pub enum Command {
     Promote {
         full: bool,
     },
-    Pause,
+    /// Stop where it is; `reason` says why when weir itself pauses (a webhook refusal, a gate
+    /// that cannot be evaluated).
+    Pause {
+        reason: Option<String>,
+    },
     Resume,
     Abort {
         reason: String,
+        cause: AbortCause,
     },
     /// Go back to the previous weight and pause there.
     Undo,
@@ -64,7 +85,7 @@ impl Command {
             Command::Start(_) => "rollout-start",
             Command::Tick => "rollout-step",
             Command::Promote { .. } => "rollout-promote",
-            Command::Pause => "rollout-pause",
+            Command::Pause { .. } => "rollout-pause",
             Command::Resume => "rollout-resume",
             Command::Abort { .. } => "rollout-abort",
             Command::Undo => "rollout-undo",
@@ -75,6 +96,180 @@ impl Command {
 /// A rollout plan (`model::RolloutPlan`).
 pub type Plan = crate::model::RolloutPlan;
 
+/// Why a command does not apply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The plan does not fit the pool (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// Not in the rollout's current state (409), or no rollout (404 via `Missing`).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Missing(String),
+}
+
+/// What the transitions know about the world, gathered by `observe`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// Shift: the first endpoint of `to` that is down.
+    pub to_down: Option<String>,
+    /// Shift: why `to` is not ready to take traffic on promote (an endpoint whose last probe
+    /// failed, or that is down); Ok when every endpoint passed its latest probe.
+    pub to_ready: Result<(), String>,
+    /// Rolling: Ok when every endpoint of the current batch has passed `rise` probes in a row
+    /// that all started after the batch was promoted; else which one is not back yet.
+    pub batch_fresh: Result<(), String>,
+    /// Shared store: some nameserver does not serve the current generation yet (see
+    /// `Rollout::awaiting_sync`). Always false with a local store.
+    pub unsynced: bool,
+    /// Measured cache convergence of the pool since the rollout's last change: the share of
+    /// the query volume before it that has queried again. None when not measured.
+    pub refetched: Option<f64>,
+    /// Whether changes must wait for every nameserver (a shared store).
+    pub shared: bool,
+}
+
+impl Default for Observed {
+    fn default() -> Self {
+        Observed {
+            to_down: None,
+            to_ready: Ok(()),
+            batch_fresh: Ok(()),
+            unsynced: false,
+            refetched: None,
+            shared: false,
+        }
+    }
+}
+
+/// The TTLs a change settles under, from the pool's zone and config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ttls {
+    /// The pool's configured TTL (seconds).
+    pub pool: u32,
+    /// The zone's negative TTL (min of SOA TTL and MINIMUM, RFC 2308), for changes that turn
+    /// NODATA into data or back.
+    pub negative: u32,
+}
+
+/// The TTLs a change to `pool` settles under, from the published snapshot: the pool's
+/// configured TTL and its zone's negative TTL.
+pub fn ttls(snapshot: &crate::snapshot::Snapshot, pool: &crate::model::Name) -> Ttls {
+    Ttls {
+        pool: snapshot
+            .view
+            .config_pools
+            .iter()
+            .find(|p| p.name == *pool)
+            .map_or(0, |p| p.ttl),
+        negative: snapshot.negative_ttl(pool),
+    }
+}
+
+/// Who asked, for the audit record.
+#[derive(Clone, Copy, Debug)]
+pub struct Who<'a> {
+    pub actor: &'a str,
+    pub source: &'a str,
+    pub reason: &'a str,
+}
+
+/// A transition that changes the rollout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub rollout: Rollout,
+    /// What to audit (its generation is set by the store).
+    pub record: AuditRecord,
+    /// Set when this transition aborted the rollout.
+    pub aborted: Option<AbortCause>,
+}
+
+/// Everything a transition needs besides the rollout and the command.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    /// The pool as served (config with intent applied).
+    pub pool: &'a Pool,
+    pub ttls: Ttls,
+    /// Unix milliseconds (`now()`).
+    pub now: u64,
+    pub seen: &'a Observed,
+}
+
+/// Runs `cmd` against `current` (the pool's stored rollout, if any). Ok(None): nothing is due.
+pub fn transition(
+    current: Option<&Rollout>,
+    cmd: &Command,
+    cx: &Context<'_>,
+    who: Who<'_>,
+) -> Result<Option<Outcome>, Refused> {
+    let next = match (cmd, current) {
+        (Command::Start(_), Some(r)) if active(r) => {
+            return Err(Refused::Conflict(format!(
+                "a rollout of `{}` is already {}; abort it or let it finish first",
+                cx.pool.name,
+                state_name(&r.state)
+            )));
+        }
+        (Command::Start(plan), _) => {
+            validate(plan, cx.pool).map_err(Refused::Invalid)?;
+            start(plan, cx)?
+        }
+        (_, None) => {
+            return Err(Refused::Missing(format!(
+                "no rollout for pool `{}`",
+                cx.pool.name
+            )));
+        }
+        (Command::Tick, Some(r)) => match tick(r, cx) {
+            Some(next) => next,
+            None => return Ok(None),
+        },
+        (cmd, Some(r)) => command(r, cmd, cx).map_err(Refused::Conflict)?,
+    };
+    let mut next = next;
+    // Several nameservers: a change settles from when all of them serve it.
+    let moved = current.is_none_or(|c| c.changed_at != next.changed_at && !c.awaiting_sync);
+    if cx.seen.shared && active(&next) && moved {
+        next.awaiting_sync = true;
+    }
+    let aborted = match (&next.state, current.map(|c| &c.state)) {
+        (RolloutState::Aborted { .. }, Some(RolloutState::Aborted { .. })) => None,
+        (RolloutState::Aborted { cause, .. }, _) => Some(*cause),
+        _ => None,
+    };
+    let reason = match (&next.state, who.reason.is_empty()) {
+        (RolloutState::Aborted { reason, .. }, true) => reason.clone(),
+        _ => match (&next.hold, who.reason.is_empty()) {
+            (Some(hold), true) if current.is_none_or(|c| c.hold != next.hold) => hold.clone(),
+            _ => who.reason.to_string(),
+        },
+    };
+    let record = AuditRecord {
+        generation: 0,
+        time: cx.now / 1000,
+        actor: who.actor.to_string(),
+        source: who.source.to_string(),
+        action: cmd.action().into(),
+        pool: cx.pool.name.to_string(),
+        subject: format!("rollout {} -> {}", next.from, next.to),
+        before: summary(current),
+        after: summary(Some(&next)),
+        reason,
+    };
+    Ok(Some(Outcome {
+        rollout: next,
+        record,
+        aborted,
+    }))
+}
+
+fn summary(r: Option<&Rollout>) -> serde_json::Value {
+    r.map_or(serde_json::Value::Null, |r| {
+        serde_json::json!({ "step": r.step, "weight": r.weight, "state": state_name(&r.state) })
+    })
+}
+
 /// Checks a plan against the pool.
 pub fn validate(plan: &Plan, pool: &Pool) -> Result<(), String> {
     for group in [&plan.from, &plan.to] {
@@ -82,111 +277,16 @@ pub fn validate(plan: &Plan, pool: &Pool) -> Result<(), String> {
             return Err(format!("no group `{group}` in pool `{}`", pool.name));
         }
     }
-    if let Some(rp) = &plan.rolling {
-        return batches(rp, pool).map(|_| ());
-    }
-    if plan.from == plan.to {
-        return Err("`from` and `to` must be different groups".into());
-    }
-    if plan.steps.is_empty() {
-        return Err("a rollout needs at least one step".into());
-    }
-    if let Some(w) = plan.steps.iter().find_map(|s| match s {
-        Step::SetWeight(w) if *w > 100 => Some(w),
-        _ => None,
-    }) {
-        return Err(format!("set_weight {w} is above 100"));
-    }
-    Ok(())
-}
-
-/// A rolling update's batches: the group's endpoints in config order, at most `batch` per
-/// batch and never more than `max_unavailable` percent of the pool's weight drained at once.
-pub fn batches(rp: &RollingPlan, pool: &Pool) -> Result<Vec<Vec<String>>, String> {
-    let group = pool
-        .groups
-        .iter()
-        .find(|g| g.name == rp.group)
-        .ok_or_else(|| format!("no group `{}` in pool `{}`", rp.group, pool.name))?;
-    let pool_weight: f64 = pool
-        .groups
-        .iter()
-        .filter(|g| g.endpoints.iter().any(|e| e.weight > 0))
-        .map(|g| f64::from(g.weight))
-        .sum();
-    let group_endpoint_weight: f64 = group.endpoints.iter().map(|e| f64::from(e.weight)).sum();
-    let allowed = f64::from(rp.max_unavailable) / 100.0;
-    let per_batch = rp.batch.of(group.endpoints.len());
-    let share = |w: u32| {
-        if pool_weight <= 0.0 || group_endpoint_weight <= 0.0 {
-            0.0
-        } else {
-            f64::from(group.weight) * f64::from(w) / group_endpoint_weight / pool_weight
-        }
-    };
-    let mut out: Vec<Vec<String>> = Vec::new();
-    let mut current: Vec<String> = Vec::new();
-    let mut drained = 0.0;
-    for e in &group.endpoints {
-        let s = share(e.weight);
-        if s > allowed + 1e-9 {
-            return Err(format!(
-                "endpoint {} alone carries {:.0}% of the pool, more than max_unavailable {}%",
-                e.address,
-                s * 100.0,
-                rp.max_unavailable
-            ));
-        }
-        if current.len() >= per_batch || drained + s > allowed + 1e-9 {
-            out.push(std::mem::take(&mut current));
-            drained = 0.0;
-        }
-        current.push(e.address.to_string());
-        drained += s;
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    if out.is_empty() {
-        return Err(format!("group `{}` has no endpoints", rp.group));
-    }
-    Ok(out)
-}
-
-/// The addresses a rolling update keeps drained right now.
-pub fn drained(r: &Rollout) -> &[String] {
-    match &r.rolling {
-        Some(rl) if active(r) => rl.batches.get(rl.batch).map_or(&[], Vec::as_slice),
-        _ => &[],
+    match &plan.rolling {
+        Some(rp) => batches(rp, pool).map(|_| ()),
+        None => shift::validate(plan),
     }
 }
 
-/// What the transitions need to know about health.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Observed {
-    /// Canary/blue-green: the first endpoint of `to` that is down.
-    pub to_down: Option<String>,
-    /// Rolling: every endpoint of the current batch is up.
-    pub batch_up: bool,
-    /// Shared store: some nameserver does not serve the current generation yet (see
-    /// `Rollout::awaiting_sync`). Always false with a local store.
-    pub unsynced: bool,
-}
-
-/// A new rollout: `to` goes to 0% at once (or the first batch is drained); the first step waits
-/// for that to settle under the pool's TTL `ttl` (with a TTL ramp, that is also the wait for the
-/// old TTL to expire).
-pub fn start(plan: &Plan, now: u64, ttl: u32, pool: &Pool) -> Result<Rollout, String> {
-    let rolling = match &plan.rolling {
-        Some(rp) => Some(Rolling {
-            plan: rp.clone(),
-            batches: batches(rp, pool)?,
-            batch: 0,
-            phase: Phase::Draining,
-        }),
-        None => None,
-    };
-    Ok(Rollout {
+fn start(plan: &Plan, cx: &Context<'_>) -> Result<Rollout, Refused> {
+    // Nothing is ramped yet: answers before the start carry the pool's own TTL.
+    let ttl = cx.ttls.pool;
+    let mut r = Rollout {
         from: plan.from.clone(),
         to: plan.to.clone(),
         steps: plan.steps.clone(),
@@ -194,14 +294,48 @@ pub fn start(plan: &Plan, now: u64, ttl: u32, pool: &Pool) -> Result<Rollout, St
         step: 0,
         state: RolloutState::Running,
         weight: 0,
-        changed_at: now,
-        settled_at: now + u64::from(ttl) + plan.slack,
+        changed_at: cx.now,
+        settled_at: settle_at(cx.now, ttl, plan.slack),
         ramp_ttl: plan.ramp_ttl,
         metric_gate: plan.metric_gate.clone(),
-        rolling,
+        rolling: None,
         webhook: plan.webhook.clone(),
         awaiting_sync: false,
-    })
+        settle_ttl: ttl,
+        converged: plan.converged,
+        hold: None,
+    };
+    if let Some(rp) = &plan.rolling {
+        r.rolling = Some(rolling::start(rp, cx.pool).map_err(Refused::Invalid)?);
+    }
+    // Sending `to` to 0% (or draining the first batch) may take a family out of the answers.
+    r.settle_ttl = ttl_before(&r, cx.pool, cx.ttls, ttl);
+    r.settled_at = settle_at(cx.now, r.settle_ttl, r.slack);
+    Ok(r)
+}
+
+/// The largest TTL an answer served before a change of `r` could carry: `served` (the TTL
+/// answers carried), or the zone's negative TTL when the change can turn NODATA into data or
+/// back (the groups involved do not cover the same address families). The degraded TTL is
+/// never above the pool's (config caps it), so it needs no term of its own.
+fn ttl_before(r: &Rollout, pool: &Pool, ttls: Ttls, served: u32) -> u32 {
+    let flips_nodata = match &r.rolling {
+        Some(rl) => rolling::changes_families(rl, pool),
+        None => shift::changes_families(r, pool),
+    };
+    if flips_nodata {
+        served.max(ttls.negative)
+    } else {
+        served
+    }
+}
+
+/// Records a weight change made at `now` that settles under the TTL served before it.
+fn changed(next: &mut Rollout, before: &Rollout, cx: &Context<'_>) {
+    let served = served_ttl(Some(before), cx.ttls.pool);
+    next.changed_at = cx.now;
+    next.settle_ttl = ttl_before(next, cx.pool, cx.ttls, served);
+    next.settled_at = settle_at(cx.now, next.settle_ttl, next.slack);
 }
 
 /// The TTL answers of the pool carry while `r` stands as it is: the ramp TTL until the rollout
@@ -213,12 +347,6 @@ pub fn served_ttl(r: Option<&Rollout>, pool_ttl: u32) -> u32 {
     }
 }
 
-fn set_weight(r: &mut Rollout, weight: u32, now: u64, ttl: u32) {
-    r.weight = weight;
-    r.changed_at = now;
-    r.settled_at = now + u64::from(ttl) + r.slack;
-}
-
 /// Running, waiting for promote, or paused: not finished.
 pub fn active(r: &Rollout) -> bool {
     matches!(
@@ -227,182 +355,104 @@ pub fn active(r: &Rollout) -> bool {
     )
 }
 
-/// What is due at `now`, if anything: the health gate (an endpoint of `to` down while it takes
-/// traffic aborts), then the next step once its time has come. None when nothing changes.
-pub fn tick(r: &Rollout, now: u64, ttl: u32, seen: &Observed) -> Option<Rollout> {
+/// Whether the last change has settled at `now`: its settle instant has passed and, when the
+/// plan gates on measured convergence, enough of the resolvers came back.
+fn settled(r: &Rollout, cx: &Context<'_>) -> bool {
+    !r.awaiting_sync && cx.now >= r.settled_at && converged(r, cx.seen)
+}
+
+fn converged(r: &Rollout, seen: &Observed) -> bool {
+    match r.converged {
+        None => true,
+        Some(c) => seen.refetched.is_some_and(|share| share >= c.share),
+    }
+}
+
+/// Past the settle instant plus the convergence timeout without converging: why to pause.
+fn convergence_overdue(r: &Rollout, cx: &Context<'_>) -> Option<String> {
+    let c = r.converged?;
+    let deadline = r.settled_at.saturating_add(ms(c.timeout));
+    (!r.awaiting_sync && cx.now >= deadline && !converged(r, cx.seen)).then(|| {
+        format!(
+            "cache convergence: {} of the query volume came back within {}s of settling, below {}",
+            cx.seen
+                .refetched
+                .map_or("none".to_string(), |s| format!("{:.1}%", s * 100.0)),
+            c.timeout,
+            c.share
+        )
+    })
+}
+
+/// What is due at `cx.now`, if anything. None when nothing changes.
+fn tick(r: &Rollout, cx: &Context<'_>) -> Option<Rollout> {
     let mut next = r.clone();
     // Several nameservers: a change's settle clock starts only once every one of them serves
     // it (INSYNC), so resolvers asking any of them have had the full TTL to see it. The health
     // gate still acts meanwhile.
-    let gate = r.rolling.is_none() && seen.to_down.is_some() && r.weight > 0;
+    let gate = r.rolling.is_none() && cx.seen.to_down.is_some() && r.weight > 0;
     if r.awaiting_sync && active(r) && !gate {
-        if seen.unsynced {
+        if cx.seen.unsynced {
             return None;
         }
         next.awaiting_sync = false;
-        next.changed_at = now;
-        next.settled_at = now + u64::from(ttl) + r.slack;
+        next.changed_at = cx.now;
+        next.settled_at = settle_at(cx.now, r.settle_ttl, r.slack);
         return Some(next);
     }
-    if r.rolling.is_some() {
-        return tick_rolling(r, now, ttl, seen.batch_up);
-    }
-    if let Some(endpoint) = seen.to_down.as_deref()
-        && active(r)
-        && r.weight > 0
+    if r.state == RolloutState::Running
+        && let Some(why) = convergence_overdue(r, cx)
     {
-        next.state = RolloutState::Aborted {
-            reason: format!(
-                "health gate: endpoint {endpoint} of group `{}` is down",
-                r.to
-            ),
-        };
-        set_weight(&mut next, 0, now, ttl);
+        next.state = RolloutState::Paused;
+        next.hold = Some(why);
         return Some(next);
     }
-    if r.state != RolloutState::Running {
-        return None;
+    match r.rolling {
+        Some(_) => rolling::tick(r, cx),
+        None => shift::tick(r, cx),
     }
-    match r.steps.get(r.step) {
-        None if now >= r.settled_at => next.state = RolloutState::Done,
-        None => return None,
-        Some(Step::SetWeight(w)) if now >= r.settled_at => {
-            set_weight(&mut next, *w, now, ttl);
-            next.step += 1;
-        }
-        Some(Step::Pause(Some(secs))) if now >= r.settled_at + secs => next.step += 1,
-        // A manual pause, too, starts once the last change has settled.
-        Some(Step::Pause(None)) if now >= r.settled_at => next.state = RolloutState::WaitingPromote,
-        Some(_) => return None,
-    }
-    Some(next)
-}
-
-/// A rolling update: drain a batch, let it settle (safe to upgrade), wait for promote or the
-/// pause, wait for its health checks to pass, undrain and drain the next.
-fn tick_rolling(r: &Rollout, now: u64, ttl: u32, batch_up: bool) -> Option<Rollout> {
-    if r.state != RolloutState::Running {
-        return None;
-    }
-    let mut next = r.clone();
-    let rl = next.rolling.as_mut()?;
-    match rl.phase.clone() {
-        Phase::Draining if now >= r.settled_at => {
-            rl.phase = Phase::SafeToUpgrade;
-            if rl.plan.pause.is_none() {
-                next.state = RolloutState::WaitingPromote;
-            }
-        }
-        Phase::SafeToUpgrade => match rl.plan.pause {
-            Some(p) if now >= r.settled_at + p => rl.phase = Phase::WaitingHealthy { since: now },
-            _ => return None,
-        },
-        Phase::WaitingHealthy { .. } if batch_up => {
-            rl.batch += 1;
-            rl.phase = Phase::Draining;
-            if rl.batch >= rl.batches.len() {
-                next.state = RolloutState::Done;
-            }
-            next.changed_at = now;
-            next.settled_at = now + u64::from(ttl) + next.slack;
-        }
-        Phase::WaitingHealthy { since } if now > since + rl.plan.health_timeout => {
-            // The batch did not come back: stop for a person to decide (resume retries).
-            next.state = RolloutState::Paused;
-        }
-        _ => return None,
-    }
-    Some(next)
 }
 
 /// Applies an operator command (Start and Tick go through `start` and `tick`). Err says why it
 /// does not apply in the rollout's state.
-pub fn command(r: &Rollout, cmd: &Command, now: u64, ttl: u32) -> Result<Rollout, String> {
-    let mut next = r.clone();
-    let state = &r.state;
-    if let Some(rl) = next.rolling.as_mut() {
-        match cmd {
-            Command::Promote { .. } if matches!(rl.phase, Phase::SafeToUpgrade) && active(r) => {
-                rl.phase = Phase::WaitingHealthy { since: now };
-                next.state = RolloutState::Running;
-                return Ok(next);
-            }
-            Command::Promote { .. } => {
-                return Err("promote applies once a batch is safe to upgrade".into());
-            }
-            Command::Resume if *state == RolloutState::Paused => {
-                if let Phase::WaitingHealthy { since } = &mut rl.phase {
-                    *since = now;
-                }
-                next.state = RolloutState::Running;
-                return Ok(next);
-            }
-            Command::Undo => {
-                return Err(
-                    "undo does not apply to a rolling update; abort undrains the batch".into(),
-                );
-            }
-            _ => {}
-        }
-    }
-    match cmd {
+fn command(r: &Rollout, cmd: &Command, cx: &Context<'_>) -> Result<Rollout, String> {
+    let mut next = match cmd {
         Command::Start(_) | Command::Tick => return Err("not an operator command".into()),
-        Command::Promote { full: true } if active(r) => {
-            set_weight(&mut next, 100, now, ttl);
-            next.step = r.steps.len();
-            next.state = RolloutState::Running;
-        }
-        Command::Promote { full: false } if active(r) => {
-            next.state = RolloutState::Running;
-            // Past a pause if we are at one, then the next weight change, now.
-            if matches!(r.steps.get(next.step), Some(Step::Pause(_))) {
-                next.step += 1;
-            }
-            if let Some(Step::SetWeight(w)) = r.steps.get(next.step) {
-                set_weight(&mut next, *w, now, ttl);
-                next.step += 1;
-            }
-        }
-        Command::Pause if matches!(state, RolloutState::Running | RolloutState::WaitingPromote) => {
+        Command::Pause { reason }
+            if matches!(
+                r.state,
+                RolloutState::Running | RolloutState::WaitingPromote
+            ) =>
+        {
+            let mut next = r.clone();
             next.state = RolloutState::Paused;
+            next.hold.clone_from(reason);
+            return Ok(next);
         }
-        Command::Resume if *state == RolloutState::Paused => next.state = RolloutState::Running,
-        Command::Abort { reason } if active(r) => {
+        Command::Abort { reason, cause } if active(r) => {
+            let mut next = r.clone();
             next.state = RolloutState::Aborted {
                 reason: if reason.is_empty() {
                     "aborted by an operator".into()
                 } else {
                     reason.clone()
                 },
+                cause: *cause,
             };
-            set_weight(&mut next, 0, now, ttl);
+            // A weight shift goes back to `from`; a rolling update undrains its batch
+            // (`drained` is empty once it is not active).
+            if next.rolling.is_none() {
+                next.weight = 0;
+            }
+            changed(&mut next, r, cx);
+            return Ok(next);
         }
-        Command::Undo if active(r) => {
-            // The step that set the current weight, and the weight before it.
-            let executed = r.steps[..r.step.min(r.steps.len())]
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| match s {
-                    Step::SetWeight(w) => Some((i, *w)),
-                    Step::Pause(_) => None,
-                })
-                .collect::<Vec<_>>();
-            let Some(&(at, _)) = executed.last() else {
-                return Err("nothing to undo: no weight has been set yet".into());
-            };
-            let previous = executed.len().checked_sub(2).map_or(0, |i| executed[i].1);
-            set_weight(&mut next, previous, now, ttl);
-            next.step = at;
-            next.state = RolloutState::Paused;
-        }
-        _ => {
-            return Err(format!(
-                "the rollout is {}; `{}` does not apply",
-                state_name(state),
-                cmd.action()
-            ));
-        }
-    }
+        _ => match r.rolling {
+            Some(_) => rolling::command(r, cmd, cx)?,
+            None => shift::command(r, cmd, cx)?,
+        },
+    };
+    next.hold = None;
     Ok(next)
 }
 
@@ -416,26 +466,169 @@ pub fn state_name(state: &RolloutState) -> &'static str {
     }
 }
 
-/// What `tick` needs to know about `r`'s pool in `view`.
-pub fn observe(view: &View, pool: &Pool, r: &Rollout) -> Observed {
-    let up = |e: &crate::model::Endpoint| match e.force {
-        Override::Down => false,
-        Override::Up => true,
-        Override::Auto => e
-            .probe
-            .as_ref()
-            .is_none_or(|k| view.health.get(k).copied().unwrap_or(k.check.initial) == Health::Up),
+/// The addresses a rolling update keeps drained right now.
+pub fn drained(r: &Rollout) -> &[String] {
+    match &r.rolling {
+        Some(rl) if active(r) => rl.batches.get(rl.batch).map_or(&[], Vec::as_slice),
+        _ => &[],
+    }
+}
+
+/// Writes the weights `r` serves into `overlay` (pool `key`): a weight shift as the two
+/// groups' weights (`from` = 100 - w, `to` = w), a rolling update as its drained batch
+/// (endpoint weight 0) and nothing else in the group.
+pub fn weights(r: &Rollout, overlay: &mut Overlay, key: &str) {
+    match &r.rolling {
+        Some(rl) => {
+            let drained = drained(r);
+            let weights = overlay.endpoint_weights.entry(key.to_string()).or_default();
+            for addr in rl.batches.iter().flatten() {
+                if drained.contains(addr) {
+                    weights.insert(addr.clone(), 0);
+                } else {
+                    weights.remove(addr);
+                }
+            }
+            if weights.is_empty() {
+                overlay.endpoint_weights.remove(key);
+            }
+        }
+        None => {
+            let weights = overlay.group_weights.entry(key.to_string()).or_default();
+            weights.insert(r.from.clone(), 100u32.saturating_sub(r.weight));
+            weights.insert(r.to.clone(), r.weight);
+        }
+    }
+}
+
+/// What happens next to a rollout and when (Unix ms; None when it waits for a person, a
+/// nameserver, health or convergence rather than a time).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Due {
+    pub what: String,
+    pub at: Option<u64>,
+}
+
+/// The one place that says when a rollout's next step is due.
+pub fn next_due(r: &Rollout) -> Due {
+    let due = |what: String, at: Option<u64>| Due { what, at };
+    if !active(r) {
+        return due("-".into(), None);
+    }
+    if r.awaiting_sync {
+        return due(
+            "the settle clock starts once every nameserver serves the change".into(),
+            None,
+        );
+    }
+    match &r.rolling {
+        Some(rl) => rolling::next_due(r, rl),
+        None => shift::next_due(r),
+    }
+}
+
+/// The instant the rollout's old side gets no traffic any more, even from caches: a shift at
+/// 100% (`from` safe to remove) or a rolling batch drained (safe to upgrade). None otherwise.
+pub fn safe_at(r: &Rollout) -> Option<u64> {
+    if r.awaiting_sync {
+        return None;
+    }
+    match &r.rolling {
+        Some(rl) if active(r) && !matches!(rl.phase, Phase::WaitingHealthy { .. }) => {
+            Some(r.settled_at)
+        }
+        Some(_) => None,
+        None => (r.weight == 100).then_some(r.settled_at),
+    }
+}
+
+/// Whether the old side is safe to remove or upgrade at `now`: `safe_at` has passed and, with
+/// a convergence gate, the resolvers came back.
+pub fn safe(r: &Rollout, now: u64, refetched: Option<f64>) -> bool {
+    let seen = Observed {
+        refetched,
+        ..Observed::default()
     };
-    let batch = drained(r);
+    safe_at(r).is_some_and(|at| now >= at) && converged(r, &seen)
+}
+
+/// Gathers what `tick` and `command` need about `r`'s pool in `view`, with the probes' last
+/// results (`last`) for freshness and `refetched` from the convergence tracker.
+pub fn observe(
+    view: &View,
+    pool: &Pool,
+    r: &Rollout,
+    last: &crate::health::LastResults,
+    refetched: Option<f64>,
+) -> Observed {
+    let results = last.lock().map(|m| m.clone()).unwrap_or_default();
+    let to_ready = pool
+        .groups
+        .iter()
+        .filter(|g| g.name == r.to)
+        .flat_map(|g| &g.endpoints)
+        .try_for_each(|e| {
+        if !view.endpoint_up(e) {
+            return Err(format!("endpoint {} of `{}` is down", e.address, r.to));
+        }
+        match e.probe.as_ref().and_then(|k| results.get(k)) {
+            Some(last) if !last.ok => Err(format!(
+                "endpoint {} of `{}` failed its last probe ({})",
+                e.address, r.to, last.reason
+            )),
+            _ => Ok(()),
+        }
+    });
+    let batch_fresh = match r.rolling.as_ref().map(|rl| &rl.phase) {
+        Some(Phase::WaitingHealthy { since }) => {
+            let batch = drained(r);
+            pool.groups
+                .iter()
+                .flat_map(|g| &g.endpoints)
+                .filter(|e| batch.contains(&e.address.to_string()))
+                .try_for_each(|e| fresh(view, e, &results, *since))
+        }
+        _ => Ok(()),
+    };
     Observed {
-        unsynced: false,
         to_down: to_down(view, pool, &r.to),
-        batch_up: pool
-            .groups
-            .iter()
-            .flat_map(|g| &g.endpoints)
-            .filter(|e| batch.contains(&e.address.to_string()))
-            .all(up),
+        to_ready,
+        batch_fresh,
+        unsynced: false,
+        refetched,
+        shared: false,
+    }
+}
+
+/// An endpoint upgraded in a rolling batch is back once it has passed `rise` probes in a row
+/// that all started after `since` (the promote): a result from before the restart proves
+/// nothing. Forced up counts as back; forced down never does; no check, nothing to wait for.
+fn fresh(
+    view: &View,
+    e: &Endpoint,
+    results: &std::collections::HashMap<crate::model::ProbeKey, crate::health::LastResult>,
+    since: u64,
+) -> Result<(), String> {
+    use crate::model::Override;
+    match (e.force, &e.probe) {
+        (Override::Up, _) | (Override::Auto, None) => return Ok(()),
+        (Override::Down, _) => return Err(format!("{} is forced down", e.address)),
+        (Override::Auto, Some(_)) => {}
+    }
+    let Some(key) = &e.probe else { return Ok(()) };
+    let rise = key.check.rise.max(1);
+    let passes = results
+        .get(key)
+        .and_then(|last| last.passing_since.filter(|at| *at >= since).map(|_| last.passes))
+        .unwrap_or(0);
+    if passes >= rise && view.endpoint_up(e) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {} of {rise} passing probes since the promote",
+            e.address,
+            passes.min(rise)
+        ))
     }
 }
 
@@ -445,421 +638,9 @@ pub fn to_down(view: &View, pool: &Pool, to: &str) -> Option<String> {
     group
         .endpoints
         .iter()
-        .find(|e| match e.force {
-            Override::Down => true,
-            Override::Up => false,
-            Override::Auto => e.probe.as_ref().is_some_and(|k| {
-                view.health.get(k).copied().unwrap_or(k.check.initial) == Health::Down
-            }),
-        })
+        .find(|e| !view.endpoint_up(e))
         .map(|e| e.address.to_string())
 }
 
-/// What the rollout tasks tell the state writer.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Signal {
-    /// A step (or the health gate) is due for this pool: run `Command::Tick`.
-    Due(Name),
-    /// The metric gate failed too often: abort with this reason.
-    GateFailed(Name, String),
-    /// The webhook refused the next step: pause (or abort, if `abort`) with this reason.
-    WebhookFailed {
-        pool: Name,
-        reason: String,
-        abort: bool,
-    },
-}
-
-/// The driver: every `DRIVER_TICK`, for each rollout in the published state with a step due,
-/// sends the pool's name to the writer (which checks again against its own state).
-pub async fn run(
-    snapshot: std::sync::Arc<ArcSwap<Snapshot>>,
-    due: mpsc::Sender<Signal>,
-    shutdown: CancellationToken,
-) {
-    let mut ticks = tokio::time::interval(DRIVER_TICK);
-    // Steps the webhook approved: (pool, changed_at, step), so a step is asked about once.
-    let mut approved: std::collections::HashMap<String, (u64, usize)> = Default::default();
-    let client = crate::health::metric::MetricClient::new(Duration::from_secs(5)).ok();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let snap = snapshot.load();
-        let view = &snap.view;
-        let now = now();
-        for (name, r) in &view.overlay.rollouts {
-            let Some(pool) = view.pools.iter().find(|p| p.name.to_string() == *name) else {
-                continue;
-            };
-            let Some(next) = tick(r, now, pool.ttl, &observe(view, pool, r)) else {
-                continue;
-            };
-            // Before a step that moves traffic (never before an abort), ask the webhook.
-            let moves = next.weight != r.weight || drained(&next) != drained(r);
-            let aborting = matches!(next.state, RolloutState::Aborted { .. });
-            let signal = match (&r.webhook, &client) {
-                (Some(hook), Some(client))
-                    if moves
-                        && !aborting
-                        && approved.get(name) != Some(&(r.changed_at, r.step)) =>
-                {
-                    let body = serde_json::json!({
-                        "pool": name, "from": r.from, "to": r.to, "step": r.step,
-                        "weight": r.weight, "next_weight": next.weight,
-                        "drained": drained(r), "next_drained": drained(&next),
-                    });
-                    match client.post_json(&hook.url, &body).await {
-                        Ok(()) => {
-                            approved.insert(name.clone(), (r.changed_at, r.step));
-                            Signal::Due(pool.name.clone())
-                        }
-                        Err(reason) => Signal::WebhookFailed {
-                            pool: pool.name.clone(),
-                            reason,
-                            abort: hook.abort_on_failure,
-                        },
-                    }
-                }
-                _ => Signal::Due(pool.name.clone()),
-            };
-            if due.send(signal).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// One gated rollout being watched.
-struct Watched {
-    /// The rollout's `changed_at` when watching began; a new rollout starts a new watch.
-    started: u64,
-    client: crate::health::metric::MetricClient,
-    next: tokio::time::Instant,
-    failures: u32,
-}
-
-/// Metric gates: while a gated rollout sends traffic to `to`, runs its Prometheus query every
-/// interval and signals `GateFailed` after `failure_limit` failures in a row.
-pub async fn run_gates(
-    snapshot: std::sync::Arc<ArcSwap<Snapshot>>,
-    signals: mpsc::Sender<Signal>,
-    shutdown: CancellationToken,
-) {
-    let mut watched: std::collections::HashMap<String, Watched> = std::collections::HashMap::new();
-    let mut ticks = tokio::time::interval(DRIVER_TICK);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let snap = snapshot.load();
-        let gated: Vec<(String, Rollout)> = snap
-            .view
-            .overlay
-            .rollouts
-            .iter()
-            .filter(|(_, r)| active(r) && r.weight > 0 && r.metric_gate.is_some())
-            .map(|(p, r)| (p.clone(), r.clone()))
-            .collect();
-        watched.retain(|pool, _| gated.iter().any(|(p, _)| p == pool));
-        for (pool, r) in gated {
-            let Some(gate) = &r.metric_gate else { continue };
-            let interval = Duration::from_secs(gate.interval.max(1));
-            let w = match watched.get_mut(&pool) {
-                Some(w) if w.started <= r.changed_at && w.started != 0 => w,
-                _ => {
-                    let Ok(client) = crate::health::metric::MetricClient::new(
-                        interval.min(Duration::from_secs(10)),
-                    ) else {
-                        continue;
-                    };
-                    watched.insert(
-                        pool.clone(),
-                        Watched {
-                            started: r.changed_at.max(1),
-                            client,
-                            next: tokio::time::Instant::now() + interval,
-                            failures: 0,
-                        },
-                    );
-                    continue;
-                }
-            };
-            if tokio::time::Instant::now() < w.next {
-                continue;
-            }
-            w.next = tokio::time::Instant::now() + interval;
-            let verdict = crate::health::metric::check(&w.client, gate).await;
-            match verdict {
-                Ok(true) => w.failures = 0,
-                failed => {
-                    w.failures += 1;
-                    tracing::warn!(%pool, failures = w.failures, result = ?failed, "metric gate failed");
-                    if w.failures >= gate.failure_limit {
-                        let why = match failed {
-                            Ok(_) => format!("`{}` is not {} {}", gate.query, gate.op, gate.value),
-                            Err(e) => e,
-                        };
-                        let reason = format!("metric gate failed {} times: {why}", w.failures);
-                        let Ok(name) = Name::parse(&pool) else {
-                            continue;
-                        };
-                        w.failures = 0;
-                        if signals
-                            .send(Signal::GateFailed(name, reason))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan() -> Plan {
-        Plan {
-            from: "blue".into(),
-            to: "green".into(),
-            steps: vec![
-                Step::SetWeight(5),
-                Step::Pause(Some(60)),
-                Step::SetWeight(50),
-                Step::Pause(None),
-                Step::SetWeight(100),
-            ],
-            slack: 5,
-            ramp_ttl: None,
-            metric_gate: None,
-            rolling: None,
-            webhook: None,
-        }
-    }
-
-    fn pool() -> Pool {
-        let text = "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n[[pool]]\nname = \"app.example.com.\"\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool.group]]\nname = \"green\"\nendpoints = [{ address = \"192.0.2.20\" }]\n";
-        crate::config::parse(text, std::path::Path::new("w.toml"))
-            .unwrap()
-            .pools
-            .remove(0)
-    }
-
-    /// Runs ticks second by second from `from` to `to`, returning (second, weight, state) at
-    /// each change.
-    fn walk(mut r: Rollout, from: u64, to: u64) -> (Rollout, Vec<(u64, u32, &'static str)>) {
-        let mut changes = Vec::new();
-        for t in from..=to {
-            while let Some(next) = tick(&r, t, 30, &Observed::default()) {
-                r = next;
-                changes.push((t, r.weight, state_name(&r.state)));
-            }
-        }
-        (r, changes)
-    }
-
-    #[test]
-    fn steps_wait_for_settling_and_pauses_count_from_it() {
-        // TTL 30 + slack 5: every change settles 35 s later.
-        let r = start(&plan(), 1000, 30, &pool()).unwrap();
-        assert_eq!((r.weight, r.settled_at), (0, 1035));
-        let (r, changes) = walk(r, 1000, 2000);
-        assert_eq!(
-            changes,
-            vec![
-                (1035, 5, "running"),              // first step once 0% settled
-                (1130, 5, "running"),              // pause: 60 s after settling at 1070
-                (1130, 50, "running"),             // next weight at once (already settled)
-                (1165, 50, "waiting for promote"), // manual pause once 50% settled
-            ]
-        );
-        let r = command(&r, &Command::Promote { full: false }, 3000, 30).unwrap();
-        assert_eq!((r.weight, r.settled_at), (100, 3035));
-        let (r, changes) = walk(r, 3000, 4000);
-        assert_eq!(changes, vec![(3035, 100, "done")]);
-        assert!(
-            command(&r, &Command::Pause, 4000, 30).is_err(),
-            "done is done"
-        );
-    }
-
-    #[test]
-    fn with_several_nameservers_settling_starts_once_all_serve_the_change() {
-        let mut r = start(&plan(), 1000, 30, &pool()).unwrap();
-        r.awaiting_sync = true; // what the writer sets with a shared store
-        let unsynced = Observed {
-            unsynced: true,
-            ..Observed::default()
-        };
-        assert_eq!(
-            tick(&r, 1100, 30, &unsynced),
-            None,
-            "nothing moves before INSYNC"
-        );
-        let synced = tick(&r, 1200, 30, &Observed::default()).unwrap();
-        assert!(!synced.awaiting_sync);
-        assert_eq!(
-            (synced.weight, synced.settled_at),
-            (0, 1235),
-            "the clock starts at 1200"
-        );
-        assert_eq!(tick(&synced, 1234, 30, &Observed::default()), None);
-        assert_eq!(
-            tick(&synced, 1235, 30, &Observed::default())
-                .unwrap()
-                .weight,
-            5
-        );
-        // The health gate does not wait for anyone.
-        let mut taking = tick(&synced, 1235, 30, &Observed::default()).unwrap();
-        taking.awaiting_sync = true;
-        let down = Observed {
-            to_down: Some("192.0.2.20".into()),
-            unsynced: true,
-            ..Observed::default()
-        };
-        let aborted = tick(&taking, 1236, 30, &down).unwrap();
-        assert!(matches!(aborted.state, RolloutState::Aborted { .. }));
-    }
-
-    #[test]
-    fn health_gate_aborts_only_while_to_takes_traffic() {
-        let r = start(&plan(), 0, 30, &pool()).unwrap();
-        let down = Observed {
-            to_down: Some("192.0.2.20".into()),
-            ..Observed::default()
-        };
-        assert_eq!(
-            tick(&r, 1, 30, &down),
-            None,
-            "0% to: nothing to protect yet"
-        );
-        let r = tick(&r, 35, 30, &Observed::default()).unwrap();
-        let aborted = tick(&r, 36, 30, &down).unwrap();
-        assert_eq!(aborted.weight, 0);
-        assert!(
-            matches!(&aborted.state, RolloutState::Aborted { reason } if reason.contains("192.0.2.20"))
-        );
-        assert_eq!(tick(&aborted, 99, 30, &down), None);
-    }
-
-    #[test]
-    fn operator_commands() {
-        let r = start(&plan(), 0, 30, &pool()).unwrap();
-        let (r, _) = walk(r, 0, 1200);
-        assert_eq!(r.weight, 50);
-        let paused = command(&r, &Command::Pause, 1300, 30).unwrap();
-        assert_eq!(
-            walk(paused.clone(), 1300, 2000).1,
-            vec![],
-            "paused stays put"
-        );
-        let undone = command(&paused, &Command::Undo, 1400, 30).unwrap();
-        assert_eq!(
-            (undone.weight, undone.step, state_name(&undone.state)),
-            (5, 2, "paused")
-        );
-        let resumed = command(&undone, &Command::Resume, 1500, 30).unwrap();
-        let (again, _) = walk(resumed, 1500, 1600);
-        assert_eq!(
-            again.weight, 50,
-            "resuming redoes the undone step once settled"
-        );
-        let full = command(&again, &Command::Promote { full: true }, 1700, 30).unwrap();
-        assert_eq!(full.weight, 100);
-        let aborted = command(
-            &again,
-            &Command::Abort {
-                reason: String::new(),
-            },
-            1700,
-            30,
-        )
-        .unwrap();
-        assert_eq!(aborted.weight, 0);
-        assert!(command(&aborted, &Command::Resume, 1800, 30).is_err());
-        let fresh = start(&plan(), 0, 30, &pool()).unwrap();
-        assert!(
-            command(&fresh, &Command::Undo, 1, 30).is_err(),
-            "nothing to undo"
-        );
-    }
-
-    #[test]
-    fn a_batch_that_does_not_come_back_stops_the_rollout_for_a_person() {
-        let text = "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n[[pool]]\nname = \"app.example.com.\"\n[pool.rollout]\nkind = \"rolling\"\ngroup = \"web\"\nmax_unavailable = \"50%\"\npause = \"10s\"\nhealth_timeout = \"60s\"\nslack = \"0s\"\n[[pool.group]]\nname = \"web\"\nendpoints = [{ address = \"192.0.2.1\" }, { address = \"192.0.2.2\" }]\n";
-        let pool = crate::config::parse(text, std::path::Path::new("w.toml"))
-            .unwrap()
-            .pools
-            .remove(0);
-        let plan = pool.rollout.clone().unwrap();
-        let r = start(&plan, 0, 30, &pool).unwrap();
-        assert_eq!(drained(&r), ["192.0.2.1"]);
-        let sick = Observed::default();
-        // Settled at 30, paused 10 s (no promote needed), then waiting for health.
-        let r = tick(&r, 30, 30, &sick).unwrap();
-        assert_eq!(tick(&r, 39, 30, &sick), None);
-        let r = tick(&r, 40, 30, &sick).unwrap();
-        assert_eq!(
-            r.rolling.as_ref().unwrap().phase,
-            Phase::WaitingHealthy { since: 40 }
-        );
-        assert_eq!(tick(&r, 100, 30, &sick), None, "within the health timeout");
-        let stopped = tick(&r, 101, 30, &sick).unwrap();
-        assert_eq!(stopped.state, RolloutState::Paused);
-        assert_eq!(
-            drained(&stopped),
-            ["192.0.2.1"],
-            "still drained while a person decides"
-        );
-        // Resume gives it another health timeout; healthy, the next batch is drained.
-        let resumed = command(&stopped, &Command::Resume, 200, 30).unwrap();
-        let healthy = Observed {
-            batch_up: true,
-            ..Observed::default()
-        };
-        let next = tick(&resumed, 201, 30, &healthy).unwrap();
-        assert_eq!(drained(&next), ["192.0.2.2"]);
-    }
-
-    #[test]
-    fn batches_follow_batch_size_and_max_unavailable() {
-        let text = |batch: &str, max: &str| {
-            format!(
-                "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n[[pool]]\nname = \"app.example.com.\"\n[pool.rollout]\nkind = \"rolling\"\ngroup = \"web\"\nbatch = {batch}\nmax_unavailable = \"{max}\"\n[[pool.group]]\nname = \"web\"\nendpoints = [{{ address = \"192.0.2.1\" }}, {{ address = \"192.0.2.2\" }}, {{ address = \"192.0.2.3\" }}, {{ address = \"192.0.2.4\" }}]\n"
-            )
-        };
-        let plan_of = |batch: &str, max: &str| {
-            let pool = crate::config::parse(&text(batch, max), std::path::Path::new("w.toml"))
-                .unwrap()
-                .pools
-                .remove(0);
-            let rp = pool.rollout.clone().unwrap().rolling.unwrap();
-            batches(&rp, &pool)
-        };
-        let n = |b: Vec<Vec<String>>| b.iter().map(Vec::len).collect::<Vec<_>>();
-        assert_eq!(
-            n(plan_of("\"50%\"", "50%").unwrap()),
-            [2, 2],
-            "four instances, two at a time"
-        );
-        assert_eq!(
-            n(plan_of("2", "25%").unwrap()),
-            [1, 1, 1, 1],
-            "max_unavailable caps the batch"
-        );
-        assert_eq!(n(plan_of("3", "100%").unwrap()), [3, 1]);
-        assert!(
-            plan_of("1", "10%")
-                .unwrap_err()
-                .contains("more than max_unavailable")
-        );
-    }
-}
+mod tests;

@@ -245,6 +245,12 @@ impl Snapshot {
         label_starts(name).find_map(|at| self.index.zones.get(&name[at..]))
     }
 
+    /// The negative TTL (RFC 2308: min of the SOA's TTL and MINIMUM) of the zone `name` lies
+    /// in; 0 outside every zone.
+    pub fn negative_ttl(&self, name: &Name) -> u32 {
+        self.zone_for(name.wire()).map_or(0, |z| z.negative_soa.ttl)
+    }
+
     pub fn zone_count(&self) -> usize {
         self.index.zones.len()
     }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, Problem, Problems};
 use crate::health;
 use crate::metrics::Metrics;
-use crate::model::{AuditRecord, Health, Name, Overlay, Pool, ProbeKey, Rollout, View};
+use crate::model::{AbortCause, AuditRecord, Health, Name, Overlay, Pool, ProbeKey, View};
 use crate::rollout;
 use crate::snapshot::{self, Snapshot, ZoneIndex};
 use crate::store::{Followed, HealthReport, Node, Store, StoreError, Stored};
@@ -131,13 +131,6 @@ pub fn build(
         health: health.clone(),
     };
     snapshot::build(&loaded.index, Arc::new(view), metrics, publication)
-}
-
-fn record_state(overlay: &Overlay, pool: &str) -> crate::model::RolloutState {
-    overlay
-        .rollouts
-        .get(pool)
-        .map_or(crate::model::RolloutState::Done, |r| r.state.clone())
 }
 
 fn flip_event(flip: health::Flip) -> StateEvent {
@@ -261,6 +254,8 @@ pub struct Writer {
     monitor: health::Monitor,
     /// Set once every probe has reported at least once and its flips are applied (/readyz).
     probes_ready: Arc<AtomicBool>,
+    /// What rollout transitions observe (probe results, measured convergence).
+    rollout_inputs: rollout::Inputs,
 }
 
 /// How often the writer checks whether the first probe round is complete.
@@ -299,6 +294,12 @@ impl Writer {
         metrics.published(first.generation);
         metrics.applied_generation(generation);
         store.served(&overlay, generation);
+        let snapshot = Arc::new(ArcSwap::from_pointee(first));
+        let rollout_inputs = rollout::Inputs {
+            snapshot: snapshot.clone(),
+            probes: monitor.last_results(),
+            refetched: None,
+        };
         Ok(Writer {
             config_path: loaded.config.path.clone(),
             loaded,
@@ -306,16 +307,27 @@ impl Writer {
             overlay,
             generation,
             store,
-            snapshot: Arc::new(ArcSwap::from_pointee(first)),
+            snapshot,
             metrics,
             monitor,
             probes_ready,
+            rollout_inputs,
         })
     }
 
     /// The published snapshot, for readers.
     pub fn snapshot(&self) -> Arc<ArcSwap<Snapshot>> {
         self.snapshot.clone()
+    }
+
+    /// What the rollout tasks read (the same the writer's transitions observe).
+    pub fn rollout_inputs(&self) -> rollout::Inputs {
+        self.rollout_inputs.clone()
+    }
+
+    /// Measured cache convergence, for rollouts that gate on it.
+    pub fn set_refetched(&mut self, refetched: rollout::Refetched) {
+        self.rollout_inputs.refetched = Some(refetched);
     }
 
     /// Applies events (and the monitor's flips, as `StateEvent::Health`) until the event
@@ -348,14 +360,20 @@ impl Writer {
                     let (pool, command, why) = match signal {
                         rollout::Signal::Due(pool) => (pool, rollout::Command::Tick, String::new()),
                         rollout::Signal::GateFailed(pool, reason) => {
-                            (pool, rollout::Command::Abort { reason }, String::new())
+                            let cause = AbortCause::Metric;
+                            (pool, rollout::Command::Abort { reason, cause }, String::new())
                         }
                         rollout::Signal::WebhookFailed { pool, reason, abort: true } => {
-                            (pool, rollout::Command::Abort { reason }, String::new())
+                            let cause = AbortCause::Webhook;
+                            (pool, rollout::Command::Abort { reason, cause }, String::new())
                         }
                         rollout::Signal::WebhookFailed { pool, reason, abort: false } => {
                             tracing::warn!(%pool, %reason, "rollout webhook refused the next step; pausing");
-                            (pool, rollout::Command::Pause, reason)
+                            (pool, rollout::Command::Pause { reason: Some(reason.clone()) }, reason)
+                        }
+                        rollout::Signal::Hold(pool, reason) => {
+                            tracing::warn!(%pool, %reason, "rollout gate cannot be evaluated; pausing");
+                            (pool, rollout::Command::Pause { reason: Some(reason.clone()) }, reason)
                         }
                     };
                     StateEvent::Rollout {
@@ -637,112 +655,50 @@ impl Writer {
         source: &str,
         reason: &str,
     ) -> Result<u64, ChangeError> {
-        let config = self
-            .loaded
-            .config
-            .pools
-            .iter()
-            .find(|p| p.name == *pool)
-            .ok_or_else(|| ChangeError::NotFound(format!("no pool `{pool}`")))?;
+        if !self.loaded.config.pools.iter().any(|p| p.name == *pool) {
+            return Err(ChangeError::NotFound(format!("no pool `{pool}`")));
+        }
         let key = pool.to_string();
         let current = self.overlay.rollouts.get(&key);
-        let current_state = current.map(|r| r.state.clone());
-        let now = rollout::now();
-        // Changes settle under the TTL served before them (the ramp TTL once a ramp is on).
-        let ttl = rollout::served_ttl(current, config.ttl);
-        let mut next: Rollout = match (&command, current) {
-            (rollout::Command::Start(_), Some(r)) if rollout::active(r) => {
-                return Err(ChangeError::Conflict(format!(
-                    "a rollout of `{key}` is already {}; abort it or let it finish first",
-                    rollout::state_name(&r.state)
-                )));
-            }
-            (rollout::Command::Start(plan), _) => {
-                rollout::validate(plan, config).map_err(ChangeError::Invalid)?;
-                let served = self
-                    .snapshot
-                    .load()
-                    .view
-                    .pools
-                    .iter()
-                    .find(|p| p.name == *pool)
-                    .cloned();
-                rollout::start(plan, now, ttl, served.as_ref().unwrap_or(config))
-                    .map_err(ChangeError::Invalid)?
-            }
-            (_, None) => {
-                return Err(ChangeError::NotFound(format!(
-                    "no rollout for pool `{key}`"
-                )));
-            }
-            (rollout::Command::Tick, Some(r)) => {
-                let view = self.snapshot.load().view.clone();
-                let mut seen = view
-                    .pools
-                    .iter()
-                    .find(|p| p.name == *pool)
-                    .map(|served| rollout::observe(&view, served, r))
-                    .unwrap_or_default();
-                seen.unsynced = !self.store.synced(self.generation);
-                match rollout::tick(r, now, ttl, &seen) {
-                    Some(next) => next,
-                    None => return Ok(self.generation),
-                }
-            }
-            (command, Some(r)) => {
-                rollout::command(r, command, now, ttl).map_err(ChangeError::Conflict)?
-            }
+        let snapshot = self.snapshot.load();
+        let view = &snapshot.view;
+        let Some(served) = view.pools.iter().find(|p| p.name == *pool) else {
+            return Err(ChangeError::NotFound(format!("no pool `{pool}`")));
         };
-        // Several nameservers: a weight change settles from when all of them serve it.
-        let moved = current.is_none_or(|c| c.changed_at != next.changed_at && !c.awaiting_sync);
-        if self.store.shared() && rollout::active(&next) && moved {
-            next.awaiting_sync = true;
-        }
-        let summary = |r: Option<&Rollout>| {
-            r.map_or(serde_json::Value::Null, |r| {
-                serde_json::json!({ "step": r.step, "weight": r.weight, "state": rollout::state_name(&r.state) })
-            })
+        let mut seen = match current {
+            Some(r) => rollout::observe(
+                view,
+                served,
+                r,
+                &self.rollout_inputs.probes,
+                self.rollout_inputs.refetched(pool, r.changed_at),
+            ),
+            None => rollout::Observed::default(),
         };
-        let reason = match &next.state {
-            crate::model::RolloutState::Aborted { reason: why } if reason.is_empty() => why.clone(),
-            _ => reason.to_string(),
+        seen.shared = self.store.shared();
+        seen.unsynced = !self.store.synced(self.generation);
+        let cx = rollout::Context {
+            pool: served,
+            ttls: rollout::ttls(&snapshot, pool),
+            now: rollout::now(),
+            seen: &seen,
         };
-        let record = AuditRecord {
-            generation: 0,
-            time: now,
-            actor: actor.to_string(),
-            source: source.to_string(),
-            action: command.action().into(),
-            pool: key.clone(),
-            subject: format!("rollout {} -> {}", next.from, next.to),
-            before: summary(current),
-            after: summary(Some(&next)),
+        let who = rollout::Who {
+            actor,
+            source,
             reason,
         };
+        let outcome = match rollout::transition(current, command, &cx, who) {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => return Ok(self.generation),
+            Err(rollout::Refused::Invalid(e)) => return Err(ChangeError::Invalid(e)),
+            Err(rollout::Refused::Conflict(e)) => return Err(ChangeError::Conflict(e)),
+            Err(rollout::Refused::Missing(e)) => return Err(ChangeError::NotFound(e)),
+        };
         let mut overlay = self.overlay.clone();
-        match &next.rolling {
-            // A rolling update drains its current batch and nothing else in the group.
-            Some(rl) => {
-                let drained = rollout::drained(&next);
-                let weights = overlay.endpoint_weights.entry(key.clone()).or_default();
-                for addr in rl.batches.iter().flatten() {
-                    if drained.contains(addr) {
-                        weights.insert(addr.clone(), 0);
-                    } else {
-                        weights.remove(addr);
-                    }
-                }
-                if weights.is_empty() {
-                    overlay.endpoint_weights.remove(&key);
-                }
-            }
-            None => {
-                let weights = overlay.group_weights.entry(key.clone()).or_default();
-                weights.insert(next.from.clone(), 100 - next.weight);
-                weights.insert(next.to.clone(), next.weight);
-            }
-        }
-        overlay.rollouts.insert(key, next);
+        rollout::weights(&outcome.rollout, &mut overlay, &key);
+        overlay.rollouts.insert(key, outcome.rollout);
+        let record = outcome.record;
         let generation = self
             .commit(overlay.clone(), vec![record.clone()])
             .await
@@ -755,25 +711,9 @@ impl Writer {
             reason = %record.reason,
             "rollout"
         );
-        if let crate::model::RolloutState::Aborted { reason } =
-            &record_state(&overlay, &record.pool)
-        {
-            let cause = if record.actor != "weir" {
-                "operator"
-            } else if reason.starts_with("metric gate") {
-                "metric"
-            } else if reason.starts_with("webhook") {
-                "webhook"
-            } else {
-                "health"
-            };
-            if !matches!(
-                current_state,
-                Some(crate::model::RolloutState::Aborted { .. })
-            ) {
-                self.metrics.rollout_aborted(&record.pool, cause);
-                tracing::warn!(pool = %record.pool, %cause, %reason, "rollout aborted");
-            }
+        if let Some(cause) = outcome.aborted {
+            self.metrics.rollout_aborted(&record.pool, cause.label());
+            tracing::warn!(pool = %record.pool, cause = cause.label(), reason = %record.reason, "rollout aborted");
         }
         self.adopt(overlay, generation);
         Ok(generation)

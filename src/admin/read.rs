@@ -184,7 +184,6 @@ pub(super) async fn rollout(
     State(ctx): State<AdminContext>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    use crate::model::Step;
     let snapshot = ctx.snapshot.load();
     let view = &snapshot.view;
     let pool = find_pool(&view.pools, &name)?;
@@ -199,17 +198,14 @@ pub(super) async fn rollout(
             )
         })?;
     let now = crate::rollout::now();
-    let (next, next_at) = match (&r.state, r.steps.get(r.step)) {
-        (crate::model::RolloutState::Running, Some(Step::SetWeight(w))) => {
-            (format!("set_weight {w}"), Some(r.settled_at))
-        }
-        (crate::model::RolloutState::Running, Some(Step::Pause(Some(secs)))) => {
-            (format!("pause {secs}s"), Some(r.settled_at + secs))
-        }
-        (_, Some(Step::Pause(None))) => ("manual pause: waiting for promote".into(), None),
-        (_, Some(Step::SetWeight(w))) => (format!("set_weight {w}"), None),
-        (_, Some(Step::Pause(Some(secs)))) => (format!("pause {secs}s"), None),
-        (_, None) => ("finish".into(), Some(r.settled_at)),
+    let due = crate::rollout::next_due(r);
+    let safe_at = crate::rollout::safe_at(r);
+    // Measured convergence is not wired into the status yet: `safe` then means the contract's
+    // instant has passed (and, with a convergence gate, waits for the rollout's own verdict).
+    let safe = crate::rollout::safe(r, now, None) || (safe_at.is_some_and(|at| now >= at) && r.converged.is_none());
+    let (reason, cause) = match &r.state {
+        crate::model::RolloutState::Aborted { reason, cause } => (Some(reason), Some(cause.label())),
+        _ => (None, None),
     };
     let body = json!({
         "pool": pool.name.to_string(),
@@ -217,23 +213,33 @@ pub(super) async fn rollout(
         "from": r.from,
         "to": r.to,
         "state": crate::rollout::state_name(&r.state),
-        "reason": match &r.state { crate::model::RolloutState::Aborted { reason } => Some(reason), _ => None },
+        "reason": reason,
+        "abort_cause": cause,
+        // Why weir stopped the rollout by itself, if it did.
+        "hold": r.hold,
         "weight": r.weight,
         "step": r.step,
         "steps": r.steps.len(),
         "plan": r.steps,
+        // Unix milliseconds. `settled_at` = changed_at + settle_ttl + 1 s + slack: no resolver
+        // that honours TTLs can hold an answer from before the change past it.
         "changed_at": r.changed_at,
         "settled_at": r.settled_at,
-        "settles_in": r.settled_at.saturating_sub(now),
+        "settle_ttl": r.settle_ttl,
+        "slack": r.slack,
+        "settles_in_ms": r.settled_at.saturating_sub(now),
         // Several nameservers: the last change is not yet served by all of them; its settle
         // clock starts when it is.
         "awaiting_sync": r.awaiting_sync,
-        "next": next,
-        "next_at": next_at,
-        // Blue-green and canary alike: once `to` has everything and that has settled in
-        // resolvers' caches, the `from` group gets no more traffic.
-        "from_drained": r.weight == 100 && now >= r.settled_at,
+        "next": due.what,
+        "next_at": due.at,
+        // A weight shift at 100%: `from` gets no traffic any more, even from caches, from
+        // `safe_to_remove_at` on.
+        "safe_to_remove_at": if r.rolling.is_none() { safe_at } else { None },
+        "safe_to_remove": r.rolling.is_none() && safe,
+        "from_drained": r.rolling.is_none() && safe,
         "ramp_ttl": r.ramp_ttl,
+        "converged": r.converged,
         "rolling": r.rolling.as_ref().map(|rl| json!({
             "group": rl.plan.group,
             "batch": rl.batch,
@@ -241,6 +247,7 @@ pub(super) async fn rollout(
             "phase": rl.phase,
             "drained": crate::rollout::drained(r),
             // The current batch gets no traffic any more, even from caches.
+            "safe_to_upgrade_at": safe_at,
             "safe_to_upgrade": matches!(rl.phase, crate::model::Phase::SafeToUpgrade),
         })),
         "metric_gate": r.metric_gate,

@@ -78,6 +78,35 @@ pub struct RawPlan {
     pub metric_gate: Option<RawGate>,
     /// `webhook = { url = "http://ci/approve", on_failure = "pause" | "abort" }`.
     pub webhook: Option<RawWebhook>,
+    /// Measured cache convergence gate: steps, "safe to remove" and rolling batches also wait
+    /// until this share (0 < x <= 1) of the resolvers' query volume came back after a change.
+    pub converged: Option<f64>,
+    /// How long past the settle instant to wait for `converged` before pausing (default "5m").
+    pub converge_timeout: Option<String>,
+}
+
+/// A plan duration: `text` parsed, at most `rollout::MAX_DURATION_SECS` (so no deadline built
+/// from it can overflow), in whole seconds.
+fn plan_secs(key: &str, text: &str, problems: &mut Vec<(String, String)>) -> Option<u64> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.as_secs() <= crate::rollout::MAX_DURATION_SECS => Some(d.as_secs()),
+        Ok(_) => {
+            problems.push((
+                key.into(),
+                format!(
+                    "`{text}` is longer than the maximum of {}",
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        crate::rollout::MAX_DURATION_SECS
+                    ))
+                ),
+            ));
+            None
+        }
+        Err(e) => {
+            problems.push((key.into(), format!("`{text}` is not a duration: {e}")));
+            None
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -157,22 +186,14 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
         );
         let pause = match raw.pause.as_deref().unwrap_or("manual") {
             "manual" => None,
-            text => match humantime::parse_duration(text) {
-                Ok(d) => Some(d.as_secs()),
-                Err(e) => {
-                    problems.push(("pause".into(), format!("`{text}`: {e}")));
-                    None
-                }
-            },
+            text => plan_secs("pause", text, &mut problems),
         };
-        let health_timeout =
-            match humantime::parse_duration(raw.health_timeout.as_deref().unwrap_or("10m")) {
-                Ok(d) => d.as_secs(),
-                Err(e) => {
-                    problems.push(("health_timeout".into(), e.to_string()));
-                    600
-                }
-            };
+        let health_timeout = plan_secs(
+            "health_timeout",
+            raw.health_timeout.as_deref().unwrap_or("10m"),
+            &mut problems,
+        )
+        .unwrap_or(600);
         match raw.group.as_deref() {
             Some(group) if !group.is_empty() => {
                 rolling_plan = Some(RollingPlan {
@@ -233,13 +254,15 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
                 problems.push((key, format!("set_weight {w} is out of range 0..=100")))
             }
             (None, Some("manual")) => steps.push(Step::Pause(None)),
-            (None, Some(text)) => match humantime::parse_duration(text) {
-                Ok(d) => steps.push(Step::Pause(Some(d.as_secs()))),
-                Err(e) => problems.push((
-                    key,
-                    format!("pause `{text}` is not \"manual\" or a duration like \"10m\": {e}"),
-                )),
-            },
+            (None, Some(text)) if humantime::parse_duration(text).is_err() => problems.push((
+                key,
+                format!("pause `{text}` is not \"manual\" or a duration like \"10m\""),
+            )),
+            (None, Some(text)) => {
+                if let Some(secs) = plan_secs(&key, text, &mut problems) {
+                    steps.push(Step::Pause(Some(secs)));
+                }
+            }
             _ => problems.push((
                 key,
                 "a step is either { set_weight = N } or { pause = \"10m\" | \"manual\" }".into(),
@@ -255,12 +278,26 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             "`from` and `to` must be different groups".into(),
         ));
     }
-    let slack = match humantime::parse_duration(raw.slack.as_deref().unwrap_or("5s")) {
-        Ok(d) => d.as_secs(),
-        Err(e) => {
-            problems.push(("slack".into(), format!("not a duration: {e}")));
-            0
+    let slack = plan_secs("slack", raw.slack.as_deref().unwrap_or("5s"), &mut problems).unwrap_or(0);
+    let converged = match (raw.converged, raw.converge_timeout.as_deref()) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            problems.push(("converge_timeout".into(), "only applies with `converged`".into()));
+            None
         }
+        (Some(share), _) if !(share > 0.0 && share <= 1.0) => {
+            problems.push((
+                "converged".into(),
+                format!("{share} is not a share in (0, 1], like 0.99"),
+            ));
+            None
+        }
+        (Some(share), timeout) => plan_secs(
+            "converge_timeout",
+            timeout.unwrap_or("5m"),
+            &mut problems,
+        )
+        .map(|timeout| crate::model::Converged { share, timeout }),
     };
     let ramp_ttl = match (raw.ttl_ramp, raw.rollout_ttl.as_deref()) {
         (false, None) => None,
@@ -271,13 +308,8 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             ));
             None
         }
-        (true, text) => match humantime::parse_duration(text.unwrap_or("5s")) {
-            Ok(d) => Some(d.as_secs().min(u64::from(u32::MAX)) as u32),
-            Err(e) => {
-                problems.push(("rollout_ttl".into(), format!("not a duration: {e}")));
-                None
-            }
-        },
+        (true, text) => plan_secs("rollout_ttl", text.unwrap_or("5s"), &mut problems)
+            .map(|secs| u32::try_from(secs).unwrap_or(u32::MAX)),
     };
     let metric_gate = raw.metric_gate.as_ref().and_then(|g| {
         let mut bad = |k: &str, m: String| problems.push((format!("metric_gate.{k}"), m));
@@ -301,8 +333,11 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             );
         }
         let interval = humantime::parse_duration(g.interval.as_deref().unwrap_or("30s"));
-        if interval.as_ref().is_ok_and(|d| d.as_secs() == 0) || interval.is_err() {
-            bad("interval", "must be a duration of at least 1s".into());
+        if interval
+            .as_ref()
+            .map_or(true, |d| d.as_secs() == 0 || d.as_secs() > crate::rollout::MAX_DURATION_SECS)
+        {
+            bad("interval", "must be a duration from 1s to 30 days".into());
         }
         let failure_limit = g.failure_limit.unwrap_or(3);
         if !(1..=1000).contains(&failure_limit) {
@@ -357,6 +392,7 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             metric_gate,
             rolling: rolling_plan,
             webhook,
+            converged,
         })
     } else {
         Err(problems)

@@ -388,68 +388,67 @@ fn step(s: &Value) -> String {
     }
 }
 
-/// What a step does when it comes: a manual pause means waiting for promote; past the last step
-/// the rollout is done.
-fn upcoming(s: Option<&Value>) -> String {
-    match s {
-        None => "done".into(),
-        Some(s) if s.get("pause").is_some_and(Value::is_null) => "waiting for promote".into(),
-        Some(s) => step(s),
-    }
+/// A Unix-ms instant as UTC with milliseconds: "2026-12-02T15:25:28.123Z".
+fn instant(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
 }
 
-/// "in 83s", or "now" once due (the server's driver looks twice a second).
-fn due(at: Option<u64>, now: Option<u64>) -> String {
-    match (at, now) {
-        (Some(at), Some(now)) if at > now => format!("in {}", span(at - now)),
-        (Some(_), Some(_)) => "now".into(),
-        _ => "at an unknown time".into(),
-    }
-}
-
-/// The next thing that happens to a rollout, and when.
-fn next(body: &Value, state: &str, plan: &[Value], current: usize) -> String {
-    let now = body["now"].as_u64();
-    let settled_at = body["settled_at"].as_u64();
-    let at = plan.get(current);
-    match state {
-        // A timed pause ends its length after the last change settled; then the step after it.
-        "running" => match at.map(|s| s.get("pause").map(Value::as_u64)) {
-            Some(Some(Some(secs))) => format!(
-                "{} {}",
-                upcoming(plan.get(current + 1)),
-                due(settled_at.map(|t| t + secs), now)
-            ),
-            // A weight change, a manual pause and the end all wait for the last change to settle.
-            _ => format!("{} {}", upcoming(at), due(settled_at, now)),
-        },
-        "waiting for promote" => match plan.get(current + 1) {
-            Some(s) if s.get("set_weight").is_some() => {
-                format!("waiting for promote, then {}", step(s))
+/// A countdown from the server's `now` to `at` (Unix ms): "in 4.2s", or "passed".
+fn countdown(at: u64, now: Option<u64>) -> String {
+    match now {
+        Some(now) if at > now => {
+            let left = at - now;
+            if left < 120_000 {
+                format!("in {}.{}s", left / 1000, left % 1000 / 100)
+            } else {
+                format!("in {}", span(left.div_ceil(1000)))
             }
-            _ => "waiting for promote".into(),
-        },
-        "paused" => format!("none while paused; resume continues with {}", upcoming(at)),
-        _ => "-".into(),
+        }
+        Some(_) => "passed".into(),
+        None => "-".into(),
     }
 }
 
-/// `weir ctl rollout status POOL`: a summary, then the plan's steps marked done `[x]`, current
-/// `[>]` (the one the rollout waits on) or to come `[ ]`. Times count from the server's `now`.
-/// "12s ago, settles in 23s" (or "settled") from a rollout status.
+/// The next thing that happens to a rollout and when, as the server says (`next`, `next_at`).
+fn next(body: &Value) -> String {
+    let what = body["next"].as_str().unwrap_or("-");
+    match body["next_at"].as_u64() {
+        Some(at) => format!("{what} {}", countdown(at, body["now"].as_u64())),
+        None => what.to_string(),
+    }
+}
+
+/// "12s ago, settles at 2026-...Z (in 4.2s)" (or "settled") from a rollout status.
 fn changed(body: &Value) -> String {
-    let ago = match (body["changed_at"].as_u64(), body["now"].as_u64()) {
-        (Some(at), Some(now)) => format!("{} ago", age(now.saturating_sub(at))),
+    let now = body["now"].as_u64();
+    let ago = match (body["changed_at"].as_u64(), now) {
+        (Some(at), Some(now)) => format!("{} ago", age(now.saturating_sub(at) / 1000)),
         _ => "-".into(),
     };
-    let settling = match body["settles_in"].as_u64() {
-        Some(0) => "settled".into(),
-        Some(s) => format!("settles in {}", span(s)),
+    if body["awaiting_sync"] == true {
+        return format!("{ago}, settle clock starts once every nameserver serves it");
+    }
+    let settling = match body["settled_at"].as_u64() {
+        Some(at) if now.is_some_and(|n| n >= at) => "settled".into(),
+        Some(at) => format!("settles at {} ({})", instant(at), countdown(at, now)),
         None => "-".into(),
     };
     format!("{ago}, {settling}")
 }
 
+/// "yes, since 2026-...Z" or "at 2026-...Z (in 3.1s)" for a safe-to-remove/upgrade instant.
+fn safe(flag: &Value, at: &Value, now: Option<u64>) -> String {
+    match (flag.as_bool(), at.as_u64()) {
+        (Some(true), Some(at)) => format!("yes, since {}", instant(at)),
+        (Some(true), None) => "yes".into(),
+        (_, Some(at)) => format!("not yet: at {} ({})", instant(at), countdown(at, now)),
+        _ => "no".into(),
+    }
+}
+
+/// `weir ctl rollout status POOL`: a summary, then the plan's steps marked done `[x]`, current
+/// `[>]` (the one the rollout waits on) or to come `[ ]`. Times count from the server's `now`.
 pub(super) fn rollout(body: &Value) -> String {
     let state = body["state"].as_str().unwrap_or("-");
     let plan = list(&body["plan"]);
@@ -466,9 +465,15 @@ pub(super) fn rollout(body: &Value) -> String {
     );
     field(
         "state",
-        match body["reason"].as_str() {
-            Some(reason) if !reason.is_empty() => format!("{state}: {reason}"),
-            _ => state.into(),
+        match (body["reason"].as_str(), body["abort_cause"].as_str()) {
+            (Some(reason), Some(cause)) if !reason.is_empty() => {
+                format!("{state} ({cause}): {reason}")
+            }
+            (Some(reason), _) if !reason.is_empty() => format!("{state}: {reason}"),
+            _ => match body["hold"].as_str() {
+                Some(hold) => format!("{state}: {hold}"),
+                None => state.into(),
+            },
         },
     );
     // `from_drained`: everything is on `to` and that has settled, so `from` gets no traffic.
@@ -509,6 +514,15 @@ pub(super) fn rollout(body: &Value) -> String {
             },
         );
         field("changed", changed(body));
+        field(
+            "safe to upgrade",
+            safe(
+                &rolling["safe_to_upgrade"],
+                &rolling["safe_to_upgrade_at"],
+                body["now"].as_u64(),
+            ),
+        );
+        field("next", next(body));
         field("generation", cell(&body["generation"]));
         for (i, b) in batches.iter().enumerate() {
             let mark = match i.cmp(&at) {
@@ -538,7 +552,21 @@ pub(super) fn rollout(body: &Value) -> String {
         },
     );
     field("changed", changed(body));
-    field("next", next(body, state, plan, current));
+    if body["weight"] == 100 {
+        field(
+            "safe to remove",
+            format!(
+                "{}: {}",
+                cell(&body["from"]),
+                safe(
+                    &body["safe_to_remove"],
+                    &body["safe_to_remove_at"],
+                    body["now"].as_u64(),
+                )
+            ),
+        );
+    }
+    field("next", next(body));
     field("generation", cell(&body["generation"]));
     for (i, s) in plan.iter().enumerate() {
         let mark = match i.cmp(&current) {
@@ -782,26 +810,39 @@ mod tests {
     }
 
     /// The API's rollout JSON at server time 1000.
+    /// A rollout status as the server sends it; times in seconds here, milliseconds on the wire
+    /// (`now` = 1000 s, changed 12 s ago).
     fn rollout_at(state: &str, step: u64, weight: u64, settled_at: u64) -> Value {
         json!({
             "pool": "app.example.com.", "generation": 7, "from": "blue", "to": "green",
             "state": state, "reason": null, "weight": weight, "step": step, "steps": 5,
-            "plan": plan(), "changed_at": 988, "settled_at": settled_at,
-            "settles_in": settled_at.saturating_sub(1000), "next": "", "next_at": null, "now": 1000,
+            "plan": plan(), "changed_at": 988_000, "settled_at": settled_at * 1000,
+            "next": "-", "next_at": null, "now": 1_000_000,
         })
+    }
+
+    fn with_next(mut body: Value, what: &str, at: Option<u64>) -> Value {
+        body["next"] = json!(what);
+        body["next_at"] = json!(at.map(|s| s * 1000));
+        body
     }
 
     #[test]
     fn rollout_status_during_a_timed_pause() {
         // 5% set at 988, settles at 1023; the 60 s pause ends at 1083.
+        let body = with_next(
+            rollout_at("running", 1, 5, 1023),
+            "set_weight 50 after a pause of 60s",
+            Some(1083),
+        );
         assert_eq!(
-            rollout(&rollout_at("running", 1, 5, 1023)),
+            rollout(&body),
             "pool        app.example.com.\n\
              rollout     blue -> green\n\
              state       running\n\
              weight      5% green, 95% blue\n\
-             changed     12s ago, settles in 23s\n\
-             next        set_weight 50 in 83s\n\
+             changed     12s ago, settles at 1970-01-01T00:17:03.000Z (in 23.0s)\n\
+             next        set_weight 50 after a pause of 60s in 83.0s\n\
              generation  7\n\
              steps       [x] set_weight 5\n\
              \x20           [>] pause 60s\n\
@@ -816,11 +857,11 @@ mod tests {
         rollout(body)
             .lines()
             .filter(|l| {
-                ["state", "weight", "changed", "next"]
+                ["state", "weight", "changed", "next", "safe to remove"]
                     .iter()
                     .any(|k| l.starts_with(k))
             })
-            .map(|l| l.split_once(' ').unwrap().1.trim().to_string())
+            .map(|l| l.split_once("  ").unwrap().1.trim().to_string())
             .collect()
     }
 
@@ -828,32 +869,34 @@ mod tests {
     fn rollout_status_in_each_state() {
         let mut aborted = rollout_at("aborted", 3, 0, 1030);
         aborted["reason"] = json!("bad build");
+        aborted["abort_cause"] = json!("operator");
         let mut done = rollout_at("done", 5, 100, 990);
         done["from_drained"] = json!(true);
-        let cases = [
+        done["safe_to_remove"] = json!(true);
+        done["safe_to_remove_at"] = json!(990_000);
+        let mut removable_soon = with_next(rollout_at("running", 5, 100, 1035), "finish", Some(1035));
+        removable_soon["safe_to_remove"] = json!(false);
+        removable_soon["safe_to_remove_at"] = json!(1_035_000);
+        let mut held = rollout_at("paused", 2, 5, 990);
+        held["hold"] = json!("webhook refused: 503");
+        let cases: [(Value, &[&str]); 6] = [
             // Just started: 0% settles first, then the first step.
             (
-                rollout_at("running", 0, 0, 1023),
-                [
+                with_next(rollout_at("running", 0, 0, 1023), "set_weight 5", Some(1023)),
+                &[
                     "running",
                     "0% green, 100% blue",
-                    "12s ago, settles in 23s",
-                    "set_weight 5 in 23s",
-                ],
-            ),
-            // A manual pause starts once settled.
-            (
-                rollout_at("running", 3, 50, 1023),
-                [
-                    "running",
-                    "50% green, 50% blue",
-                    "12s ago, settles in 23s",
-                    "waiting for promote in 23s",
+                    "12s ago, settles at 1970-01-01T00:17:03.000Z (in 23.0s)",
+                    "set_weight 5 in 23.0s",
                 ],
             ),
             (
-                rollout_at("waiting for promote", 3, 50, 990),
-                [
+                with_next(
+                    rollout_at("waiting for promote", 3, 50, 990),
+                    "waiting for promote, then set_weight 100",
+                    None,
+                ),
+                &[
                     "waiting for promote",
                     "50% green, 50% blue",
                     "12s ago, settled",
@@ -861,48 +904,41 @@ mod tests {
                 ],
             ),
             (
-                rollout_at("paused", 2, 5, 990),
-                [
-                    "paused",
+                held,
+                &[
+                    "paused: webhook refused: 503",
                     "5% green, 95% blue",
                     "12s ago, settled",
-                    "none while paused; resume continues with set_weight 50",
+                    "-",
                 ],
             ),
-            // Past the last step: done once settled.
+            // At 100%, blue is removable once the change settled.
             (
-                rollout_at("running", 5, 100, 1035),
-                [
+                removable_soon,
+                &[
                     "running",
                     "100% green, 0% blue",
-                    "12s ago, settles in 35s",
-                    "done in 35s",
-                ],
-            ),
-            (
-                rollout_at("running", 1, 5, 900),
-                [
-                    "running",
-                    "5% green, 95% blue",
-                    "12s ago, settled",
-                    "set_weight 50 now",
+                    "12s ago, settles at 1970-01-01T00:17:15.000Z (in 35.0s)",
+                    "blue: not yet: at 1970-01-01T00:17:15.000Z (in 35.0s)",
+                    "finish in 35.0s",
                 ],
             ),
             (
                 aborted.clone(),
-                [
-                    "aborted: bad build",
+                &[
+                    "aborted (operator): bad build",
                     "0% green, 100% blue",
-                    "12s ago, settles in 30s",
+                    "12s ago, settles at 1970-01-01T00:17:10.000Z (in 30.0s)",
                     "-",
                 ],
             ),
             (
                 done,
-                [
+                &[
                     "done",
                     "100% green, 0% blue (blue drained)",
                     "12s ago, settled",
+                    "blue: yes, since 1970-01-01T00:16:30.000Z",
                     "-",
                 ],
             ),

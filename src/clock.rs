@@ -1,0 +1,19 @@
+//! The wall clock weir's deadlines use: Unix milliseconds that advance with tokio's clock, so a
+//! paused test clock drives every deadline (rollout steps, probe freshness) while stored times
+//! stay wall-clock and survive restarts.
+
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+/// Wall-clock Unix milliseconds, advancing with tokio's clock.
+pub fn now_ms() -> u64 {
+    static BASE: OnceLock<(u64, tokio::time::Instant)> = OnceLock::new();
+    let (wall, at) = BASE.get_or_init(|| {
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        (wall, tokio::time::Instant::now())
+    });
+    let since = tokio::time::Instant::now().saturating_duration_since(*at);
+    wall.saturating_add(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
