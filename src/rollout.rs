@@ -17,8 +17,7 @@
 //! clock (`now`) so paused-clock tests drive them; every sum saturates instead of wrapping.
 
 use crate::model::{
-    AbortCause, AuditRecord, Endpoint, Overlay, Phase, Pool, Rollout, RolloutState,
-    View,
+    AbortCause, AuditRecord, Endpoint, Overlay, Phase, Pool, Rollout, RolloutState, View,
 };
 
 mod driver;
@@ -568,17 +567,17 @@ pub fn observe(
         .filter(|g| g.name == r.to)
         .flat_map(|g| &g.endpoints)
         .try_for_each(|e| {
-        if !view.endpoint_up(e) {
-            return Err(format!("endpoint {} of `{}` is down", e.address, r.to));
-        }
-        match e.probe.as_ref().and_then(|k| results.get(k)) {
-            Some(last) if !last.ok => Err(format!(
-                "endpoint {} of `{}` failed its last probe ({})",
-                e.address, r.to, last.reason
-            )),
-            _ => Ok(()),
-        }
-    });
+            if !view.endpoint_up(e) {
+                return Err(format!("endpoint {} of `{}` is down", e.address, r.to));
+            }
+            match e.probe.as_ref().and_then(|k| results.get(k)) {
+                Some(last) if !last.ok => Err(format!(
+                    "endpoint {} of `{}` failed its last probe ({})",
+                    e.address, r.to, last.reason
+                )),
+                _ => Ok(()),
+            }
+        });
     let batch_fresh = match r.rolling.as_ref().map(|rl| &rl.phase) {
         Some(Phase::WaitingHealthy { since }) => {
             let batch = drained(r);
@@ -619,7 +618,11 @@ fn fresh(
     let rise = key.check.rise.max(1);
     let passes = results
         .get(key)
-        .and_then(|last| last.passing_since.filter(|at| *at >= since).map(|_| last.passes))
+        .and_then(|last| {
+            last.passing_since
+                .filter(|at| *at >= since)
+                .map(|_| last.passes)
+        })
         .unwrap_or(0);
     if passes >= rise && view.endpoint_up(e) {
         Ok(())

@@ -713,7 +713,7 @@ impl Writer {
         );
         if let Some(cause) = outcome.aborted {
             self.metrics.rollout_aborted(&record.pool, cause.label());
-            tracing::warn!(pool = %record.pool, cause = cause.label(), reason = %record.reason, "rollout aborted");
+            tracing::warn!(pool = %record.pool, cause = %cause.label(), reason = %record.reason, "rollout aborted");
         }
         self.adopt(overlay, generation);
         Ok(generation)

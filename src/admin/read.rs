@@ -202,9 +202,12 @@ pub(super) async fn rollout(
     let safe_at = crate::rollout::safe_at(r);
     // Measured convergence is not wired into the status yet: `safe` then means the contract's
     // instant has passed (and, with a convergence gate, waits for the rollout's own verdict).
-    let safe = crate::rollout::safe(r, now, None) || (safe_at.is_some_and(|at| now >= at) && r.converged.is_none());
+    let safe = crate::rollout::safe(r, now, None)
+        || (safe_at.is_some_and(|at| now >= at) && r.converged.is_none());
     let (reason, cause) = match &r.state {
-        crate::model::RolloutState::Aborted { reason, cause } => (Some(reason), Some(cause.label())),
+        crate::model::RolloutState::Aborted { reason, cause } => {
+            (Some(reason), Some(cause.label()))
+        }
         _ => (None, None),
     };
     let body = json!({

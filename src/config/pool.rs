@@ -278,11 +278,15 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             "`from` and `to` must be different groups".into(),
         ));
     }
-    let slack = plan_secs("slack", raw.slack.as_deref().unwrap_or("5s"), &mut problems).unwrap_or(0);
+    let slack =
+        plan_secs("slack", raw.slack.as_deref().unwrap_or("5s"), &mut problems).unwrap_or(0);
     let converged = match (raw.converged, raw.converge_timeout.as_deref()) {
         (None, None) => None,
         (None, Some(_)) => {
-            problems.push(("converge_timeout".into(), "only applies with `converged`".into()));
+            problems.push((
+                "converge_timeout".into(),
+                "only applies with `converged`".into(),
+            ));
             None
         }
         (Some(share), _) if !(share > 0.0 && share <= 1.0) => {
@@ -292,12 +296,10 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             ));
             None
         }
-        (Some(share), timeout) => plan_secs(
-            "converge_timeout",
-            timeout.unwrap_or("5m"),
-            &mut problems,
-        )
-        .map(|timeout| crate::model::Converged { share, timeout }),
+        (Some(share), timeout) => {
+            plan_secs("converge_timeout", timeout.unwrap_or("5m"), &mut problems)
+                .map(|timeout| crate::model::Converged { share, timeout })
+        }
     };
     let ramp_ttl = match (raw.ttl_ramp, raw.rollout_ttl.as_deref()) {
         (false, None) => None,
@@ -333,10 +335,9 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
             );
         }
         let interval = humantime::parse_duration(g.interval.as_deref().unwrap_or("30s"));
-        if interval
-            .as_ref()
-            .map_or(true, |d| d.as_secs() == 0 || d.as_secs() > crate::rollout::MAX_DURATION_SECS)
-        {
+        if interval.as_ref().map_or(true, |d| {
+            d.as_secs() == 0 || d.as_secs() > crate::rollout::MAX_DURATION_SECS
+        }) {
             bad("interval", "must be a duration from 1s to 30 days".into());
         }
         let failure_limit = g.failure_limit.unwrap_or(3);

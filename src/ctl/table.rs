@@ -832,7 +832,7 @@ mod tests {
         // 5% set at 988, settles at 1023; the 60 s pause ends at 1083.
         let body = with_next(
             rollout_at("running", 1, 5, 1023),
-            "set_weight 50 after a pause of 60s",
+            "set_weight 50",
             Some(1083),
         );
         assert_eq!(
@@ -842,7 +842,7 @@ mod tests {
              state       running\n\
              weight      5% green, 95% blue\n\
              changed     12s ago, settles at 1970-01-01T00:17:03.000Z (in 23.0s)\n\
-             next        set_weight 50 after a pause of 60s in 83.0s\n\
+             next        set_weight 50 in 83.0s\n\
              generation  7\n\
              steps       [x] set_weight 5\n\
              \x20           [>] pause 60s\n\
@@ -874,7 +874,7 @@ mod tests {
         done["from_drained"] = json!(true);
         done["safe_to_remove"] = json!(true);
         done["safe_to_remove_at"] = json!(990_000);
-        let mut removable_soon = with_next(rollout_at("running", 5, 100, 1035), "finish", Some(1035));
+        let mut removable_soon = with_next(rollout_at("running", 5, 100, 1035), "done", Some(1035));
         removable_soon["safe_to_remove"] = json!(false);
         removable_soon["safe_to_remove_at"] = json!(1_035_000);
         let mut held = rollout_at("paused", 2, 5, 990);
@@ -882,7 +882,11 @@ mod tests {
         let cases: [(Value, &[&str]); 6] = [
             // Just started: 0% settles first, then the first step.
             (
-                with_next(rollout_at("running", 0, 0, 1023), "set_weight 5", Some(1023)),
+                with_next(
+                    rollout_at("running", 0, 0, 1023),
+                    "set_weight 5",
+                    Some(1023),
+                ),
                 &[
                     "running",
                     "0% green, 100% blue",
@@ -920,7 +924,7 @@ mod tests {
                     "100% green, 0% blue",
                     "12s ago, settles at 1970-01-01T00:17:15.000Z (in 35.0s)",
                     "blue: not yet: at 1970-01-01T00:17:15.000Z (in 35.0s)",
-                    "finish in 35.0s",
+                    "done in 35.0s",
                 ],
             ),
             (

@@ -173,7 +173,11 @@ async fn run(
                         Ok(client) => client.clone(),
                         Err(e) => {
                             let why = format!("webhook client could not be built: {e}");
-                            if due.send(Signal::Hold(pool.name.clone(), why)).await.is_err() {
+                            if due
+                                .send(Signal::Hold(pool.name.clone(), why))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                             continue;
@@ -184,7 +188,8 @@ async fn run(
                         "weight": r.weight, "next_weight": next.weight,
                         "drained": drained(r), "next_drained": drained(&next),
                     });
-                    let (url, tx, pool_name) = (hook.url.clone(), answers_tx.clone(), pool.name.clone());
+                    let (url, tx, pool_name) =
+                        (hook.url.clone(), answers_tx.clone(), pool.name.clone());
                     let task = tokio::spawn(async move {
                         let result = client.post_json(&url, &body).await;
                         let _ = tx.send((pool_name, step, result)).await;
@@ -288,7 +293,10 @@ async fn run_gates(
             let verdict = metric::check(&w.client, gate).await;
             let failed = match verdict {
                 Ok(true) => None,
-                Ok(false) => Some(format!("`{}` is not {} {}", gate.query, gate.op, gate.value)),
+                Ok(false) => Some(format!(
+                    "`{}` is not {} {}",
+                    gate.query, gate.op, gate.value
+                )),
                 Err(e) => Some(e),
             };
             if let Ok(mut v) = verdicts.lock() {
@@ -303,7 +311,11 @@ async fn run_gates(
             if w.failures >= gate.failure_limit {
                 let reason = format!("metric gate failed {} times: {why}", w.failures);
                 w.failures = 0;
-                if signals.send(Signal::GateFailed(name, reason)).await.is_err() {
+                if signals
+                    .send(Signal::GateFailed(name, reason))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

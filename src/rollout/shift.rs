@@ -28,7 +28,12 @@ pub(super) fn changes_families(r: &Rollout, pool: &Pool) -> bool {
     let families = |group: &str| {
         let mut v4 = false;
         let mut v6 = false;
-        for e in pool.groups.iter().filter(|g| g.name == group).flat_map(|g| &g.endpoints) {
+        for e in pool
+            .groups
+            .iter()
+            .filter(|g| g.name == group)
+            .flat_map(|g| &g.endpoints)
+        {
             v4 |= e.address.is_ipv4();
             v6 |= e.address.is_ipv6();
         }
@@ -84,7 +89,11 @@ fn ready(seen: &Observed) -> Result<(), String> {
         .map_err(|why| format!("promote refused: {why}"))
 }
 
-pub(super) fn command(r: &Rollout, cmd: &super::Command, cx: &Context<'_>) -> Result<Rollout, String> {
+pub(super) fn command(
+    r: &Rollout,
+    cmd: &super::Command,
+    cx: &Context<'_>,
+) -> Result<Rollout, String> {
     use super::Command;
     let mut next = r.clone();
     let state = &r.state;
@@ -151,12 +160,13 @@ pub(super) fn next_due(r: &Rollout) -> Due {
     let upcoming = |at: usize| match r.steps.get(at) {
         Some(Step::SetWeight(w)) => format!("set_weight {w}"),
         Some(Step::Pause(Some(secs))) => format!("pause {secs}s"),
-        Some(Step::Pause(None)) => "manual pause".into(),
-        None => "finish".into(),
+        Some(Step::Pause(None)) => "waiting for promote".into(),
+        None => "done".into(),
     };
     let (what, at) = match (&r.state, r.steps.get(r.step)) {
+        // A timed pause ends its length after the last change settled; then the step after it.
         (RolloutState::Running, Some(Step::Pause(Some(secs)))) => (
-            format!("{} after a pause of {secs}s", upcoming(r.step + 1)),
+            upcoming(r.step + 1),
             Some(r.settled_at.saturating_add(ms(*secs))),
         ),
         (RolloutState::Running, _) => (upcoming(r.step), Some(r.settled_at)),
@@ -168,7 +178,10 @@ pub(super) fn next_due(r: &Rollout) -> Due {
             _ => ("waiting for promote".into(), None),
         },
         _ => (
-            format!("none while paused; resume continues with {}", upcoming(r.step)),
+            format!(
+                "none while paused; resume continues with {}",
+                upcoming(r.step)
+            ),
             None,
         ),
     };

@@ -52,7 +52,13 @@ fn who() -> Who<'static> {
     }
 }
 
-fn run(r: Option<&Rollout>, cmd: &Command, pool: &Pool, now: u64, seen: &Observed) -> Result<Option<Rollout>, Refused> {
+fn run(
+    r: Option<&Rollout>,
+    cmd: &Command,
+    pool: &Pool,
+    now: u64,
+    seen: &Observed,
+) -> Result<Option<Rollout>, Refused> {
     let cx = Context {
         pool,
         ttls: TTLS,
@@ -63,9 +69,15 @@ fn run(r: Option<&Rollout>, cmd: &Command, pool: &Pool, now: u64, seen: &Observe
 }
 
 fn start(plan: &Plan, pool: &Pool, now: u64) -> Rollout {
-    run(None, &Command::Start(Box::new(plan.clone())), pool, now, &Observed::default())
-        .unwrap()
-        .unwrap()
+    run(
+        None,
+        &Command::Start(Box::new(plan.clone())),
+        pool,
+        now,
+        &Observed::default(),
+    )
+    .unwrap()
+    .unwrap()
 }
 
 fn tick(r: &Rollout, now: u64, seen: &Observed) -> Option<Rollout> {
@@ -100,7 +112,11 @@ fn the_settle_instant_is_ttl_plus_one_second_plus_slack_to_the_millisecond() {
         (0, u32::MAX, u64::MAX, u64::MAX),
     ];
     for (changed, ttl, slack, want) in cases {
-        assert_eq!(settle_at(changed, ttl, slack), want, "{changed} {ttl} {slack}");
+        assert_eq!(
+            settle_at(changed, ttl, slack),
+            want,
+            "{changed} {ttl} {slack}"
+        );
     }
 }
 
@@ -112,9 +128,9 @@ fn steps_wait_for_settling_and_pauses_count_from_it() {
     assert_eq!(
         changes,
         vec![
-            (1036 * S + 300, 5, "running"),              // first step once 0% settled
-            (1132 * S + 300, 5, "running"),              // pause: 60 s after settling at 1072.3
-            (1132 * S + 300, 50, "running"),             // next weight at once (already settled)
+            (1036 * S + 300, 5, "running"),  // first step once 0% settled
+            (1132 * S + 300, 5, "running"),  // pause: 60 s after settling at 1072.3
+            (1132 * S + 300, 50, "running"), // next weight at once (already settled)
             (1168 * S + 300, 50, "waiting for promote"), // manual pause once 50% settled
         ]
     );
@@ -145,7 +161,10 @@ fn a_ramped_rollout_settles_its_first_step_on_the_old_ttl_and_later_ones_on_the_
     let r = start(&p, &pool(), 0);
     assert_eq!(r.settled_at, 36 * S, "answers from before carry TTL 30");
     let r = tick(&r, 36 * S, &Observed::default()).unwrap();
-    assert_eq!((r.weight, r.settle_ttl, r.settled_at), (5, 5, 36 * S + 11 * S));
+    assert_eq!(
+        (r.weight, r.settle_ttl, r.settled_at),
+        (5, 5, 36 * S + 11 * S)
+    );
 }
 
 #[test]
@@ -158,7 +177,10 @@ fn plan_durations_cannot_overflow_deadlines() {
     assert_eq!(tick(&r, u64::MAX - 1, &Observed::default()), None);
     let r = tick(&r, u64::MAX, &Observed::default()).unwrap();
     assert_eq!(r.weight, 5);
-    assert_eq!(tick(&r, u64::MAX, &Observed::default()).map(|r| r.step), Some(2));
+    assert_eq!(
+        tick(&r, u64::MAX, &Observed::default()).map(|r| r.step),
+        Some(2)
+    );
 }
 
 #[test]
@@ -167,9 +189,15 @@ fn with_several_nameservers_settling_starts_once_all_serve_the_change() {
         shared: true,
         ..Observed::default()
     };
-    let r = run(None, &Command::Start(Box::new(plan())), &pool(), 1000 * S, &shared)
-        .unwrap()
-        .unwrap();
+    let r = run(
+        None,
+        &Command::Start(Box::new(plan())),
+        &pool(),
+        1000 * S,
+        &shared,
+    )
+    .unwrap()
+    .unwrap();
     assert!(r.awaiting_sync, "a shared store waits for every nameserver");
     assert_eq!(safe_at(&r), None);
     let unsynced = Observed {
@@ -177,10 +205,18 @@ fn with_several_nameservers_settling_starts_once_all_serve_the_change() {
         shared: true,
         ..Observed::default()
     };
-    assert_eq!(tick(&r, 1100 * S, &unsynced), None, "nothing moves before INSYNC");
+    assert_eq!(
+        tick(&r, 1100 * S, &unsynced),
+        None,
+        "nothing moves before INSYNC"
+    );
     let synced = tick(&r, 1200 * S, &shared).unwrap();
     assert!(!synced.awaiting_sync);
-    assert_eq!((synced.weight, synced.settled_at), (0, 1236 * S), "the clock starts at 1200");
+    assert_eq!(
+        (synced.weight, synced.settled_at),
+        (0, 1236 * S),
+        "the clock starts at 1200"
+    );
     assert_eq!(tick(&synced, 1236 * S - 1, &shared), None);
     let taking = run(Some(&synced), &Command::Tick, &pool(), 1236 * S, &shared)
         .unwrap()
@@ -195,7 +231,13 @@ fn with_several_nameservers_settling_starts_once_all_serve_the_change() {
         ..Observed::default()
     };
     let aborted = tick(&taking, 1237 * S, &down).unwrap();
-    assert!(matches!(aborted.state, RolloutState::Aborted { cause: AbortCause::Health, .. }));
+    assert!(matches!(
+        aborted.state,
+        RolloutState::Aborted {
+            cause: AbortCause::Health,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -213,9 +255,15 @@ fn health_gate_aborts_only_while_to_takes_traffic_with_a_typed_cause() {
         now: 37 * S,
         seen: &down,
     };
-    let outcome = transition(Some(&r), &Command::Tick, &cx, who()).unwrap().unwrap();
+    let outcome = transition(Some(&r), &Command::Tick, &cx, who())
+        .unwrap()
+        .unwrap();
     assert_eq!(outcome.aborted, Some(AbortCause::Health));
-    assert!(outcome.record.reason.contains("192.0.2.20"), "{:?}", outcome.record);
+    assert!(
+        outcome.record.reason.contains("192.0.2.20"),
+        "{:?}",
+        outcome.record
+    );
     let aborted = outcome.rollout;
     assert_eq!((aborted.weight, aborted.settled_at), (0, 73 * S));
     assert_eq!(tick(&aborted, 99 * S, &down), None);
@@ -232,8 +280,17 @@ fn promote_refuses_while_to_is_not_ready() {
         to_ready: Err("endpoint 192.0.2.20 of `green` failed its last probe (HTTP 503)".into()),
         ..Observed::default()
     };
-    let refused = run(Some(&r), &Command::Promote { full: false }, &pool(), 40 * S, &failing);
-    assert!(matches!(&refused, Err(Refused::Conflict(m)) if m.contains("HTTP 503")), "{refused:?}");
+    let refused = run(
+        Some(&r),
+        &Command::Promote { full: false },
+        &pool(),
+        40 * S,
+        &failing,
+    );
+    assert!(
+        matches!(&refused, Err(Refused::Conflict(m)) if m.contains("HTTP 503")),
+        "{refused:?}"
+    );
     let promoted = cmd(&r, Command::Promote { full: false }, 40 * S).unwrap();
     assert_eq!((promoted.weight, safe_at(&promoted)), (100, Some(76 * S)));
     assert!(!safe(&promoted, 76 * S - 1, None));
@@ -246,12 +303,22 @@ fn operator_commands() {
     let (r, _) = walk(r, 0, 1200 * S);
     assert_eq!(r.weight, 50);
     let paused = cmd(&r, Command::Pause { reason: None }, 1300 * S).unwrap();
-    assert_eq!(walk(paused.clone(), 1300 * S, 2000 * S).1, vec![], "paused stays put");
+    assert_eq!(
+        walk(paused.clone(), 1300 * S, 2000 * S).1,
+        vec![],
+        "paused stays put"
+    );
     let undone = cmd(&paused, Command::Undo, 1400 * S).unwrap();
-    assert_eq!((undone.weight, undone.step, state_name(&undone.state)), (5, 2, "paused"));
+    assert_eq!(
+        (undone.weight, undone.step, state_name(&undone.state)),
+        (5, 2, "paused")
+    );
     let resumed = cmd(&undone, Command::Resume, 1500 * S).unwrap();
     let (again, _) = walk(resumed, 1500 * S, 1600 * S);
-    assert_eq!(again.weight, 50, "resuming redoes the undone step once settled");
+    assert_eq!(
+        again.weight, 50,
+        "resuming redoes the undone step once settled"
+    );
     let full = cmd(&again, Command::Promote { full: true }, 1700 * S).unwrap();
     assert_eq!(full.weight, 100);
     let aborted = cmd(
@@ -264,7 +331,13 @@ fn operator_commands() {
     )
     .unwrap();
     assert_eq!(aborted.weight, 0);
-    assert!(matches!(aborted.state, RolloutState::Aborted { cause: AbortCause::Operator, .. }));
+    assert!(matches!(
+        aborted.state,
+        RolloutState::Aborted {
+            cause: AbortCause::Operator,
+            ..
+        }
+    ));
     assert!(cmd(&aborted, Command::Resume, 1800 * S).is_err());
     let fresh = start(&plan(), &pool(), 0);
     assert!(cmd(&fresh, Command::Undo, S).is_err(), "nothing to undo");
@@ -275,20 +348,39 @@ fn next_due_is_what_the_rollout_waits_for() {
     let r = start(&plan(), &pool(), 0);
     let cases: Vec<(Rollout, &str, Option<u64>)> = vec![
         (r.clone(), "set_weight 5", Some(36 * S)),
-        ({
-            let mut r = tick(&r, 36 * S, &Observed::default()).unwrap();
-            r.settled_at = 72 * S;
-            r
-        }, "set_weight 50 after a pause of 60s", Some(132 * S)),
-        (cmd(&r, Command::Pause { reason: None }, S).unwrap(), "none while paused; resume continues with set_weight 5", None),
-        ({
-            let mut r = r.clone();
-            r.awaiting_sync = true;
-            r
-        }, "the settle clock starts once every nameserver serves the change", None),
+        (
+            {
+                let mut r = tick(&r, 36 * S, &Observed::default()).unwrap();
+                r.settled_at = 72 * S;
+                r
+            },
+            "set_weight 50",
+            Some(132 * S),
+        ),
+        (
+            cmd(&r, Command::Pause { reason: None }, S).unwrap(),
+            "none while paused; resume continues with set_weight 5",
+            None,
+        ),
+        (
+            {
+                let mut r = r.clone();
+                r.awaiting_sync = true;
+                r
+            },
+            "the settle clock starts once every nameserver serves the change",
+            None,
+        ),
     ];
     for (r, what, at) in cases {
-        assert_eq!(next_due(&r), Due { what: what.into(), at }, "{r:?}");
+        assert_eq!(
+            next_due(&r),
+            Due {
+                what: what.into(),
+                at
+            },
+            "{r:?}"
+        );
     }
 }
 
@@ -313,7 +405,11 @@ fn convergence_gates_steps_and_pauses_past_its_timeout() {
     assert_eq!(tick(&r, 96 * S - 1, &partly), None);
     let held = tick(&r, 96 * S, &partly).unwrap();
     assert_eq!(held.state, RolloutState::Paused);
-    assert!(held.hold.as_deref().unwrap().contains("50.0%"), "{:?}", held.hold);
+    assert!(
+        held.hold.as_deref().unwrap().contains("50.0%"),
+        "{:?}",
+        held.hold
+    );
     let resumed = cmd(&held, Command::Resume, 97 * S).unwrap();
     assert_eq!(resumed.hold, None, "an operator command clears the hold");
 }
@@ -343,14 +439,31 @@ fn a_batch_that_does_not_come_back_stops_the_rollout_for_a_person() {
     let r = rtick(&r, &pool, 31 * S, &sick).unwrap();
     assert_eq!(rtick(&r, &pool, 41 * S - 1, &sick), None);
     let r = rtick(&r, &pool, 41 * S, &sick).unwrap();
-    assert_eq!(r.rolling.as_ref().unwrap().phase, Phase::WaitingHealthy { since: 41 * S });
-    assert_eq!(rtick(&r, &pool, 101 * S, &sick), None, "within the health timeout");
+    assert_eq!(
+        r.rolling.as_ref().unwrap().phase,
+        Phase::WaitingHealthy { since: 41 * S }
+    );
+    assert_eq!(
+        rtick(&r, &pool, 101 * S, &sick),
+        None,
+        "within the health timeout"
+    );
     let stopped = rtick(&r, &pool, 101 * S + 1, &sick).unwrap();
     assert_eq!(stopped.state, RolloutState::Paused);
-    assert!(stopped.hold.as_deref().unwrap().contains("0 of 1 passing"), "{:?}", stopped.hold);
-    assert_eq!(drained(&stopped), ["192.0.2.1"], "still drained while a person decides");
+    assert!(
+        stopped.hold.as_deref().unwrap().contains("0 of 1 passing"),
+        "{:?}",
+        stopped.hold
+    );
+    assert_eq!(
+        drained(&stopped),
+        ["192.0.2.1"],
+        "still drained while a person decides"
+    );
     // Resume gives it another health timeout; back, the next batch is drained.
-    let resumed = run(Some(&stopped), &Command::Resume, &pool, 200 * S, &sick).unwrap().unwrap();
+    let resumed = run(Some(&stopped), &Command::Resume, &pool, 200 * S, &sick)
+        .unwrap()
+        .unwrap();
     let next = rtick(&resumed, &pool, 201 * S, &Observed::default()).unwrap();
     assert_eq!(drained(&next), ["192.0.2.2"]);
 }
@@ -362,16 +475,28 @@ fn a_promoted_batch_waits_for_probes_that_started_after_the_promote() {
     let r = start(&plan, &pool, 0);
     let r = rtick(&r, &pool, 31 * S, &Observed::default()).unwrap();
     assert_eq!(r.state, RolloutState::WaitingPromote);
-    let r = run(Some(&r), &Command::Promote { full: false }, &pool, 40 * S, &Observed::default())
-        .unwrap()
-        .unwrap();
-    assert_eq!(r.rolling.as_ref().unwrap().phase, Phase::WaitingHealthy { since: 40 * S });
+    let r = run(
+        Some(&r),
+        &Command::Promote { full: false },
+        &pool,
+        40 * S,
+        &Observed::default(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        r.rolling.as_ref().unwrap().phase,
+        Phase::WaitingHealthy { since: 40 * S }
+    );
     let stale = Observed {
         batch_fresh: Err("192.0.2.1: 0 of 2 passing probes since the promote".into()),
         ..Observed::default()
     };
     assert_eq!(rtick(&r, &pool, 41 * S, &stale), None, "stays drained");
-    assert_eq!(rtick(&r, &pool, 42 * S, &Observed::default()).map(|r| r.rolling.unwrap().batch), Some(1));
+    assert_eq!(
+        rtick(&r, &pool, 42 * S, &Observed::default()).map(|r| r.rolling.unwrap().batch),
+        Some(1)
+    );
 }
 
 #[test]
@@ -387,10 +512,22 @@ fn batches_follow_batch_size_and_max_unavailable() {
         batches(&rp, &pool)
     };
     let n = |b: Vec<Vec<String>>| b.iter().map(Vec::len).collect::<Vec<_>>();
-    assert_eq!(n(plan_of("\"50%\"", "50%").unwrap()), [2, 2], "four instances, two at a time");
-    assert_eq!(n(plan_of("2", "25%").unwrap()), [1, 1, 1, 1], "max_unavailable caps the batch");
+    assert_eq!(
+        n(plan_of("\"50%\"", "50%").unwrap()),
+        [2, 2],
+        "four instances, two at a time"
+    );
+    assert_eq!(
+        n(plan_of("2", "25%").unwrap()),
+        [1, 1, 1, 1],
+        "max_unavailable caps the batch"
+    );
     assert_eq!(n(plan_of("3", "100%").unwrap()), [3, 1]);
-    assert!(plan_of("1", "10%").unwrap_err().contains("more than max_unavailable"));
+    assert!(
+        plan_of("1", "10%")
+            .unwrap_err()
+            .contains("more than max_unavailable")
+    );
 }
 
 #[test]

@@ -85,20 +85,20 @@ async fn a_canary_walks_its_steps_honouring_settle_times_and_pauses() {
         (
             st["state"].clone(),
             st["weight"].clone(),
-            st["settles_in"].clone()
+            st["settles_in_ms"].clone()
         ),
-        (json!("running"), json!(0), json!(35))
+        (json!("running"), json!(0), json!(36_000))
     );
     assert_eq!(st["next"], "set_weight 5");
 
-    // 5% once the 0% change has settled (TTL 30 + slack 5).
+    // 5% once the 0% change has settled (TTL 30 + 1 s + slack 5).
     let took = until_weight(&s, 5, 40).await;
-    assert!((34..=36).contains(&took), "5% after {took}s");
+    assert!((35..=37).contains(&took), "5% after {took}s");
     let share = green_share(&s).await;
     assert!(share > 0.0 && share < 0.15, "green share {share}");
-    // The 60 s pause counts from when 5% settled: 35 + 60 = 95 s later.
+    // The 60 s pause counts from when 5% settled: 36 + 60 = 96 s later.
     let took = until_weight(&s, 50, 100).await;
-    assert!((94..=96).contains(&took), "50% after {took}s");
+    assert!((95..=97).contains(&took), "50% after {took}s");
     let share = green_share(&s).await;
     assert!((0.35..0.65).contains(&share), "green share {share}");
     // A manual pause waits for promote, however long.
@@ -118,7 +118,7 @@ async fn a_canary_walks_its_steps_honouring_settle_times_and_pauses() {
     assert_eq!(code, 200);
     assert_eq!(status(&s).await["weight"], 100);
     assert_eq!(green_share(&s).await, 1.0);
-    tokio::time::sleep(Duration::from_secs(36)).await;
+    tokio::time::sleep(Duration::from_secs(37)).await;
     assert_eq!(status(&s).await["state"], "done");
 
     let (_, audit) = http(&s, "GET", "/v1/audit?pool=app.example.com", None).await;
@@ -301,7 +301,7 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
             .0,
         200
     );
-    tokio::time::sleep(Duration::from_secs(36)).await;
+    tokio::time::sleep(Duration::from_secs(37)).await;
     assert_eq!(status(&s).await["state"], "waiting for promote");
     // The flip: everything at once; `from` counts as drained only once that has settled.
     assert_eq!(
@@ -317,7 +317,7 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
     );
     assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.20"]);
     assert_eq!(status(&s).await["from_drained"], false);
-    tokio::time::sleep(Duration::from_secs(36)).await;
+    tokio::time::sleep(Duration::from_secs(37)).await;
     let st = status(&s).await;
     assert_eq!(
         (st["from_drained"].clone(), st["state"].clone()),
@@ -377,11 +377,11 @@ async fn a_ttl_ramp_lowers_the_ttl_waits_for_the_old_one_and_restores_it() {
     assert_eq!(answer_ttl(&s).await, 5, "the short TTL from the start");
     // The first step waits until answers cached with the old 300 s TTL have expired.
     let took = until_weight(&s, 50, 310).await;
-    assert!((299..=301).contains(&took), "first step after {took}s");
-    // Later steps settle on the short TTL: 5 s settle + 10 s pause.
+    assert!((300..=302).contains(&took), "first step after {took}s");
+    // Later steps settle on the short TTL: 5 s + 1 s settle, then the 10 s pause.
     let took = until_weight(&s, 100, 30).await;
-    assert!((14..=16).contains(&took), "second step after {took}s");
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!((15..=17).contains(&took), "second step after {took}s");
+    tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(status(&s).await["state"], "done");
     assert_eq!(answer_ttl(&s).await, 300, "restored at the end");
     s.stop().await;
@@ -471,7 +471,7 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
             false,
             "batch {i}: cached answers may still name it"
         );
-        tokio::time::sleep(Duration::from_secs(11)).await;
+        tokio::time::sleep(Duration::from_secs(12)).await;
         let st = status(&s).await;
         assert_eq!(
             (
