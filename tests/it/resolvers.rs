@@ -3,9 +3,10 @@
 //! 127.0.1.x answering their version; a client that every 50 ms resolves the pool's name
 //! through unbound and fetches one of the answered addresses over HTTP.
 //!
-//! Each change is made in the worst case on purpose: just before the action that causes it, the
-//! test flushes the name from unbound (`unbound-control flush`) and asks again, so unbound holds
-//! an answer from before the change with the full TTL. The settle contract says when such an
+//! Each change is made in the worst case on purpose: just before the action that causes it (and
+//! just after a whole second of the wall clock, unbound's time unit), the test flushes the name
+//! from unbound (`unbound-control flush`) and asks again, so unbound holds an answer from before
+//! the change for as long as it ever does. The settle contract says when such an
 //! answer is gone from every resolver that honours TTLs: `t_change + ttl_before + 1 s + slack`
 //! (the extra second: unbound keeps serving an answer during the second its TTL reads 0).
 //!
@@ -225,9 +226,17 @@ impl Unbound {
         std::fs::read_to_string(self.dir.path().join("unbound.log")).unwrap_or_default()
     }
 
-    /// The worst case on purpose: drops `name` from unbound's cache and asks for it again, so
-    /// unbound holds a brand-new answer (full TTL) from before whatever change comes next.
-    /// Returns that answer.
+    /// The worst case on purpose, right before a change: waits for the next whole second of the
+    /// wall clock, then `refetch`es. unbound counts time in whole seconds, so an answer fetched
+    /// just after a second begins lives longest in its cache: its TTL, then the second during
+    /// which its TTL reads 0.
+    async fn refetch_worst(&self, name: &str) -> Vec<IpAddr> {
+        run_until(unix_ms() / 1000 * 1000 + 1_005).await;
+        self.refetch(name).await
+    }
+
+    /// Drops `name` from unbound's cache and asks for it again, so unbound holds a brand-new
+    /// answer (full TTL). Returns that answer.
     async fn refetch(&self, name: &str) -> Vec<IpAddr> {
         let out = tokio::process::Command::new(&self.control)
             .arg("-c")
@@ -695,7 +704,7 @@ async fn blue_green_behind_unbound_loses_no_request() {
     })
     .await;
     assert_eq!(
-        unbound.refetch(POOL).await,
+        unbound.refetch_worst(POOL).await,
         [blue],
         "the worst case: a fresh blue answer"
     );
@@ -783,7 +792,7 @@ async fn rolling_behind_unbound_loses_no_request() {
     let mut timeline = Vec::new();
     let mut problems = Vec::new();
 
-    unbound.refetch(POOL).await;
+    unbound.refetch_worst(POOL).await;
     let (sent, _) = weir.post("rollouts").await;
     timeline.push(format!("rollout started {:+}ms", sent - t0));
     let mut upgraded = Vec::new();
@@ -819,7 +828,7 @@ async fn rolling_behind_unbound_loses_no_request() {
             backend.respond(200, "v2");
         }
         timeline.push(format!("batch {round} stopped {:+}ms", unix_ms() - t0));
-        unbound.refetch(POOL).await;
+        unbound.refetch_worst(POOL).await;
         let (_, acked) = weir.post("rollout/promote").await;
         timeline.push(format!("batch {round} promoted {:+}ms", acked - t0));
         // Promoted before the upgraded backends listen: they come back 2 s later. Meanwhile,
@@ -838,7 +847,7 @@ async fn rolling_behind_unbound_loses_no_request() {
                 // next) comes once its probes pass: the worst case for the next batch is an
                 // answer fetched just before that.
                 if round == 0 && back.is_none() {
-                    unbound.refetch(POOL).await;
+                    unbound.refetch_worst(POOL).await;
                 }
             }
             if back.is_none() {
@@ -934,7 +943,7 @@ async fn a_failing_canary_behind_unbound_aborts_and_clients_return_within_settle
     let mut timeline = Vec::new();
     let mut problems = Vec::new();
 
-    unbound.refetch(POOL).await;
+    unbound.refetch_worst(POOL).await;
     weir.post("rollouts").await;
     let (_, at_50) = weir
         .wait_for("weight 50", Duration::from_secs(20), |st| {
