@@ -1,9 +1,9 @@
-//! Local test backends for health checks, on 127.0.0.1 port 0: a hand-rolled HTTP/1.1 server
-//! whose behaviour can change at runtime (a status and body, alternating statuses, or a
-//! blackhole that accepts and never replies), the same over TLS with a self-signed certificate,
-//! and a plain TCP listener. Each can be stopped (its port closed) and started again on the same
-//! port. They run as tasks of the test's own runtime, so a paused tokio clock only advances when
-//! both the probe and the backend are idle.
+//! Local test backends for health checks, on 127.0.0.1 port 0 (or a given address): a
+//! hand-rolled HTTP/1.1 server whose behaviour can change at runtime (a status and body,
+//! alternating statuses, or a blackhole that accepts and never replies), the same over TLS with
+//! a self-signed certificate, and a plain TCP listener. Each can be stopped (its port closed) and
+//! started again on the same port. They run as tasks of the test's own runtime, so a paused
+//! tokio clock only advances when both the probe and the backend are idle.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -103,7 +103,19 @@ impl Backend {
         Backend::bind(Protocol::Tcp, None).await
     }
 
+    /// An HTTP/1.1 backend on a given address (another loopback address than 127.0.0.1, or a
+    /// port other backends share), answering 200 `body`.
+    pub(crate) async fn http_at(addr: SocketAddr, body: &str) -> Backend {
+        let backend = Backend::bind_at(addr, Protocol::Http, None).await;
+        backend.respond(200, body);
+        backend
+    }
+
     async fn bind(protocol: Protocol, tls: Option<TlsAcceptor>) -> Backend {
+        Backend::bind_at("127.0.0.1:0".parse().unwrap(), protocol, tls).await
+    }
+
+    async fn bind_at(addr: SocketAddr, protocol: Protocol, tls: Option<TlsAcceptor>) -> Backend {
         let state = State {
             behavior: Behavior::Respond {
                 status: 200,
@@ -113,7 +125,7 @@ impl Backend {
             accepted: 0,
             tls_failures: 0,
         };
-        let listener = listen("127.0.0.1:0".parse().unwrap());
+        let listener = listen(addr);
         let mut backend = Backend {
             addr: listener.local_addr().unwrap(),
             protocol,

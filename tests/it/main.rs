@@ -22,6 +22,7 @@ mod managed_health;
 mod observability;
 mod pools;
 mod protocol;
+mod resolvers;
 mod rollouts;
 mod support;
 mod transport;
