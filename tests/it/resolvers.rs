@@ -63,14 +63,10 @@ fn unix_ms() -> u64 {
 // What the tests read from `GET /v1/pools/{pool}/rollout`. Issue 11 reshapes these fields; only
 // these functions change with it.
 
-/// Blue-green (or a canary at 100 %): once weir says the `from` group is safe to remove, the
-/// instant (Unix ms) weir gives for that; None before.
-///
-/// Today: the boolean `from_drained`, and `settled_at` in whole Unix seconds. After issue 11: a
-/// boolean and a `safe_to_remove_at`-style instant in Unix ms.
+/// Blue-green: once weir says `from` is safe to remove, the instant (Unix ms) it gives for it.
 fn safe_to_remove(st: &Value) -> Option<u64> {
-    if st["from_drained"].as_bool()? {
-        Some(st["settled_at"].as_u64()? * 1000)
+    if st["safe_to_remove"].as_bool()? {
+        st["safe_to_remove_at"].as_u64()
     } else {
         None
     }
@@ -78,12 +74,9 @@ fn safe_to_remove(st: &Value) -> Option<u64> {
 
 /// Rolling: once weir says the current batch is safe to upgrade, its addresses and the instant
 /// (Unix ms) weir gives for that; None before.
-///
-/// Today: `rolling.phase == "safe_to_upgrade"`, the batch is `rolling.batches[rolling.batch]`
-/// and the instant `settled_at` in whole Unix seconds.
 fn safe_to_upgrade(st: &Value) -> Option<(Vec<IpAddr>, u64)> {
     let rolling = &st["rolling"];
-    if rolling["phase"].as_str()? != "safe_to_upgrade" {
+    if !rolling["safe_to_upgrade"].as_bool()? {
         return None;
     }
     let batch = rolling["batches"][rolling["batch"].as_u64()? as usize]
@@ -91,30 +84,19 @@ fn safe_to_upgrade(st: &Value) -> Option<(Vec<IpAddr>, u64)> {
         .iter()
         .map(|a| a.as_str().unwrap().parse().unwrap())
         .collect();
-    Some((batch, st["settled_at"].as_u64()? * 1000))
+    Some((batch, rolling["safe_to_upgrade_at"].as_u64()?))
 }
 
 /// An aborted rollout: its typed cause ("health", "metric", "webhook", "operator") and the
 /// instant (Unix ms) of the abort; None while it is not aborted.
-///
-/// Today: `state == "aborted"`, the cause only as the prefix of `reason` ("health gate: ..."),
-/// the instant `changed_at` in whole Unix seconds. After issue 11: an `abort_cause` field and an
-/// instant in ms.
 fn aborted(st: &Value) -> Option<(String, u64)> {
     if st["state"].as_str()? != "aborted" {
         return None;
     }
-    let reason = st["reason"].as_str().unwrap_or_default();
-    let cause = if reason.starts_with("health gate") {
-        "health"
-    } else if reason.starts_with("metric gate") {
-        "metric"
-    } else if reason.starts_with("webhook") {
-        "webhook"
-    } else {
-        "operator"
-    };
-    Some((cause.to_string(), st["changed_at"].as_u64()? * 1000))
+    Some((
+        st["abort_cause"].as_str()?.to_string(),
+        st["changed_at"].as_u64()?,
+    ))
 }
 
 /// Rolling: the index of the batch being worked on (the number of batches once done).
