@@ -7,6 +7,7 @@
 )]
 
 mod admin;
+mod admin_limits;
 mod backends;
 mod bad_input;
 mod cli;
