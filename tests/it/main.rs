@@ -15,6 +15,7 @@ mod config_files;
 mod ctl;
 mod ctl_rollout;
 mod deploy;
+mod descriptors;
 mod docs;
 #[cfg(feature = "etcd")]
 mod etcd;
