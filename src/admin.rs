@@ -288,7 +288,7 @@ async fn authenticate(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer)
             .unwrap_or("");
         // Check every token so the time taken does not say which one nearly matched.
         let found = ctx.tokens.iter().fold(None, |found, t| {
@@ -326,6 +326,15 @@ async fn authenticate(
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// The token of `Bearer <token>` credentials. The scheme is case-insensitive (RFC 7235 2.1:
+/// "It uses a case-insensitive token as a means to identify the authentication scheme").
+fn bearer(credentials: &str) -> Option<&str> {
+    let (scheme, token) = credentials.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 /// Fields every mutation accepts.
@@ -707,6 +716,25 @@ async fn reload(State(ctx): State<AdminContext>) -> Result<Response, ApiError> {
                 Json(json!({ "error": "reload failed; the previous config keeps serving", "problems": list })),
             )
                 .into_response())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for (credentials, token) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER  abc", Some("abc")),
+            ("Basic abc", None),
+            ("Bearerabc", None),
+            ("abc", None),
+        ] {
+            assert_eq!(bearer(credentials), token, "{credentials}");
         }
     }
 }
