@@ -53,17 +53,22 @@ use crate::state::change::{Change, ChangeError, ChangeRequest};
 use crate::state::{StateEvent, StoreView};
 
 mod read;
-mod tls;
+mod serve;
 
 use read::{audit, metrics, pool, pools, readyz, with_generation, zones};
-use tls::Peer;
-pub use tls::{TlsListener, run, tls_acceptor};
+use serve::Peer;
+pub use serve::{run, tls_acceptor};
 
 /// In-flight admin requests allowed at once; the admin API runs on its own tasks, never on
 /// the UDP workers, and this bound keeps a flood of admin requests from eating the runtime.
 const MAX_CONCURRENT: usize = 64;
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
+/// How long a request body may take to arrive once the head is in (then 408).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a request may take from its head to its response (then 503). Longer than the
+/// slowest legitimate request (a write that waits for a reload on a large zone set).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Default and largest `limit` for the audit log.
 const AUDIT_DEFAULT: usize = 100;
 const AUDIT_MAX: usize = 10_000;
@@ -150,14 +155,17 @@ pub fn router(ctx: AdminContext) -> Router {
         .route("/v1/nodes", get(read::nodes))
         .route("/v1/nodes/{node}", delete(forget_node))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), authenticate));
+    // The concurrency limit sits inside the deadlines, so a request whose body trickles in
+    // waits outside it; `/healthz` stays outside it, so liveness never queues behind work.
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(v1)
+        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(middleware::from_fn(deadlines))
         .layer(middleware::from_fn_with_state(ctx.clone(), count))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT))
         .with_state(ctx)
 }
 
@@ -201,6 +209,53 @@ pub fn waiting_router(why: Arc<str>) -> Router {
         .fallback(unavailable)
 }
 
+/// Reads the whole body within `BODY_TIMEOUT` (408 past it; 413 past `MAX_BODY`), then
+/// runs the request within `REQUEST_TIMEOUT` (503 past it). A write that times out may still
+/// be applied by the writer: the message says where to look.
+async fn deadlines(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await
+    {
+        Ok(Ok(bytes)) => bytes,
+        // Over the limit (or the client went away, when nobody reads the answer).
+        Ok(Err(_)) => {
+            return ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request bodies are limited to {MAX_BODY} bytes"),
+            )
+            .into_response();
+        }
+        Err(_) => {
+            return ApiError(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+            .into_response();
+        }
+    };
+    let write = parts.method != axum::http::Method::GET;
+    let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no answer within {} s{}",
+                REQUEST_TIMEOUT.as_secs(),
+                if write {
+                    "; the change may still be applied: see GET /v1/audit"
+                } else {
+                    ""
+                }
+            ),
+        )
+        .into_response(),
+    }
+}
+
 /// Counts every request by route pattern (never the raw path: bounded labels) and status.
 async fn count(State(ctx): State<AdminContext>, request: Request, next: Next) -> Response {
     let route = request
@@ -233,7 +288,7 @@ async fn authenticate(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer)
             .unwrap_or("");
         // Check every token so the time taken does not say which one nearly matched.
         let found = ctx.tokens.iter().fold(None, |found, t| {
@@ -271,6 +326,15 @@ async fn authenticate(
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// The token of `Bearer <token>` credentials. The scheme is case-insensitive (RFC 7235 2.1:
+/// "It uses a case-insensitive token as a means to identify the authentication scheme").
+fn bearer(credentials: &str) -> Option<&str> {
+    let (scheme, token) = credentials.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 /// Fields every mutation accepts.
@@ -653,6 +717,25 @@ async fn reload(State(ctx): State<AdminContext>) -> Result<Response, ApiError> {
                 Json(json!({ "error": "reload failed; the previous config keeps serving", "problems": list })),
             )
                 .into_response())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for (credentials, token) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER  abc", Some("abc")),
+            ("Basic abc", None),
+            ("Bearerabc", None),
+            ("abc", None),
+        ] {
+            assert_eq!(bearer(credentials), token, "{credentials}");
         }
     }
 }

@@ -95,6 +95,7 @@ pub fn start_with(
     store: Arc<dyn Store>,
     stored: Stored,
 ) -> anyhow::Result<Running> {
+    raise_nofile_once();
     let config = loaded.config.clone();
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
@@ -165,6 +166,41 @@ pub fn start_with(
     })
 }
 
+/// Raises the soft RLIMIT_NOFILE to the hard limit, once per process. The soft limit is
+/// often 1024 while the hard one is far higher; every DNS TCP connection, admin connection and
+/// probe needs a descriptor, and running out turns into timeouts everywhere at once.
+fn raise_nofile_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| match raise_nofile() {
+        Ok((before, after)) if before != after => {
+            tracing::info!(from = before, to = after, "file descriptor limit raised");
+        }
+        Ok((limit, _)) => tracing::debug!(limit, "file descriptor limit already at its maximum"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    });
+}
+
+/// Sets the soft RLIMIT_NOFILE to the hard one; returns (old soft, new soft).
+pub fn raise_nofile() -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads one rlimit through a valid pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((before, limit.rlim_cur))
+}
+
 /// The admin API's listener (None when disabled) and its TLS acceptor (None for plain HTTP).
 fn bind_admin(
     config: &crate::config::AdminConfig,
@@ -193,6 +229,7 @@ fn bind_admin(
 /// `weir serve`: runs until SIGTERM or SIGINT; SIGHUP reloads config and zones.
 pub async fn serve(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    raise_nofile_once();
     let zones = loaded.zones.len();
     let config_path = loaded.config.path.clone();
     let store_path = loaded.config.store.path.clone();

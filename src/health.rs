@@ -228,6 +228,8 @@ impl ProbeTask {
         let mut hysteresis = Hysteresis::new(check.initial, check.rise, check.fall);
         let mut next = Instant::now() + check.interval.mul_f64(fastrand::f64() * 0.1);
         let (mut passes, mut passing_since) = (0u32, None);
+        // Whether the current run of unknown results has been logged.
+        let mut warned = false;
         loop {
             tokio::select! {
                 biased;
@@ -243,6 +245,13 @@ impl ProbeTask {
                 () = self.stop.cancelled() => return,
                 outcome = self.probe(&prober) => outcome,
             };
+            if outcome.unknown {
+                // weir is out of descriptors: the target was never asked. Health, streaks and
+                // readiness stay as they are; the admin API shows the reason.
+                self.unknown(&outcome, hysteresis.health(), &mut warned);
+                continue;
+            }
+            warned = false;
             let first = !self.reported.load(Ordering::Acquire);
             let flip = hysteresis.observe(outcome.ok);
             if outcome.ok {
@@ -307,6 +316,36 @@ impl ProbeTask {
             if first {
                 self.reported.store(true, Ordering::Release);
             }
+        }
+    }
+
+    /// Records a probe weir could not make (out of descriptors) without judging the target;
+    /// warns once per run of them.
+    fn unknown(&self, outcome: &Outcome, health: Health, warned: &mut bool) {
+        if let Ok(mut last) = self.last.lock() {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            last.insert(
+                self.key.clone(),
+                LastResult {
+                    ok: false,
+                    reason: outcome.reason.clone(),
+                    at,
+                    health,
+                    // Not a pass: a rollout waiting for fresh probes keeps waiting.
+                    passes: 0,
+                    passing_since: None,
+                },
+            );
+        }
+        if !*warned {
+            *warned = true;
+            tracing::warn!(
+                probe = %self.label,
+                reason = %outcome.reason,
+                "probe result unknown: weir is out of file descriptors; health unchanged"
+            );
         }
     }
 

@@ -48,6 +48,8 @@ pub enum DropReason {
 
 /// Class IN (RFC 1035 3.2.4); the only class weir serves.
 pub const CLASS_IN: u16 = 1;
+/// QCLASS `*` (RFC 1035 3.2.5: "any class"); weir, like Knot and NSD, answers it as IN.
+pub const CLASS_ANY: u16 = 255;
 
 /// Longest domain name in wire form (RFC 1035 2.3.4: "names - 255 octets or less").
 pub const MAX_NAME_LEN: usize = 255;
@@ -369,6 +371,23 @@ pub struct Endpoint {
     pub probe: Option<ProbeKey>,
     /// An operator's override of the probes' verdict.
     pub force: Override,
+}
+
+/// Why `address` cannot be an endpoint (an A/AAAA answer no client could use), if it cannot:
+/// the unspecified address (0.0.0.0, ::), the IPv4 broadcast address, multicast.
+pub fn unservable(address: std::net::IpAddr) -> Option<String> {
+    let why = if address.is_unspecified() {
+        "the unspecified address"
+    } else if address.is_multicast() {
+        "a multicast address"
+    } else if matches!(address, std::net::IpAddr::V4(v4) if v4.is_broadcast()) {
+        "the broadcast address"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{address} is {why}: clients cannot reach it, so it cannot be an endpoint"
+    ))
 }
 
 impl Pool {

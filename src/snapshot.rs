@@ -12,7 +12,8 @@ use smallvec::SmallVec;
 
 use crate::metrics::Metrics;
 use crate::model::{
-    CLASS_IN, MAX_NAME_LEN, Name, Pool, ProbeKey, RRset, Rcode, Rdata, View, label_starts, rtype,
+    CLASS_ANY, CLASS_IN, MAX_NAME_LEN, Name, Pool, ProbeKey, RRset, Rcode, Rdata, View,
+    label_starts, rtype,
 };
 use crate::zones::Zone;
 
@@ -293,8 +294,10 @@ impl Snapshot {
 
 /// Answers one question from the snapshot.
 pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
-    // Only IN data exists here; CH/HS/NONE/ANY get REFUSED, never IN data.
-    if q.qclass != CLASS_IN {
+    // Only IN data exists here. QCLASS ANY ("*", RFC 1035 3.2.5: any class) matches it and is
+    // answered as IN, as Knot and NSD do; CH/HS/NONE and unknown classes get REFUSED, never
+    // IN data.
+    if q.qclass != CLASS_IN && q.qclass != CLASS_ANY {
         return Answer::refused();
     }
     let Some(zone) = snapshot.zone_for(q.name) else {

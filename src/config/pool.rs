@@ -417,7 +417,20 @@ pub(super) struct RawCheck {
     initial: Option<String>,
 }
 
-/// `expect = [200, "200-299"]`.
+/// A status written as text: "200", "200-299" or "2xx" (as (low, high), unchecked).
+fn expect_text(text: &str) -> Option<(i64, i64)> {
+    let text = text.trim();
+    if let Some((a, b)) = text.split_once('-') {
+        return Some((a.trim().parse().ok()?, b.trim().parse().ok()?));
+    }
+    if let Some(class) = text.strip_suffix("xx").or_else(|| text.strip_suffix("XX")) {
+        let class: i64 = class.parse().ok().filter(|c| (1..=5).contains(c))?;
+        return Some((class * 100, class * 100 + 99));
+    }
+    text.parse().ok().map(|code| (code, code))
+}
+
+/// `expect = [200, "204", "200-299", "3xx"]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 enum RawExpect {
@@ -518,9 +531,7 @@ fn check(
         let at = format!("{key}.expect[{i}]");
         let range = match e {
             RawExpect::Code(code) => Some((*code, *code)),
-            RawExpect::Range(text) => text
-                .split_once('-')
-                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?))),
+            RawExpect::Range(text) => expect_text(text),
         };
         match range {
             Some((lo, hi)) if (100..=599).contains(&lo) && (lo..=599).contains(&hi) => {
@@ -528,7 +539,7 @@ fn check(
             }
             _ => c.push(
                 &at,
-                "must be a status code 100..=599 or a range like \"200-299\"",
+                "must be a status code 100..=599 (200 or \"200\"), a range like \"200-299\", or a class like \"2xx\"",
             ),
         }
     }
@@ -708,6 +719,10 @@ pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
                     );
                     continue;
                 };
+                if let Some(why) = crate::model::unservable(address) {
+                    c.push(&format!("{ekey}.address"), why);
+                    continue;
+                }
                 if !seen.insert(address) {
                     c.push(
                         &format!("{ekey}.address"),
@@ -911,7 +926,7 @@ min_healthy = 0.0
 kind = "http"
 port = 8080
 path = "/healthz"
-expect = [200, "300-302"]
+expect = [200, "300-302", "204", "5xx"]
 interval = "5s"
 timeout = "2s"
 rise = 3
@@ -930,7 +945,10 @@ endpoints = [ { address = "2001:db8::20", check = { kind = "tcp", port = 443 } }
         let blue = &pool.groups[0].endpoints[1];
         let probe = blue.probe.as_ref().unwrap();
         assert_eq!(probe.target, "192.0.2.11:8080".parse().unwrap());
-        assert_eq!(probe.check.expect, vec![(200, 200), (300, 302)]);
+        assert_eq!(
+            probe.check.expect,
+            vec![(200, 200), (300, 302), (204, 204), (500, 599)]
+        );
         let green = &pool.groups[1].endpoints;
         let tcp = green[0].probe.as_ref().unwrap();
         assert_eq!(tcp.check.kind, crate::model::CheckKind::Tcp);
@@ -994,6 +1012,26 @@ endpoints = [{ address = "192.0.2.5", weight = 0 }]
             "w.toml: pool[4]: every group or endpoint weight is 0",
             "w.toml: pool[2].on_all_down: fallback cycle: c.example.com. -> d.example.com. -> c.example.com.",
             "w.toml: pool[3].on_all_down: fallback cycle: d.example.com. -> c.example.com. -> d.example.com.",
+        ];
+        for w in want {
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in {got:#?}"
+            );
+        }
+        let got = problems(
+            "[[pool]]\nname = \"a.example.com.\"\n[pool.check]\nkind = \"http\"\nexpect = [\"20\", \"6xx\", \"ok\", 99]\n[[pool.group]]\nname = \"g\"\nendpoints = [{ address = \"0.0.0.0\" }, { address = \"255.255.255.255\" }, { address = \"224.0.0.1\" }, { address = \"::\" }, { address = \"ff02::1\" }, { address = \"192.0.2.1\" }]\n",
+        );
+        let want = [
+            "w.toml: pool[0].check.expect[0]: must be a status code",
+            "w.toml: pool[0].check.expect[1]: must be a status code",
+            "w.toml: pool[0].check.expect[2]: must be a status code",
+            "w.toml: pool[0].check.expect[3]: must be a status code",
+            "w.toml: pool[0].group[0].endpoints[0].address: 0.0.0.0 is the unspecified address",
+            "w.toml: pool[0].group[0].endpoints[1].address: 255.255.255.255 is the broadcast address",
+            "w.toml: pool[0].group[0].endpoints[2].address: 224.0.0.1 is a multicast address",
+            "w.toml: pool[0].group[0].endpoints[3].address: :: is the unspecified address",
+            "w.toml: pool[0].group[0].endpoints[4].address: ff02::1 is a multicast address",
         ];
         for w in want {
             assert!(

@@ -2,6 +2,7 @@
 //! only place zone text meets hickory types; everything after it works on `model`.
 
 use std::path::Path;
+use std::str::FromStr;
 
 use hickory_proto::rr::{DNSClass, Name as HName, RData};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
@@ -63,6 +64,209 @@ pub fn parse(text: &str, path: &Path, origin: &Name) -> Result<Vec<Parsed>, Synt
         }
     }
     Ok(out)
+}
+
+/// A record of a type that allows one record per owner (CNAME, DNAME, SOA) written again at
+/// the same owner with different data. hickory's parser silently keeps only the last CNAME,
+/// so these are found by a pass over the text of their own.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Repeat {
+    pub owner: Name,
+    pub rtype: u16,
+    /// `file:line` of the repeat, and the line of the first record.
+    pub location: String,
+    pub first: String,
+}
+
+/// Types with at most one record per owner (RFC 2181 10.1, RFC 6672 2.4, RFC 1035 5.2).
+const SINGLETONS: [(&str, u16); 3] = [
+    ("CNAME", model::rtype::CNAME),
+    ("DNAME", model::rtype::DNAME),
+    ("SOA", model::rtype::SOA),
+];
+
+/// Every singleton-type record repeated at one owner with other data, with file:line. Run
+/// after `parse` succeeded, so the text is known to be well-formed; `$INCLUDE`s are followed
+/// as hickory follows them (relative to the including file). Identical repeats are one record
+/// (RFC 2181 5) and not reported.
+pub fn singleton_repeats(text: &str, path: &Path, origin: &Name) -> Vec<Repeat> {
+    let mut scan = RepeatScan {
+        origin: HName::from_ascii(origin.to_string()).ok(),
+        owner: None,
+        seen: std::collections::HashMap::new(),
+        repeats: Vec::new(),
+    };
+    scan.file(text, path, 0);
+    scan.repeats
+}
+
+struct RepeatScan {
+    origin: Option<HName>,
+    owner: Option<HName>,
+    /// (owner, type) -> (first location, its data).
+    seen: std::collections::HashMap<(Name, u16), (String, String)>,
+    repeats: Vec<Repeat>,
+}
+
+/// hickory's limit on nested `$INCLUDE`s.
+const MAX_INCLUDE_DEPTH: usize = 20;
+
+impl RepeatScan {
+    fn file(&mut self, text: &str, path: &Path, depth: usize) {
+        for (line, blank_start, tokens) in entries(text) {
+            let location = format!("{}:{line}", path.display());
+            self.entry(&location, blank_start, &tokens, path, depth);
+        }
+    }
+
+    fn entry(
+        &mut self,
+        location: &str,
+        blank_start: bool,
+        tokens: &[String],
+        path: &Path,
+        depth: usize,
+    ) {
+        let Some(first) = tokens.first() else { return };
+        if !blank_start && first.starts_with('$') {
+            match first.to_ascii_uppercase().as_str() {
+                "$ORIGIN" => {
+                    self.origin = tokens.get(1).and_then(|o| HName::parse(o, None).ok());
+                }
+                "$INCLUDE" if depth < MAX_INCLUDE_DEPTH => {
+                    let Some(file) = tokens.get(1) else { return };
+                    let file = Path::new(file);
+                    let file = if file.is_absolute() {
+                        file.to_path_buf()
+                    } else {
+                        path.parent().unwrap_or(Path::new("")).join(file)
+                    };
+                    if let Ok(text) = std::fs::read_to_string(&file) {
+                        self.file(&text, &file, depth + 1);
+                    }
+                }
+                _ => {}
+            }
+            return;
+        }
+        let rest = if blank_start {
+            tokens
+        } else {
+            self.owner = if first == "@" {
+                self.origin.clone()
+            } else {
+                HName::parse(first, self.origin.as_ref()).ok()
+            };
+            &tokens[1..]
+        };
+        // [TTL] [class] type data..., TTL and class in either order (hickory's rule).
+        let mut fields = rest.iter().skip_while(|t| {
+            let upper = t.to_ascii_uppercase();
+            t.bytes().next().is_some_and(|b| b.is_ascii_digit())
+                || DNSClass::from_str(&upper).is_ok()
+        });
+        let Some(rtype) = fields.next().map(|t| t.to_ascii_uppercase()) else {
+            return;
+        };
+        let Some(&(_, code)) = SINGLETONS.iter().find(|(name, _)| *name == rtype) else {
+            return;
+        };
+        let Some(owner) = &self.owner else { return };
+        let owner = convert_name(owner);
+        // Names in the data compare without case and relative to the origin.
+        let data: Vec<String> = fields
+            .map(|t| match HName::parse(t, self.origin.as_ref()) {
+                Ok(name) if code != model::rtype::SOA => convert_name(&name).to_string(),
+                _ => t.to_ascii_lowercase(),
+            })
+            .collect();
+        let data = data.join(" ");
+        match self.seen.entry((owner.clone(), code)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((location.to_string(), data));
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let (first, first_data) = o.get();
+                if *first_data != data {
+                    self.repeats.push(Repeat {
+                        owner,
+                        rtype: code,
+                        location: location.to_string(),
+                        first: first.clone(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Zone text as entries: (1-based first line, starts with a blank, tokens). Parentheses join
+/// lines, comments and the parentheses themselves are dropped, quoted strings are one token,
+/// escapes stay in their token.
+fn entries(text: &str) -> Vec<(usize, bool, Vec<String>)> {
+    let mut out = Vec::new();
+    let (mut depth, mut quoted, mut escaped, mut comment) = (0i32, false, false, false);
+    let (mut line, mut start_line, mut blank_start, mut at_start) = (1, 1, false, true);
+    let mut tokens: Vec<String> = Vec::new();
+    let mut token = String::new();
+    let end_token = |token: &mut String, tokens: &mut Vec<String>| {
+        if !token.is_empty() {
+            tokens.push(std::mem::take(token));
+        }
+    };
+    for c in text.chars() {
+        if at_start {
+            at_start = false;
+            start_line = line;
+            blank_start = c == ' ' || c == '\t';
+        }
+        if escaped {
+            escaped = false;
+            token.push(c);
+            continue;
+        }
+        match c {
+            '\n' => {
+                comment = false;
+                line += 1;
+                if quoted {
+                    token.push(c);
+                } else {
+                    end_token(&mut token, &mut tokens);
+                    if depth <= 0 {
+                        out.push((start_line, blank_start, std::mem::take(&mut tokens)));
+                        depth = 0;
+                        at_start = true;
+                    }
+                }
+            }
+            _ if comment => {}
+            '\\' => {
+                escaped = true;
+                token.push(c);
+            }
+            '"' => {
+                quoted = !quoted;
+                token.push(c);
+            }
+            _ if quoted => token.push(c),
+            ';' => {
+                end_token(&mut token, &mut tokens);
+                comment = true;
+            }
+            '(' | ')' => {
+                end_token(&mut token, &mut tokens);
+                depth += if c == '(' { 1 } else { -1 };
+            }
+            ' ' | '\t' | '\r' => end_token(&mut token, &mut tokens),
+            _ => token.push(c),
+        }
+    }
+    end_token(&mut token, &mut tokens);
+    if !tokens.is_empty() {
+        out.push((start_line, blank_start, tokens));
+    }
+    out
 }
 
 /// hickory's parser stops at the first error without a line number. Entries end on lines where
@@ -187,6 +391,34 @@ mod tests {
         assert_eq!(txt.record.ttl, 60);
         assert_eq!(txt.record.rdata, Rdata::Opaque((*b"\x03a b\x01c").into()));
         assert!(txt.class_in);
+    }
+
+    #[test]
+    fn repeated_singletons_are_found_with_their_lines() {
+        let text = "$TTL 300\n@ SOA ns1 hm ( 1 2\n 3 4 5 )\n@ NS ns1\nwww CNAME a\nwww 60 IN CNAME b ; second\nWWW CNAME a.example.com.\nx CNAME a\n  IN CNAME A.example.com.\n$ORIGIN sub.example.com.\nd DNAME t.example.net.\nd.sub.example.com. DNAME u.example.net.\n";
+        let got = singleton_repeats(text, Path::new("z"), &origin());
+        let got: Vec<(String, u16, &str, &str)> = got
+            .iter()
+            .map(|r| (r.owner.to_string(), r.rtype, &r.location[..], &r.first[..]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "www.example.com.".to_string(),
+                    model::rtype::CNAME,
+                    "z:6",
+                    "z:5"
+                ),
+                (
+                    "d.sub.example.com.".to_string(),
+                    model::rtype::DNAME,
+                    "z:12",
+                    "z:11"
+                ),
+            ],
+            "same data again (any case, relative or absolute) is one record"
+        );
     }
 
     #[test]

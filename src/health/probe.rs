@@ -22,6 +22,9 @@ pub(super) struct Outcome {
     pub(super) reason: String,
     /// The `probe_failures_total` reason label; None on success.
     pub(super) failure: Option<&'static str>,
+    /// weir itself could not make the probe (out of file descriptors): the result says
+    /// nothing about the target, so it never counts towards a flip.
+    pub(super) unknown: bool,
 }
 
 impl Outcome {
@@ -30,6 +33,7 @@ impl Outcome {
             ok: true,
             reason,
             failure: None,
+            unknown: false,
         }
     }
 
@@ -38,7 +42,39 @@ impl Outcome {
             ok: false,
             reason,
             failure: Some(label),
+            unknown: false,
         }
+    }
+
+    /// A probe weir could not make because weir itself is out of file descriptors.
+    pub(super) fn unknown(err: &std::io::Error) -> Self {
+        Outcome {
+            ok: false,
+            reason: format!("unknown: weir cannot open a socket ({err})"),
+            failure: Some("local"),
+            unknown: true,
+        }
+    }
+}
+
+/// EMFILE (this process is at its descriptor limit) or ENFILE (the system is): the socket
+/// could not even be created, so the target was never asked.
+fn out_of_descriptors(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// The descriptor-exhaustion error anywhere in `err`'s chain, if there is one.
+fn exhaustion<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    chain(err)
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .find(|io| out_of_descriptors(io))
+}
+
+/// A failed TCP connect: the target's fault, unless weir could not create the socket.
+fn connect_failed(err: &std::io::Error) -> Outcome {
+    match exhaustion(err) {
+        Some(local) => Outcome::unknown(local),
+        None => Outcome::failed("connect", format!("connect: {}", io_detail(err))),
     }
 }
 
@@ -76,7 +112,7 @@ impl Prober {
         match self {
             Prober::Tcp(target) => match tokio::net::TcpStream::connect(*target).await {
                 Ok(_) => Outcome::passed("connected".into()),
-                Err(e) => Outcome::failed("connect", format!("connect: {}", io_detail(&e))),
+                Err(e) => connect_failed(&e),
             },
             Prober::Http {
                 client,
@@ -219,9 +255,13 @@ pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Turns a reqwest error into a short reason: a TLS error anywhere in the chain wins, else the
+/// Turns a reqwest error into a short reason: descriptor exhaustion on our side is unknown,
+/// then a TLS error anywhere in the chain wins, else the
 /// deepest socket error, else the deepest message.
 pub(super) fn describe(err: &reqwest::Error) -> Outcome {
+    if let Some(local) = exhaustion(err) {
+        return Outcome::unknown(local);
+    }
     let errors: Vec<&(dyn std::error::Error + 'static)> = chain(err).collect();
     if let Some(tls) = errors
         .iter()
@@ -287,6 +327,29 @@ mod tests {
         assert_eq!(authority("10.0.0.1", 8080, "http"), "10.0.0.1:8080");
         assert_eq!(authority("::1", 443, "https"), "[::1]");
         assert_eq!(authority("::1", 80, "https"), "[::1]:80");
+    }
+
+    #[test]
+    fn out_of_descriptors_is_unknown_not_a_failure() {
+        use std::io::Error;
+        for errno in [libc::EMFILE, libc::ENFILE] {
+            let outcome = connect_failed(&Error::from_raw_os_error(errno));
+            assert!(outcome.unknown && !outcome.ok, "{}", outcome.reason);
+            assert_eq!(outcome.failure, Some("local"));
+            // Wrapped, as hyper's connector wraps the socket error.
+            let wrapped = Error::other(Error::from_raw_os_error(errno));
+            assert!(exhaustion(&wrapped).is_some());
+        }
+        for failure in [
+            Error::from_raw_os_error(libc::ECONNREFUSED),
+            Error::from_raw_os_error(libc::ETIMEDOUT),
+            Error::from_raw_os_error(libc::EHOSTUNREACH),
+            Error::other("broken"),
+        ] {
+            let outcome = connect_failed(&failure);
+            assert!(!outcome.unknown && !outcome.ok, "{}", outcome.reason);
+            assert_eq!(outcome.failure, Some("connect"));
+        }
     }
 
     #[test]

@@ -321,6 +321,9 @@ pub fn apply(
                     "no group `{group}` in pool `{name}`"
                 )));
             }
+            if let Some(why) = crate::model::unservable(*address) {
+                return Err(ChangeError::Invalid(why));
+            }
             if find_endpoint(address).is_ok() {
                 return Err(ChangeError::Conflict(format!(
                     "{address} is already an endpoint of pool `{name}`"

@@ -352,6 +352,30 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "already an endpoint",
         ),
         (
+            "POST",
+            "/v1/pools/app.example.com/groups/blue/endpoints",
+            Some(r#"{"address": "0.0.0.0"}"#),
+            &[],
+            400,
+            "0.0.0.0 is the unspecified address",
+        ),
+        (
+            "POST",
+            "/v1/pools/app.example.com/groups/blue/endpoints",
+            Some(r#"{"address": "255.255.255.255"}"#),
+            &[],
+            400,
+            "broadcast address",
+        ),
+        (
+            "POST",
+            "/v1/pools/app.example.com/groups/blue/endpoints",
+            Some(r#"{"address": "ff02::1"}"#),
+            &[],
+            400,
+            "multicast address",
+        ),
+        (
             "PUT",
             "/v1/pools/app.example.com/groups/blue/weight",
             Some(r#"{"weight": 5}"#),
@@ -493,6 +517,31 @@ async fn tokens_gate_the_api() {
         .await
         .0,
         200
+    );
+    // The scheme is case-insensitive (RFC 7235 2.1).
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let credentials = format!("{scheme} r-0123456789abcdef");
+        let (status, reply) = http(
+            admin,
+            "GET",
+            "/v1/pools",
+            &[("Authorization", &credentials)],
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{credentials}: {reply}");
+    }
+    assert_eq!(
+        http(
+            admin,
+            "GET",
+            "/v1/pools",
+            &[("Authorization", "Basic r-0123456789abcdef")],
+            None
+        )
+        .await
+        .0,
+        401
     );
     let (status, reply) = http(
         admin,

@@ -53,7 +53,7 @@ fn check_lists_every_problem_and_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("a.zone"),
-        "$TTL 60\n@ SOA ns hm 1 2 3 4 5\nwww A 192.0.2.1\nwww CNAME x\n",
+        "$TTL 60\n@ SOA ns hm 1 2 3 4 5\nwww A 192.0.2.1\nwww CNAME x\nalias CNAME www\nalias CNAME elsewhere.example.\n",
     )
     .unwrap();
     std::fs::write(
@@ -75,7 +75,8 @@ fn check_lists_every_problem_and_exits_78() {
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [
-        "4 problems:",
+        "5 problems:",
+        "a.zone:6: alias.a.test.: more than one CNAME record (the first is at ",
         "a.zone: a.test.: the zone has no NS records at its apex",
         "a.zone: www.a.test.: CNAME beside other data (A)",
         "b.zone:5: ",

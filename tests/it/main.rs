@@ -7,6 +7,7 @@
 )]
 
 mod admin;
+mod admin_limits;
 mod backends;
 mod bad_input;
 mod cli;
@@ -14,6 +15,7 @@ mod config_files;
 mod ctl;
 mod ctl_rollout;
 mod deploy;
+mod descriptors;
 mod docs;
 #[cfg(feature = "etcd")]
 mod etcd;

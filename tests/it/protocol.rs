@@ -242,7 +242,6 @@ async fn names_outside_our_zones_and_other_classes_are_refused() {
             DNSClass::CH,
             DNSClass::HS,
             DNSClass::NONE,
-            DNSClass::ANY,
             DNSClass::Unknown(99),
         ] {
             let r = s
@@ -252,6 +251,48 @@ async fn names_outside_our_zones_and_other_classes_are_refused() {
             assert!(r.answers.is_empty(), "{t} {class:?}: never IN data");
             assert!(!r.metadata.authoritative);
         }
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn qclass_any_is_answered_as_in() {
+    // PROTOCOL.md: QCLASS ANY (255) is answered as IN, like Knot and NSD.
+    let s = Server::start().await;
+    for t in BOTH {
+        let r = s
+            .ask(
+                t,
+                &query_class("www.example.com.", RecordType::A, DNSClass::ANY),
+            )
+            .await;
+        assert_eq!(rcode(&r), ResponseCode::NoError, "{t}");
+        assert!(r.metadata.authoritative, "{t}");
+        assert_eq!(lines(&r.answers), ["www.example.com. A 192.0.2.80"], "{t}");
+        assert_eq!(r.answers[0].dns_class, DNSClass::IN, "{t}: records are IN");
+        assert_eq!(
+            r.queries[0].query_class(),
+            DNSClass::ANY,
+            "{t}: question echoed"
+        );
+        let r = s
+            .ask(
+                t,
+                &query_class("nothing.example.com.", RecordType::A, DNSClass::ANY),
+            )
+            .await;
+        assert_eq!(rcode(&r), ResponseCode::NXDomain, "{t}");
+        let r = s
+            .ask(
+                t,
+                &query_class("example.org.", RecordType::A, DNSClass::ANY),
+            )
+            .await;
+        assert_eq!(
+            rcode(&r),
+            ResponseCode::Refused,
+            "{t}: still only our zones"
+        );
     }
     s.stop().await;
 }

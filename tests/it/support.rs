@@ -366,17 +366,43 @@ impl WeirProcess {
     /// Starts `weir serve --config <config>` (plus `extra` args) and waits for its startup line.
     /// The config must set `[log] format = "json"`. Returns the stderr text on failure to start.
     pub(crate) fn start(config: &std::path::Path, extra: &[&str]) -> Result<WeirProcess, String> {
+        WeirProcess::start_limited(config, extra, None)
+    }
+
+    /// `start`, with RLIMIT_NOFILE set to `nofile` (soft, hard) in the child when given.
+    pub(crate) fn start_limited(
+        config: &std::path::Path,
+        extra: &[&str],
+        nofile: Option<(u64, u64)>,
+    ) -> Result<WeirProcess, String> {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_weir"));
+        command
             .env_remove("WEIR_CONFIG")
             .env_remove("RUST_LOG")
             .args(["serve", "--config"])
             .arg(config)
             .args(extra)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(std::process::Stdio::piped());
+        if let Some((soft, hard)) = nofile {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command.spawn().unwrap();
         let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let mut seen = Vec::new();
         let started = loop {
