@@ -172,7 +172,7 @@ async fn run(
                 metrics.forget_pool_convergence(&gone.to_string());
             }
         }
-        tracker.apply(&samples, batch_ms);
+        tracker.apply(&mut samples, batch_ms);
         tracker.settle(now);
         let fresh = tracker.report();
         for (name, p) in &fresh {
@@ -407,9 +407,12 @@ impl Tracker {
         gone
     }
 
-    /// Counts drained samples whose queries were made by `at_ms`.
-    fn apply(&mut self, samples: &[Sample], at_ms: u64) {
-        for s in samples {
+    /// Counts drained samples whose queries were made by `at_ms`. Older generations go first:
+    /// a resolver's query from before a change must join the before set before its query from
+    /// after the change can mark it re-fetched (one drain can hold both, from two tables).
+    fn apply(&mut self, samples: &mut [Sample], at_ms: u64) {
+        samples.sort_by_key(|s| s.generation);
+        for s in samples.iter() {
             // The pool a sample names is its index in the snapshot that answered it.
             let names = if s.generation >= self.names_since {
                 &self.names
@@ -576,7 +579,7 @@ mod tests {
         let mut t = Tracker::default();
         t.observe(&observed(1, 0, &[("app.example.com", 7, 30)]));
         t.apply(
-            &[
+            &mut [
                 sample(0, "10.0.0.1", 1, 10),
                 sample(0, "10.0.1.1", 1, 5),
                 sample(0, "10.0.2.1", 1, 3),
@@ -597,7 +600,7 @@ mod tests {
     fn no_change_no_report() {
         let mut t = Tracker::default();
         t.observe(&observed(1, 0, &[("app.example.com", 7, 30)]));
-        t.apply(&[sample(0, "10.0.0.1", 1, 10)], 1000);
+        t.apply(&mut [sample(0, "10.0.0.1", 1, 10)], 1000);
         // A publication for something else: same fingerprint.
         t.observe(&observed(2, 2000, &[("app.example.com", 7, 30)]));
         t.settle(2000);
@@ -669,7 +672,7 @@ mod tests {
         ];
         for (what, samples, share, silent, converged) in cases {
             let mut t = changed();
-            t.apply(&samples, 101_000);
+            t.apply(&mut samples.clone(), 101_000);
             for _ in 0..GRACE_TICKS {
                 t.settle(101_000);
             }
@@ -698,14 +701,14 @@ mod tests {
     fn convergence_time_is_when_the_last_needed_resolver_came_back() {
         let mut t = changed();
         t.apply(
-            &[sample(0, "10.0.0.1", 2, 1), sample(0, "10.0.1.1", 2, 1)],
+            &mut [sample(0, "10.0.0.1", 2, 1), sample(0, "10.0.1.1", 2, 1)],
             101_000,
         );
         t.settle(101_000);
         t.settle(101_200);
         assert_eq!(report(&t).converged_after_ms, None);
         t.apply(
-            &[sample(0, "10.0.2.1", 2, 1), sample(0, "10.0.3.1", 2, 1)],
+            &mut [sample(0, "10.0.2.1", 2, 1), sample(0, "10.0.3.1", 2, 1)],
             104_500,
         );
         t.settle(104_500);
@@ -722,7 +725,7 @@ mod tests {
     fn late_samples_from_before_the_change_join_the_before_set() {
         let mut t = changed();
         // Drained after the change was seen, answered by generation 1: before the change.
-        t.apply(&[sample(0, "192.0.2.1", 1, 20)], 100_200);
+        t.apply(&mut [sample(0, "192.0.2.1", 1, 20)], 100_200);
         t.settle(100_200);
         t.settle(100_400);
         let r = report(&t);
@@ -736,6 +739,31 @@ mod tests {
             }
         );
         assert_eq!(r.converged_after_ms, None);
+    }
+
+    #[test]
+    fn one_drain_with_both_sides_of_a_change() {
+        let mut t = Tracker::default();
+        t.observe(&observed(1, 0, &[("app.example.com", 7, 30)]));
+        // The change is seen before anything was drained; then one drain brings the TCP
+        // table's re-fetch ahead of the UDP table's earlier queries.
+        t.observe(&observed(2, 1_000, &[("app.example.com", 8, 30)]));
+        t.apply(
+            &mut [
+                sample(0, "10.0.0.1", 2, 1),
+                sample(0, "10.0.0.1", 1, 3),
+                sample(0, "10.0.1.1", 1, 1),
+            ],
+            1_200,
+        );
+        t.settle(1_200);
+        t.settle(1_400);
+        let r = report(&t);
+        assert_eq!(
+            (r.resolvers_before, r.resolvers_refetched, r.queries_before),
+            (2, 1, 4)
+        );
+        assert_eq!(r.refetched, 0.75);
     }
 
     #[test]
@@ -761,8 +789,8 @@ mod tests {
     fn the_window_is_twice_the_ttl_and_forgets_older_resolvers() {
         let mut t = Tracker::default();
         t.observe(&observed(1, 0, &[("app.example.com", 7, 10)]));
-        t.apply(&[sample(0, "10.0.0.1", 1, 4)], 10_000);
-        t.apply(&[sample(0, "10.0.1.1", 1, 4)], 35_000);
+        t.apply(&mut [sample(0, "10.0.0.1", 1, 4)], 10_000);
+        t.apply(&mut [sample(0, "10.0.1.1", 1, 4)], 35_000);
         // 20 s window at 40 s: the first resolver (10 s) is out.
         t.observe(&observed(2, 40_000, &[("app.example.com", 8, 10)]));
         let r = report(&t);
@@ -776,7 +804,7 @@ mod tests {
     #[test]
     fn a_new_change_restarts_and_reindexed_pools_keep_their_samples() {
         let mut t = changed();
-        t.apply(&[sample(0, "10.0.0.1", 2, 1)], 101_000);
+        t.apply(&mut [sample(0, "10.0.0.1", 2, 1)], 101_000);
         // A reload puts another pool first and changes app again.
         t.observe(&observed(
             3,
@@ -785,7 +813,7 @@ mod tests {
         ));
         // Index 0 of generation 2 is still app; index 1 of generation 3 too.
         t.apply(
-            &[sample(0, "10.0.1.1", 2, 1), sample(1, "10.0.0.1", 3, 1)],
+            &mut [sample(0, "10.0.1.1", 2, 1), sample(1, "10.0.0.1", 3, 1)],
             102_200,
         );
         t.settle(102_200);
@@ -816,7 +844,7 @@ mod tests {
                 )
             })
             .collect();
-        t.apply(&samples, 1_000);
+        t.apply(&mut samples.clone(), 1_000);
         for k in 1..=PRUNE_EVERY {
             t.settle(1_000 + u64::from(k));
         }
