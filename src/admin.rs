@@ -13,6 +13,11 @@
 //! - `GET /v1/pools/{pool}/preview?weights=blue:50,green:50&down=ADDR,..&family=ipv4`: the exact
 //!   probability of each endpoint and answer set under those weights and that health, and for
 //!   sticky pools the share of client subnets that would move. Changes nothing.
+//! - `GET /v1/pools/{pool}/convergence`: since the pool's last change of answers, the share of
+//!   its query volume (from the window before the change) whose resolvers have queried again,
+//!   the largest still silent, and when 99% was reached (see `convergence`; read scope).
+//!   `change` is null until the pool's answers change; `tracking` false with
+//!   `[dns] track_convergence = false`.
 //! - `GET /v1/audit?pool=&limit=`: the audit log, newest first; `?since=G`: the change feed,
 //!   every record after generation G, oldest first (read scope).
 //! - `GET /v1/changes/{generation}`: INSYNC once every nameserver sharing the state serves that
@@ -45,6 +50,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{MAX_WEIGHT, Scope, Token};
+use crate::convergence::Convergence;
 use crate::health::LastResults;
 use crate::metrics::Metrics;
 use crate::model::{Name, Override};
@@ -85,6 +91,8 @@ pub struct AdminContext {
     pub probes: LastResults,
     /// Empty: no token auth (the API then listens on loopback only; config enforces it).
     pub tokens: Arc<Vec<Token>>,
+    /// Per-pool cache convergence since each pool's last change.
+    pub convergence: Convergence,
 }
 
 /// Who is calling, attached by the auth middleware.
@@ -148,6 +156,7 @@ pub fn router(ctx: AdminContext) -> Router {
         .route("/v1/pools/{pool}/rollouts", post(rollout_start))
         .route("/v1/pools/{pool}/rollout", get(read::rollout))
         .route("/v1/pools/{pool}/preview", get(read::preview))
+        .route("/v1/pools/{pool}/convergence", get(read::convergence))
         .route("/v1/pools/{pool}/rollout/{action}", post(rollout_command))
         .route("/v1/reload", post(reload))
         .route("/v1/audit", get(audit))

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
+use crate::convergence::Convergence;
 use crate::dns;
 use crate::health;
 use crate::metrics::Metrics;
@@ -34,6 +35,8 @@ pub struct Running {
     pub events: mpsc::Sender<StateEvent>,
     pub metrics: Arc<Metrics>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Per-pool cache convergence (`Convergence::off()` with `track_convergence = false`).
+    pub convergence: Convergence,
     shutdown: CancellationToken,
     dns: JoinHandle<Result<(), dns::ListenerDied>>,
     writer: JoinHandle<()>,
@@ -121,12 +124,26 @@ pub fn start_with(
     let (admin_listener, admin_tls) = bind_admin(&config.admin)?;
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
+    // Convergence tracking: one fixed table per UDP worker plus one for TCP, drained by a task.
+    let (recorder, convergence) = if config.dns.track_convergence {
+        let tables = dns::track::Tables::new(listeners.udp_workers());
+        let convergence = crate::convergence::start(
+            tables.clone(),
+            snapshot.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        (dns::track::Recorder::new(tables), convergence)
+    } else {
+        (dns::track::Recorder::off(), Convergence::off())
+    };
     let ctx = dns::Context {
         snapshot: snapshot.clone(),
         metrics: metrics.clone(),
         config: config.dns.clone(),
         query_log: dns::QueryLog::start(config.log.query_sample)
             .context("starting the query log")?,
+        recorder,
     };
     let dns = tokio::spawn(dns::run(listeners, ctx, shutdown.clone()));
     let (remote, remote_rx) = mpsc::channel(EVENT_QUEUE);
@@ -150,6 +167,7 @@ pub fn start_with(
             audit: StoreView::new(store),
             probes: probe_results,
             tokens: Arc::new(config.admin.tokens.clone()),
+            convergence: convergence.clone(),
         });
         tokio::spawn(admin::run(listener, admin_tls, router, shutdown.clone()))
     });
@@ -159,6 +177,7 @@ pub fn start_with(
         events,
         metrics,
         snapshot,
+        convergence,
         shutdown,
         dns,
         writer,

@@ -65,6 +65,7 @@ struct RawDns {
     tcp_max_connections: Option<i64>,
     tcp_idle_timeout: Option<String>,
     tcp_io_timeout: Option<String>,
+    track_convergence: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +141,9 @@ pub struct DnsConfig {
     pub tcp_idle_timeout: Duration,
     /// How long one message may take to arrive once its first byte has, or to be written.
     pub tcp_io_timeout: Duration,
+    /// Count pool queries per resolver to measure cache convergence after each change
+    /// (`convergence`).
+    pub track_convergence: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,6 +253,7 @@ pub mod defaults {
     pub const TCP_MAX_CONNECTIONS: i64 = 1024;
     pub const TCP_IDLE_TIMEOUT: &str = "10s";
     pub const TCP_IO_TIMEOUT: &str = "5s";
+    pub const TRACK_CONVERGENCE: bool = true;
     pub const ADMIN_LISTEN: &str = "127.0.0.1:8053";
     pub const STORE_PATH: &str = "weir-state";
     pub const AUDIT_RETENTION: i64 = 100_000;
@@ -536,6 +541,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
             tcp_max_connections,
             tcp_idle_timeout,
             tcp_io_timeout,
+            track_convergence: dns.track_convergence.unwrap_or(defaults::TRACK_CONVERGENCE),
         },
         admin: AdminConfig {
             listen: admin_listen,

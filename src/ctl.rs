@@ -71,6 +71,12 @@ enum Command {
         /// The pool's name, e.g. app.example.com.
         name: String,
     },
+    /// Cache convergence since the pool's last change of answers: the share of its query
+    /// volume whose resolvers have asked again, the largest still silent, the time to 99%.
+    Convergence {
+        /// The pool's name, e.g. app.example.com.
+        pool: String,
+    },
     /// Set a group's weight (0 takes the group out of answers).
     SetWeight {
         /// The pool's name, e.g. app.example.com.
@@ -332,6 +338,16 @@ async fn execute(args: Args) -> Result<String, CtlError> {
         Command::Pools => {
             let (text, body) = client.read(&["v1", "pools"], &[]).await?;
             Ok(if json { raw(text) } else { table::pools(&body) })
+        }
+        Command::Convergence { pool } => {
+            let (text, body) = client
+                .read(&["v1", "pools", &pool, "convergence"], &[])
+                .await?;
+            Ok(if json {
+                raw(text)
+            } else {
+                table::convergence(&body)
+            })
         }
         Command::Pool { name } => {
             let (text, body) = client.read(&["v1", "pools", &name], &[]).await?;

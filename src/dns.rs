@@ -3,6 +3,7 @@
 //! per query; never locks, never awaits anything but socket I/O, never writes state.
 
 pub mod tcp;
+pub mod track;
 pub mod udp;
 pub mod wire;
 pub mod zonefile;
@@ -33,6 +34,9 @@ pub struct Context {
     pub config: DnsConfig,
     /// The sampled query log (`[log] query_sample`); `QueryLog::off()` when not configured.
     pub query_log: QueryLog,
+    /// Where pool queries are counted for convergence tracking (`[dns] track_convergence`);
+    /// `run` gives each UDP worker its own table. `Recorder::off()` when not tracking.
+    pub recorder: track::Recorder,
 }
 
 /// Answers one packet from `client` into `out` (appending). Returns false when the packet is
@@ -97,6 +101,18 @@ pub fn respond(
     ctx.metrics
         .answered(transport, written.rcode, written.truncated);
     snapshot.count_query(answer.zone);
+    // Like the zone counter: the pool's index came back with the answer; a few atomic loads
+    // and one add in this worker's table (or one `Option` test when tracking is off).
+    if let Some(pool) = answer.pool {
+        ctx.recorder.record(
+            pool,
+            snapshot.generation,
+            &Client {
+                addr: client,
+                ecs: q.ecs,
+            },
+        );
+    }
     // Off: one predictable branch on a plain field. On: the draw is inlined, the record is not.
     if ctx.query_log.sample > 0.0 && ctx.query_log.draw() {
         ctx.query_log.offer(
@@ -269,6 +285,11 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// UDP worker sockets across every listen address (one worker thread each).
+    pub fn udp_workers(&self) -> usize {
+        self.udp.iter().map(Vec::len).sum()
+    }
+
     /// The bound addresses (UDP and TCP share each).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.tcp
@@ -322,12 +343,18 @@ pub async fn run(
 ) -> Result<(), ListenerDied> {
     let (died_tx, mut died_rx) = tokio::sync::mpsc::channel::<ListenerDied>(16);
     let mut threads = Vec::new();
+    let mut worker = 0;
     for sockets in listeners.udp {
         for (i, socket) in sockets.into_iter().enumerate() {
+            let ctx = Context {
+                recorder: ctx.recorder.for_udp_worker(worker),
+                ..ctx.clone()
+            };
+            worker += 1;
             threads.push(udp::spawn(
                 socket,
                 i,
-                ctx.clone(),
+                ctx,
                 shutdown.clone(),
                 died_tx.clone(),
             )?);
@@ -414,6 +441,7 @@ mod tests {
             metrics,
             config: config.dns,
             query_log: QueryLog::off(),
+            recorder: track::Recorder::off(),
         }
     }
 

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod convergence;
 pub mod ctl;
 pub mod dns;
 pub mod health;

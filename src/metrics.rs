@@ -105,6 +105,7 @@ pub struct Metrics {
     last_reload_success: IntGauge,
     last_reload_timestamp: Gauge,
     query_log_dropped: IntCounter,
+    convergence: ConvergenceMetrics,
 }
 
 /// Seconds since the Unix epoch, now.
@@ -377,6 +378,7 @@ impl Metrics {
         )
         .expect("metric");
         register(Box::new(query_log_dropped.clone()));
+        let convergence = ConvergenceMetrics::new(&registry);
         register(Box::new(queries_vec));
         for result in ["ok", "failed"] {
             reloads.with_label_values(&[result]);
@@ -429,6 +431,7 @@ impl Metrics {
             last_reload_success,
             last_reload_timestamp,
             query_log_dropped,
+            convergence,
         }
     }
 
@@ -460,6 +463,32 @@ impl Metrics {
     /// A sampled query log record was dropped (queue full).
     pub fn query_log_dropped(&self) {
         self.query_log_dropped.inc();
+    }
+
+    /// `n` convergence records found their worker's table full (or the pool untracked).
+    pub fn convergence_dropped(&self, n: u64) {
+        self.convergence.dropped.inc_by(n);
+    }
+
+    /// A pool's re-fetched share since its last change, and how long its last completed
+    /// convergence took (None: not converged yet).
+    pub fn pool_convergence(&self, pool: &str, refetched: f64, converged_seconds: Option<f64>) {
+        self.convergence
+            .refetched
+            .with_label_values(&[pool])
+            .set(refetched);
+        if let Some(seconds) = converged_seconds {
+            self.convergence
+                .seconds
+                .with_label_values(&[pool])
+                .set(seconds);
+        }
+    }
+
+    /// A pool is no longer served (reload): its convergence series go.
+    pub fn forget_pool_convergence(&self, pool: &str) {
+        let _ = self.convergence.refetched.remove_label_values(&[pool]);
+        let _ = self.convergence.seconds.remove_label_values(&[pool]);
     }
 
     /// One admin request on `route` (the matched pattern, or "unmatched") answered `status`.
@@ -657,6 +686,57 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Cache convergence (`convergence`): per pool, the re-fetched share since the last change
+/// and the last completed convergence time; records the query path could not keep.
+#[derive(Debug)]
+struct ConvergenceMetrics {
+    refetched: GaugeVec,
+    seconds: GaugeVec,
+    dropped: IntCounter,
+}
+
+impl ConvergenceMetrics {
+    #[allow(
+        clippy::expect_used,
+        reason = "metric names are constants; a bad one is a bug caught by every test"
+    )]
+    fn new(registry: &Registry) -> Self {
+        let refetched = GaugeVec::new(
+            Opts::new(
+                "pool_refetched_ratio",
+                "Share of the pool's queries (by volume in the window before its last change) from resolvers that have queried it again since the change; 1 when nobody had queried",
+            ),
+            &["pool"],
+        )
+        .expect("metric");
+        let seconds = GaugeVec::new(
+            Opts::new(
+                "pool_convergence_seconds",
+                "Seconds from the pool's last completed change to 99% re-fetched",
+            ),
+            &["pool"],
+        )
+        .expect("metric");
+        let dropped = IntCounter::new(
+            "convergence_dropped_total",
+            "Pool queries not counted for convergence because a worker's fixed-size table was full",
+        )
+        .expect("metric");
+        for c in [
+            Box::new(refetched.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(seconds.clone()),
+            Box::new(dropped.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        ConvergenceMetrics {
+            refetched,
+            seconds,
+            dropped,
+        }
     }
 }
 

@@ -65,6 +65,10 @@ pub struct Answer<'a> {
     /// The zone whose data answered (`Snapshot::zone_origin`); None when no zone was looked
     /// up (a name outside every zone, a class other than IN).
     pub zone: Option<usize>,
+    /// The managed pool asked for (its index in the snapshot, `Snapshot::pool_fingerprint`):
+    /// an A, AAAA or ANY question that reached a pool's name, whatever the pool's outcome.
+    /// Convergence tracking counts it like the zone counter counts `zone`.
+    pub pool: Option<usize>,
 }
 
 impl<'a> Answer<'a> {
@@ -77,6 +81,7 @@ impl<'a> Answer<'a> {
             additional: SmallVec::new(),
             ecs_scope: 0,
             zone: None,
+            pool: None,
         }
     }
 
@@ -129,6 +134,9 @@ pub struct ZoneIndex {
 pub struct Snapshot {
     /// Counts publications (reloads, changes, health flips).
     pub generation: u64,
+    /// When this snapshot was built, just before it is published: Unix time in milliseconds
+    /// (wall clock). Convergence tracking dates a pool's change by it.
+    pub published_ms: u64,
     index: Arc<ZoneIndex>,
     /// Pool views, in config order; nodes refer to them by index.
     pools: Vec<pool::PoolNode>,
@@ -192,12 +200,20 @@ pub fn build(
         .clone();
     Snapshot {
         generation,
+        published_ms: unix_ms(),
         index: index.clone(),
         pools,
         view,
         zone_queries,
         outside_zones: metrics.outside_zones().clone(),
     }
+}
+
+/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn build_zone(id: usize, zone: &Zone) -> ZoneData {
@@ -285,6 +301,14 @@ impl Snapshot {
         pool::preview(proposed, current, &by_name, &health_of, qtype)
     }
 
+    /// A hash of everything that decides pool `i`'s answers (per family: outcome, candidates,
+    /// their weights and TTLs; answer count, stickiness). Two snapshots whose fingerprints
+    /// differ for a pool answer it differently: a weight change and a health flip both change
+    /// it, a publication for another pool does not. None past the last pool.
+    pub fn pool_fingerprint(&self, i: usize) -> Option<u64> {
+        self.pools.get(i).map(pool::PoolNode::fingerprint)
+    }
+
     /// How a pool answers right now, per family (for the admin API).
     pub fn pool_status(&self, name: &Name) -> Option<PoolStatus> {
         let i = self.view.pools.iter().position(|p| p.name == *name)?;
@@ -331,11 +355,14 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
                 }
             },
         };
-        if let Some(pool) = node.pool.and_then(|i| snapshot.pools.get(i))
+        if let Some(i) = node.pool
+            && let Some(pool) = snapshot.pools.get(i)
             && matches!(q.qtype, rtype::A | rtype::AAAA | rtype::ANY)
-            && pool.answer(q.qtype, owner, &q.client, &mut ans)
         {
-            return ans;
+            ans.pool = Some(i);
+            if pool.answer(q.qtype, owner, &q.client, &mut ans) {
+                return ans;
+            }
         }
         let wanted = match q.qtype {
             // RFC 8482 4.1: answer ANY with one RRset, the first by type, not all of them.

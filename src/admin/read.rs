@@ -1,5 +1,5 @@
 //! The admin API's read side: readiness, metrics, zones, pools (config and live state side by
-//! side, from the published snapshot's view) and the audit log.
+//! side, from the published snapshot's view), cache convergence and the audit log.
 
 use std::sync::atomic::Ordering;
 
@@ -446,6 +446,24 @@ pub(super) async fn change_status(
             "updated": n.updated,
             "state": state(n),
         })).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// `GET /v1/pools/{pool}/convergence`: where resolvers' caches stand since the pool's last
+/// change of answers (`convergence::PoolConvergence`, or null before any change).
+pub(super) async fn convergence(
+    State(ctx): State<AdminContext>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let snapshot = ctx.snapshot.load();
+    let pool = find_pool(&snapshot.view.pools, &name)?;
+    let change = ctx.convergence.pool(&pool.name);
+    Ok(Json(json!({
+        "pool": pool.name.to_string(),
+        "tracking": ctx.convergence.is_on(),
+        "now_ms": crate::snapshot::unix_ms(),
+        "change": change,
     }))
     .into_response())
 }

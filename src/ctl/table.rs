@@ -216,6 +216,69 @@ fn age(seconds: u64) -> String {
     }
 }
 
+/// Milliseconds as seconds with one decimal: "4.5s".
+fn millis(ms: u64) -> String {
+    format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
+}
+
+/// `weir ctl convergence POOL`: a summary, then the largest silent resolvers.
+pub(super) fn convergence(body: &Value) -> String {
+    let pool = cell(&body["pool"]);
+    if body["tracking"] == false {
+        return format!("{pool}: convergence tracking is off ([dns] track_convergence = false)\n");
+    }
+    let c = &body["change"];
+    if c.is_null() {
+        return format!("{pool}: its answers have not changed since weir started\n");
+    }
+    let ago = match (c["changed_at_ms"].as_u64(), body["now_ms"].as_u64()) {
+        (Some(at), Some(now)) => format!("{} ago", millis(now.saturating_sub(at))),
+        _ => "-".into(),
+    };
+    let share = c["refetched"]
+        .as_f64()
+        .map_or("-".into(), |r| format!("{:.1}%", r * 100.0));
+    let converged = match c["converged_after_ms"].as_u64() {
+        Some(ms) => format!("yes, 99% after {}", millis(ms)),
+        None => "no".into(),
+    };
+    let mut summary = Table::default();
+    let mut field = |name: &str, value: String| summary.row(vec![name.into(), value]);
+    field("pool", pool);
+    field(
+        "changed",
+        format!("{ago} (generation {})", cell(&c["generation"])),
+    );
+    field(
+        "re-fetched",
+        format!(
+            "{share} of {} queries; {} of {} resolvers",
+            cell(&c["queries_before"]),
+            cell(&c["resolvers_refetched"]),
+            cell(&c["resolvers_before"])
+        ),
+    );
+    field(
+        "window",
+        c["window_ms"]
+            .as_u64()
+            .map_or("-".into(), |ms| format!("{} before the change", millis(ms))),
+    );
+    field("converged", converged);
+    let mut out = String::new();
+    summary.render(&mut out);
+    let silent = list(&c["silent"]);
+    if !silent.is_empty() {
+        out.push('\n');
+        let mut t = Table::with_header(&["SILENT RESOLVER", "QUERIES BEFORE"]);
+        for s in silent {
+            t.row(vec![cell(&s["prefix"]), cell(&s["queries"])]);
+        }
+        t.render(&mut out);
+    }
+    out
+}
+
 /// `weir ctl pool NAME`.
 pub(super) fn pool(body: &Value, now: u64) -> String {
     let status = &body["status"];
@@ -629,6 +692,32 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn convergence_summary_and_silent_resolvers() {
+        let body = json!({"pool": "app.example.com.", "tracking": true, "now_ms": 10_000, "change": {
+            "changed_at_ms": 5_500, "generation": 7, "window_ms": 60_000, "refetched": 0.65,
+            "resolvers_before": 4, "resolvers_refetched": 2, "queries_before": 20,
+            "silent": [{"prefix": "10.0.1.0/24", "queries": 5}, {"prefix": "2001:db8::/48 ecs 198.51.100.0/24", "queries": 2}],
+            "converged_after_ms": null,
+        }});
+        assert_eq!(
+            convergence(&body),
+            "pool        app.example.com.\nchanged     4.5s ago (generation 7)\nre-fetched  65.0% of 20 queries; 2 of 4 resolvers\nwindow      60.0s before the change\nconverged   no\n\nSILENT RESOLVER                    QUERIES BEFORE\n10.0.1.0/24                        5\n2001:db8::/48 ecs 198.51.100.0/24  2\n"
+        );
+        let mut done = body.clone();
+        done["change"]["refetched"] = json!(1.0);
+        done["change"]["silent"] = json!([]);
+        done["change"]["converged_after_ms"] = json!(3_250);
+        assert!(convergence(&done).ends_with("converged   yes, 99% after 3.2s\n"));
+        let quiet = json!({"pool": "app.example.com.", "tracking": true, "change": null});
+        assert_eq!(
+            convergence(&quiet),
+            "app.example.com.: its answers have not changed since weir started\n"
+        );
+        let off = json!({"pool": "app.example.com.", "tracking": false, "change": null});
+        assert!(convergence(&off).contains("tracking is off"));
+    }
 
     #[test]
     fn nodes_and_change_status() {

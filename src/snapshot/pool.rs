@@ -100,6 +100,8 @@ pub(super) struct PoolNode {
     v6: Outcome,
     /// Degraded per family (v4, v6).
     degraded: (bool, bool),
+    /// `Snapshot::pool_fingerprint`, computed once at build.
+    fingerprint: u64,
 }
 
 type HealthOf<'a> = &'a dyn Fn(&ProbeKey) -> Health;
@@ -113,12 +115,18 @@ pub(super) fn build(
 ) -> PoolNode {
     let (v4, d4) = family(pool, rtype::A, pools, health, Some(metrics), 0);
     let (v6, d6) = family(pool, rtype::AAAA, pools, health, Some(metrics), 0);
+    let sticky = pool.sticky == Sticky::ClientSubnet;
+    let mut h = mix(pool.answers as u64 ^ u64::from(sticky) << 32);
+    for outcome in [&v4, &v6] {
+        h = outcome.fingerprint(h);
+    }
     PoolNode {
         answers: pool.answers,
-        sticky: pool.sticky == Sticky::ClientSubnet,
+        sticky,
         v4,
         v6,
         degraded: (d4, d6),
+        fingerprint: h,
     }
 }
 
@@ -494,6 +502,29 @@ pub(super) fn preview(
 }
 
 impl Outcome {
+    /// Folds what decides this family's answers into `h`: the outcome, and for answers each
+    /// candidate's address, weight and TTL and the group boundaries.
+    fn fingerprint(&self, h: u64) -> u64 {
+        match self {
+            Outcome::NoData => mix(h ^ 1),
+            Outcome::ServFail => mix(h ^ 2),
+            Outcome::Answer {
+                candidates, spans, ..
+            } => {
+                let mut h = mix(h ^ 3);
+                for c in candidates {
+                    h = mix(h ^ c.seed);
+                    h = mix(h ^ c.weight.to_bits());
+                    h = mix(h ^ u64::from(c.rrset.ttl));
+                }
+                for s in spans {
+                    h = mix(h ^ s.end.to_bits() ^ (s.range.start as u64) << 48);
+                }
+                h
+            }
+        }
+    }
+
     fn status(&self, degraded: bool) -> FamilyStatus {
         let (outcome, shares) = match self {
             Outcome::NoData => ("nodata", Vec::new()),
@@ -520,6 +551,10 @@ impl Outcome {
 }
 
 impl PoolNode {
+    pub(super) fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
     pub(super) fn status(&self) -> PoolStatus {
         PoolStatus {
             ipv4: self.v4.status(self.degraded.0),
@@ -928,5 +963,41 @@ mod tests {
         );
         let snap = snapshot(&checked("servfail", 0.0));
         assert_eq!(ask(&snap, rtype::A, client([1, 1, 1, 1])).1, Rcode::NoError);
+    }
+    /// The fingerprint changes exactly when the pool's answers do: weights, health, TTL;
+    /// not when another pool changes.
+    #[test]
+    fn fingerprints_follow_what_the_pool_answers() {
+        let other = "[[pool]]\nname = \"other.example.com.\"\n[[pool.group]]\nname = \"o\"\nweight = {w}\nendpoints = [{ address = \"203.0.113.1\" }, { address = \"203.0.113.2\" }]\n";
+        let fp = |pools: &str, health: &HashMap<ProbeKey, Health>| {
+            snapshot_with(pools, health).0.pool_fingerprint(0).unwrap()
+        };
+        let none = HashMap::new();
+        let base = fp(&split(90, 10, ""), &none);
+        let cases = [
+            (split(90, 10, ""), false, "same config"),
+            (
+                format!("{}{}", split(90, 10, ""), other.replace("{w}", "5")),
+                false,
+                "another pool added",
+            ),
+            (split(80, 20, ""), true, "group weights"),
+            (split(90, 10, "ttl = 5"), true, "TTL"),
+            (split(90, 10, "answers = 2"), true, "answer count"),
+            (
+                split(90, 10, "sticky = \"client-subnet\""),
+                true,
+                "stickiness",
+            ),
+        ];
+        for (pools, changed, what) in cases {
+            assert_eq!(fp(&pools, &none) != base, changed, "{what}");
+        }
+        // A health flip of one endpoint changes the answers.
+        let (_, pools) = snapshot_with(&checked("serve-all", 0.0), &none);
+        let up = fp(&checked("serve-all", 0.0), &down(&pools, &[]));
+        let flipped = fp(&checked("serve-all", 0.0), &down(&pools, &["192.0.2.1"]));
+        assert_ne!(up, flipped);
+        assert_eq!(up, fp(&checked("serve-all", 0.0), &down(&pools, &[])));
     }
 }

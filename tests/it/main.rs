@@ -12,6 +12,7 @@ mod backends;
 mod bad_input;
 mod cli;
 mod config_files;
+mod convergence;
 mod ctl;
 mod ctl_rollout;
 mod deploy;
