@@ -108,7 +108,7 @@ pub fn start_with(
     let (due, due_rx) = mpsc::channel(EVENT_QUEUE);
     let monitor = health::Monitor::new(flips, metrics.clone(), shutdown.clone());
     let probe_results = monitor.last_results();
-    let writer = state::Writer::start(
+    let mut writer = state::Writer::start(
         loaded,
         stored,
         store.clone(),
@@ -137,6 +137,14 @@ pub fn start_with(
     } else {
         (dns::track::Recorder::off(), Convergence::off())
     };
+    // Rollouts gated on convergence read the share measured since their last change.
+    let measured = convergence.clone();
+    writer.set_refetched(Arc::new(move |pool, since| {
+        measured
+            .pool(pool)
+            .filter(|c| c.changed_at_ms >= since)
+            .map(|c| c.refetched)
+    }));
     let ctx = dns::Context {
         snapshot: snapshot.clone(),
         metrics: metrics.clone(),
