@@ -20,6 +20,7 @@ GDNSD_PORT=${GDNSD_PORT:-5400}
 WEIR_PORT=${WEIR_PORT:-5401}
 SKIP_BUILD=${SKIP_BUILD:-0}         # 1 = use existing target/release/weir
 KEEP_TMP=${KEEP_TMP:-0}             # 1 = keep the temp dir (configs, raw logs)
+TRACK_CONVERGENCE=${TRACK_CONVERGENCE:-true}  # weir's [dns] track_convergence
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$REPO/bench"
@@ -114,6 +115,7 @@ WEIR_CONF="$TMP/weir.toml"
 cat >"$WEIR_CONF" <<EOF
 [dns]
 listen = ["127.0.0.1:$WEIR_PORT"]
+track_convergence = $TRACK_CONVERGENCE
 
 [admin]
 listen = ""

@@ -119,6 +119,20 @@ impl Convergence {
     pub fn pool(&self, pool: &Name) -> Option<PoolConvergence> {
         self.report.as_ref()?.load().get(pool).cloned()
     }
+
+    /// The pool's convergence if its last change was published at or after `since_ms` (Unix
+    /// ms), e.g. a rollout step's change time: None while weir has not yet seen a change that
+    /// recent (or tracking is off).
+    pub fn since(&self, pool: &Name, since_ms: u64) -> Option<PoolConvergence> {
+        self.pool(pool).filter(|p| p.changed_at_ms >= since_ms)
+    }
+}
+
+impl PoolConvergence {
+    /// True once at least `threshold` (0..=1, e.g. 0.99) of the before volume has re-fetched.
+    pub fn reached(&self, threshold: f64) -> bool {
+        self.refetched >= threshold
+    }
 }
 
 /// Starts the aggregation task (it ends with `shutdown`) and returns its read side. Must be
@@ -873,5 +887,23 @@ mod tests {
         let c = Convergence::off();
         assert!(!c.is_on());
         assert_eq!(c.pool(&name("app.example.com")), None);
+        assert_eq!(c.since(&name("app.example.com"), 0), None);
+    }
+
+    #[test]
+    fn readers_filter_by_change_time() {
+        let t = changed();
+        let c = Convergence {
+            report: Some(Arc::new(ArcSwap::from_pointee(t.report()))),
+        };
+        let app = name("app.example.com");
+        assert_eq!(c.pool(&app).map(|p| p.changed_at_ms), Some(100_000));
+        assert!(c.since(&app, 100_000).is_some());
+        assert!(
+            c.since(&app, 100_001).is_none(),
+            "an older change is not the step's"
+        );
+        let p = c.pool(&app).unwrap();
+        assert!(!p.reached(0.99) && p.reached(0.0));
     }
 }
