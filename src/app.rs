@@ -138,13 +138,12 @@ pub fn start_with(
         (dns::track::Recorder::off(), Convergence::off())
     };
     // Rollouts gated on convergence read the share measured since their last change.
-    let measured = convergence.clone();
-    writer.set_refetched(Arc::new(move |pool, since| {
-        measured
-            .pool(pool)
-            .filter(|c| c.changed_at_ms >= since)
-            .map(|c| c.refetched)
-    }));
+    if convergence.is_on() {
+        let measured = convergence.clone();
+        writer.set_refetched(Arc::new(move |pool, since| {
+            measured.since(pool, since).map(|c| c.refetched)
+        }));
+    }
     let ctx = dns::Context {
         snapshot: snapshot.clone(),
         metrics: metrics.clone(),

@@ -38,10 +38,11 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::dns::track::{Resolver, Sample, Tables};
 use crate::metrics::Metrics;
 use crate::model::Name;
-use crate::snapshot::{Snapshot, unix_ms};
+use crate::snapshot::Snapshot;
 
 /// How often the tables are drained and the snapshot looked at.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -162,7 +163,7 @@ async fn run(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut samples = Vec::new();
     // When writers left the halves that the next drain reads.
-    let mut left_ms = unix_ms();
+    let mut left_ms = now_ms();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -177,7 +178,7 @@ async fn run(
         if dropped > 0 {
             metrics.convergence_dropped(dropped);
         }
-        let now = unix_ms();
+        let now = now_ms();
         let batch_ms = std::mem::replace(&mut left_ms, now);
         // Drained first, loaded second: no drained query is newer than this snapshot.
         let snap = snapshot.load();

@@ -127,6 +127,9 @@ pub struct Observed {
     pub refetched: Option<f64>,
     /// Whether changes must wait for every nameserver (a shared store).
     pub shared: bool,
+    /// Convergence is not measured here (`[dns] track_convergence = false`): a plan that
+    /// gates on it is refused.
+    pub untracked: bool,
 }
 
 impl Default for Observed {
@@ -138,6 +141,7 @@ impl Default for Observed {
             unsynced: false,
             refetched: None,
             shared: false,
+            untracked: false,
         }
     }
 }
@@ -212,6 +216,13 @@ pub fn transition(
         }
         (Command::Start(plan), _) => {
             validate(plan, cx.pool).map_err(Refused::Invalid)?;
+            if plan.converged.is_some() && cx.seen.untracked {
+                return Err(Refused::Invalid(
+                    "the plan gates on `converged`, but convergence is not measured here \
+                     ([dns] track_convergence = false)"
+                        .into(),
+                ));
+            }
             start(plan, cx)?
         }
         (_, None) => {
@@ -596,6 +607,7 @@ pub fn observe(
         unsynced: false,
         refetched,
         shared: false,
+        untracked: false,
     }
 }
 

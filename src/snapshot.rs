@@ -200,20 +200,13 @@ pub fn build(
         .clone();
     Snapshot {
         generation,
-        published_ms: unix_ms(),
+        published_ms: crate::clock::now_ms(),
         index: index.clone(),
         pools,
         view,
         zone_queries,
         outside_zones: metrics.outside_zones().clone(),
     }
-}
-
-/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn build_zone(id: usize, zone: &Zone) -> ZoneData {

@@ -676,6 +676,7 @@ impl Writer {
             None => rollout::Observed::default(),
         };
         seen.shared = self.store.shared();
+        seen.untracked = self.rollout_inputs.refetched.is_none();
         seen.unsynced = !self.store.synced(self.generation);
         let cx = rollout::Context {
             pool: served,

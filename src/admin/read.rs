@@ -200,10 +200,9 @@ pub(super) async fn rollout(
     let now = crate::rollout::now();
     let due = crate::rollout::next_due(r);
     let safe_at = crate::rollout::safe_at(r);
-    // Measured convergence is not wired into the status yet: `safe` then means the contract's
-    // instant has passed (and, with a convergence gate, waits for the rollout's own verdict).
-    let safe = crate::rollout::safe(r, now, None)
-        || (safe_at.is_some_and(|at| now >= at) && r.converged.is_none());
+    // Measured cache convergence since the rollout's last change (this nameserver's resolvers).
+    let measured = ctx.convergence.since(&pool.name, r.changed_at);
+    let safe = crate::rollout::safe(r, now, measured.as_ref().map(|c| c.refetched));
     let (reason, cause) = match &r.state {
         crate::model::RolloutState::Aborted { reason, cause } => {
             (Some(reason), Some(cause.label()))
@@ -243,6 +242,9 @@ pub(super) async fn rollout(
         "from_drained": r.rolling.is_none() && safe,
         "ramp_ttl": r.ramp_ttl,
         "converged": r.converged,
+        // What resolvers did since the last change: `refetched`, `silent`, `converged_after_ms`
+        // (null until the change is seen in answers, or with tracking off).
+        "convergence": measured,
         "rolling": r.rolling.as_ref().map(|rl| json!({
             "group": rl.plan.group,
             "batch": rl.batch,
@@ -462,7 +464,7 @@ pub(super) async fn convergence(
     Ok(Json(json!({
         "pool": pool.name.to_string(),
         "tracking": ctx.convergence.is_on(),
-        "now_ms": crate::snapshot::unix_ms(),
+        "now_ms": crate::clock::now_ms(),
         "change": change,
     }))
     .into_response())

@@ -510,6 +510,35 @@ fn safe(flag: &Value, at: &Value, now: Option<u64>) -> String {
     }
 }
 
+/// Measured cache convergence since the rollout's last change: "70.8% re-fetched (gate 99%);
+/// silent: 127.0.2.0/24 (5), ..." or None when nothing was measured and nothing waits for it.
+fn caches(body: &Value) -> Option<String> {
+    let c = &body["convergence"];
+    let gate = body["converged"]["share"]
+        .as_f64()
+        .map(|g| format!(" (gate {:.0}%)", g * 100.0))
+        .unwrap_or_default();
+    if c.is_null() {
+        return (!gate.is_empty()).then(|| format!("not measured yet{gate}"));
+    }
+    let share = c["refetched"]
+        .as_f64()
+        .map_or("-".into(), |r| format!("{:.1}%", r * 100.0));
+    let mut out = format!("{share} re-fetched{gate}");
+    if let Some(ms) = c["converged_after_ms"].as_u64() {
+        out.push_str(&format!(", 99% after {}", millis(ms)));
+    }
+    let silent: Vec<String> = list(&c["silent"])
+        .iter()
+        .take(3)
+        .map(|s| format!("{} ({})", cell(&s["prefix"]), cell(&s["queries"])))
+        .collect();
+    if !silent.is_empty() {
+        out.push_str(&format!("; silent: {}", silent.join(", ")));
+    }
+    Some(out)
+}
+
 /// `weir ctl rollout status POOL`: a summary, then the plan's steps marked done `[x]`, current
 /// `[>]` (the one the rollout waits on) or to come `[ ]`. Times count from the server's `now`.
 pub(super) fn rollout(body: &Value) -> String {
@@ -577,6 +606,9 @@ pub(super) fn rollout(body: &Value) -> String {
             },
         );
         field("changed", changed(body));
+        if let Some(caches) = caches(body) {
+            field("caches", caches);
+        }
         field(
             "safe to upgrade",
             safe(
@@ -615,6 +647,9 @@ pub(super) fn rollout(body: &Value) -> String {
         },
     );
     field("changed", changed(body));
+    if let Some(caches) = caches(body) {
+        field("caches", caches);
+    }
     if body["weight"] == 100 {
         field(
             "safe to remove",

@@ -158,7 +158,7 @@ async fn refetched_share_silent_resolvers_and_convergence_time() {
     .await
     .unwrap();
     assert_eq!(status, 200, "{body}");
-    let published = weir::snapshot::unix_ms();
+    let published = weir::clock::now_ms();
 
     // BIG and ECS come back over UDP, SMALL over TCP: (10 + 4 + 3) / 24.
     ask_udp(dns, BIG, 1).await;
@@ -243,5 +243,131 @@ async fn tracking_can_be_turned_off() {
     assert_eq!(body["change"], Value::Null);
     let out = crate::ctl::ok(&s, &["convergence", "app.example.com."]).await;
     assert!(out.contains("tracking is off"), "{out}");
+    s.stop().await;
+}
+
+const ROLLOUT: &str = "/v1/pools/app.example.com./rollout";
+
+async fn rollout_status(admin: SocketAddr) -> Value {
+    let (status, body) = http_maybe(admin, "GET", ROLLOUT, None).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Polls the rollout status until `done` holds (at most 20 s).
+async fn wait_rollout(admin: SocketAddr, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        last = rollout_status(admin).await;
+        if done(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: never happened; last status {last}");
+}
+
+#[tokio::test]
+async fn a_rollout_gated_on_convergence_waits_for_resolvers_and_pauses_past_its_timeout() {
+    // TTL 1, slack 0: the start settles 2 s after it is published; then the step waits until
+    // 99% of the volume came back, and pauses 2 s after settling if it has not.
+    let fast = POOL.replace("ttl = 30", "ttl = 1");
+    let s = Server::with_pools(&[("example.com.", ZONE)], "", &fast).await;
+    let (dns, admin) = (s.addr, s.admin());
+    let plan = json!({
+        "from": "blue", "to": "green", "slack": "0s", "converged": 0.99, "converge_timeout": "2s",
+        "steps": [{ "set_weight": 50 }, { "pause": "manual" }],
+    });
+    let (status, body) = http_maybe(
+        admin,
+        "POST",
+        "/v1/pools/app.example.com./rollouts",
+        Some(json!({ "converged": 1.5, "from": "blue", "to": "green", "steps": [{ "set_weight": 5 }] })),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 400, "a share above 1 is refused: {body}");
+    assert!(body.to_string().contains("converged"), "{body}");
+
+    ask_udp(dns, BIG, 8).await;
+    ask_udp(dns, MEDIUM, 2).await;
+    let (status, body) = http_maybe(
+        admin,
+        "POST",
+        "/v1/pools/app.example.com./rollouts",
+        Some(plan),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // Nobody came back: past settling plus the timeout the rollout pauses with the reason, and
+    // the status names the silent resolvers.
+    let held = wait_rollout(admin, "a pause for convergence", |st| {
+        st["state"] == "paused"
+    })
+    .await;
+    assert_eq!(held["weight"], 0, "{held}");
+    assert!(
+        held["hold"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("cache convergence: 0.0%")),
+        "{held}"
+    );
+    assert_eq!(held["convergence"]["refetched"], 0.0, "{held}");
+    assert_eq!(
+        silent(&held["convergence"]),
+        [
+            ("127.0.1.0/24".to_string(), 8),
+            ("127.0.2.0/24".to_string(), 2)
+        ]
+    );
+    let out = crate::ctl::ok(&s, &["rollout", "status", "app.example.com"]).await;
+    assert!(
+        out.contains(
+            "caches      0.0% re-fetched (gate 99%); silent: 127.0.1.0/24 (8), 127.0.2.0/24 (2)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("state       paused: cache convergence"),
+        "{out}"
+    );
+
+    // The big one comes back: 80% is still short of the gate.
+    ask_udp(dns, BIG, 1).await;
+    wait_rollout(admin, "80% re-fetched", |st| {
+        st["convergence"]["refetched"]
+            .as_f64()
+            .is_some_and(|r| r >= 0.79)
+    })
+    .await;
+    // Everyone is back: resumed, the step runs.
+    ask_udp(dns, MEDIUM, 1).await;
+    wait_rollout(admin, "100% re-fetched", |st| {
+        st["convergence"]["refetched"] == 1.0
+    })
+    .await;
+    let (status, body) = http_maybe(admin, "POST", &format!("{ROLLOUT}/resume"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let st = wait_rollout(admin, "the step to 50%", |st| st["weight"] == 50).await;
+    assert_eq!(st["hold"], Value::Null, "{st}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_plan_gated_on_convergence_is_refused_when_tracking_is_off() {
+    let s = Server::with_pools(&[("example.com.", ZONE)], "track_convergence = false", POOL).await;
+    let (status, body) = http_maybe(
+        s.admin(),
+        "POST",
+        "/v1/pools/app.example.com./rollouts",
+        Some(json!({ "from": "blue", "to": "green", "converged": 0.99, "steps": [{ "set_weight": 5 }] })),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("track_convergence"), "{body}");
     s.stop().await;
 }

@@ -193,12 +193,35 @@ async fn a_down_canary_endpoint_aborts_and_traffic_returns() {
 #[tokio::test]
 async fn rollout_requests_are_checked() {
     let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", "")).await;
-    let cases: [(&str, &str, Option<&str>, u16); 7] = [
+    let cases: [(&str, &str, Option<&str>, u16); 10] = [
         (
             "POST",
             "/v1/pools/app.example.com/rollout/promote",
             None,
             404,
+        ),
+        // Durations past the 30-day maximum: no deadline may wrap.
+        (
+            "POST",
+            "/v1/pools/app.example.com/rollouts",
+            Some(
+                r#"{"from": "blue", "to": "green", "steps": [{"set_weight": 5}, {"pause": "18446744073709551615s"}]}"#,
+            ),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/pools/app.example.com/rollouts",
+            Some(r#"{"from": "blue", "to": "green", "steps": [{"pause": "31days"}]}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/pools/app.example.com/rollouts",
+            Some(
+                r#"{"from": "blue", "to": "green", "slack": "100y", "steps": [{"set_weight": 5}]}"#,
+            ),
+            400,
         ),
         ("GET", "/v1/pools/app.example.com/rollout", None, 404),
         (
