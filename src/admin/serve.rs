@@ -49,7 +49,7 @@ pub fn tls_acceptor(files: &crate::config::TlsFiles) -> Result<tokio_rustls::Tls
 /// been idle longest (connected or answered, and no request since) is closed to make room, so
 /// idle or silent connections can never lock out a prober; a connection in the middle of a
 /// request is never evicted.
-pub(super) const MAX_CONNECTIONS: usize = 1024;
+pub const MAX_CONNECTIONS: usize = 1024;
 /// Connections held open at once from one source (an IPv4 address or an IPv6 /64): one
 /// client cannot evict everyone else's connections. Beyond it a connection is closed at once.
 pub(super) const MAX_PER_SOURCE: usize = 64;
