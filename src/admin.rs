@@ -722,7 +722,37 @@ async fn reload(State(ctx): State<AdminContext>) -> Result<Response, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::bearer;
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_its_deadline_gets_503() {
+        let app = Router::new()
+            .route(
+                "/slow",
+                post(|| async {
+                    tokio::time::sleep(REQUEST_TIMEOUT * 2).await;
+                    "late"
+                }),
+            )
+            .layer(middleware::from_fn(deadlines));
+        let started = tokio::time::Instant::now();
+        let response = app
+            .oneshot(
+                Request::post("/slow")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(started.elapsed(), REQUEST_TIMEOUT);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("may still be applied"), "{text}");
+    }
 
     #[test]
     fn bearer_scheme_is_case_insensitive() {
