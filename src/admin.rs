@@ -24,8 +24,10 @@
 //! `StateEvent::Change`; the reply comes after the change is stored (flushed) and published.
 //! Refusals map to 404 (unknown pool/group/endpoint), 409 (conflict, zero total weight),
 //! 412 (`If-Match` generation mismatch), 503 (the shared store is unreachable: nothing
-//! changed). Bodies over 64 KiB get 413. The API never touches DNS sockets and reaches the
-//! store only through `state::StoreView` (audit log, node status).
+//! changed). Bodies over 64 KiB get 413, a body that takes over 10 s 408, a request that takes
+//! over 60 s 503; connection caps and the header, handshake and write deadlines are in
+//! `serve`. The API never touches DNS sockets and reaches the store only through
+//! `state::StoreView` (audit log, node status).
 
 use std::net::IpAddr;
 use std::sync::Arc;
