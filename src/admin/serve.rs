@@ -1,8 +1,10 @@
 //! The admin API's transport: the accept loop, connection caps (global and per source, with
-//! the oldest connection that has not yet sent a request evicted when the global cap is
-//! reached), TLS handshakes (rustls on ring) in per-connection tasks with a deadline, HTTP/1.1
-//! with a header-read deadline, and the client address (`Peer`) each request carries into the
-//! audit log. Nothing a client does (or does not do) on one connection can stop the accept loop.
+//! the connection idle longest evicted when the global cap is reached), TLS handshakes (rustls
+//! on ring) in per-connection tasks with a deadline, HTTP/1.1 with a header-read deadline, a
+//! deadline on stalled writes, and the client address (`Peer`) each request carries into the
+//! audit log. Nothing a client does (or does not do) on one connection can stop the accept
+//! loop. Connections in the middle of a request are bounded by the deadlines in `admin`
+//! (body 10 s, request 60 s), not evicted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
