@@ -8,14 +8,15 @@ the server closes is reopened (up to 100 per round), so the pressure never lets 
     no ClientHello; the admin port must serve TLS). SOURCES: bad connections come from
     127.0.0.2 .. 127.0.0.(SOURCES+1).
 
-2026-12-02, debug build of weir, loopback, 2 shared cores, 2,000 bad connections, 20 s each:
+2026-12-02, debug build of weir, loopback, 2 shared cores, 2,000 bad connections kept up by the
+client (weir holds at most 1,024, 64 per source, and closes the rest), 20 s each:
 
-    mode       sources  /healthz median  p95      max      failures  DNS udp/tcp answered
-    slowloris  40       1.63 ms          12.5 ms  46.6 ms  0         100/100, 100/100
-    slowloris  1        1.17 ms           6.7 ms  10.2 ms  0         111/111, 111/111
-    idle       40       1.44 ms           7.2 ms  14.8 ms  0         109/109, 109/109
-    tls        40       8.76 ms          17.5 ms  21.9 ms  0         103/103, 103/103  (incl. curl's handshake)
-    tls        1        4.92 ms           8.2 ms  13.1 ms  0         124/124, 124/124
+    mode       sources  /healthz median  p95      max      failures  DNS udp, tcp answered
+    slowloris  40       1.05 ms          1.4 ms   3.4 ms   0         130/130, 130/130
+    slowloris  1        0.97 ms          2.5 ms   6.2 ms   0         127/127, 127/127
+    idle       40       1.09 ms          4.5 ms   5.9 ms   0         130/130, 130/130
+    tls        40       4.66 ms          5.5 ms  12.0 ms   0         129/129, 129/129  (incl. curl's handshake)
+    tls        1        4.77 ms         11.3 ms  16.7 ms   0         118/118, 118/118
 
 Before the change, 64 silent TLS connections made /healthz take 9.7 s, and slowloris
 connections stayed open for 300 s and more (issue 12, defects 1 and 2).
