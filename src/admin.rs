@@ -29,8 +29,10 @@
 //! `StateEvent::Change`; the reply comes after the change is stored (flushed) and published.
 //! Refusals map to 404 (unknown pool/group/endpoint), 409 (conflict, zero total weight),
 //! 412 (`If-Match` generation mismatch), 503 (the shared store is unreachable: nothing
-//! changed). Bodies over 64 KiB get 413. The API never touches DNS sockets and reaches the
-//! store only through `state::StoreView` (audit log, node status).
+//! changed). Bodies over 64 KiB get 413, a body that takes over 10 s 408, a request that takes
+//! over 60 s 503; connection caps and the header, handshake and write deadlines are in
+//! `serve`. The API never touches DNS sockets and reaches the store only through
+//! `state::StoreView` (audit log, node status).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -63,7 +65,7 @@ mod serve;
 
 use read::{audit, metrics, pool, pools, readyz, with_generation, zones};
 use serve::Peer;
-pub use serve::{run, tls_acceptor};
+pub use serve::{MAX_CONNECTIONS, run, tls_acceptor};
 
 /// In-flight admin requests allowed at once; the admin API runs on its own tasks, never on
 /// the UDP workers, and this bound keeps a flood of admin requests from eating the runtime.
@@ -732,7 +734,37 @@ async fn reload(State(ctx): State<AdminContext>) -> Result<Response, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::bearer;
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_its_deadline_gets_503() {
+        let app = Router::new()
+            .route(
+                "/slow",
+                post(|| async {
+                    tokio::time::sleep(REQUEST_TIMEOUT * 2).await;
+                    "late"
+                }),
+            )
+            .layer(middleware::from_fn(deadlines));
+        let started = tokio::time::Instant::now();
+        let response = app
+            .oneshot(
+                Request::post("/slow")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(started.elapsed(), REQUEST_TIMEOUT);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("may still be applied"), "{text}");
+    }
 
     #[test]
     fn bearer_scheme_is_case_insensitive() {

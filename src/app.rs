@@ -100,6 +100,7 @@ pub fn start_with(
 ) -> anyhow::Result<Running> {
     raise_nofile_once();
     let config = loaded.config.clone();
+    check_descriptor_budget(&config);
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
     let probes_ready = Arc::new(AtomicBool::new(false));
@@ -204,6 +205,35 @@ fn raise_nofile_once() {
         Ok((limit, _)) => tracing::debug!(limit, "file descriptor limit already at its maximum"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
     });
+}
+
+/// Descriptors kept for everything that is not a connection or a probe: the store's files,
+/// the runtime, listeners, logs.
+const FD_RESERVE: u64 = 128;
+
+/// Warns when the descriptor limit is below what weir may hold at once: every DNS TCP
+/// connection, every admin connection and every probe in flight, plus a reserve. Running out
+/// costs DNS over TCP and the admin API, never health (probes that cannot run are unknown).
+fn check_descriptor_budget(config: &crate::config::Config) {
+    let admin = if config.admin.listen.is_some() {
+        admin::MAX_CONNECTIONS
+    } else {
+        0
+    };
+    let needed =
+        (config.dns.tcp_max_connections + admin + health::MAX_IN_FLIGHT) as u64 + FD_RESERVE;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 && limit.rlim_cur < needed {
+        tracing::warn!(
+            limit = limit.rlim_cur,
+            needed,
+            "the file descriptor limit is below what DNS TCP (dns.tcp_max_connections), the admin API and probes may hold at once; raise LimitNOFILE / ulimit -n"
+        );
+    }
 }
 
 /// Sets the soft RLIMIT_NOFILE to the hard one; returns (old soft, new soft).

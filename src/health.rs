@@ -20,7 +20,7 @@ use probe::{Outcome, Prober};
 
 /// Probes in flight at once, across all targets. Probes beyond it wait for a permit; the wait is
 /// not part of the probe's timeout, so a burst of probes cannot make healthy targets look slow.
-const MAX_IN_FLIGHT: usize = 256;
+pub const MAX_IN_FLIGHT: usize = 256;
 
 /// Rise/fall hysteresis over consecutive probe results (like pingora's `health_threshold` and
 /// gdnsd's anti-flap counters): health flips only after `fall` failures in a row while Up, or

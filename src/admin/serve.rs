@@ -1,16 +1,22 @@
 //! The admin API's transport: the accept loop, connection caps (global and per source, with
-//! the oldest connection that has not yet sent a request evicted when the global cap is
-//! reached), TLS handshakes (rustls on ring) in per-connection tasks with a deadline, HTTP/1.1
-//! with a header-read deadline, and the client address (`Peer`) each request carries into the
-//! audit log. Nothing a client does (or does not do) on one connection can stop the accept loop.
+//! the connection idle longest evicted when the global cap is reached), TLS handshakes (rustls
+//! on ring) in per-connection tasks with a deadline, HTTP/1.1 with a header-read deadline, a
+//! deadline on stalled writes, and the client address (`Peer`) each request carries into the
+//! audit log. Nothing a client does (or does not do) on one connection can stop the accept
+//! loop. Connections in the middle of a request are bounded by the deadlines in `admin`
+//! (body 10 s, request 60 s), not evicted.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -41,10 +47,11 @@ pub fn tls_acceptor(files: &crate::config::TlsFiles) -> Result<tokio_rustls::Tls
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Connections held open at once, all sources together. At the cap, the oldest connection
-/// that has not sent a request yet is closed to make room, so idle or silent connections
-/// can never lock out a prober; connections that have sent a request are never evicted.
-pub(super) const MAX_CONNECTIONS: usize = 1024;
+/// Connections held open at once, all sources together. At the cap, the connection that has
+/// been idle longest (connected or answered, and no request since) is closed to make room, so
+/// idle or silent connections can never lock out a prober; a connection in the middle of a
+/// request is never evicted.
+pub const MAX_CONNECTIONS: usize = 1024;
 /// Connections held open at once from one source (an IPv4 address or an IPv6 /64): one
 /// client cannot evict everyone else's connections. Beyond it a connection is closed at once.
 pub(super) const MAX_PER_SOURCE: usize = 64;
@@ -53,11 +60,14 @@ pub(super) const MAX_PER_SOURCE: usize = 64;
 pub(super) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a TLS handshake may take, from accept.
 pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a write may stall (a client that does not read its answers) before the
+/// connection is closed.
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish their request at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Counts connections globally and per source and remembers which ones have not yet sent a
-/// request (the eviction candidates, oldest first).
+/// Counts connections globally and per source and orders the idle ones (the eviction
+/// candidates) by how long they have been idle.
 #[derive(Debug)]
 struct Tracker {
     max_total: usize,
@@ -67,12 +77,22 @@ struct Tracker {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Connection ids and idle stamps, from one counter.
     next: u64,
     /// Every admitted connection still counted, by id.
-    live: HashMap<u64, IpAddr>,
+    live: HashMap<u64, Conn>,
     per_source: HashMap<IpAddr, usize>,
-    /// Connections with no request yet, oldest first, with the token that closes them.
-    fresh: BTreeMap<u64, CancellationToken>,
+    /// Idle connections by the stamp taken when they went idle, oldest first.
+    idle: BTreeMap<u64, u64>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    source: IpAddr,
+    /// Cancelled to evict the connection.
+    close: CancellationToken,
+    /// Its key in `idle` while idle.
+    idle_since: Option<u64>,
 }
 
 /// Why a connection was turned away.
@@ -83,19 +103,39 @@ enum Refused {
 }
 
 impl Inner {
-    /// Stops counting `id`; true when it was still counted.
-    fn forget(&mut self, id: u64) -> bool {
-        self.fresh.remove(&id);
-        let Some(source) = self.live.remove(&id) else {
-            return false;
+    fn stamp(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// Stops counting `id` (no-op when it is no longer counted).
+    fn forget(&mut self, id: u64) {
+        let Some(conn) = self.live.remove(&id) else {
+            return;
         };
-        if let Some(n) = self.per_source.get_mut(&source) {
+        if let Some(stamp) = conn.idle_since {
+            self.idle.remove(&stamp);
+        }
+        if let Some(n) = self.per_source.get_mut(&conn.source) {
             *n -= 1;
             if *n == 0 {
-                self.per_source.remove(&source);
+                self.per_source.remove(&conn.source);
             }
         }
-        true
+    }
+
+    fn set_idle(&mut self, id: u64, idle: bool) {
+        let stamp = if idle { Some(self.stamp()) } else { None };
+        let Some(conn) = self.live.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut conn.idle_since, stamp);
+        if let Some(old) = old {
+            self.idle.remove(&old);
+        }
+        if let Some(stamp) = stamp {
+            self.idle.insert(stamp, id);
+        }
     }
 }
 
@@ -124,7 +164,8 @@ impl Tracker {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Admits a connection from `ip`, evicting the oldest request-less one at the global cap.
+    /// Admits a connection from `ip` (idle until its first request), evicting the longest
+    /// idle one at the global cap.
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
         let source = source(ip);
         let mut inner = self.lock();
@@ -132,20 +173,26 @@ impl Tracker {
             return Err(Refused::PerSource);
         }
         if inner.live.len() >= self.max_total {
-            let Some((&oldest, _)) = inner.fresh.first_key_value() else {
+            let Some((_, &oldest)) = inner.idle.first_key_value() else {
                 return Err(Refused::Full);
             };
-            if let Some(token) = inner.fresh.get(&oldest) {
-                token.cancel();
+            if let Some(conn) = inner.live.get(&oldest) {
+                conn.close.cancel();
             }
             inner.forget(oldest);
         }
-        let id = inner.next;
-        inner.next += 1;
+        let id = inner.stamp();
         let close = CancellationToken::new();
-        inner.live.insert(id, source);
+        inner.live.insert(
+            id,
+            Conn {
+                source,
+                close: close.clone(),
+                idle_since: None,
+            },
+        );
         *inner.per_source.entry(source).or_insert(0) += 1;
-        inner.fresh.insert(id, close.clone());
+        inner.set_idle(id, true);
         Ok(Slot {
             id,
             close,
@@ -169,15 +216,93 @@ struct Slot {
 }
 
 impl Slot {
-    /// The connection sent a request: it is no longer an eviction candidate.
-    fn requested(&self) {
-        self.tracker.lock().fresh.remove(&self.id);
+    /// A request arrived (`false`: not evictable) or was answered (`true`: evictable again).
+    fn idle(&self, idle: bool) {
+        self.tracker.lock().set_idle(self.id, idle);
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.tracker.lock().forget(self.id);
+    }
+}
+
+/// A connection's I/O with a deadline on stalled writes: a client that stops reading its
+/// answers gets the connection closed after `WRITE_TIMEOUT` instead of holding it forever.
+struct Stall<I> {
+    io: I,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Whether `deadline` runs (a write is waiting).
+    armed: bool,
+}
+
+impl<I> Stall<I> {
+    fn new(io: I) -> Self {
+        Stall {
+            io,
+            deadline: Box::pin(tokio::time::sleep(WRITE_TIMEOUT)),
+            armed: false,
+        }
+    }
+
+    /// Turns a pending write into an error once it has waited `WRITE_TIMEOUT`.
+    fn stalled<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.armed = false;
+            return polled;
+        }
+        if !self.armed {
+            self.armed = true;
+            self.deadline
+                .as_mut()
+                .reset(tokio::time::Instant::now() + WRITE_TIMEOUT);
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Stall<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Stall<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.stalled(cx, polled)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.stalled(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.stalled(cx, polled)
     }
 }
 
@@ -235,6 +360,7 @@ async fn connection(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let stream = Stall::new(stream);
     let slot = Arc::new(slot);
     match tls {
         None => http(stream, peer, router, slot, shutdown).await,
@@ -264,10 +390,18 @@ async fn http<I>(
 {
     let close = slot.close.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
-        slot.requested();
+        slot.idle(false);
         request.extensions_mut().insert(ConnectInfo(Peer(peer)));
         let mut router = router.clone();
-        async move { tower::Service::call(&mut router, request.map(axum::body::Body::new)).await }
+        let slot = slot.clone();
+        async move {
+            let response =
+                tower::Service::call(&mut router, request.map(axum::body::Body::new)).await;
+            // The body may still be on its way out; at the cap that is worth less than a
+            // new client (and the write deadline bounds it anyway).
+            slot.idle(true);
+            response
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -309,29 +443,44 @@ mod tests {
     }
 
     #[test]
-    fn global_cap_evicts_the_oldest_connection_without_a_request() {
+    fn global_cap_evicts_the_connection_idle_longest() {
         let t = Tracker::new(3, 10);
         let first = t.admit(ip("192.0.2.1")).unwrap();
         let second = t.admit(ip("192.0.2.2")).unwrap();
         let third = t.admit(ip("192.0.2.3")).unwrap();
-        first.requested();
+        first.idle(false);
         let fourth = t.admit(ip("192.0.2.4")).unwrap();
         assert!(
             !first.close.is_cancelled(),
-            "a connection that sent a request stays"
+            "a connection in a request stays"
         );
-        assert!(
-            second.close.is_cancelled(),
-            "the oldest request-less one goes"
-        );
+        assert!(second.close.is_cancelled(), "the longest idle one goes");
         assert!(!third.close.is_cancelled());
         assert_eq!(t.count(), 3);
         drop(second); // its task ends later; it must not be uncounted twice
         assert_eq!(t.count(), 3);
-        third.requested();
-        fourth.requested();
+        third.idle(false);
+        fourth.idle(false);
         assert_eq!(t.admit(ip("192.0.2.5")).unwrap_err(), Refused::Full);
+        // Answered: idle again, ordered from the answer on.
+        fourth.idle(true);
+        first.idle(true);
+        let _fifth = t.admit(ip("192.0.2.5")).unwrap();
+        assert!(fourth.close.is_cancelled());
+        assert!(!first.close.is_cancelled());
         drop(first);
-        assert!(t.admit(ip("192.0.2.5")).is_ok());
+        assert!(t.admit(ip("192.0.2.6")).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_write_fails_after_the_deadline() {
+        use tokio::io::AsyncWriteExt;
+        let (client, server) = tokio::io::duplex(64);
+        let mut stalled = Stall::new(server);
+        let started = tokio::time::Instant::now();
+        let err = stalled.write_all(&[0u8; 1024]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), WRITE_TIMEOUT);
+        drop(client);
     }
 }

@@ -244,3 +244,43 @@ async fn admin_tls_handshakes_never_block_new_connections() {
     assert!(closed_within(&mut silent[0], Duration::from_secs(15)).await);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn admin_closes_connections_that_stop_reading_their_answers() {
+    let s = Server::with_admin(
+        &[("example.com.", ZONE)],
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "",
+    )
+    .await;
+    let mut stream = TcpStream::connect(s.admin()).await.unwrap();
+    // Far more answers than the socket buffers hold, asked for at once and never read.
+    let requests = 5000;
+    let burst = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(requests);
+    let (mut read, mut write) = stream.split();
+    let _ = tokio::time::timeout(Duration::from_secs(5), write.write_all(burst.as_bytes())).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    // Now read: what was buffered arrives, then the server's close.
+    let mut received = Vec::new();
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let answers = received
+        .windows(15)
+        .filter(|w| w == b"HTTP/1.1 200 OK")
+        .count();
+    assert!(drained.is_ok(), "the server closed the stalled connection");
+    assert!(
+        answers < requests,
+        "{answers} answers: the connection was closed before all {requests}"
+    );
+    assert_eq!(healthz(s.admin()).await.0, 200);
+    s.stop().await;
+}

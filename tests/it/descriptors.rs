@@ -62,6 +62,13 @@ async fn probes_failing_for_want_of_descriptors_never_turn_an_endpoint_down() {
     let limit = 64;
     let weir = WeirProcess::start_limited(&config, &[], Some((limit, limit)))
         .unwrap_or_else(|log| panic!("{log}"));
+    assert!(
+        weir.startup_log
+            .iter()
+            .any(|l| l.contains("file descriptor limit is below")),
+        "weir warns that 64 descriptors are too few: {:#?}",
+        weir.startup_log
+    );
     let started = Instant::now();
     let ask = || async {
         udp_to(weir.dns, &query("app.example.com.", RecordType::A))
@@ -134,4 +141,18 @@ async fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
         .unwrap();
     let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
     assert_eq!(numbers, ["4096", "4096"], "{line}");
+    assert!(
+        weir.startup_log
+            .iter()
+            .any(|l| l.contains("file descriptor limit raised")),
+        "{:#?}",
+        weir.startup_log
+    );
+    assert!(
+        !weir
+            .startup_log
+            .iter()
+            .any(|l| l.contains("file descriptor limit is below")),
+        "4096 is enough for the defaults"
+    );
 }

@@ -360,6 +360,8 @@ pub(crate) struct WeirProcess {
     pub(crate) admin: Option<SocketAddr>,
     /// Every log line after the startup line.
     pub(crate) log: std::sync::mpsc::Receiver<String>,
+    /// The log lines before it.
+    pub(crate) startup_log: Vec<String>,
 }
 
 impl WeirProcess {
@@ -436,6 +438,7 @@ impl WeirProcess {
             dns,
             admin,
             log,
+            startup_log: seen,
         })
     }
 
