@@ -473,7 +473,7 @@ mod tests {
         out
     }
 
-    /// Hundreds of thousands of mutated queries through the whole path: never a panic, and
+    /// A million mutated queries through the whole path: never a panic, and
     /// every reply is a DNS message an independent parser accepts, with the query's id, QR set,
     /// and within the size limit of its transport.
     #[test]
@@ -489,7 +489,7 @@ mod tests {
         };
         let mut out = Vec::with_capacity(65536);
         let mut answered = 0;
-        for i in 0..200_000 {
+        for i in 0..1_000_000 {
             let mut p = seeds[i % seeds.len()].clone();
             for _ in 0..1 + next() % 4 {
                 let at = (next() as usize) % p.len();
@@ -520,7 +520,7 @@ mod tests {
             }
         }
         assert!(
-            answered > 100_000,
+            answered > 500_000,
             "most mutations still get an answer ({answered})"
         );
     }

@@ -571,7 +571,11 @@ pub fn observe(
     last: &crate::health::LastResults,
     refetched: Option<f64>,
 ) -> Observed {
-    let results = last.lock().map(|m| m.clone()).unwrap_or_default();
+    // Held only while this pool's few probes are looked up (probe tasks write it once per
+    // result; never the query path).
+    let empty = std::collections::HashMap::new();
+    let guard = last.lock();
+    let results = guard.as_deref().unwrap_or(&empty);
     let to_ready = pool
         .groups
         .iter()
@@ -596,7 +600,7 @@ pub fn observe(
                 .iter()
                 .flat_map(|g| &g.endpoints)
                 .filter(|e| batch.contains(&e.address.to_string()))
-                .try_for_each(|e| fresh(view, e, &results, *since))
+                .try_for_each(|e| fresh(view, e, results, *since))
         }
         _ => Ok(()),
     };

@@ -152,6 +152,7 @@ async fn run(
             };
             let next = outcome.rollout;
             let aborting = matches!(next.state, RolloutState::Aborted { .. });
+            let moves = next.weight != r.weight || drained(&next) != drained(r);
             let raises = next.weight > r.weight || drained(&next) != drained(r);
             // A failing metric gate holds back every step that sends `to` more traffic (its
             // failure limit then aborts).
@@ -165,7 +166,7 @@ async fn run(
             }
             let step = (r.changed_at, r.step);
             let signal = match &r.webhook {
-                Some(hook) if raises && !aborting && approved.get(&pool.name) != Some(&step) => {
+                Some(hook) if moves && !aborting && approved.get(&pool.name) != Some(&step) => {
                     if asking.contains_key(&pool.name) {
                         continue;
                     }
