@@ -305,3 +305,174 @@ async fn dig_learns_a_server_cookie_and_is_accepted_with_it() {
     );
     s.stop().await;
 }
+
+/// Nameservers given the same secret file accept each other's cookies (RFC 9018's point), and
+/// a server that rotated to a new secret still accepts cookies of the previous one.
+#[tokio::test]
+async fn a_shared_secret_file_makes_cookies_interoperable_and_rotation_keeps_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        format!("cookie_secret_file = \"{}\"\n", path.display())
+    };
+    let old = write("old", "e5e973e5a6b2a43f48e7dc849e37bfcf\n");
+    let rotated = write(
+        "rotated",
+        "445536bcd2513298075a5d379663c962\ne5e973e5a6b2a43f48e7dc849e37bfcf\n",
+    );
+    let a = Server::with(&[("example.com.", ZONE)], &old).await;
+    let b = Server::with(&[("example.com.", ZONE)], &old).await;
+    let c = Server::with(&[("example.com.", ZONE)], &rotated).await;
+    let client = *b"\x01\x02\x03\x04\x05\x06\x07\x08";
+    let first = a.udp_raw(&packet(1, WWW, &client)).await.unwrap();
+    let (cookie, _) = reply_cookie(&first, &client).unwrap();
+    // B answers A's cookie as its own: the same cookie comes back.
+    let reply = b.udp_raw(&packet(2, WWW, &cookie)).await.unwrap();
+    assert_eq!(reply_cookie(&reply, &client).unwrap().0, cookie);
+    // C accepts it with its previous secret and hands out one of its current secret.
+    let reply = c.udp_raw(&packet(3, WWW, &cookie)).await.unwrap();
+    let (renewed, rcode) = reply_cookie(&reply, &client).unwrap();
+    assert_eq!(rcode, 0);
+    assert_ne!(renewed, cookie);
+    for s in [&b, &c] {
+        let m = s.metrics();
+        assert!(
+            m.contains("weir_dns_cookies_total{result=\"valid\"} 1"),
+            "{m}"
+        );
+    }
+    // A, which never had C's new secret, does not take C's cookie as proof.
+    let reply = a.udp_raw(&packet(4, WWW, &renewed)).await.unwrap();
+    assert_ne!(reply_cookie(&reply, &client).unwrap().0, renewed);
+    assert!(
+        a.metrics()
+            .contains("weir_dns_cookies_total{result=\"invalid\"} 1")
+    );
+    for s in [a, b, c] {
+        s.stop().await;
+    }
+}
+
+/// BIND's `named` as a resolver, forwarding example.com to weir: a real resolver's cookie
+/// handling (it sends a client cookie, learns the server cookie, returns it).
+struct Named {
+    child: std::process::Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Named {
+    async fn start(weir: SocketAddr) -> Named {
+        let binary = ["/usr/sbin/named", "/usr/bin/named", "/usr/local/sbin/named"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).is_file())
+            .unwrap_or_else(|| panic!("named is not installed (Debian: apt-get install bind9)"));
+        let mut log = String::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = loop {
+                let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let port = udp.local_addr().unwrap().port();
+                if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                    break port;
+                }
+            };
+            let d = dir.path().display();
+            let config = format!(
+                "options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; \
+                 listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; \
+                 recursion yes; allow-query {{ any; }}; dnssec-validation no; }};\n\
+                 zone \"example.com\" {{ type forward; forward only; \
+                 forwarders {{ {} port {}; }}; }};\n",
+                weir.ip(),
+                weir.port()
+            );
+            std::fs::write(dir.path().join("named.conf"), config).unwrap();
+            let out = std::fs::File::create(dir.path().join("named.log")).unwrap();
+            let child = std::process::Command::new(binary)
+                .arg("-g")
+                .arg("-c")
+                .arg(dir.path().join("named.conf"))
+                .stdin(std::process::Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .unwrap();
+            let mut named = Named {
+                child,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                dir,
+            };
+            for _ in 0..50 {
+                if let Ok(Some(_)) = named.child.try_wait() {
+                    break;
+                }
+                if named
+                    .resolve("example.com.", RecordType::SOA)
+                    .await
+                    .is_some()
+                {
+                    return named;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            log = std::fs::read_to_string(named.dir.path().join("named.log")).unwrap_or_default();
+        }
+        panic!("named did not start or does not answer:\n{log}");
+    }
+
+    async fn resolve(&self, name: &str, rtype: RecordType) -> Option<usize> {
+        let mut msg = query(name, rtype);
+        msg.metadata.recursion_desired = true;
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket
+            .send_to(&msg.to_vec().unwrap(), self.addr)
+            .await
+            .ok()?;
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        let reply = hickory_proto::op::Message::from_vec(&buf[..n]).ok()?;
+        (!reply.answers.is_empty()).then_some(reply.answers.len())
+    }
+}
+
+#[tokio::test]
+async fn bind_as_a_resolver_learns_and_returns_weirs_cookie() {
+    let s = Server::start().await;
+    let named = Named::start(s.addr).await;
+    for name in ["www.example.com.", "mail.example.com.", "info.example.com."] {
+        let rtype = if name.starts_with("info") {
+            RecordType::TXT
+        } else {
+            RecordType::A
+        };
+        assert!(named.resolve(name, rtype).await.is_some(), "{name}");
+    }
+    let m = s.metrics();
+    let value = |result: &str| -> u64 {
+        let needle = format!("weir_dns_cookies_total{{result=\"{result}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(needle.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    // named's first query carries a client cookie alone; every later one returns ours.
+    assert!(value("client_only") >= 1, "{m}");
+    assert!(value("valid") >= 3, "{m}");
+    assert_eq!(value("invalid"), 0, "{m}");
+    drop(named);
+    s.stop().await;
+}
