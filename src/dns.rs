@@ -561,6 +561,12 @@ mod tests {
                     24,
                     0,
                 )));
+            m.set_edns(edns.clone());
+            out.push(m.to_vec().unwrap());
+            // With a COOKIE option too: a client cookie and a (not ours) server cookie.
+            let mut cookie = vec![7u8; 8];
+            cookie.extend_from_slice(&[1, 0, 0, 0, 0x5c, 0xf7, 0x9f, 0x11, 9, 9, 9, 9, 9, 9, 9, 9]);
+            edns.options_mut().insert(EdnsOption::Unknown(10, cookie));
             m.set_edns(edns);
             out.push(m.to_vec().unwrap());
         }
@@ -572,7 +578,17 @@ mod tests {
     /// and within the size limit of its transport.
     #[test]
     fn mutated_queries_never_panic_and_replies_are_valid() {
-        let ctx = context();
+        // Rate limited (slip 1: every limited reply is a minimal TC=1 or BADCOOKIE), so the
+        // slip path is checked too.
+        let ctx = Context {
+            rrl: rrl::Limiter::new(&crate::config::RrlConfig {
+                rate: 5_000,
+                window: 1,
+                slip: 1,
+                exempt: Vec::new(),
+            }),
+            ..context()
+        };
         let seeds = seeds();
         let mut state = 0x2545_F491_4F6C_DD1Du64;
         let mut next = move || {
@@ -617,5 +633,13 @@ mod tests {
             answered > 100_000,
             "most mutations still get an answer ({answered})"
         );
+        let m = ctx.metrics.render();
+        // Most mutations are FORMERR (one error bucket); cookie seeds slip as BADCOOKIE.
+        for unexercised in [
+            "weir_dns_rrl_slipped_total{class=\"error\"} 0\n",
+            "weir_dns_responses_total{rcode=\"BADCOOKIE\",transport=\"udp\"} 0\n",
+        ] {
+            assert!(!m.contains(unexercised), "{unexercised} in {m}");
+        }
     }
 }
