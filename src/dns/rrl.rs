@@ -190,25 +190,32 @@ impl Shared {
         let tag = (key >> 48) | 0x8000;
         let mut allowed = true;
         for _ in 0..RETRIES {
+            let mut words = [0u64; WAYS];
             let mut found = None;
-            // The slot to take for a new key: an empty one, else the one closest to full (a
-            // full bucket is the same as no bucket, so evicting it forgets nothing).
-            let mut victim = (0, 0u64, 0u64);
             for (i, slot) in group.iter().enumerate() {
                 let word = slot.load(Ordering::Relaxed);
                 if word >> (TIME_BITS + TOKEN_BITS) == tag {
                     found = Some((i, word));
                     break;
                 }
-                let score = if word == 0 {
-                    u64::MAX
-                } else {
-                    self.refilled(word, now)
-                };
-                if i == 0 || score > victim.1 {
-                    victim = (i, score, word);
-                }
+                words[i] = word;
             }
+            // The slot to take for a new key: an empty one, else the one closest to full (a
+            // full bucket is the same as no bucket, so evicting it forgets nothing).
+            let victim = || {
+                let mut victim = (0, 0u64, 0u64);
+                for (i, &word) in words.iter().enumerate() {
+                    let score = if word == 0 {
+                        u64::MAX
+                    } else {
+                        self.refilled(word, now)
+                    };
+                    if i == 0 || score > victim.1 {
+                        victim = (i, score, word);
+                    }
+                }
+                victim
+            };
             let (i, old, new) = match found {
                 Some((i, word)) => {
                     let tokens = self.refilled(word, now);
@@ -219,7 +226,8 @@ impl Shared {
                 // A new key starts with a full bucket, less this response.
                 None => {
                     allowed = true;
-                    (victim.0, victim.2, pack(tag, now, self.cap - TICK))
+                    let (i, _, word) = victim();
+                    (i, word, pack(tag, now, self.cap - TICK))
                 }
             };
             if old == new
