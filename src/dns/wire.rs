@@ -463,7 +463,8 @@ pub fn write_response(
     }
     if let Some(edns) = q.edns {
         // RFC 6891 6.1.3: extended RCODE in the OPT TTL; version 0; DO echoed (RFC 3225 3);
-        // no options echoed but ECS, which RFC 7871 7.2.1 requires back with our scope.
+        // no options echoed but COOKIE (with our server cookie) and ECS, which RFC 7871 7.2.1
+        // requires back with our scope.
         w.out.push(0);
         w.u16(rtype::OPT);
         w.u16(udp_payload);
