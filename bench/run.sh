@@ -21,6 +21,8 @@ WEIR_PORT=${WEIR_PORT:-5401}
 SKIP_BUILD=${SKIP_BUILD:-0}         # 1 = use existing target/release/weir
 KEEP_TMP=${KEEP_TMP:-0}             # 1 = keep the temp dir (configs, raw logs)
 TRACK_CONVERGENCE=${TRACK_CONVERGENCE:-true}  # weir's [dns] track_convergence
+RRL_RATE=${RRL_RATE:-0}             # weir's [dns.rrl] rate (0 = off)
+RRL_WINDOW=${RRL_WINDOW:-2s}        # weir's [dns.rrl] window
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$REPO/bench"
@@ -116,6 +118,10 @@ cat >"$WEIR_CONF" <<EOF
 [dns]
 listen = ["127.0.0.1:$WEIR_PORT"]
 track_convergence = $TRACK_CONVERGENCE
+
+[dns.rrl]
+rate = $RRL_RATE
+window = "$RRL_WINDOW"
 
 [admin]
 listen = ""

@@ -152,6 +152,11 @@ pub fn start_with(
         query_log: dns::QueryLog::start(config.log.query_sample)
             .context("starting the query log")?,
         recorder,
+        rrl: dns::rrl::Limiter::new(&config.dns.rrl),
+        cookies: match &config.dns.cookie_secrets {
+            Some(secrets) => dns::cookie::Cookies::new(secrets.clone()),
+            None => dns::cookie::Cookies::random(),
+        },
     };
     let dns = tokio::spawn(dns::run(listeners, ctx, shutdown.clone()));
     let (remote, remote_rx) = mpsc::channel(EVENT_QUEUE);

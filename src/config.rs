@@ -66,6 +66,17 @@ struct RawDns {
     tcp_idle_timeout: Option<String>,
     tcp_io_timeout: Option<String>,
     track_convergence: Option<bool>,
+    cookie_secret_file: Option<String>,
+    rrl: Option<RawRrl>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRrl {
+    rate: Option<i64>,
+    window: Option<String>,
+    slip: Option<i64>,
+    exempt: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +155,29 @@ pub struct DnsConfig {
     /// Count pool queries per resolver to measure cache convergence after each change
     /// (`convergence`).
     pub track_convergence: bool,
+    /// Response rate limiting on UDP (`dns::rrl`).
+    pub rrl: RrlConfig,
+    /// The file the DNS cookie secrets came from; None: a random secret per process.
+    pub cookie_secret_file: Option<PathBuf>,
+    /// The secrets read from `cookie_secret_file` (current, then previous).
+    pub cookie_secrets: Option<crate::model::CookieSecrets>,
+}
+
+/// The most responses one rate-limiting bucket holds (`rate × window`): its tokens are 26 bits
+/// of 1/64 (`dns::rrl`).
+pub const RRL_MAX_BURST: u64 = ((1 << 26) - 1) / 64;
+
+/// `[dns.rrl]`: response rate limiting (`dns::rrl`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RrlConfig {
+    /// Responses a second per (client prefix, response class); 0 = off.
+    pub rate: u32,
+    /// Whole seconds of `rate` a bucket holds (the burst a quiet client may send).
+    pub window: u32,
+    /// Every `slip`-th limited response is sent as a minimal TC=1 reply; 0 = drop all.
+    pub slip: u32,
+    /// Clients never limited.
+    pub exempt: Vec<crate::model::Prefix>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -254,6 +288,9 @@ pub mod defaults {
     pub const TCP_IDLE_TIMEOUT: &str = "10s";
     pub const TCP_IO_TIMEOUT: &str = "5s";
     pub const TRACK_CONVERGENCE: bool = true;
+    pub const RRL_RATE: i64 = 0;
+    pub const RRL_WINDOW: &str = "2s";
+    pub const RRL_SLIP: i64 = 2;
     pub const ADMIN_LISTEN: &str = "127.0.0.1:8053";
     pub const STORE_PATH: &str = "weir-state";
     pub const AUDIT_RETENTION: i64 = 100_000;
@@ -392,6 +429,60 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
             .as_deref()
             .unwrap_or(defaults::TCP_IO_TIMEOUT),
     );
+    let raw_rrl = dns.rrl.unwrap_or_default();
+    let rate = c.int_in(
+        "dns.rrl.rate",
+        raw_rrl.rate.unwrap_or(defaults::RRL_RATE),
+        0,
+        1_000_000,
+    ) as u32;
+    let window = c.duration(
+        "dns.rrl.window",
+        raw_rrl.window.as_deref().unwrap_or(defaults::RRL_WINDOW),
+    );
+    if window.subsec_nanos() != 0 || window.as_secs() > 60 {
+        c.push("dns.rrl.window", "must be whole seconds, from 1s to 60s");
+    }
+    let window = window.as_secs().clamp(1, 60) as u32;
+    if u64::from(rate) * u64::from(window) > RRL_MAX_BURST {
+        c.push(
+            "dns.rrl",
+            format!(
+                "rate × window is {}; at most {} responses fit a bucket",
+                u64::from(rate) * u64::from(window),
+                RRL_MAX_BURST
+            ),
+        );
+    }
+    let slip = c.int_in(
+        "dns.rrl.slip",
+        raw_rrl.slip.unwrap_or(defaults::RRL_SLIP),
+        0,
+        10,
+    ) as u32;
+    let mut exempt = Vec::new();
+    for (i, text) in raw_rrl.exempt.unwrap_or_default().iter().enumerate() {
+        match crate::model::Prefix::parse(text) {
+            Some(p) => exempt.push(p),
+            None => c.push(
+                &format!("dns.rrl.exempt[{i}]"),
+                format!("`{text}` is not a prefix like \"192.0.2.0/24\" or \"2001:db8::/32\" (no bits set past the length)"),
+            ),
+        }
+    }
+    let rrl = RrlConfig {
+        rate,
+        window,
+        slip,
+        exempt,
+    };
+    let cookie_secret_file = dns
+        .cookie_secret_file
+        .filter(|f| !f.is_empty())
+        .map(|f| base.join(f));
+    let cookie_secrets = cookie_secret_file
+        .as_deref()
+        .and_then(|path| read_cookie_secrets(&mut c, path));
 
     let raw_admin = raw.admin.unwrap_or_default();
     let token_file = raw_admin
@@ -542,6 +633,9 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
             tcp_idle_timeout,
             tcp_io_timeout,
             track_convergence: dns.track_convergence.unwrap_or(defaults::TRACK_CONVERGENCE),
+            rrl,
+            cookie_secret_file,
+            cookie_secrets,
         },
         admin: AdminConfig {
             listen: admin_listen,
@@ -722,6 +816,76 @@ fn hostname() -> String {
 }
 
 /// Reads `NAME SCOPE TOKEN` lines. The file must not be readable by group or others.
+/// Reads `[dns] cookie_secret_file`: mode 0600 like the token file, one or two lines of 32 hex
+/// digits (the current secret, then the previous one during a rotation).
+fn read_cookie_secrets(c: &mut Collector<'_>, path: &Path) -> Option<crate::model::CookieSecrets> {
+    use std::os::unix::fs::PermissionsExt;
+    const KEY: &str = "dns.cookie_secret_file";
+    let shown = path.display();
+    let text = match std::fs::metadata(path).and_then(|m| Ok((m, std::fs::read_to_string(path)?))) {
+        Ok((m, _)) if m.permissions().mode() & 0o077 != 0 => {
+            let mode = m.permissions().mode() & 0o777;
+            c.push(
+                KEY,
+                format!("{shown} has mode {mode:o}; it holds secrets, so it must be 0600 (chmod 600 {shown})"),
+            );
+            return None;
+        }
+        Ok((_, text)) => text,
+        Err(e) => {
+            c.push(KEY, format!("cannot read {shown}: {e}"));
+            return None;
+        }
+    };
+    match parse_cookie_secrets(&text) {
+        Ok(secrets) => Some(secrets),
+        Err(e) => {
+            c.push(KEY, format!("{shown}: {e}"));
+            None
+        }
+    }
+}
+
+/// Parses a cookie secret file: one or two lines of 32 hex digits (current, then previous);
+/// blank lines and `#` comments are skipped.
+pub fn parse_cookie_secrets(text: &str) -> Result<crate::model::CookieSecrets, String> {
+    let mut secrets = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let secret = parse_hex16(line)
+            .ok_or_else(|| format!("line {}: a secret is 32 hex digits (16 bytes)", i + 1))?;
+        secrets.push(secret);
+    }
+    match secrets[..] {
+        [current] => Ok(crate::model::CookieSecrets {
+            current,
+            previous: None,
+        }),
+        [current, previous] => Ok(crate::model::CookieSecrets {
+            current,
+            previous: Some(previous),
+        }),
+        [] => Err("holds no secret (32 hex digits)".into()),
+        _ => Err("holds more than two secrets (current, then previous)".into()),
+    }
+}
+
+fn parse_hex16(text: &str) -> Option<[u8; 16]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let digits = std::str::from_utf8(pair).ok()?;
+        *o = u8::from_str_radix(digits, 16).ok()?;
+    }
+    Some(out)
+}
+
 fn read_tokens(c: &mut Collector<'_>, path: &Path) -> Vec<Token> {
     use std::os::unix::fs::PermissionsExt;
     let shown = path.display();
@@ -846,6 +1010,70 @@ mod tests {
             found[0].contains("store.etcd: is set but store.backend is \"sled\""),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn rrl_and_cookie_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("cookie.secret");
+        std::fs::write(
+            &secret,
+            "# current, then previous\n445536bcd2513298075a5d379663c962\ndd3bdf9344b678b185a6f5cb60fca715\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "[dns]\ncookie_secret_file = \"{}\"\n[dns.rrl]\nrate = 20\nwindow = \"5s\"\nslip = 1\nexempt = [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.7\"]\n[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n",
+            secret.display()
+        );
+        let config = parse(&text, Path::new("/etc/weir/weir.toml")).unwrap();
+        let rrl = &config.dns.rrl;
+        assert_eq!((rrl.rate, rrl.window, rrl.slip), (20, 5, 1));
+        assert_eq!(rrl.exempt.len(), 3);
+        assert!(rrl.exempt[0].contains("10.200.0.1".parse().unwrap()));
+        assert!(!rrl.exempt[0].contains("11.0.0.1".parse().unwrap()));
+        assert!(rrl.exempt[2].contains("192.0.2.7".parse().unwrap()));
+        assert!(!rrl.exempt[2].contains("192.0.2.8".parse().unwrap()));
+        let secrets = config.dns.cookie_secrets.as_ref().unwrap();
+        assert_eq!(secrets.current[0], 0x44);
+        assert_eq!(secrets.previous.unwrap()[0], 0xdd);
+        assert!(
+            !format!("{:?}", config.dns).contains("68"),
+            "secrets are not shown"
+        );
+
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let got = problems(&format!(
+            "[dns]\ncookie_secret_file = \"{}\"\n[dns.rrl]\nrate = 600000\nwindow = \"1500ms\"\nslip = 11\nexempt = [\"192.0.2.1/24\", \"nope\"]\n",
+            secret.display()
+        ));
+        for want in [
+            "dns.cookie_secret_file: ",
+            "must be 0600",
+            "dns.rrl.window: must be whole seconds",
+            "dns.rrl.slip: 11 is out of range 0..=10",
+            "dns.rrl.exempt[0]: `192.0.2.1/24` is not a prefix",
+            "dns.rrl.exempt[1]: `nope` is not a prefix",
+        ] {
+            assert!(got.iter().any(|p| p.contains(want)), "{want} in {got:#?}");
+        }
+        let got = problems("[dns.rrl]\nrate = 600000\nwindow = \"2s\"\n");
+        assert!(
+            got[0].contains("dns.rrl: rate × window is 1200000"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn cookie_secret_files() {
+        let s = parse_cookie_secrets("# rotated\ne5e973e5a6b2a43f48e7dc849e37bfcf\n").unwrap();
+        assert_eq!(s.current[..2], [0xe5, 0xe9]);
+        assert_eq!(s.previous, None);
+        for bad in ["", "abc", "e5e973e5a6b2a43f48e7dc849e37bfcg", "00\n00\n00"] {
+            assert!(parse_cookie_secrets(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_cookie_secrets(&vec!["00".repeat(16); 3].join("\n")).is_err());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! zone-file reader. The only module that names hickory types. Reads the published snapshot once
 //! per query; never locks, never awaits anything but socket I/O, never writes state.
 
+pub mod cookie;
+pub mod rrl;
 pub mod tcp;
 pub mod track;
 pub mod udp;
@@ -37,6 +39,11 @@ pub struct Context {
     /// Where pool queries are counted for convergence tracking (`[dns] track_convergence`);
     /// `run` gives each UDP worker its own table. `Recorder::off()` when not tracking.
     pub recorder: track::Recorder,
+    /// Response rate limiting on UDP (`[dns.rrl]`); `Limiter::off()` when its rate is 0. `run`
+    /// gives each UDP worker its own slip counter over the one shared table.
+    pub rrl: rrl::Limiter,
+    /// The DNS cookie secrets (`[dns] cookie_secret_file`, or a random one).
+    pub cookies: cookie::Cookies,
 }
 
 /// Answers one packet from `client` into `out` (appending). Returns false when the packet is
@@ -60,8 +67,24 @@ pub fn respond(
             rd,
             rcode,
         }) => {
+            // Errors are rate limited too (one bucket per prefix), so a spoofed flood of junk
+            // reflects no more than the rate.
+            let verdict = match transport {
+                Transport::Udp => ctx.rrl.check(client, rrl::Class::Error, &[], 0, None),
+                Transport::Tcp => rrl::Verdict::Send,
+            };
+            if verdict == rrl::Verdict::Drop {
+                ctx.metrics.rrl_limited(rrl::Class::Error.index(), false);
+                return false;
+            }
+            let base = out.len();
             wire::write_reject(out, id, opcode, rd, rcode);
-            ctx.metrics.answered(transport, rcode, false);
+            let slipped = verdict == rrl::Verdict::Slip;
+            if slipped {
+                wire::set_truncated(out, base);
+                ctx.metrics.rrl_limited(rrl::Class::Error.index(), true);
+            }
+            ctx.metrics.answered(transport, rcode, slipped);
             ctx.metrics.outside_zones().inc();
             return true;
         }
@@ -74,6 +97,13 @@ pub fn respond(
         // min(client buffer, our cap): answers never need IP fragmentation (DNS Flag Day 2020).
         (Transport::Udp, Some(edns)) => usize::from(edns.payload.min(udp_payload)),
     };
+    // RFC 7873 5.2: a COOKIE option is judged, and answered with the client's cookie and a
+    // server cookie, whatever else happens to the query; a valid one proves the source address.
+    let cookie = q.cookie.map(|c| {
+        let (verdict, option) = ctx.cookies.answer(&c, client, cookie::unix_now());
+        ctx.metrics.cookie(verdict as usize);
+        (verdict, option)
+    });
     let snapshot = ctx.snapshot.load();
     let answer = match q.edns {
         // RFC 6891 6.1.3: a version we do not implement gets BADVERS and no data.
@@ -97,7 +127,36 @@ pub fn respond(
             },
         ),
     };
-    let written = wire::write_response(out, &q, &answer, limit, udp_payload);
+    // Response rate limiting: UDP only (TCP proves the address), and never for a client that
+    // returned a valid server cookie. Off: one branch on an `Option`.
+    if transport == Transport::Udp
+        && ctx.rrl.is_on()
+        && !matches!(cookie, Some((cookie::Verdict::Valid, _)))
+    {
+        let class = rrl::Class::of(
+            answer.rcode,
+            answer.authoritative,
+            !answer.answer.is_empty(),
+            answer.wildcard,
+        );
+        match ctx
+            .rrl
+            .check(client, class, q.qname(), q.qtype, answer.zone)
+        {
+            rrl::Verdict::Send => {}
+            rrl::Verdict::Drop => {
+                ctx.metrics.rrl_limited(class.index(), false);
+                return false;
+            }
+            rrl::Verdict::Slip => {
+                let cookie = cookie.as_ref().map(|(_, option)| option);
+                slip(ctx, &q, answer.rcode, cookie, limit, class, out);
+                return true;
+            }
+        }
+    }
+    let cookie = cookie.as_ref().map(|(_, option)| option);
+    let written = wire::write_response(out, &q, &answer, limit, udp_payload, cookie);
     ctx.metrics
         .answered(transport, written.rcode, written.truncated);
     snapshot.count_query(answer.zone);
@@ -126,6 +185,38 @@ pub fn respond(
         );
     }
     true
+}
+
+/// Sends a rate-limited response as a slip: a minimal reply with the question and no data,
+/// TC=1 so a real client behind the address retries over TCP. A client that sent a cookie gets
+/// BADCOOKIE with a fresh server cookie instead (RFC 7873 5.2.3: the server "MAY ... send a
+/// BADCOOKIE error response"): retrying with that cookie exempts it from the limit.
+#[inline(never)]
+fn slip(
+    ctx: &Context,
+    q: &wire::Query<'_>,
+    rcode: Rcode,
+    cookie: Option<&[u8; cookie::OPTION_LEN]>,
+    limit: usize,
+    class: rrl::Class,
+    out: &mut Vec<u8>,
+) {
+    ctx.metrics.rrl_limited(class.index(), true);
+    let base = out.len();
+    let (rcode, truncated) = match cookie {
+        Some(_) => (Rcode::BadCookie, false),
+        None => (rcode, true),
+    };
+    let empty = snapshot::Answer {
+        rcode,
+        ..snapshot::Answer::refused()
+    };
+    let written = wire::write_response(out, q, &empty, limit, ctx.config.udp_max_payload, cookie);
+    if truncated {
+        wire::set_truncated(out, base);
+    }
+    ctx.metrics
+        .answered(Transport::Udp, written.rcode, truncated);
 }
 
 /// How many sampled records may wait for the log thread; more are dropped and counted.
@@ -348,6 +439,7 @@ pub async fn run(
         for (i, socket) in sockets.into_iter().enumerate() {
             let ctx = Context {
                 recorder: ctx.recorder.for_udp_worker(worker),
+                rrl: ctx.rrl.for_worker(),
                 ..ctx.clone()
             };
             worker += 1;
@@ -442,6 +534,8 @@ mod tests {
             config: config.dns,
             query_log: QueryLog::off(),
             recorder: track::Recorder::off(),
+            rrl: rrl::Limiter::off(),
+            cookies: cookie::Cookies::random(),
         }
     }
 
@@ -467,6 +561,12 @@ mod tests {
                     24,
                     0,
                 )));
+            m.set_edns(edns.clone());
+            out.push(m.to_vec().unwrap());
+            // With a COOKIE option too: a client cookie and a (not ours) server cookie.
+            let mut cookie = vec![7u8; 8];
+            cookie.extend_from_slice(&[1, 0, 0, 0, 0x5c, 0xf7, 0x9f, 0x11, 9, 9, 9, 9, 9, 9, 9, 9]);
+            edns.options_mut().insert(EdnsOption::Unknown(10, cookie));
             m.set_edns(edns);
             out.push(m.to_vec().unwrap());
         }
@@ -478,7 +578,17 @@ mod tests {
     /// and within the size limit of its transport.
     #[test]
     fn mutated_queries_never_panic_and_replies_are_valid() {
-        let ctx = context();
+        // Rate limited (slip 1: every limited reply is a minimal TC=1 or BADCOOKIE), so the
+        // slip path is checked too.
+        let ctx = Context {
+            rrl: rrl::Limiter::new(&crate::config::RrlConfig {
+                rate: 5_000,
+                window: 1,
+                slip: 1,
+                exempt: Vec::new(),
+            }),
+            ..context()
+        };
         let seeds = seeds();
         let mut state = 0x2545_F491_4F6C_DD1Du64;
         let mut next = move || {
@@ -523,5 +633,13 @@ mod tests {
             answered > 500_000,
             "most mutations still get an answer ({answered})"
         );
+        let m = ctx.metrics.render();
+        // Most mutations are FORMERR (one error bucket); cookie seeds slip as BADCOOKIE.
+        for unexercised in [
+            "weir_dns_rrl_slipped_total{class=\"error\"} 0\n",
+            "weir_dns_responses_total{rcode=\"BADCOOKIE\",transport=\"udp\"} 0\n",
+        ] {
+            assert!(!m.contains(unexercised), "{unexercised} in {m}");
+        }
     }
 }

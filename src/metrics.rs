@@ -25,7 +25,7 @@ impl Transport {
 }
 
 const TRANSPORTS: [(Transport, &str); 2] = [(Transport::Udp, "udp"), (Transport::Tcp, "tcp")];
-const RCODES: [(Rcode, &str); 7] = [
+const RCODES: [(Rcode, &str); 8] = [
     (Rcode::NoError, "NOERROR"),
     (Rcode::FormErr, "FORMERR"),
     (Rcode::ServFail, "SERVFAIL"),
@@ -33,6 +33,7 @@ const RCODES: [(Rcode, &str); 7] = [
     (Rcode::NotImp, "NOTIMP"),
     (Rcode::Refused, "REFUSED"),
     (Rcode::BadVers, "BADVERS"),
+    (Rcode::BadCookie, "BADCOOKIE"),
 ];
 const DROP_REASONS: [(DropReason, &str); 2] = [
     (DropReason::Short, "short"),
@@ -106,7 +107,19 @@ pub struct Metrics {
     last_reload_timestamp: Gauge,
     query_log_dropped: IntCounter,
     convergence: ConvergenceMetrics,
+    /// Rate-limited UDP responses by class (`RRL_CLASSES` order), all and slipped.
+    rrl_limited: [IntCounter; RRL_CLASSES.len()],
+    rrl_slipped: [IntCounter; RRL_CLASSES.len()],
+    /// Queries with a COOKIE option by verdict (`COOKIE_RESULTS` order).
+    cookies: [IntCounter; COOKIE_RESULTS.len()],
 }
+
+/// The `class` label values of the rate-limiting counters, in `dns::rrl::Class` order.
+pub const RRL_CLASSES: [&str; 6] = [
+    "answer", "wildcard", "nxdomain", "nodata", "referral", "error",
+];
+/// The `result` label values of `weir_dns_cookies_total`, in `dns::cookie::Verdict` order.
+pub const COOKIE_RESULTS: [&str; 3] = ["client_only", "invalid", "valid"];
 
 /// Seconds since the Unix epoch, now.
 fn unix_now() -> f64 {
@@ -379,6 +392,36 @@ impl Metrics {
         .expect("metric");
         register(Box::new(query_log_dropped.clone()));
         let convergence = ConvergenceMetrics::new(&registry);
+        let rrl_limited_vec = IntCounterVec::new(
+            Opts::new(
+                "dns_rrl_limited_total",
+                "UDP responses over their rate limit (dropped or slipped), by response class",
+            ),
+            &["class"],
+        )
+        .expect("metric");
+        let rrl_slipped_vec = IntCounterVec::new(
+            Opts::new(
+                "dns_rrl_slipped_total",
+                "Rate-limited UDP responses sent as a minimal TC=1 (or BADCOOKIE) reply, by class",
+            ),
+            &["class"],
+        )
+        .expect("metric");
+        let cookies_vec = IntCounterVec::new(
+            Opts::new(
+                "dns_cookies_total",
+                "Queries with a DNS COOKIE option, by what it proved (client_only, invalid, valid)",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        let rrl_limited = RRL_CLASSES.map(|c| rrl_limited_vec.with_label_values(&[c]));
+        let rrl_slipped = RRL_CLASSES.map(|c| rrl_slipped_vec.with_label_values(&[c]));
+        let cookies = COOKIE_RESULTS.map(|r| cookies_vec.with_label_values(&[r]));
+        register(Box::new(rrl_limited_vec));
+        register(Box::new(rrl_slipped_vec));
+        register(Box::new(cookies_vec));
         register(Box::new(queries_vec));
         for result in ["ok", "failed"] {
             reloads.with_label_values(&[result]);
@@ -432,6 +475,28 @@ impl Metrics {
             last_reload_timestamp,
             query_log_dropped,
             convergence,
+            rrl_limited,
+            rrl_slipped,
+            cookies,
+        }
+    }
+
+    /// A UDP response over its rate limit, of class `class` (`RRL_CLASSES` index).
+    #[inline]
+    pub fn rrl_limited(&self, class: usize, slipped: bool) {
+        if let Some(c) = self.rrl_limited.get(class) {
+            c.inc();
+        }
+        if slipped && let Some(c) = self.rrl_slipped.get(class) {
+            c.inc();
+        }
+    }
+
+    /// A query's COOKIE option judged `result` (`COOKIE_RESULTS` index).
+    #[inline]
+    pub fn cookie(&self, result: usize) {
+        if let Some(c) = self.cookies.get(result) {
+            c.inc();
         }
     }
 

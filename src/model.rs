@@ -35,6 +35,8 @@ pub enum Rcode {
     NotImp = 4,
     Refused = 5,
     BadVers = 16,
+    /// RFC 7873 8: a server cookie is required (sent with a fresh one); extended, in the OPT.
+    BadCookie = 23,
 }
 
 /// Why a packet got no answer at all.
@@ -388,6 +390,81 @@ pub fn unservable(address: std::net::IpAddr) -> Option<String> {
     Some(format!(
         "{address} is {why}: clients cannot reach it, so it cannot be an endpoint"
     ))
+}
+
+/// An address prefix (`192.0.2.0/24`, `2001:db8::/32`): response rate limiting's exempt list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    /// The network address, the bits past `len` zero.
+    pub addr: std::net::IpAddr,
+    pub len: u8,
+}
+
+impl Prefix {
+    /// Parses `addr/len` (or a bare address: a host prefix). None if it is neither, or if bits
+    /// are set past the prefix length (a likely typo: `192.0.2.1/24`).
+    pub fn parse(text: &str) -> Option<Prefix> {
+        let (addr, len) = match text.split_once('/') {
+            Some((a, l)) => (
+                a.parse::<std::net::IpAddr>().ok()?,
+                Some(l.parse::<u8>().ok()?),
+            ),
+            None => (text.parse::<std::net::IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = len.unwrap_or(max);
+        let prefix = Prefix { addr, len };
+        (len <= max && prefix.mask(addr) == addr).then_some(prefix)
+    }
+
+    /// `a` with the bits past this prefix's length cleared.
+    fn mask(&self, a: std::net::IpAddr) -> std::net::IpAddr {
+        use std::net::IpAddr;
+        match a {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(v4);
+                let keep = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                IpAddr::V4((bits & keep).into())
+            }
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let keep = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                IpAddr::V6((bits & keep).into())
+            }
+        }
+    }
+
+    /// True if `a` lies inside the prefix (same family).
+    #[inline]
+    pub fn contains(&self, a: std::net::IpAddr) -> bool {
+        a.is_ipv4() == self.addr.is_ipv4() && self.mask(a) == self.addr
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// The DNS cookie secrets (RFC 9018): server cookies are made with `current` and accepted when
+/// made with `current` or `previous` (a rotation in progress). Debug never shows them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CookieSecrets {
+    pub current: [u8; 16],
+    pub previous: Option<[u8; 16]>,
+}
+
+impl fmt::Debug for CookieSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.previous.is_some() {
+            "CookieSecrets(<current>, <previous>)"
+        } else {
+            "CookieSecrets(<current>)"
+        })
+    }
 }
 
 impl Pool {

@@ -69,6 +69,9 @@ pub struct Answer<'a> {
     /// an A, AAAA or ANY question that reached a pool's name, whatever the pool's outcome.
     /// Convergence tracking counts it like the zone counter counts `zone`.
     pub pool: Option<usize>,
+    /// The data was synthesized from a wildcard (RFC 4592): response rate limiting counts
+    /// such answers per zone, not per name.
+    pub wildcard: bool,
 }
 
 impl<'a> Answer<'a> {
@@ -82,6 +85,7 @@ impl<'a> Answer<'a> {
             ecs_scope: 0,
             zone: None,
             pool: None,
+            wildcard: false,
         }
     }
 
@@ -339,7 +343,10 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
         let node = match zone.nodes.get(name) {
             Some(node) => node,
             None => match zone.wildcard_for(name) {
-                Some(node) => node,
+                Some(node) => {
+                    ans.wildcard = true;
+                    node
+                }
                 None => {
                     // RFC 6604 2.1: after a CNAME, the RCODE is the last target's.
                     ans.rcode = Rcode::NxDomain;

@@ -8,6 +8,8 @@ use crate::model::{DropReason, Rcode};
 use crate::model::{MAX_NAME_LEN, RRset, Rdata, label_starts, rtype};
 use crate::snapshot::{Answer, Entry, Owner, Subnet};
 
+use super::cookie::{self, Cookie};
+
 pub const HEADER_LEN: usize = 12;
 /// Size of the OPT record weir appends: root name, type, class, TTL, empty rdata.
 const OPT_LEN: usize = 11;
@@ -46,10 +48,14 @@ pub struct Query<'p> {
     pub edns: Option<Edns>,
     /// EDNS Client Subnet, if the query carried one (RFC 7871).
     pub ecs: Option<Subnet>,
+    /// The DNS COOKIE option, if the query carried a well-formed one (RFC 7873).
+    pub cookie: Option<Cookie>,
 }
 
 /// EDNS option code of Client Subnet (RFC 7871 6).
 const OPTION_ECS: u16 = 8;
+/// EDNS option code of COOKIE (RFC 7873 4).
+const OPTION_COOKIE: u16 = 10;
 
 /// Parses an ECS option body; None if it breaks RFC 7871 7.1.2 (FORMERR).
 fn parse_ecs(data: &[u8]) -> Option<Subnet> {
@@ -176,6 +182,7 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
 
     let mut edns = None;
     let mut ecs = None;
+    let mut cookie = None;
     for _ in 0..arcount {
         let name_start = at;
         // Owner name: labels ending in the root label or a backward pointer.
@@ -225,6 +232,10 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
             let data = rdata.get(o + 4..o + 4 + olen).ok_or(formerr)?;
             if code == OPTION_ECS {
                 ecs = Some(parse_ecs(data).ok_or(formerr)?);
+            } else if code == OPTION_COOKIE {
+                // RFC 7873 5.2.2: "If the COOKIE option is too short to contain a Client
+                // Cookie, ... or is too long ... a FORMERR response MUST be returned."
+                cookie = Some(Cookie::parse(data).ok_or(formerr)?);
             }
             o += 4 + olen;
         }
@@ -248,7 +259,15 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
         qclass,
         edns,
         ecs,
+        cookie,
     })
+}
+
+/// Sets TC=1 on the response that starts at `base` (a rate-limited reply sent as a slip).
+pub fn set_truncated(out: &mut [u8], base: usize) {
+    if let Some(flags) = out.get_mut(base + 2) {
+        *flags |= (FLAG_TC >> 8) as u8;
+    }
 }
 
 /// Writes a header-only error response for a rejected packet.
@@ -383,13 +402,14 @@ fn count(entries: &[Entry<'_>]) -> u16 {
 /// Writes the response to `q` into `out` (appending), within `limit` bytes. Answer and
 /// authority that do not fit set TC=1 and go out empty; additional data that does not fit is
 /// left out unless it is required glue (RFC 2181 9, RFC 9471). `udp_payload` is the EDNS size
-/// advertised in our OPT.
+/// advertised in our OPT; `cookie` the COOKIE option to send (client and server cookie).
 pub fn write_response(
     out: &mut Vec<u8>,
     q: &Query<'_>,
     ans: &Answer<'_>,
     limit: usize,
     udp_payload: u16,
+    cookie: Option<&[u8; cookie::OPTION_LEN]>,
 ) -> Written {
     let base = out.len();
     let mut w = Writer {
@@ -409,8 +429,9 @@ pub fn write_response(
     let ecs_len = q
         .ecs
         .map_or(0, |s| 8 + usize::from(s.source_prefix).div_ceil(8));
+    let cookie_len = cookie.map_or(0, |c| 4 + c.len());
     let room = limit.saturating_sub(if q.edns.is_some() {
-        OPT_LEN + ecs_len
+        OPT_LEN + ecs_len + cookie_len
     } else {
         0
     });
@@ -442,13 +463,20 @@ pub fn write_response(
     }
     if let Some(edns) = q.edns {
         // RFC 6891 6.1.3: extended RCODE in the OPT TTL; version 0; DO echoed (RFC 3225 3);
-        // no options echoed but ECS, which RFC 7871 7.2.1 requires back with our scope.
+        // no options echoed but COOKIE (with our server cookie) and ECS, which RFC 7871 7.2.1
+        // requires back with our scope.
         w.out.push(0);
         w.u16(rtype::OPT);
         w.u16(udp_payload);
         let ext = ((ans.rcode as u32) >> 4) << 24;
         w.u32(ext | if edns.dnssec_ok { 0x8000 } else { 0 });
-        w.u16(ecs_len as u16);
+        w.u16((ecs_len + cookie_len) as u16);
+        if let Some(c) = cookie {
+            // RFC 7873 5.2.3-5.2.5: the client cookie echoed with our server cookie.
+            w.u16(OPTION_COOKIE);
+            w.u16(c.len() as u16);
+            w.out.extend_from_slice(c);
+        }
         if let Some(subnet) = q.ecs {
             let addr_len = usize::from(subnet.source_prefix).div_ceil(8);
             w.u16(OPTION_ECS);

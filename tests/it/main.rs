@@ -27,5 +27,6 @@ mod pools;
 mod protocol;
 mod resolvers;
 mod rollouts;
+mod rrl;
 mod support;
 mod transport;
