@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use libfuzzer_sys::fuzz_target;
-use weir::dns::{Context, QueryLog, respond, track};
+use weir::dns::{Context, QueryLog, cookie, respond, rrl, track};
 use weir::metrics::Transport;
 
 const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\nwww A 192.0.2.2\nalias CNAME www\n*.w TXT \"wild\"\nsub NS ns.sub\nns.sub A 192.0.2.3\nmx MX 1 www\n";
@@ -33,6 +33,8 @@ fn context() -> &'static Context {
             config: config.dns,
             query_log: QueryLog::off(),
             recorder: track::Recorder::off(),
+            rrl: rrl::Limiter::off(),
+            cookies: cookie::Cookies::random(),
         }
     })
 }
