@@ -523,7 +523,7 @@ mod tests {
         let zones = vec![crate::zones::from_text(zone, Path::new("z"), &origin).unwrap()];
         let index = crate::snapshot::index(&zones, &config.pools);
         let view = crate::model::View {
-            pools: config.pools.clone(),
+            pools: config.pools.clone().into(),
             ..Default::default()
         };
         let metrics = Arc::new(Metrics::new());

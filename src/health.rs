@@ -97,6 +97,8 @@ pub struct Flip {
     pub health: Health,
     /// Why, for the log: the last probe's result ("HTTP 503", "timeout after 2s", ...).
     pub reason: String,
+    /// When the probe result that flipped it arrived (`weir_health_flip_publish_seconds`).
+    pub at: Instant,
 }
 
 /// A probe's most recent result.
@@ -300,6 +302,7 @@ impl ProbeTask {
                 let event = Flip {
                     key: self.key.clone(),
                     health,
+                    at: Instant::now(),
                     reason: outcome.reason,
                 };
                 // A full channel means the writer is busy: wait for it rather than drop a flip,

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::model::{DropReason, Health, Name, Rcode};
@@ -78,6 +78,11 @@ pub struct Metrics {
     tcp_open: IntGauge,
     tcp_refused: IntCounter,
     snapshot_generation: IntGauge,
+    /// Health flips per publication, the time to rebuild and publish it, and the time from a
+    /// flipping probe result to the publication that serves it.
+    health_batch_flips: Histogram,
+    health_batch_seconds: Histogram,
+    flip_publish_seconds: Histogram,
     reloads: IntCounterVec,
     probe_duration: HistogramVec,
     probe_failures: IntCounterVec,
@@ -200,6 +205,32 @@ impl Metrics {
         let tcp_refused = IntCounter::new(
             "dns_tcp_connections_refused_total",
             "TCP connections closed at once because the connection cap was reached",
+        )
+        .expect("metric");
+        let health_batch_flips = Histogram::with_opts(
+            HistogramOpts::new(
+                "health_batch_flips",
+                "Health flips applied together in one snapshot publication",
+            )
+            .buckets(vec![1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0]),
+        )
+        .expect("metric");
+        let health_batch_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "health_batch_seconds",
+                "Time to rebuild the pools a batch of health flips touches and publish",
+            )
+            .buckets(vec![
+                0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+            ]),
+        )
+        .expect("metric");
+        let flip_publish_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "health_flip_publish_seconds",
+                "From the probe result that flips an endpoint to the snapshot that serves it",
+            )
+            .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
         )
         .expect("metric");
         let snapshot_generation = IntGauge::new(
@@ -433,6 +464,9 @@ impl Metrics {
         register(Box::new(tcp_open.clone()));
         register(Box::new(tcp_refused.clone()));
         register(Box::new(snapshot_generation.clone()));
+        register(Box::new(health_batch_flips.clone()));
+        register(Box::new(health_batch_seconds.clone()));
+        register(Box::new(flip_publish_seconds.clone()));
         register(Box::new(reloads.clone()));
         register(Box::new(probe_duration.clone()));
         register(Box::new(probe_failures.clone()));
@@ -450,6 +484,9 @@ impl Metrics {
             tcp_open,
             tcp_refused,
             snapshot_generation,
+            health_batch_flips,
+            health_batch_seconds,
+            flip_publish_seconds,
             reloads,
             probe_duration,
             probe_failures,
@@ -694,6 +731,22 @@ impl Metrics {
 
     pub fn tcp_refused(&self) {
         self.tcp_refused.inc();
+    }
+
+    /// A batch of health flips was published: its size, its build time, and each flip's wait.
+    pub fn health_batch(
+        &self,
+        flips: usize,
+        took: std::time::Duration,
+        arrived: &[tokio::time::Instant],
+    ) {
+        self.health_batch_flips.observe(flips as f64);
+        self.health_batch_seconds.observe(took.as_secs_f64());
+        let now = tokio::time::Instant::now();
+        for at in arrived {
+            self.flip_publish_seconds
+                .observe(now.saturating_duration_since(*at).as_secs_f64());
+        }
     }
 
     pub fn published(&self, generation: u64) {

@@ -796,11 +796,13 @@ pub struct Rollout {
 pub struct View {
     /// Generation of the stored intent (what `If-Match` compares against).
     pub generation: u64,
-    pub zones: Vec<Name>,
-    pub config_pools: Vec<Pool>,
-    pub overlay: Overlay,
+    /// The parts below change only with a reload or an intent change: a health-only
+    /// publication shares them with the snapshot before it.
+    pub zones: std::sync::Arc<Vec<Name>>,
+    pub config_pools: std::sync::Arc<Vec<Pool>>,
+    pub overlay: std::sync::Arc<Overlay>,
     /// Config with the overlay applied.
-    pub pools: Vec<Pool>,
+    pub pools: std::sync::Arc<Vec<Pool>>,
     pub health: std::collections::HashMap<ProbeKey, Health>,
 }
 

@@ -3,7 +3,7 @@
 //! answers, RFC 8020 empty non-terminals, RFC 8482 ANY). `answer()` never blocks, never locks
 //! and allocates only when an answer has more sections than the inline capacity below.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use prometheus::IntCounter;
@@ -142,8 +142,12 @@ pub struct Snapshot {
     /// (wall clock). Convergence tracking dates a pool's change by it.
     pub published_ms: u64,
     index: Arc<ZoneIndex>,
-    /// Pool views, in config order; nodes refer to them by index.
-    pools: Vec<pool::PoolNode>,
+    /// Pool views, in config order; nodes refer to them by index. A health-only rebuild
+    /// (`rebuild_health`) shares the views it does not touch with the snapshot before.
+    pools: Vec<Arc<pool::PoolNode>>,
+    /// Which pools each probe's health feeds (its own endpoints, and pools that fall back to
+    /// them), shared by every health-only rebuild until the pools change.
+    dependents: Arc<HashMap<ProbeKey, Vec<usize>>>,
     /// The state this snapshot was built from, for the admin API.
     pub view: Arc<View>,
     /// Answered queries per zone id (shared with the index), and outside every zone: the
@@ -194,10 +198,103 @@ pub fn build(
     let pools = &view.pools;
     let by_name: HashMap<&Name, &Pool> = pools.iter().map(|p| (&p.name, p)).collect();
     let health_of = |k: &ProbeKey| view.health.get(k).copied().unwrap_or(k.check.initial);
-    let pools = pools
+    let nodes = pools
         .iter()
-        .map(|p| pool::build(p, &by_name, &health_of, metrics))
+        .map(|p| Arc::new(pool::build(p, &by_name, &health_of, metrics)))
         .collect();
+    let dependents = Arc::new(dependents(pools));
+    assemble(index, view, nodes, dependents, metrics, generation)
+}
+
+/// Rebuilds `prev` under the new health in `view` (same config, same intent: only health
+/// changed, for the probes in `changed`): only the pools those probes feed are built again, the
+/// rest are shared with `prev`. Returns the snapshot and how many pools it rebuilt.
+pub fn rebuild_health(
+    prev: &Snapshot,
+    view: Arc<View>,
+    changed: &HashSet<ProbeKey>,
+    metrics: &Metrics,
+    generation: u64,
+) -> (Snapshot, usize) {
+    let mut touched: Vec<usize> = changed
+        .iter()
+        .filter_map(|k| prev.dependents.get(k))
+        .flatten()
+        .copied()
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+    let pools = &view.pools;
+    let by_name: HashMap<&Name, &Pool> = pools.iter().map(|p| (&p.name, p)).collect();
+    let health_of = |k: &ProbeKey| view.health.get(k).copied().unwrap_or(k.check.initial);
+    let mut nodes = prev.pools.clone();
+    for &i in &touched {
+        if let (Some(node), Some(p)) = (nodes.get_mut(i), pools.get(i)) {
+            *node = Arc::new(pool::build(p, &by_name, &health_of, metrics));
+        }
+    }
+    let snapshot = assemble(
+        &prev.index,
+        view.clone(),
+        nodes,
+        prev.dependents.clone(),
+        metrics,
+        generation,
+    );
+    (snapshot, touched.len())
+}
+
+/// For every probe, the pools whose view depends on its health: the pools with an endpoint it
+/// checks, and, following `fallback:` chains backwards, every pool that may answer from them.
+fn dependents(pools: &[Pool]) -> HashMap<ProbeKey, Vec<usize>> {
+    let index: HashMap<&Name, usize> = pools
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (&p.name, i))
+        .collect();
+    // fallers[j]: the pools that fall back to pool j.
+    let mut fallers: Vec<Vec<usize>> = vec![Vec::new(); pools.len()];
+    for (i, p) in pools.iter().enumerate() {
+        if let crate::model::OnAllDown::Fallback(to) = &p.on_all_down
+            && let Some(&j) = index.get(to)
+        {
+            fallers[j].push(i);
+        }
+    }
+    let mut out: HashMap<ProbeKey, Vec<usize>> = HashMap::new();
+    for (j, p) in pools.iter().enumerate() {
+        // j and every pool that reaches j through fallbacks (cycles are refused by config;
+        // `seen` bounds the walk regardless).
+        let mut reach = vec![j];
+        let mut at = 0;
+        while let Some(&k) = reach.get(at) {
+            at += 1;
+            for &f in &fallers[k] {
+                if !reach.contains(&f) {
+                    reach.push(f);
+                }
+            }
+        }
+        for key in p.probes() {
+            let list = out.entry(key.clone()).or_default();
+            list.extend(&reach);
+        }
+    }
+    for list in out.values_mut() {
+        list.sort_unstable();
+        list.dedup();
+    }
+    out
+}
+
+fn assemble(
+    index: &Arc<ZoneIndex>,
+    view: Arc<View>,
+    pools: Vec<Arc<pool::PoolNode>>,
+    dependents: Arc<HashMap<ProbeKey, Vec<usize>>>,
+    metrics: &Metrics,
+    generation: u64,
+) -> Snapshot {
     let zone_queries = index
         .queries
         .get_or_init(|| metrics.zone_queries(&index.origins).into())
@@ -207,6 +304,7 @@ pub fn build(
         published_ms: crate::clock::now_ms(),
         index: index.clone(),
         pools,
+        dependents,
         view,
         zone_queries,
         outside_zones: metrics.outside_zones().clone(),
@@ -265,6 +363,14 @@ impl Snapshot {
         self.zone_for(name.wire()).map_or(0, |z| z.negative_soa.ttl)
     }
 
+    /// Whether pool `i`'s view is the very one `other` serves (shared, not rebuilt).
+    pub fn shares_pool_view(&self, other: &Snapshot, i: usize) -> bool {
+        match (self.pools.get(i), other.pools.get(i)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     pub fn zone_count(&self) -> usize {
         self.index.zones.len()
     }
@@ -294,7 +400,8 @@ impl Snapshot {
             .pools
             .iter()
             .position(|p| p.name == proposed.name)
-            .and_then(|i| self.pools.get(i));
+            .and_then(|i| self.pools.get(i))
+            .map(|p| &**p);
         pool::preview(proposed, current, &by_name, &health_of, qtype)
     }
 
@@ -303,13 +410,13 @@ impl Snapshot {
     /// differ for a pool answer it differently: a weight change and a health flip both change
     /// it, a publication for another pool does not. None past the last pool.
     pub fn pool_fingerprint(&self, i: usize) -> Option<u64> {
-        self.pools.get(i).map(pool::PoolNode::fingerprint)
+        self.pools.get(i).map(|p| p.fingerprint())
     }
 
     /// How a pool answers right now, per family (for the admin API).
     pub fn pool_status(&self, name: &Name) -> Option<PoolStatus> {
         let i = self.view.pools.iter().position(|p| p.name == *name)?;
-        self.pools.get(i).map(pool::PoolNode::status)
+        self.pools.get(i).map(|p| p.status())
     }
 }
 

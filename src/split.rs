@@ -38,7 +38,7 @@ pub async fn run(
 }
 
 fn observe(snapshot: &Snapshot, metrics: &Metrics, last: &mut HashMap<(String, String), u64>) {
-    for pool in &snapshot.view.pools {
+    for pool in snapshot.view.pools.iter() {
         let name = pool.name.to_string();
         let Some(status) = snapshot.pool_status(&pool.name) else {
             continue;

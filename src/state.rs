@@ -42,6 +42,8 @@ pub enum StateEvent {
         health: Health,
         /// Why, for the log: the last probe's result ("HTTP 503", "timeout after 2s", ...).
         reason: String,
+        /// When the probe result that flipped it arrived.
+        at: tokio::time::Instant,
     },
     /// A rollout command: from an operator (admin API, replied to once stored and published)
     /// or the rollout driver (`Tick`, when a step is due; no reply).
@@ -124,10 +126,10 @@ pub fn build(
 ) -> Snapshot {
     let view = View {
         generation,
-        zones: loaded.zones.iter().map(|z| z.origin.clone()).collect(),
-        config_pools: loaded.config.pools.clone(),
-        overlay: overlay.clone(),
-        pools: change::effective(&loaded.config.pools, overlay),
+        zones: Arc::new(loaded.zones.iter().map(|z| z.origin.clone()).collect()),
+        config_pools: Arc::new(loaded.config.pools.clone()),
+        overlay: Arc::new(overlay.clone()),
+        pools: Arc::new(change::effective(&loaded.config.pools, overlay)),
         health: health.clone(),
     };
     snapshot::build(&loaded.index, Arc::new(view), metrics, publication)
@@ -138,7 +140,21 @@ fn flip_event(flip: health::Flip) -> StateEvent {
         key: flip.key,
         health: flip.health,
         reason: flip.reason,
+        at: flip.at,
     }
+}
+
+/// Most flips applied as one batch (one publication); a storm larger than this publishes
+/// every this many.
+const MAX_BATCH: usize = 16_384;
+
+/// Health flips applied but not yet published.
+#[derive(Debug, Default)]
+struct PendingHealth {
+    /// The probes whose health changed.
+    keys: HashSet<ProbeKey>,
+    /// When each flip's probe result arrived, for `weir_health_flip_publish_seconds`.
+    arrived: Vec<tokio::time::Instant>,
 }
 
 /// How a probe is named between nameservers (shared health): its target and kind. Nodes
@@ -256,6 +272,10 @@ pub struct Writer {
     probes_ready: Arc<AtomicBool>,
     /// What rollout transitions observe (probe results, measured convergence).
     rollout_inputs: rollout::Inputs,
+    /// Every probe of the pools as served (kept with the intent, not recomputed per flip).
+    served: HashSet<ProbeKey>,
+    /// Flips applied since the last publication: published together (coalescing).
+    pending: PendingHealth,
 }
 
 /// How often the writer checks whether the first probe round is complete.
@@ -312,6 +332,8 @@ impl Writer {
             monitor,
             probes_ready,
             rollout_inputs,
+            served: HashSet::new(),
+            pending: PendingHealth::default(),
         })
     }
 
@@ -340,9 +362,9 @@ impl Writer {
         mut remote: mpsc::Receiver<Followed>,
         shutdown: CancellationToken,
     ) {
-        let served = self.served_probes();
-        self.report_health(&served);
-        self.monitor.set_probes(served);
+        self.served = self.served_probes();
+        self.report_health(&self.served);
+        self.monitor.set_probes(self.served.clone());
         let mut ready_poll = tokio::time::interval(READY_POLL);
         loop {
             let event = tokio::select! {
@@ -391,6 +413,7 @@ impl Writer {
                         while let Ok(flip) = flips.try_recv() {
                             self.apply(flip_event(flip)).await;
                         }
+                        self.flush_health();
                         self.probes_ready.store(true, Ordering::Release);
                         tracing::info!("first health probe round complete; ready");
                     }
@@ -398,13 +421,24 @@ impl Writer {
                 }
             };
             self.apply(event).await;
+            // Coalescing: every flip already waiting joins this batch, then one publication.
+            let mut batch = 1;
+            while batch < MAX_BATCH {
+                let Ok(flip) = flips.try_recv() else { break };
+                self.apply(flip_event(flip)).await;
+                batch += 1;
+            }
+            self.flush_health();
         }
     }
 
     /// Shared health: publishes this node's view of the `served` probes (a no-op otherwise).
     fn report_health(&self, served: &HashSet<ProbeKey>) {
-        self.store
-            .report_health(health_report(&self.health, served));
+        // Only a shared store has anyone to tell; the report costs O(probes) to build.
+        if self.store.shared() {
+            self.store
+                .report_health(health_report(&self.health, served));
+        }
     }
 
     fn served_probes(&self) -> HashSet<ProbeKey> {
@@ -423,15 +457,16 @@ impl Writer {
                 key,
                 health,
                 reason,
+                at,
             } => {
                 // A probe stopped by a reload or a change may still have had a flip in flight.
-                if !self.served_probes().contains(&key) {
+                if !self.served.contains(&key) {
                     return;
                 }
                 tracing::info!(target = %key.target, ?health, %reason, "health changed");
-                self.health.insert(key, health);
-                self.report_health(&self.served_probes());
-                self.publish();
+                self.health.insert(key.clone(), health);
+                self.pending.keys.insert(key);
+                self.pending.arrived.push(at);
             }
             StateEvent::Change { request, reply } => {
                 let result = self.change(request).await;
@@ -460,7 +495,51 @@ impl Writer {
         }
     }
 
-    fn publish(&self) -> u64 {
+    /// Publishes the flips applied since the last publication as one snapshot, rebuilding only
+    /// the pools their probes feed (everything, with shared health, where peers' votes count).
+    fn flush_health(&mut self) {
+        if self.pending.keys.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.report_health(&self.served);
+        let started = std::time::Instant::now();
+        let prev = self.snapshot.load_full();
+        let (rebuilt, publication) = if self.store.peer_health().is_empty() {
+            let view = View {
+                generation: self.generation,
+                health: self.health.clone(),
+                ..(*prev.view).clone()
+            };
+            let publication = prev.generation + 1;
+            let (snapshot, rebuilt) = snapshot::rebuild_health(
+                &prev,
+                Arc::new(view),
+                &batch.keys,
+                &self.metrics,
+                publication,
+            );
+            self.snapshot.store(Arc::new(snapshot));
+            self.metrics.published(publication);
+            (rebuilt, publication)
+        } else {
+            (self.loaded.config.pools.len(), self.publish())
+        };
+        let took = started.elapsed();
+        self.metrics
+            .health_batch(batch.arrived.len(), took, &batch.arrived);
+        tracing::info!(
+            publication,
+            flips = batch.arrived.len(),
+            pools_rebuilt = rebuilt,
+            micros = took.as_micros() as u64,
+            "health batch published"
+        );
+    }
+
+    fn publish(&mut self) -> u64 {
+        // Whatever health is pending goes out with this publication.
+        self.pending = PendingHealth::default();
         for (pool, r) in &self.overlay.rollouts {
             let step = r.rolling.as_ref().map_or(r.step, |rl| rl.batch);
             self.metrics
@@ -546,7 +625,8 @@ impl Writer {
         // Probes that stay keep their hysteresis and health; removed ones are forgotten.
         self.health.retain(|k, _| served.contains(k));
         self.report_health(&served);
-        self.monitor.set_probes(served);
+        self.monitor.set_probes(served.clone());
+        self.served = served;
         self.publish();
     }
 
@@ -785,5 +865,226 @@ impl Writer {
             generation,
             restart_required,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+
+    use super::*;
+
+    /// A writer over `pools` pools of 10 endpoints (127.3.x.y, TCP checks on a port nothing
+    /// listens on, an hour apart so no probe runs within the test), with its channels.
+    struct Harness {
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        flips: mpsc::Sender<health::Flip>,
+        events: mpsc::Sender<StateEvent>,
+        keys: Vec<ProbeKey>,
+        shutdown: CancellationToken,
+        _dir: tempfile::TempDir,
+    }
+
+    fn harness(pools: usize) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let zone =
+            "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\n";
+        std::fs::write(dir.path().join("z"), zone).unwrap();
+        let mut config = String::from(
+            "[store]\npath = \"state\"\n[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n",
+        );
+        for p in 0..pools {
+            let eps: Vec<String> = (0..10)
+                .map(|j| {
+                    format!(
+                        "{{ address = \"127.3.{}.{}\" }}",
+                        p / 25,
+                        (p % 25) * 10 + j + 1
+                    )
+                })
+                .collect();
+            write!(
+                config,
+                "[[pool]]\nname = \"p{p}.example.com.\"\non_all_down = \"nodata\"\n[pool.check]\nkind = \"tcp\"\nport = 9\ninterval = \"1h\"\ntimeout = \"1s\"\n[[pool.group]]\nname = \"g\"\nendpoints = [{}]\n",
+                eps.join(", ")
+            )
+            .unwrap();
+        }
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, config).unwrap();
+        let loaded = load(&path).unwrap();
+        let keys: Vec<ProbeKey> = loaded
+            .config
+            .pools
+            .iter()
+            .flat_map(|p| p.probes().cloned().collect::<Vec<_>>())
+            .collect();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SledStore::open(&dir.path().join("state"), 100).unwrap());
+        let stored = store.load().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let (flips_tx, flips) = mpsc::channel(65_536);
+        let (probe_flips, _) = mpsc::channel(1);
+        let monitor = health::Monitor::new(probe_flips, metrics.clone(), shutdown.clone());
+        let writer = Writer::start(
+            loaded,
+            stored,
+            store,
+            metrics,
+            monitor,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        let snapshot = writer.snapshot();
+        let (events_tx, events) = mpsc::channel(64);
+        let (_due, due) = mpsc::channel(1);
+        let (_remote, remote) = mpsc::channel(1);
+        tokio::spawn(writer.run(events, flips, due, remote, shutdown.clone()));
+        Harness {
+            snapshot,
+            flips: flips_tx,
+            events: events_tx,
+            keys,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    fn down(key: &ProbeKey) -> health::Flip {
+        health::Flip {
+            key: key.clone(),
+            health: Health::Down,
+            reason: "test".into(),
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Waits (yielding, a millisecond of paused time at a go) until `done` holds.
+    async fn until(h: &Harness, done: impl Fn(&Snapshot) -> bool) {
+        for _ in 0..100_000 {
+            if done(&h.snapshot.load()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("never happened");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_storm_of_flips_is_published_in_a_few_batches() {
+        let h = harness(40);
+        let start = h.snapshot.load().generation;
+        for key in &h.keys {
+            h.flips.send(down(key)).await.unwrap();
+        }
+        until(&h, |s| {
+            s.view
+                .health
+                .values()
+                .filter(|v| **v == Health::Down)
+                .count()
+                == 400
+        })
+        .await;
+        let publications = h.snapshot.load().generation - start;
+        assert!(
+            publications <= 3,
+            "400 flips took {publications} publications"
+        );
+        // Every pool is out of the answers: all its endpoints are down.
+        let snap = h.snapshot.load();
+        for p in snap.view.pools.iter() {
+            assert!(
+                snap.pool_status(&p.name).unwrap().ipv4.degraded,
+                "{}",
+                p.name
+            );
+        }
+        h.shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flip_rebuilds_only_the_pools_its_probe_feeds() {
+        let h = harness(30);
+        let before = h.snapshot.load_full();
+        // The first endpoint of pool 7.
+        h.flips.send(down(&h.keys[70])).await.unwrap();
+        until(&h, |s| s.generation > before.generation).await;
+        let after = h.snapshot.load_full();
+        let shared: Vec<bool> = (0..30)
+            .map(|i| after.shares_pool_view(&before, i))
+            .collect();
+        assert_eq!(
+            shared.iter().filter(|s| !**s).count(),
+            1,
+            "one pool rebuilt: {shared:?}"
+        );
+        assert!(!shared[7], "pool 7 is the one rebuilt");
+        assert!(
+            Arc::ptr_eq(&after.view.pools, &before.view.pools),
+            "the pools are shared"
+        );
+        h.shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_admin_write_during_a_storm_is_acknowledged_published_and_stored() {
+        let h = harness(40);
+        let storm = h.flips.clone();
+        let keys = h.keys.clone();
+        let flipper = tokio::spawn(async move {
+            for key in &keys {
+                storm.send(down(key)).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let (reply, answer) = oneshot::channel();
+        let request = ChangeRequest {
+            change: change::Change::GroupWeight {
+                pool: Name::parse("p3.example.com.").unwrap(),
+                group: "g".into(),
+                weight: 40,
+            },
+            actor: "test".into(),
+            source: String::new(),
+            reason: "during a storm".into(),
+            if_match: None,
+            force: true,
+        };
+        h.events
+            .send(StateEvent::Change { request, reply })
+            .await
+            .unwrap();
+        let sent = tokio::time::Instant::now();
+        let generation = answer.await.unwrap().unwrap();
+        assert!(
+            sent.elapsed() < Duration::from_secs(1),
+            "acknowledged {:?} after it was sent",
+            sent.elapsed()
+        );
+        let snap = h.snapshot.load();
+        assert!(
+            snap.view.generation >= generation,
+            "published before the reply"
+        );
+        let served = snap
+            .view
+            .pools
+            .iter()
+            .find(|p| p.name.to_string() == "p3.example.com.")
+            .unwrap();
+        assert_eq!(served.groups[0].weight, 40);
+        flipper.await.unwrap();
+        until(&h, |s| {
+            s.view
+                .health
+                .values()
+                .filter(|v| **v == Health::Down)
+                .count()
+                == 400
+        })
+        .await;
+        h.shutdown.cancel();
     }
 }

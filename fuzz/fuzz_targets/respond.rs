@@ -22,7 +22,7 @@ fn context() -> &'static Context {
         let zones = vec![weir::zones::from_text(ZONE, Path::new("z"), &origin).expect("zone")];
         let index = weir::snapshot::index(&zones, &config.pools);
         let view = weir::model::View {
-            pools: config.pools.clone(),
+            pools: config.pools.clone().into(),
             ..Default::default()
         };
         let metrics = Arc::new(weir::metrics::Metrics::new());

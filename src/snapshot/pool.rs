@@ -697,7 +697,7 @@ mod tests {
         let metrics = Metrics::new();
         let index = crate::snapshot::index(&[zone], &config.pools);
         let view = crate::model::View {
-            pools: config.pools.clone(),
+            pools: config.pools.clone().into(),
             health: health.clone(),
             ..Default::default()
         };
