@@ -171,8 +171,12 @@ impl Monitor {
                     stop: self.shutdown.child_token(),
                     reported: Arc::new(AtomicBool::new(false)),
                 };
+                let label = slot.key().target.to_string();
                 let task = ProbeTask {
-                    label: slot.key().target.to_string(),
+                    series: self
+                        .metrics
+                        .probe_series(&label, kind_label(slot.key().check.kind)),
+                    label,
                     key: slot.key().clone(),
                     events: self.events.clone(),
                     metrics: Arc::clone(&self.metrics),
@@ -214,6 +218,7 @@ struct ProbeTask {
     key: ProbeKey,
     /// `key.target` as text, the metrics label.
     label: String,
+    series: crate::metrics::ProbeSeries,
     events: mpsc::Sender<Flip>,
     metrics: Arc<Metrics>,
     permits: Arc<Semaphore>,
@@ -267,17 +272,21 @@ impl ProbeTask {
                 let at = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                last.insert(
-                    self.key.clone(),
-                    LastResult {
-                        ok: outcome.ok,
-                        reason: outcome.reason.clone(),
-                        at,
-                        health: hysteresis.health(),
-                        passes,
-                        passing_since,
-                    },
-                );
+                let result = LastResult {
+                    ok: outcome.ok,
+                    reason: outcome.reason.clone(),
+                    at,
+                    health: hysteresis.health(),
+                    passes,
+                    passing_since,
+                };
+                // In place: no clone of the key once it is there.
+                match last.get_mut(&self.key) {
+                    Some(slot) => *slot = result,
+                    None => {
+                        last.insert(self.key.clone(), result);
+                    }
+                }
             }
             tracing::debug!(
                 probe = %self.label,
@@ -370,8 +379,8 @@ impl ProbeTask {
             ),
         };
         self.metrics.probe_observed(
+            &self.series,
             &self.label,
-            kind_label(check.kind),
             began.elapsed().as_secs_f64(),
             outcome.failure,
         );

@@ -764,10 +764,22 @@ impl Metrics {
 
     /// One probe finished: `failure` is None on success, else a short reason label such as
     /// "timeout", "connect", "status", "body", "tls". `target` is "ip:port", `kind` "http" etc.
-    pub fn probe_observed(&self, target: &str, kind: &str, seconds: f64, failure: Option<&str>) {
-        self.probe_duration
-            .with_label_values(&[target, kind])
-            .observe(seconds);
+    /// A probe target's duration series, resolved once per probe task so that a probe does
+    /// no label lookup when it succeeds.
+    pub fn probe_series(&self, target: &str, kind: &str) -> ProbeSeries {
+        ProbeSeries {
+            duration: self.probe_duration.with_label_values(&[target, kind]),
+        }
+    }
+
+    pub fn probe_observed(
+        &self,
+        series: &ProbeSeries,
+        target: &str,
+        seconds: f64,
+        failure: Option<&str>,
+    ) {
+        series.duration.observe(seconds);
         if let Some(reason) = failure {
             self.probe_failures
                 .with_label_values(&[target, reason])
@@ -901,4 +913,10 @@ impl StoreGauges {
             staleness,
         }
     }
+}
+
+/// One probe target's resolved series (`Metrics::probe_series`).
+#[derive(Clone, Debug)]
+pub struct ProbeSeries {
+    duration: Histogram,
 }
