@@ -29,4 +29,5 @@ mod resolvers;
 mod rollouts;
 mod rrl;
 mod support;
+mod tidy;
 mod transport;
