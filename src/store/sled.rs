@@ -1266,14 +1266,14 @@ mod tests {
         }
     }
 
-    /// A 2 MiB tmpfs mounted for one test (tests run as root), unmounted on drop.
+    /// A tmpfs mounted for one test (tests run as root), unmounted on drop.
     struct Tmpfs(tempfile::TempDir);
 
     impl Tmpfs {
-        fn mount() -> Tmpfs {
+        fn mount(size: &str) -> Tmpfs {
             let dir = tempfile::tempdir().unwrap();
             let status = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
                 .arg(dir.path())
                 .status()
                 .unwrap();
@@ -1302,7 +1302,7 @@ mod tests {
     /// in memory) until a restart. Here sled itself meets ENOSPC (no reserve).
     #[test]
     fn a_commit_sled_cannot_write_changes_nothing_and_the_store_recovers() {
-        let disk = Tmpfs::mount();
+        let disk = Tmpfs::mount("2m");
         let path = disk.path().join("state");
         let store = SledStore::open(&path, 100_000).unwrap();
         store.set_reserve(0);
@@ -1346,7 +1346,7 @@ mod tests {
 
     #[test]
     fn a_commit_that_would_leave_less_than_the_reserve_is_refused_before_writing() {
-        let disk = Tmpfs::mount();
+        let disk = Tmpfs::mount("2m");
         let path = disk.path().join("state");
         let store = SledStore::open(&path, 100).unwrap();
         let mut generation = commit_big(&store, 0).unwrap();
@@ -1365,23 +1365,27 @@ mod tests {
         assert_eq!(commit_big(&store, generation).unwrap(), generation + 1);
     }
 
-    /// Issue 12: 35 of 67 random corruptions of `db` opened, then failed on audit reads.
-    /// Now a damaged store either opens with everything readable, or is `Corrupt`.
+    /// Issue 12: 35 of 67 random corruptions of `db` opened, then failed on audit reads
+    /// (here, on the code before the fix: 19 of 60 byte flips opened, then sled panicked on an
+    /// audit read). Now a damaged store either opens with everything readable, or is `Corrupt`.
     #[test]
     fn random_damage_to_the_data_file_opens_readable_or_is_corrupt() {
-        let (_dir, pristine) = scratch();
-        let store = SledStore::open(&pristine, 500).unwrap();
+        // A tmpfs: thousands of fsyncs cost nothing there.
+        let disk = Tmpfs::mount("64m");
+        let pristine = disk.path().join("pristine");
+        let store = SledStore::open(&pristine, 1000).unwrap();
         let mut generation = 0;
-        for i in 0..1000u32 {
+        for i in 0..3000u32 {
             let mut r = record(POOL, &format!("change {i}"));
             r.reason = "r".repeat((i as usize * 37) % 900);
             generation = store.commit(generation, &overlay(i), vec![r]).unwrap();
         }
         drop(store);
-        let len = fs::metadata(pristine.join("db")).unwrap().len() as usize;
+        let db = fs::read(pristine.join("db")).unwrap();
+        let path = disk.path().join("state");
         let (mut opened, mut refused) = (0, 0);
-        for seed in 0..80u64 {
-            let (_dir, path) = scratch();
+        for seed in 0..60u64 {
+            let _ = fs::remove_dir_all(&path);
             fs::create_dir(&path).unwrap();
             for entry in fs::read_dir(&pristine).unwrap() {
                 let entry = entry.unwrap();
@@ -1389,14 +1393,9 @@ mod tests {
                     fs::copy(entry.path(), path.join(entry.file_name())).unwrap();
                 }
             }
-            let mut bytes = fs::read(path.join("db")).unwrap();
-            let mut rng = fastrand::Rng::with_seed(seed);
-            // A few small bursts of noise anywhere in the file.
-            for _ in 0..rng.usize(1..4) {
-                let at = rng.usize(0..len);
-                let end = (at + rng.usize(1..64)).min(len);
-                rng.fill(&mut bytes[at..end]);
-            }
+            let mut bytes = db.clone();
+            let at = fastrand::Rng::with_seed(seed).usize(0..bytes.len());
+            bytes[at] ^= 0xff;
             fs::write(path.join("db"), bytes).unwrap();
             match SledStore::open(&path, 1000) {
                 Ok(store) => {
@@ -1418,8 +1417,8 @@ mod tests {
                 Err(other) => panic!("seed {seed}: {other:?}"),
             }
         }
-        eprintln!("random damage: {opened} opened readable, {refused} refused as corrupt");
-        assert!(refused > 0);
+        eprintln!("byte flips: {opened} opened readable, {refused} refused as corrupt");
+        assert!(refused > 0 && opened > 0, "{opened} {refused}");
     }
 
     #[test]
