@@ -9,8 +9,9 @@
 //! Failing disks: a commit first checks the file system's free space (`RESERVE`) and refuses
 //! with `StoreError::Full` before sled writes anything. If sled fails anyway (another process
 //! took the space, an I/O error), sled has applied the change in memory and refuses every later
-//! write (its "global error"), so the handles are dropped and the store is reopened from disk
-//! before the next commit (`recover`), undoing the failed commit if part of it reached the disk.
+//! write (its "global error"): reads go on from its in-memory copy with the failed commit
+//! hidden, and the store is reopened from disk once there is room again (`recover`, from the
+//! next commit or `Store::check`), undoing the failed commit if it reached the disk.
 
 use std::fs;
 use std::io::{ErrorKind, Write};
@@ -293,8 +294,9 @@ impl SledStore {
         }
     }
 
-    /// After a failed write: drops sled's handles (sled refuses every write after one failed)
-    /// and remembers what to undo. Called with the commit lock held.
+    /// After a failed write: remembers what to undo. sled refuses every write after one
+    /// failed, but still reads: until `recover` reopens it, reads go on from its in-memory
+    /// copy, hiding the failed commit (`durable`). Called with the commit lock held.
     fn fail(&self, error: &StoreError, undo: Option<Undo>) {
         let full = matches!(error, StoreError::Full { .. });
         tracing::error!(path = %self.path.display(), %error, "the state store failed; it is reopened before the next change");
@@ -306,28 +308,33 @@ impl SledStore {
             full,
             undo,
         });
-        drop(broken);
-        *self.handles.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
-    /// Reopens a store whose handles were dropped, undoing a failed commit that reached the
-    /// disk after all. A no-op while the store is open. Called with the commit lock held.
+    /// While a failed commit is not undone: the generation and overlay it would have replaced.
+    fn durable(&self) -> Option<Undo> {
+        self.broken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|b| b.undo.clone())
+    }
+
+    /// Reopens a store after a failed write, undoing a failed commit that reached the disk
+    /// after all. A no-op while nothing failed. Called with the commit lock held, and only
+    /// once the disk has room (`ensure_space`): until a reopen succeeds reads fail.
     fn recover(&self) -> Result<(), StoreError> {
         if self
-            .handles
-            .read()
+            .broken
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+            .is_none()
         {
             return Ok(());
         }
         let path = &self.path;
-        let undo = self
-            .broken
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .and_then(|b| b.undo.clone());
+        let undo = self.durable();
+        // sled's lock is per open file: the old handles must go before the store reopens.
+        *self.handles.write().unwrap_or_else(PoisonError::into_inner) = None;
         let (handles, stored) = Handles::open(path)?;
         if let Some(undo) = undo
             && stored.generation != undo.generation
@@ -550,6 +557,21 @@ impl SledStore {
 
 impl Store for SledStore {
     fn load(&self) -> Result<Stored, StoreError> {
+        if let Some(durable) = self.durable() {
+            let overlay = match &durable.overlay {
+                Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
+                    corrupt(
+                        &self.path,
+                        format!("the stored overlay does not decode: {e}"),
+                    )
+                })?,
+                None => Overlay::default(),
+            };
+            return Ok(Stored {
+                overlay,
+                generation: durable.generation,
+            });
+        }
         self.with(|h| h.load(&self.path))
     }
 
@@ -621,9 +643,10 @@ impl Store for SledStore {
     }
 
     fn audit(&self, pool: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let last = self.durable().map_or(u64::MAX, |d| d.generation);
         self.with(|h| {
             let mut records = Vec::new();
-            for entry in h.audit.iter().rev() {
+            for entry in h.audit.range(..audit_key(last.saturating_add(1), 0)).rev() {
                 if records.len() >= limit {
                     break;
                 }
@@ -655,6 +678,7 @@ impl Store for SledStore {
         let Some(first) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
+        let last = self.durable().map_or(u64::MAX, |d| d.generation);
         self.with(|h| {
             h.audit
                 .range(audit_key(first, 0)..)
@@ -662,6 +686,7 @@ impl Store for SledStore {
                     let (key, value) = entry.map_err(|e| sled_error(&self.path, e))?;
                     decode_record(&self.path, &key, &value)
                 })
+                .filter(|record| !matches!(record, Ok(r) if r.generation > last))
                 .collect()
         })
     }
@@ -1320,9 +1345,18 @@ mod tests {
                 .to_string()
                 .contains("no space left on the state store")
         );
-        // Nothing to read from while it is broken, and every write says why.
+        // Every write says why; reads go on, without the failed commit. (With the reserve
+        // back, as in production, nothing tries to reopen the store while the disk is full.)
+        store.set_reserve(RESERVE);
         let again = commit_big(&store, generation).unwrap_err();
         assert!(matches!(again, StoreError::Full { .. }), "{again:?}");
+        assert!(store.check().is_err());
+        assert_eq!(store.load().unwrap().generation, generation);
+        assert_eq!(generations(&store.audit(None, 1).unwrap()), [generation]);
+        assert_eq!(
+            store.changes_since(0).unwrap().last().map(|r| r.generation),
+            Some(generation)
+        );
         // Room again: sled's own log filled the disk, so grow the file system.
         let status = Command::new("mount")
             .args(["-o", "remount,size=8m"])
@@ -1342,6 +1376,43 @@ mod tests {
         assert_eq!(store.load().unwrap().generation, generation + 1);
         let all: Vec<u64> = (1..=generation + 1).collect();
         assert_eq!(generations(&store.changes_since(0).unwrap()), all);
+    }
+
+    /// A commit whose flush reported an error can still have reached the disk (the error
+    /// came after the write): reopening takes it back, so what was refused never serves.
+    #[test]
+    fn a_failed_commit_that_reached_the_disk_is_undone_on_reopen() {
+        let (_dir, path) = scratch();
+        let store = SledStore::open(&path, 100).unwrap();
+        commit_n(&store, 2);
+        let before = store.load().unwrap();
+        let previous = serde_json::to_vec(&before.overlay).unwrap();
+        commit_n(&store, 1);
+        // As `commit` does when the flush or fsync of generation 3 fails.
+        let _serial = store.commit_lock.lock().unwrap();
+        store.fail(
+            &io_error(&path, "fsync failed: EIO"),
+            Some(Undo {
+                generation: 2,
+                overlay: Some(previous.into()),
+            }),
+        );
+        drop(_serial);
+        assert_eq!(store.load().unwrap(), before);
+        assert_eq!(generations(&store.changes_since(0).unwrap()), [1, 2]);
+        store.check().unwrap();
+        assert_eq!(store.load().unwrap(), before);
+        assert_eq!(generations(&store.changes_since(0).unwrap()), [1, 2]);
+        let after = store
+            .commit(2, &overlay(99), vec![record(POOL, "after the undo")])
+            .unwrap();
+        assert_eq!(after, 3);
+        drop(store);
+        let store = SledStore::open(&path, 100).unwrap();
+        assert_eq!(store.load().unwrap().overlay, overlay(99));
+        let records = store.changes_since(0).unwrap();
+        assert_eq!(generations(&records), [1, 2, 3]);
+        assert_eq!(records[2].subject, "after the undo");
     }
 
     #[test]
