@@ -1,7 +1,7 @@
 //! The admin HTTP API (axum, JSON). Endpoints:
 //!
 //! - `GET /healthz`: liveness. `GET /readyz`: 200 once zones are loaded and every probe has a
-//!   first result. `GET /metrics`: Prometheus text. These three need no token.
+//!   first result, 503 with the reason while the state store cannot take a change (disk full). `GET /metrics`: Prometheus text. These three need no token.
 //! - `GET /v1/zones`, `GET /v1/pools`, `GET /v1/pools/{pool}`: what is served, config and live
 //!   state side by side (read scope).
 //! - `PUT /v1/pools/{pool}/groups/{group}/weight`, `PUT /v1/pools/{pool}/endpoints/{address}/weight`,
@@ -28,10 +28,11 @@
 //! Writes are validated here for shape (400), then sent to the state writer as a
 //! `StateEvent::Change`; the reply comes after the change is stored (flushed) and published.
 //! Refusals map to 404 (unknown pool/group/endpoint), 409 (conflict, zero total weight),
-//! 412 (`If-Match` generation mismatch), 503 (the shared store is unreachable: nothing
-//! changed). Bodies over 64 KiB get 413, a body that takes over 10 s 408, a request that takes
-//! over 60 s 503; connection caps and the header, handshake and write deadlines are in
-//! `serve`. The API never touches DNS sockets and reaches the store only through
+//! 412 (`If-Match` generation mismatch), 503 (the store is unreachable or failed: nothing
+//! changed), 507 (no space left on the state store: nothing changed). Bodies over 64 KiB get
+//! 413, a body that takes over 10 s 408, a request that takes over 60 s 503; a `reason` over
+//! `MAX_REASON` bytes gets 400; connection caps and the header, handshake and write deadlines
+//! are in `serve`. The API never touches DNS sockets and reaches the store only through
 //! `state::StoreView` (audit log, node status).
 
 use std::net::IpAddr;
@@ -58,7 +59,7 @@ use crate::metrics::Metrics;
 use crate::model::{Name, Override};
 use crate::snapshot::Snapshot;
 use crate::state::change::{Change, ChangeError, ChangeRequest};
-use crate::state::{StateEvent, StoreView};
+use crate::state::{StateEvent, StoreHealth, StoreView};
 
 mod read;
 mod serve;
@@ -88,6 +89,8 @@ pub struct AdminContext {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     /// Set by the state writer once every probe has reported at least once.
     pub probes_ready: Arc<AtomicBool>,
+    /// Whether the state store takes changes (`/readyz` is 503 while it does not).
+    pub store_health: StoreHealth,
     pub events: mpsc::Sender<StateEvent>,
     pub audit: StoreView,
     pub probes: LastResults,
@@ -126,7 +129,8 @@ impl From<ChangeError> for ApiError {
             ChangeError::Invalid(_) => StatusCode::BAD_REQUEST,
             ChangeError::Conflict(_) => StatusCode::CONFLICT,
             ChangeError::Stale { .. } => StatusCode::PRECONDITION_FAILED,
-            ChangeError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ChangeError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ChangeError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ChangeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, e.to_string())
@@ -396,6 +400,21 @@ fn address(text: &str) -> Result<IpAddr, ApiError> {
         .map_err(|_| bad_request(format!("`{text}` is not an IP address")))
 }
 
+/// The longest `reason` a change may carry, in bytes. Audit records stay small: sled stores
+/// a node over ~128 KiB as a file of its own, the path that wedged the writer on a full disk
+/// (issue 12), and a reason is a sentence, not a document.
+pub const MAX_REASON: usize = 1024;
+
+fn check_reason(reason: &str) -> Result<(), ApiError> {
+    if reason.len() > MAX_REASON {
+        return Err(bad_request(format!(
+            "`reason` is {} bytes; at most {MAX_REASON} are accepted",
+            reason.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Sends a change to the writer and answers with the new generation once it is stored.
 async fn submit(
     ctx: &AdminContext,
@@ -404,6 +423,7 @@ async fn submit(
     change: Change,
     meta: Meta,
 ) -> Result<Response, ApiError> {
+    check_reason(&meta.reason)?;
     let request = ChangeRequest {
         change,
         actor: caller.name,
@@ -591,6 +611,7 @@ async fn submit_rollout(
     command: crate::rollout::Command,
     reason: String,
 ) -> Result<Response, ApiError> {
+    check_reason(&reason)?;
     ask_writer(ctx, |reply| StateEvent::Rollout {
         pool,
         command,

@@ -119,6 +119,7 @@ pub fn start_with(
     )
     .context("restoring the stored state")?;
     let snapshot = writer.snapshot();
+    let store_health = writer.store_health();
 
     let listeners = dns::bind(&config.dns).context("binding DNS listeners")?;
     let dns_addrs = listeners.local_addrs();
@@ -164,6 +165,11 @@ pub fn start_with(
     let writer_inputs = writer.rollout_inputs();
     let writer = tokio::spawn(writer.run(rx, flips_rx, due_rx, remote_rx, shutdown.clone()));
     tokio::spawn(watch_link(store.clone(), metrics.clone(), shutdown.clone()));
+    tokio::spawn(watch_store(
+        store.clone(),
+        store_health.clone(),
+        shutdown.clone(),
+    ));
     crate::rollout::spawn(writer_inputs, due, shutdown.clone());
     tokio::spawn(crate::split::run(
         snapshot.clone(),
@@ -176,6 +182,7 @@ pub fn start_with(
             metrics: metrics.clone(),
             snapshot: snapshot.clone(),
             probes_ready,
+            store_health,
             events: events.clone(),
             audit: StoreView::new(store),
             probes: probe_results,
@@ -404,6 +411,51 @@ async fn watch_link(store: Arc<dyn Store>, metrics: Arc<Metrics>, shutdown: Canc
                 .map_or(0.0, |d| d.as_secs_f64())
         };
         metrics.store_link(link.connected, staleness);
+    }
+}
+
+/// How often `watch_store` checks the store, and how long a check may run before the store
+/// counts as not answering.
+const STORE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+const STORE_CHECK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Every second: `Store::check` (free space, and a store a failed write closed reopened) into
+/// `StoreHealth`, so readiness follows the disk without waiting for a write. One check at a
+/// time, on a blocking thread: a store that does not answer shows as failing, and never
+/// piles up threads or stops anything else.
+async fn watch_store(
+    store: Arc<dyn Store>,
+    health: state::StoreHealth,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(STORE_CHECK);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let version = health.version();
+        let s = store.clone();
+        let mut task = tokio::task::spawn_blocking(move || s.check());
+        let joined = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            joined = tokio::time::timeout(STORE_CHECK_PATIENCE, &mut task) => joined,
+        };
+        match joined {
+            Ok(Ok(result)) => health.record_since(Some(version), &result),
+            Ok(Err(e)) => health.set(Some(format!("the store check failed: {e}"))),
+            Err(_) => {
+                health.set(Some(format!(
+                    "the state store has not answered a check for {} s",
+                    STORE_CHECK_PATIENCE.as_secs()
+                )));
+                // One check at a time: never pile up threads on a store that hangs.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = &mut task => {}
+                }
+            }
+        }
     }
 }
 

@@ -98,7 +98,11 @@ fn serve(path: &std::path::Path, reset_state: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(weir::app::serve(loaded, store)) {
+    let result = runtime.block_on(weir::app::serve(loaded, store));
+    // Dropping a runtime waits for every blocking task; a commit stuck on a failing disk
+    // must not keep a stopped weir alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "weir stopped");

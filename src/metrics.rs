@@ -659,6 +659,11 @@ impl Metrics {
         self.store.staleness.set(staleness_seconds);
     }
 
+    /// Whether the state store can take a change (`weir_store_healthy`).
+    pub fn store_healthy(&self, healthy: bool) {
+        self.store.healthy.set(i64::from(healthy));
+    }
+
     pub fn store_commit(&self, seconds: f64, ok: bool) {
         self.store_commit
             .with_label_values(&[if ok { "ok" } else { "failed" }])
@@ -874,6 +879,7 @@ impl ConvergenceMetrics {
 #[derive(Debug)]
 struct StoreGauges {
     applied: IntGauge,
+    healthy: IntGauge,
     connected: IntGauge,
     staleness: prometheus::Gauge,
 }
@@ -894,6 +900,11 @@ impl StoreGauges {
             "1 while the state store answers (always 1 for the local sled store)",
         )
         .expect("metric");
+        let healthy = IntGauge::new(
+            "store_healthy",
+            "1 while the state store can take a change; 0 after a commit failed or while its disk is too full, until a check or commit succeeds",
+        )
+        .expect("metric");
         let staleness = prometheus::Gauge::new(
             "store_staleness_seconds",
             "Seconds since the shared store last answered; 0 while connected",
@@ -902,13 +913,16 @@ impl StoreGauges {
         for c in [
             Box::new(applied.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(connected.clone()),
+            Box::new(healthy.clone()),
             Box::new(staleness.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
         connected.set(1);
+        healthy.set(1);
         StoreGauges {
             applied,
+            healthy,
             connected,
             staleness,
         }

@@ -7,8 +7,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -213,8 +213,91 @@ fn store_error(e: StoreError) -> ChangeError {
     match e {
         StoreError::Conflict { expected, actual } => ChangeError::Stale { expected, actual },
         StoreError::Unavailable(why) => ChangeError::Unavailable(why),
+        e @ StoreError::Full { .. } => ChangeError::Full(e.to_string()),
         e => ChangeError::Store(e.to_string()),
     }
+}
+
+/// Whether the local state store can take a change, for `/readyz` and `weir_store_healthy`:
+/// set by the writer after each commit and by `app`'s periodic `Store::check`.
+#[derive(Clone, Debug)]
+pub struct StoreHealth {
+    /// The problem, and how many times it was set (a check started before a commit must not
+    /// overwrite what that commit found).
+    problem: Arc<Mutex<(Option<String>, u64)>>,
+    metrics: Arc<Metrics>,
+}
+
+impl StoreHealth {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        StoreHealth {
+            problem: Arc::new(Mutex::new((None, 0))),
+            metrics,
+        }
+    }
+
+    /// Records the outcome of a commit or check. A conflict or an unreachable shared store
+    /// says nothing about this node's disk (etcd has its own gauges), so it changes nothing.
+    pub fn record<T>(&self, result: &Result<T, StoreError>) {
+        self.record_since(None, result);
+    }
+
+    /// `record`, unless something else was recorded since `version` (`version()` taken when
+    /// a check started).
+    pub fn record_since<T>(&self, version: Option<u64>, result: &Result<T, StoreError>) {
+        let problem = match result {
+            Ok(_) => None,
+            Err(StoreError::Conflict { .. } | StoreError::Unavailable(_)) => return,
+            Err(e) => Some(e.to_string()),
+        };
+        self.set_since(version, problem);
+    }
+
+    pub fn set(&self, problem: Option<String>) {
+        self.set_since(None, problem);
+    }
+
+    fn set_since(&self, version: Option<u64>, problem: Option<String>) {
+        let mut current = self.problem.lock().unwrap_or_else(PoisonError::into_inner);
+        if version.is_some_and(|v| v != current.1) {
+            return;
+        }
+        match (&current.0, &problem) {
+            (None, Some(why)) => tracing::warn!(problem = %why, "the state store is failing"),
+            (Some(_), None) => tracing::info!("the state store takes changes again"),
+            _ => {}
+        }
+        self.metrics.store_healthy(problem.is_none());
+        *current = (problem, current.1.wrapping_add(1));
+    }
+
+    pub fn version(&self) -> u64 {
+        self.problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+    }
+
+    /// Why the store cannot take a change now; None while it can.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .clone()
+    }
+}
+
+/// How long the writer waits for one commit. A store that does not answer (a wedged disk)
+/// must not stop health flips, reloads or shutdown, which all go through the writer.
+pub const COMMIT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A commit that passed its deadline and still runs on its blocking thread.
+#[derive(Debug)]
+struct Stuck {
+    task: tokio::task::JoinHandle<Result<u64, StoreError>>,
+    /// What it stores, adopted if it completes after all.
+    overlay: Overlay,
 }
 
 /// The admin API's access to the store: the audit log and which nameserver serves which
@@ -276,7 +359,15 @@ pub struct Writer {
     served: HashSet<ProbeKey>,
     /// Flips applied since the last publication: published together (coalescing).
     pending: PendingHealth,
+    /// Whether the store takes changes (readiness and `weir_store_healthy`).
+    store_health: StoreHealth,
+    commit_deadline: Duration,
+    /// A commit past its deadline; while it runs, later commits are refused at once.
+    stuck: Option<Stuck>,
 }
+
+/// How often the writer looks whether a commit past its deadline has ended.
+const SETTLE_POLL: Duration = Duration::from_secs(1);
 
 /// How often the writer checks whether the first probe round is complete.
 const READY_POLL: Duration = Duration::from_millis(50);
@@ -320,7 +411,11 @@ impl Writer {
             probes: monitor.last_results(),
             refetched: None,
         };
+        let store_health = StoreHealth::new(metrics.clone());
         Ok(Writer {
+            store_health,
+            commit_deadline: COMMIT_DEADLINE,
+            stuck: None,
             config_path: loaded.config.path.clone(),
             loaded,
             health,
@@ -335,6 +430,16 @@ impl Writer {
             served: HashSet::new(),
             pending: PendingHealth::default(),
         })
+    }
+
+    /// Whether the store takes changes, for readiness and the periodic check.
+    pub fn store_health(&self) -> StoreHealth {
+        self.store_health.clone()
+    }
+
+    /// How long one commit may take before the writer moves on (tests shorten it).
+    pub fn set_commit_deadline(&mut self, deadline: Duration) {
+        self.commit_deadline = deadline;
     }
 
     /// The published snapshot, for readers.
@@ -366,6 +471,7 @@ impl Writer {
         self.report_health(&self.served);
         self.monitor.set_probes(self.served.clone());
         let mut ready_poll = tokio::time::interval(READY_POLL);
+        let mut settle_poll = tokio::time::interval(SETTLE_POLL);
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -407,6 +513,10 @@ impl Writer {
                         reply: None,
                     }
                 }
+                _ = settle_poll.tick(), if self.stuck.is_some() => {
+                    self.settle().await;
+                    continue;
+                }
                 _ = ready_poll.tick(), if !self.probes_ready.load(Ordering::Acquire) => {
                     if self.monitor.first_round_done() {
                         // Flips of the first round are already queued: apply them first.
@@ -420,7 +530,11 @@ impl Writer {
                     continue;
                 }
             };
-            self.apply(event).await;
+            // Shutdown never waits for a store that does not answer.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                () = self.apply(event) => {}
+            }
             // Coalescing: every flip already waiting joins this batch, then one publication.
             let mut batch = 1;
             while batch < MAX_BATCH {
@@ -599,22 +713,86 @@ impl Writer {
         Ok(())
     }
 
-    /// Stores `overlay` with `records` as the next generation, durably, off the async threads.
-    async fn commit(&self, overlay: Overlay, records: Vec<AuditRecord>) -> Result<u64, StoreError> {
+    /// Stores `overlay` with `records` as the next generation, durably, off the async threads,
+    /// waiting at most `commit_deadline`. A commit past it keeps running on its thread (its
+    /// result is unknown: the caller hears so); until it ends, later commits are refused at
+    /// once, and if it stored its change after all, `settle` adopts it.
+    async fn commit(
+        &mut self,
+        overlay: Overlay,
+        records: Vec<AuditRecord>,
+    ) -> Result<u64, StoreError> {
+        // Callers `settle` before computing their change; one still stuck refuses it.
+        if self.stuck.is_some() {
+            let result = Err(StoreError::Io {
+                path: "store".into(),
+                detail: format!(
+                    "an earlier commit has not finished after {:?}; nothing was changed",
+                    self.commit_deadline
+                ),
+            });
+            self.store_health.record(&result);
+            return result;
+        }
         let store = self.store.clone();
         let expected = self.generation;
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || store.commit(expected, &overlay, records))
-            .await
-            .unwrap_or_else(|e| {
+        let kept = overlay.clone();
+        let mut task =
+            tokio::task::spawn_blocking(move || store.commit(expected, &overlay, records));
+        let result = match tokio::time::timeout(self.commit_deadline, &mut task).await {
+            Ok(joined) => joined.unwrap_or_else(|e| {
                 Err(StoreError::Io {
                     path: "store".into(),
                     detail: format!("commit task failed: {e}"),
                 })
-            });
+            }),
+            Err(_) => {
+                tracing::error!(deadline = ?self.commit_deadline, "a commit did not finish in time; the state store is not answering");
+                self.stuck = Some(Stuck {
+                    task,
+                    overlay: kept,
+                });
+                Err(StoreError::Io {
+                    path: "store".into(),
+                    detail: format!(
+                        "the state store did not finish the commit within {:?}; \
+                         it is applied only if the store completes it later",
+                        self.commit_deadline
+                    ),
+                })
+            }
+        };
         self.metrics
             .store_commit(started.elapsed().as_secs_f64(), result.is_ok());
+        self.store_health.record(&result);
         result
+    }
+
+    /// Collects a commit that passed its deadline once it has ended: if it stored its change
+    /// after all, that change is what the store holds, so it serves.
+    async fn settle(&mut self) {
+        let Some(stuck) = self.stuck.take_if(|s| s.task.is_finished()) else {
+            return;
+        };
+        let result = stuck.task.await.unwrap_or_else(|e| {
+            Err(StoreError::Io {
+                path: "store".into(),
+                detail: format!("commit task failed: {e}"),
+            })
+        });
+        self.store_health.record(&result);
+        match result {
+            Ok(generation) if generation > self.generation => {
+                tracing::warn!(
+                    generation,
+                    "a commit that passed its deadline completed later; serving it"
+                );
+                self.adopt(stuck.overlay, generation);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "a commit that passed its deadline failed"),
+        }
     }
 
     /// Sets a new overlay at a new generation: probes follow, the snapshot is rebuilt.
@@ -634,6 +812,7 @@ impl Writer {
     /// first: without If-Match the change is re-applied on the newer state (a few times at
     /// most); with If-Match the caller asked for exactly that state, so it is Stale (412).
     async fn change(&mut self, request: ChangeRequest) -> Result<u64, ChangeError> {
+        self.settle().await;
         if let Some(expected) = request.if_match
             && expected > self.generation
             && self.store.shared()
@@ -712,6 +891,7 @@ impl Writer {
         source: String,
         reason: String,
     ) -> Result<u64, ChangeError> {
+        self.settle().await;
         let mut attempts = 0;
         loop {
             match self
@@ -870,6 +1050,166 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::state::change::Change;
+
+    /// A store whose first commit blocks until the test lets it go (a wedged disk).
+    #[derive(Debug, Default)]
+    struct Wedged {
+        stored: Mutex<Stored>,
+        gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl Store for Wedged {
+        fn load(&self) -> Result<Stored, StoreError> {
+            Ok(self.stored.lock().unwrap().clone())
+        }
+        fn commit(
+            &self,
+            expected: u64,
+            overlay: &Overlay,
+            _audit: Vec<AuditRecord>,
+        ) -> Result<u64, StoreError> {
+            if let Some(gate) = self.gate.lock().unwrap().take() {
+                let _ = gate.recv();
+            }
+            let mut stored = self.stored.lock().unwrap();
+            if stored.generation != expected {
+                return Err(StoreError::Conflict {
+                    expected,
+                    actual: stored.generation,
+                });
+            }
+            *stored = Stored {
+                overlay: overlay.clone(),
+                generation: expected + 1,
+            };
+            Ok(expected + 1)
+        }
+        fn audit(&self, _: Option<&str>, _: usize) -> Result<Vec<AuditRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn changes_since(&self, _: u64) -> Result<Vec<AuditRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn served(&self, _: &Overlay, _: u64) {}
+        fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn weight(weight: u32) -> ChangeRequest {
+        ChangeRequest {
+            change: Change::GroupWeight {
+                pool: Name::parse("app.example.com.").unwrap(),
+                group: "blue".into(),
+                weight,
+            },
+            actor: "test".into(),
+            source: String::new(),
+            reason: String::new(),
+            if_match: None,
+            force: false,
+        }
+    }
+
+    async fn change(events: &mpsc::Sender<StateEvent>, w: u32) -> Result<u64, ChangeError> {
+        let (reply, answer) = oneshot::channel();
+        events
+            .send(StateEvent::Change {
+                request: weight(w),
+                reply,
+            })
+            .await
+            .unwrap();
+        answer.await.unwrap()
+    }
+
+    /// Issue 12: a commit that never returned wedged the writer (no flips, reloads or
+    /// shutdown). Now it answers after the deadline, the writer goes on, and a commit that
+    /// completes late is adopted.
+    #[tokio::test]
+    async fn a_wedged_commit_never_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("z.zone"),
+            "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\n",
+        )
+        .unwrap();
+        let config = dir.path().join("weir.toml");
+        std::fs::write(
+            &config,
+            "[dns]\nlisten = [\"127.0.0.1:0\"]\n[[zone]]\norigin = \"example.com.\"\nfile = \"z.zone\"\n\
+             [[pool]]\nname = \"app.example.com.\"\n[[pool.group]]\nname = \"blue\"\n\
+             endpoints = [{ address = \"192.0.2.10\" }]\n",
+        )
+        .unwrap();
+        let (release, gate) = std::sync::mpsc::channel();
+        let store = Arc::new(Wedged {
+            gate: Mutex::new(Some(gate)),
+            ..Wedged::default()
+        });
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let (flips, flips_rx) = mpsc::channel(8);
+        let monitor = health::Monitor::new(flips, metrics.clone(), shutdown.clone());
+        let mut writer = Writer::start(
+            load(&config).unwrap(),
+            Stored::default(),
+            store.clone(),
+            metrics.clone(),
+            monitor,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        writer.set_commit_deadline(Duration::from_millis(300));
+        let health = writer.store_health();
+        let snapshot = writer.snapshot();
+        let (events, rx) = mpsc::channel(8);
+        let (_due, due_rx) = mpsc::channel(8);
+        let (_remote, remote_rx) = mpsc::channel(8);
+        let task = tokio::spawn(writer.run(rx, flips_rx, due_rx, remote_rx, shutdown.clone()));
+
+        let error = change(&events, 5).await.unwrap_err();
+        assert!(matches!(error, ChangeError::Store(_)), "{error:?}");
+        assert!(error.to_string().contains("did not finish"), "{error}");
+        assert!(health.problem().is_some());
+        assert_eq!(snapshot.load().view.generation, 0);
+        // The next change is refused at once, and a reload still goes through.
+        let started = std::time::Instant::now();
+        let error = change(&events, 6).await.unwrap_err();
+        assert!(error.to_string().contains("has not finished"), "{error}");
+        assert!(started.elapsed() < Duration::from_millis(200));
+        let (reply, answer) = oneshot::channel();
+        events
+            .send(StateEvent::Reload { reply: Some(reply) })
+            .await
+            .unwrap();
+        assert_eq!(answer.await.unwrap().unwrap().generation, 0);
+
+        // The store completes the first commit after all: that is what serves, and the next
+        // change builds on it.
+        release.send(()).unwrap();
+        let started = std::time::Instant::now();
+        while snapshot.load().view.generation != 1 {
+            assert!(started.elapsed() < Duration::from_secs(5), "adopted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(change(&events, 7).await.unwrap(), 2);
+        assert_eq!(health.problem(), None);
+
+        // Shutdown is prompt.
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Coalescing and health-only rebuilds (issue 13).
+#[cfg(test)]
+mod batching {
     use std::fmt::Write as _;
 
     use super::*;

@@ -37,6 +37,9 @@ pub enum StoreError {
     /// The change was based on another generation than the stored one (If-Match).
     #[error("the state is at generation {actual}, the change was based on {expected}")]
     Conflict { expected: u64, actual: u64 },
+    /// The file system holding the store is full: nothing was written.
+    #[error("no space left on the state store {path} ({detail}); nothing was changed")]
+    Full { path: String, detail: String },
     #[error("state store {path}: {detail}")]
     Io { path: String, detail: String },
     /// The shared store cannot be reached (or has no quorum): nothing was written.
@@ -94,6 +97,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn audit(&self, pool: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
     /// Audit records with a generation above `after`, oldest first: the change feed.
     fn changes_since(&self, after: u64) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Whether the store can take a commit now (sled: a working handle and free space; a store
+    /// whose handles a failed write dropped is reopened here when it can be). Blocking.
+    fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Whether several nameservers share this store; then intent is never pruned locally.
     fn shared(&self) -> bool {

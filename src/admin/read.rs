@@ -21,6 +21,12 @@ pub(super) async fn readyz(State(ctx): State<AdminContext>) -> impl IntoResponse
             "waiting for the first health probe results\n".to_string(),
         );
     }
+    if let Some(problem) = ctx.store_health.problem() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the state store is failing: {problem}\n"),
+        );
+    }
     (
         StatusCode::OK,
         format!(

@@ -66,6 +66,10 @@ pub enum ChangeError {
     Conflict(String),
     #[error("the state is at generation {actual}, the change was based on {expected}")]
     Stale { expected: u64, actual: u64 },
+    /// The store's disk is full: nothing changed (507).
+    #[error("the change could not be stored: {0}")]
+    Full(String),
+    /// The local store failed or did not answer in time: nothing changed (503).
     #[error("the change could not be stored: {0}")]
     Store(String),
     /// The shared store is unreachable or has no quorum: nothing changed (503).

@@ -32,13 +32,14 @@ use crate::support::*;
 const NOT_EXPORTED_HERE: &[(&str, &str)] = &[];
 
 /// The alerts on-call engineers are promised (docs/operations.md has a section for each).
-const ALERTS: [&str; 9] = [
+const ALERTS: [&str; 10] = [
     "WeirDown",
     "WeirEndpointDown",
     "WeirPoolDegraded",
     "WeirRolloutAborted",
     "WeirSplitDrift",
     "WeirReloadFailed",
+    "WeirStoreFailing",
     "WeirStoreDisconnected",
     "WeirStateStale",
     "WeirNodesOutOfSync",

@@ -17,6 +17,7 @@ mod ctl;
 mod ctl_rollout;
 mod deploy;
 mod descriptors;
+mod disk;
 mod docs;
 #[cfg(feature = "etcd")]
 mod etcd;
