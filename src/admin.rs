@@ -12,7 +12,9 @@
 //!   (`promote` takes `{"full": true}` to jump to 100%): canary rollouts (see `rollout`).
 //! - `GET /v1/pools/{pool}/preview?weights=blue:50,green:50&down=ADDR,..&family=ipv4`: the exact
 //!   probability of each endpoint and answer set under those weights and that health, and for
-//!   sticky pools the share of client subnets that would move. Changes nothing.
+//!   sticky pools the share of client subnets that would move. Changes nothing. Computed on a
+//!   blocking thread, never on the runtime; at most `MAX_PREVIEWS` at once (beyond: 429 with
+//!   `Retry-After`); 422 when the enumeration would exceed its bound (checked before any work).
 //! - `GET /v1/pools/{pool}/convergence`: since the pool's last change of answers, the share of
 //!   its query volume (from the window before the change) whose resolvers have queried again,
 //!   the largest still silent, and when 99% was reached (see `convergence`; read scope).
@@ -75,6 +77,8 @@ const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a request may take from its head to its response (then 503). Longer than the
 /// slowest legitimate request (a write that waits for a reload on a large zone set).
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Previews computed at once (each may take a core for a while); more get 429.
+pub const MAX_PREVIEWS: usize = 2;
 /// Default and largest `limit` for the audit log.
 const AUDIT_DEFAULT: usize = 100;
 const AUDIT_MAX: usize = 10_000;
@@ -93,6 +97,8 @@ pub struct AdminContext {
     pub tokens: Arc<Vec<Token>>,
     /// Per-pool cache convergence since each pool's last change.
     pub convergence: Convergence,
+    /// Permits for previews in flight (`MAX_PREVIEWS`).
+    pub previews: Arc<tokio::sync::Semaphore>,
 }
 
 /// Who is calling, attached by the auth middleware.

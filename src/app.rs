@@ -175,6 +175,7 @@ pub fn start_with(
             probes: probe_results,
             tokens: Arc::new(config.admin.tokens.clone()),
             convergence: convergence.clone(),
+            previews: Arc::new(tokio::sync::Semaphore::new(admin::MAX_PREVIEWS)),
         });
         tokio::spawn(admin::run(listener, admin_tls, router, shutdown.clone()))
     });

@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AUDIT_DEFAULT, AUDIT_MAX, AdminContext, ApiError, bad_request, pool_name};
+use super::{
+    AUDIT_DEFAULT, AUDIT_MAX, AdminContext, ApiError, MAX_PREVIEWS, bad_request, pool_name,
+};
 use crate::model::{Name, Override, Pool};
 
 pub(super) async fn readyz(State(ctx): State<AdminContext>) -> impl IntoResponse {
@@ -275,7 +277,8 @@ pub(super) struct PreviewQuery {
 
 /// The exact probability of each endpoint and answer set under proposed weights and a
 /// hypothetical set of down endpoints; for sticky pools, the share of clients that would move.
-/// Changes nothing.
+/// Changes nothing. The work runs on a blocking thread under one of `MAX_PREVIEWS` permits
+/// (none free: 429), after the cost bound (past it: 422).
 pub(super) async fn preview(
     State(ctx): State<AdminContext>,
     Path(name): Path<String>,
@@ -323,15 +326,38 @@ pub(super) async fn preview(
         "ipv6" => crate::model::rtype::AAAA,
         other => return Err(bad_request(format!("family `{other}` is not ipv4 or ipv6"))),
     };
-    let preview = snapshot
-        .pool_preview(&proposed, qtype)
-        .map_err(bad_request)?;
-    Ok(Json(json!({
-        "pool": proposed.name.to_string(),
-        "generation": snapshot.view.generation,
-        "preview": preview,
-    }))
-    .into_response())
+    // Held by the blocking task, so a client that hangs up does not free its slot early.
+    let Ok(permit) = ctx.previews.clone().try_acquire_owned() else {
+        let error = format!("{MAX_PREVIEWS} previews are being computed; retry in a moment");
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            Json(json!({ "error": error })),
+        )
+            .into_response());
+    };
+    let snapshot = ctx.snapshot.load_full();
+    let body = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let preview = snapshot.pool_preview(&proposed, qtype)?;
+        // Serialized here too: a large preview's JSON is work of its own.
+        Ok::<_, crate::snapshot::PreviewError>(
+            json!({
+                "pool": proposed.name.to_string(),
+                "generation": snapshot.view.generation,
+                "preview": preview,
+            })
+            .to_string(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
