@@ -79,6 +79,10 @@ const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Previews computed at once (each may take a core for a while); more get 429.
 pub const MAX_PREVIEWS: usize = 2;
+/// Audit pages read and encoded at once; more wait their turn. With `AUDIT_MAX` records of
+/// ~1 KB each a page is a few MB while it is built, so this bounds the memory audit reads take
+/// (64 concurrent largest pages: bench/RESULTS.md).
+const MAX_AUDIT_READS: usize = 4;
 /// Default and largest `limit` for the audit log.
 const AUDIT_DEFAULT: usize = 100;
 const AUDIT_MAX: usize = 10_000;
@@ -99,6 +103,18 @@ pub struct AdminContext {
     pub convergence: Convergence,
     /// Permits for previews in flight (`MAX_PREVIEWS`).
     pub previews: Arc<tokio::sync::Semaphore>,
+    /// Permits for audit pages being read (`MAX_AUDIT_READS`).
+    pub audit_reads: Arc<tokio::sync::Semaphore>,
+}
+
+impl AdminContext {
+    /// Fresh permits for the expensive reads (previews, audit pages).
+    pub fn read_limits() -> (Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>) {
+        (
+            Arc::new(tokio::sync::Semaphore::new(MAX_PREVIEWS)),
+            Arc::new(tokio::sync::Semaphore::new(MAX_AUDIT_READS)),
+        )
+    }
 }
 
 /// Who is calling, attached by the auth middleware.

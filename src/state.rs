@@ -217,9 +217,15 @@ impl StoreView {
         self.0.audit(pool, limit)
     }
 
-    /// The change feed: every record after generation `after`, oldest first.
-    pub fn since(&self, after: u64) -> Result<Vec<AuditRecord>, StoreError> {
-        self.0.changes_since(after)
+    /// The change feed: records after generation `after`, oldest first, only `pool`'s if
+    /// given, at most `limit` (read lazily: only what is returned).
+    pub fn since(
+        &self,
+        after: u64,
+        pool: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.0.changes_page(after, pool, limit)
     }
 
     /// Every known nameserver and the generation it serves (a quorum read with etcd).

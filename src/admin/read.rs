@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
@@ -382,18 +382,36 @@ pub(super) async fn audit(
     };
     let limit = q.limit.unwrap_or(AUDIT_DEFAULT).min(AUDIT_MAX);
     let log = ctx.audit.clone();
-    let records = tokio::task::spawn_blocking(move || match q.since {
-        None => log.read(pool.as_deref(), limit),
-        Some(after) => log.since(after).map(|mut records| {
-            records.retain(|r| pool.as_deref().is_none_or(|p| r.pool == p));
-            records.truncate(limit);
-            records
-        }),
+    // Waits (does not refuse) for one of a few permits: a page is held in memory only while
+    // it is read and encoded, and only `MAX_AUDIT_READS` at once.
+    let permit = ctx
+        .audit_reads
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let body = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let records = match q.since {
+            None => log.read(pool.as_deref(), limit),
+            Some(after) => log.since(after, pool.as_deref(), limit),
+        }
+        .map_err(store_error)?;
+        // Encoded straight from the records (no intermediate JSON tree), then dropped.
+        #[derive(Serialize)]
+        struct Page<'a> {
+            records: &'a [crate::model::AuditRecord],
+        }
+        serde_json::to_vec(&Page { records: &records })
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(store_error)?;
-    Ok(Json(json!({ "records": records })).into_response())
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// A store failure as an API error: 503 when the shared store is unreachable.

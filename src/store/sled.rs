@@ -378,17 +378,28 @@ impl Store for SledStore {
         }])
     }
 
-    fn changes_since(&self, after: u64) -> Result<Vec<AuditRecord>, StoreError> {
+    fn changes_page(
+        &self,
+        after: u64,
+        pool: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let Some(first) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
-        self.audit
-            .range(audit_key(first, 0)..)
-            .map(|entry| {
-                let (key, value) = entry.map_err(|e| sled_error(&self.path, e))?;
-                self.decode_record(&key, &value)
-            })
-            .collect()
+        // Lazily, one record at a time: nothing past the page is read or decoded.
+        let mut records = Vec::new();
+        for entry in self.audit.range(audit_key(first, 0)..) {
+            if records.len() >= limit {
+                break;
+            }
+            let (key, value) = entry.map_err(|e| sled_error(&self.path, e))?;
+            let record = self.decode_record(&key, &value)?;
+            if pool.is_none_or(|pool| record.pool == pool) {
+                records.push(record);
+            }
+        }
+        Ok(records)
     }
 }
 
@@ -932,6 +943,34 @@ mod tests {
         }
         // Records newer than the damage still read.
         assert_eq!(generations(&store.audit(None, 1).unwrap()), [2]);
+    }
+
+    #[test]
+    fn a_change_feed_page_reads_only_what_it_returns() {
+        // Issue 12: `?since=0&limit=1` read the whole log before applying the limit. A record
+        // that cannot be decoded past the page shows the page never reads it.
+        let (_dir, path) = scratch();
+        let store = SledStore::open(&path, 100).unwrap();
+        commit_n(&store, 3);
+        store
+            .commit(3, &overlay(4), vec![record("other.example.com.", "4a")])
+            .unwrap();
+        store.audit.insert(audit_key(9, 0), b"not json").unwrap();
+        assert_eq!(generations(&store.changes_page(0, None, 1).unwrap()), [1]);
+        assert_eq!(
+            generations(&store.changes_page(1, None, 2).unwrap()),
+            [2, 3]
+        );
+        let other = store
+            .changes_page(0, Some("other.example.com."), 1)
+            .unwrap();
+        assert_eq!(generations(&other), [4]);
+        assert!(store.changes_page(0, None, 0).unwrap().is_empty());
+        // The whole feed does reach the damage.
+        assert!(matches!(
+            store.changes_since(0),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[test]
