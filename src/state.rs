@@ -262,6 +262,24 @@ pub struct Writer {
     probes_ready: Arc<AtomicBool>,
     /// What rollout transitions observe (probe results, measured convergence).
     rollout_inputs: rollout::Inputs,
+    /// Reloads load config and zones on a thread of their own; the writer only swaps.
+    reloads: Reloads,
+}
+
+/// Who waits for a reload's result (SIGHUP does not).
+type ReloadReply = Option<oneshot::Sender<Result<Reloaded, Problems>>>;
+
+/// Reloads in progress. One load runs at a time, off the writer; reloads asked for while it
+/// runs coalesce into one more load after it (the files may have changed after the running
+/// load read them), and all of them get that load's result.
+#[derive(Debug, Default)]
+struct Reloads {
+    /// Where a finished load sends its result (set when the writer runs).
+    done: Option<mpsc::Sender<Result<Loaded, Problems>>>,
+    /// A load is running; these wait for it.
+    running: Option<Vec<ReloadReply>>,
+    /// Asked for while one ran: these wait for the next load.
+    next: Option<Vec<ReloadReply>>,
 }
 
 /// How often the writer checks whether the first probe round is complete.
@@ -318,6 +336,7 @@ impl Writer {
             monitor,
             probes_ready,
             rollout_inputs,
+            reloads: Reloads::default(),
         })
     }
 
@@ -350,9 +369,15 @@ impl Writer {
         self.report_health(&served);
         self.monitor.set_probes(served);
         let mut ready_poll = tokio::time::interval(READY_POLL);
+        let (done, mut loads) = mpsc::channel(1);
+        self.reloads.done = Some(done);
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                Some(loaded) = loads.recv() => {
+                    self.reloaded(loaded).await;
+                    continue;
+                }
                 event = events.recv() => match event {
                     Some(event) => event,
                     None => return,
@@ -419,12 +444,13 @@ impl Writer {
 
     async fn apply(&mut self, event: StateEvent) {
         match event {
-            StateEvent::Reload { reply } => {
-                let result = self.reload().await;
-                if let Some(reply) = reply {
-                    let _ = reply.send(result);
+            StateEvent::Reload { reply } => match &mut self.reloads.running {
+                Some(_) => self.reloads.next.get_or_insert_default().push(reply),
+                None => {
+                    self.reloads.running = Some(vec![reply]);
+                    self.start_load();
                 }
-            }
+            },
             StateEvent::Health {
                 key,
                 health,
@@ -726,16 +752,50 @@ impl Writer {
         Ok(generation)
     }
 
-    async fn reload(&mut self) -> Result<Reloaded, Problems> {
+    /// Starts loading config and zones on a thread of its own (not a tokio blocking thread:
+    /// a load of a huge zone must not hold up runtime shutdown). Its result comes back on
+    /// `reloads.done` and is applied by `reloaded`; meanwhile the writer goes on applying
+    /// events.
+    fn start_load(&mut self) {
         let path = self.config_path.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&path))
-            .await
-            .unwrap_or_else(|e| {
-                Err(Problems(vec![Problem {
-                    location: "reload".into(),
-                    message: format!("loader failed: {e}"),
-                }]))
+        let Some(done) = self.reloads.done.clone() else {
+            return;
+        };
+        let fallback = done.clone();
+        let spawned = std::thread::Builder::new()
+            .name("weir-reload".into())
+            .spawn(move || {
+                let result = std::panic::catch_unwind(|| load(&path)).unwrap_or_else(|_| {
+                    Err(Problems(vec![Problem {
+                        location: "reload".into(),
+                        message: "the loader panicked".into(),
+                    }]))
+                });
+                let _ = done.blocking_send(result);
             });
+        if let Err(e) = spawned {
+            // One load at a time and a channel of one: there is room for this result.
+            let _ = fallback.try_send(Err(Problems(vec![Problem {
+                location: "reload".into(),
+                message: format!("cannot start the loader: {e}"),
+            }])));
+        }
+    }
+
+    /// A load finished: swap it in (or keep serving on failure), answer everyone who waited
+    /// for it, and start the next load if reloads were asked for meanwhile.
+    async fn reloaded(&mut self, loaded: Result<Loaded, Problems>) {
+        let result = self.reload(loaded).await;
+        for reply in self.reloads.running.take().into_iter().flatten().flatten() {
+            let _ = reply.send(result.clone());
+        }
+        if let Some(next) = self.reloads.next.take() {
+            self.reloads.running = Some(next);
+            self.start_load();
+        }
+    }
+
+    async fn reload(&mut self, loaded: Result<Loaded, Problems>) -> Result<Reloaded, Problems> {
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(problems) => {
