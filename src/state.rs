@@ -85,7 +85,16 @@ pub struct Loaded {
 
 /// Reads config and zones from disk and checks them together (blocking file I/O).
 pub fn load(path: &Path) -> Result<Loaded, Problems> {
-    let config = config::load(path)?;
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(Problems(mut problems)) => {
+            // Zone problems too, in the same pass, for the zones the file names.
+            if let Err(Problems(more)) = zones::load_each(&config::zone_configs(path)) {
+                problems.extend(more);
+            }
+            return Err(Problems(problems));
+        }
+    };
     let zones = zones::load_all(&config)?;
     let problems = zones::check_pools(&config, &zones);
     if !problems.is_empty() {
