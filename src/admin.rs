@@ -79,10 +79,11 @@ const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Previews computed at once (each may take a core for a while); more get 429.
 pub const MAX_PREVIEWS: usize = 2;
-/// Audit pages read and encoded at once; more wait their turn. With `AUDIT_MAX` records of
-/// ~1 KB each a page is a few MB while it is built, so this bounds the memory audit reads take
+/// Audit pages read, encoded and sent at once; more wait their turn (a largest page takes
+/// ~50 ms to build). With `AUDIT_MAX` records of ~1 KB each a page is ~15 MB of records while
+/// it is built and ~8 MB of JSON while it is sent, so this bounds the memory audit reads take
 /// (64 concurrent largest pages: bench/RESULTS.md).
-const MAX_AUDIT_READS: usize = 4;
+const MAX_AUDIT_READS: usize = 1;
 /// Default and largest `limit` for the audit log.
 const AUDIT_DEFAULT: usize = 100;
 const AUDIT_MAX: usize = 10_000;

@@ -390,8 +390,7 @@ pub(super) async fn audit(
         .acquire_owned()
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let body = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
+    let body = on_audit_thread(move || {
         let records = match q.since {
             None => log.read(pool.as_deref(), limit),
             Some(after) => log.since(after, pool.as_deref(), limit),
@@ -402,16 +401,97 @@ pub(super) async fn audit(
         struct Page<'a> {
             records: &'a [crate::model::AuditRecord],
         }
-        serde_json::to_vec(&Page { records: &records })
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        // Sized up front (reason plus ~400 bytes of fields per record), so the buffer does
+        // not double past what the page needs while it is written.
+        let guess: usize = records.iter().map(|r| r.reason.len() + 400).sum();
+        let mut out = Vec::with_capacity(guess + 16);
+        serde_json::to_writer(&mut out, &Page { records: &records })
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        Ok::<_, ApiError>(out)
     })
-    .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    .await??;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
+        axum::body::Body::new(PermitBody {
+            bytes: body.into(),
+            permit: Some(permit),
+        }),
     )
         .into_response())
+}
+
+/// A job for the audit thread.
+type AuditJob = Box<dyn FnOnce() + Send>;
+
+/// Runs `job` on the one `weir-audit` thread (started on first use; a blocking-pool thread if
+/// it cannot be). Pages are built one after another on one thread, so their memory comes from
+/// and returns to one allocator arena: on blocking-pool threads each page could land in an
+/// arena of its own and stay resident there (measured: +30 MB over 64 largest pages).
+async fn on_audit_thread<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    static QUEUE: std::sync::OnceLock<Option<std::sync::mpsc::Sender<AuditJob>>> =
+        std::sync::OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<AuditJob>();
+        std::thread::Builder::new()
+            .name("weir-audit".into())
+            .spawn(move || {
+                for job in rx {
+                    // A job that panics loses its reply (a 500), not the thread.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let failed = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
+    let Some(queue) = queue else {
+        return tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|e| failed(e.to_string()));
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    queue
+        .send(Box::new(move || {
+            let _ = tx.send(job());
+        }))
+        .map_err(|_| failed("the audit reader stopped".into()))?;
+    rx.await
+        .map_err(|_| failed("the audit page could not be built".into()))
+}
+
+/// Slices of a finished body handed to hyper as it writes.
+const SLICE: usize = 64 * 1024;
+
+/// A finished response body sent in slices that holds its permit until the last slice is
+/// taken, so a page's bytes count against `MAX_AUDIT_READS` until hyper has nearly written
+/// them, not only while they are built.
+struct PermitBody {
+    bytes: axum::body::Bytes,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl hyper::body::Body for PermitBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if self.bytes.is_empty() {
+            self.permit = None;
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.bytes.len().min(SLICE);
+        let slice = self.bytes.split_to(n);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(slice))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.bytes.len() as u64)
+    }
 }
 
 /// A store failure as an API error: 503 when the shared store is unreachable.
