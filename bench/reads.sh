@@ -65,14 +65,14 @@ for _ in $(seq 600); do curl -sf 127.0.0.1:18054/readyz >/dev/null && break; sle
 echo 'broken A 300.1.1.1' >>big.zone
 start=$(date +%s.%N)
 ( curl -s -o /dev/null -w '%{http_code}' -X POST 127.0.0.1:18054/v1/reload >reload.code; date +%s.%N >reload.end ) &
+reloading=$!
 sleep 0.2
 curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
   -d '{"weight": 7}' 127.0.0.1:18054/v1/pools/app.example.com/groups/blue/weight >write.code
 write_end=$(date +%s.%N)
-wait %1 2>/dev/null || sleep 1
-while [ ! -s reload.end ]; do sleep 0.1; done
+wait "$reloading"
 echo "  write $(cat write.code) after $(echo "$write_end - $start - 0.2" | bc) s; reload $(cat reload.code) after $(echo "$(cat reload.end) - $start" | bc) s"
-kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=
 
 echo "== 4. preview: 58 endpoints, sticky, answers = 3"
 endpoints=$(python3 -c "print(', '.join('{ address = \"198.51.100.%d\" }' % i for i in range(1, 59)))")
@@ -101,8 +101,9 @@ pid=$!
 for _ in $(seq 100); do curl -sf 127.0.0.1:18054/readyz >/dev/null && break; sleep 0.1; done
 url='127.0.0.1:18054/v1/pools/app.example.com/preview?down=198.51.100.1'
 echo "  one preview: $(curl -s -o /dev/null -w '%{http_code} in %{time_total} s' "$url")"
-for i in 1 2 3 4; do curl -s -o /dev/null -w '%{http_code} ' "$url" >"p$i" & done
+previews=()
+for i in 1 2 3 4; do curl -s -o /dev/null -w '%{http_code} ' "$url" >"p$i" & previews+=($!); done
 sleep 0.1
 dig_ms=$(dig +tcp +tries=1 +time=30 -p 15354 @127.0.0.1 ns.example.com A | awk '/Query time/ {print $4}')
-wait
+wait "${previews[@]}"
 echo "  4 at once: statuses $(cat p1 p2 p3 p4); DNS over TCP meanwhile: ${dig_ms} ms"

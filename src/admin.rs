@@ -21,7 +21,8 @@
 //!   `change` is null until the pool's answers change; `tracking` false with
 //!   `[dns] track_convergence = false`.
 //! - `GET /v1/audit?pool=&limit=`: the audit log, newest first; `?since=G`: the change feed,
-//!   every record after generation G, oldest first (read scope).
+//!   every record after generation G, oldest first (read scope). A page reads only the records
+//!   it returns; pages are built one at a time (`MAX_AUDIT_READS`, others queue).
 //! - `GET /v1/changes/{generation}`: INSYNC once every nameserver sharing the state serves that
 //!   generation, else PENDING with the lagging or gone nodes; `GET /v1/nodes`: each node and the
 //!   generation it serves (read scope); `DELETE /v1/nodes/{node}`: forget a decommissioned node
