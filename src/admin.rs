@@ -12,14 +12,17 @@
 //!   (`promote` takes `{"full": true}` to jump to 100%): canary rollouts (see `rollout`).
 //! - `GET /v1/pools/{pool}/preview?weights=blue:50,green:50&down=ADDR,..&family=ipv4`: the exact
 //!   probability of each endpoint and answer set under those weights and that health, and for
-//!   sticky pools the share of client subnets that would move. Changes nothing.
+//!   sticky pools the share of client subnets that would move. Changes nothing. Computed on a
+//!   blocking thread, never on the runtime; at most `MAX_PREVIEWS` at once (beyond: 429 with
+//!   `Retry-After`); 422 when the enumeration would exceed its bound (checked before any work).
 //! - `GET /v1/pools/{pool}/convergence`: since the pool's last change of answers, the share of
 //!   its query volume (from the window before the change) whose resolvers have queried again,
 //!   the largest still silent, and when 99% was reached (see `convergence`; read scope).
 //!   `change` is null until the pool's answers change; `tracking` false with
 //!   `[dns] track_convergence = false`.
 //! - `GET /v1/audit?pool=&limit=`: the audit log, newest first; `?since=G`: the change feed,
-//!   every record after generation G, oldest first (read scope).
+//!   every record after generation G, oldest first (read scope). A page reads only the records
+//!   it returns; pages are built one at a time (`MAX_AUDIT_READS`, others queue).
 //! - `GET /v1/changes/{generation}`: INSYNC once every nameserver sharing the state serves that
 //!   generation, else PENDING with the lagging or gone nodes; `GET /v1/nodes`: each node and the
 //!   generation it serves (read scope); `DELETE /v1/nodes/{node}`: forget a decommissioned node
@@ -78,6 +81,13 @@ const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a request may take from its head to its response (then 503). Longer than the
 /// slowest legitimate request (a write that waits for a reload on a large zone set).
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Previews computed at once (each may take a core for a while); more get 429.
+pub const MAX_PREVIEWS: usize = 2;
+/// Audit pages read, encoded and sent at once; more wait their turn (a largest page takes
+/// ~50 ms to build). With `AUDIT_MAX` records of ~1 KB each a page is ~15 MB of records while
+/// it is built and ~8 MB of JSON while it is sent, so this bounds the memory audit reads take
+/// (64 concurrent largest pages: bench/RESULTS.md).
+const MAX_AUDIT_READS: usize = 1;
 /// Default and largest `limit` for the audit log.
 const AUDIT_DEFAULT: usize = 100;
 const AUDIT_MAX: usize = 10_000;
@@ -98,6 +108,20 @@ pub struct AdminContext {
     pub tokens: Arc<Vec<Token>>,
     /// Per-pool cache convergence since each pool's last change.
     pub convergence: Convergence,
+    /// Permits for previews in flight (`MAX_PREVIEWS`).
+    pub previews: Arc<tokio::sync::Semaphore>,
+    /// Permits for audit pages being read (`MAX_AUDIT_READS`).
+    pub audit_reads: Arc<tokio::sync::Semaphore>,
+}
+
+impl AdminContext {
+    /// Fresh permits for the expensive reads (previews, audit pages).
+    pub fn read_limits() -> (Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>) {
+        (
+            Arc::new(tokio::sync::Semaphore::new(MAX_PREVIEWS)),
+            Arc::new(tokio::sync::Semaphore::new(MAX_AUDIT_READS)),
+        )
+    }
 }
 
 /// Who is calling, attached by the auth middleware.

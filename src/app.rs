@@ -178,6 +178,7 @@ pub fn start_with(
         shutdown.clone(),
     ));
     let admin = admin_listener.map(|listener| {
+        let (previews, audit_reads) = admin::AdminContext::read_limits();
         let router = admin::router(admin::AdminContext {
             metrics: metrics.clone(),
             snapshot: snapshot.clone(),
@@ -188,6 +189,8 @@ pub fn start_with(
             probes: probe_results,
             tokens: Arc::new(config.admin.tokens.clone()),
             convergence: convergence.clone(),
+            previews,
+            audit_reads,
         });
         tokio::spawn(admin::run(listener, admin_tls, router, shutdown.clone()))
     });

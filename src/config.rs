@@ -317,9 +317,11 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
 }
 
 /// Parses and validates config text; `path` names the file in messages and anchors relative paths.
+/// Every problem comes back at once: each unknown key (serde stops at the first, so each one
+/// it names is dropped and the text deserialized again), then every validation problem.
 pub fn parse(text: &str, path: &Path) -> Result<Config, Problems> {
     let file = path.display().to_string();
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+    let located = |e: &toml::de::Error| {
         let location = match e.span() {
             Some(span) => {
                 let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -327,12 +329,101 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Problems> {
             }
             None => file.clone(),
         };
-        Problems(vec![Problem {
+        Problem {
             location,
             message: e.message().trim().to_string(),
-        }])
-    })?;
-    validate(raw, path)
+        }
+    };
+    let mut root = toml::de::DeTable::parse(text).map_err(|e| Problems(vec![located(&e)]))?;
+    let mut problems = Vec::new();
+    let raw = loop {
+        match RawConfig::deserialize(toml::de::Deserializer::from(root.clone())) {
+            Ok(raw) => break Some(raw),
+            Err(e) => {
+                problems.push(located(&e));
+                let dropped = e.message().starts_with("unknown field")
+                    && e.span().is_some_and(|span| drop_key(root.get_mut(), &span));
+                if !dropped || problems.len() >= MAX_UNKNOWN_KEYS {
+                    break None;
+                }
+            }
+        }
+    };
+    // Unknown keys in file order (serde finds them table by table).
+    problems.sort_by_key(|p| {
+        p.location
+            .strip_prefix(&file)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .and_then(|line| line.parse::<usize>().ok())
+            .unwrap_or(usize::MAX)
+    });
+    match raw.map(|raw| validate(raw, path)) {
+        Some(Ok(config)) if problems.is_empty() => Ok(config),
+        Some(Err(Problems(more))) => {
+            problems.extend(more);
+            Err(Problems(problems))
+        }
+        _ => Err(Problems(problems)),
+    }
+}
+
+/// The zones a config file names, read leniently: what `weir check` loads to report zone
+/// problems beside config problems (when the config has problems, `load` gives no `Config`).
+pub fn zone_configs(path: &Path) -> Vec<ZoneConfig> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut zones: Vec<ZoneConfig> = Vec::new();
+    for zone in table
+        .get("zone")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let origin = zone.get("origin").and_then(toml::Value::as_str);
+        let file = zone.get("file").and_then(toml::Value::as_str);
+        let (Some(origin), Some(file)) = (origin, file) else {
+            continue;
+        };
+        let Ok(origin) = Name::parse(origin) else {
+            continue;
+        };
+        if file.is_empty() || origin == Name::root() || zones.iter().any(|z| z.origin == origin) {
+            continue;
+        }
+        zones.push(ZoneConfig {
+            origin,
+            file: base.join(file),
+        });
+    }
+    zones
+}
+
+/// Unknown keys reported at most in one pass (each costs a deserialization of the file).
+const MAX_UNKNOWN_KEYS: usize = 100;
+
+/// Removes the key at `span` from `table` or any table below it; false if there is none.
+fn drop_key(table: &mut toml::de::DeTable<'_>, span: &std::ops::Range<usize>) -> bool {
+    let found = table.keys().find(|k| k.span() == *span).cloned();
+    if let Some(key) = found {
+        table.remove(&key);
+        return true;
+    }
+    table
+        .iter_mut()
+        .any(|(_, value)| drop_key_in(value.get_mut(), span))
+}
+
+fn drop_key_in(value: &mut toml::de::DeValue<'_>, span: &std::ops::Range<usize>) -> bool {
+    match value {
+        toml::de::DeValue::Table(table) => drop_key(table, span),
+        toml::de::DeValue::Array(items) => items.iter_mut().any(|v| drop_key_in(v.get_mut(), span)),
+        _ => false,
+    }
 }
 
 struct Collector<'a> {
@@ -1131,12 +1222,24 @@ file = "y"
 
     #[test]
     fn unknown_key_and_syntax_errors_carry_the_line() {
-        let got = problems("[dns]\nlisten = [\"127.0.0.1:53\"]\nlisen = 1\n");
-        assert_eq!(got.len(), 1);
+        // Every unknown key, in file order, and the other problems after them.
+        let got = problems(
+            "[dns]\nlisten = [\"127.0.0.1:53\"]\nlisen = 1\n[log]\nlevl = 1\nformat = \"xml\"\n",
+        );
+        assert_eq!(got.len(), 4, "{got:#?}");
         assert!(
             got[0].starts_with("/etc/weir/weir.toml:3: unknown field `lisen`"),
             "{got:?}"
         );
+        assert!(
+            got[1].starts_with("/etc/weir/weir.toml:5: unknown field `levl`"),
+            "{got:?}"
+        );
+        assert!(
+            got[2].starts_with("/etc/weir/weir.toml: log.format"),
+            "{got:?}"
+        );
+        assert!(got[3].starts_with("/etc/weir/weir.toml: zone"), "{got:?}");
 
         let got = problems("[dns\n");
         assert!(got[0].starts_with("/etc/weir/weir.toml:1: "), "{got:?}");

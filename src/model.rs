@@ -177,7 +177,7 @@ impl fmt::Debug for Name {
 /// (NS, CNAME, PTR, MX, SOA) keep their names so the writer can compress them; SRV keeps its
 /// target for additional-section processing but is written uncompressed (RFC 2782); every other
 /// type is kept as its wire rdata.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Rdata {
     /// NS, CNAME, PTR, DNAME: a single name.
     Name(Name),
@@ -196,7 +196,7 @@ pub enum Rdata {
     Opaque(Box<[u8]>),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Soa {
     pub mname: Name,
     pub rname: Name,

@@ -18,7 +18,7 @@ use crate::model::{
 use crate::zones::Zone;
 
 mod pool;
-pub use pool::{Client, FamilyStatus, PoolStatus, Preview, Subnet};
+pub use pool::{Client, FamilyStatus, PoolStatus, Preview, PreviewError, Subnet};
 
 /// Longest CNAME chain followed inside a zone before answering with what we have (as Knot).
 const MAX_CNAME_CHAIN: usize = 8;
@@ -392,7 +392,7 @@ impl Snapshot {
 
     /// What `proposed` (a served pool with hypothetical weights or health) would answer for
     /// `qtype` (A or AAAA), compared with how the pool answers now (admin preview).
-    pub fn pool_preview(&self, proposed: &Pool, qtype: u16) -> Result<Preview, String> {
+    pub fn pool_preview(&self, proposed: &Pool, qtype: u16) -> Result<Preview, PreviewError> {
         let by_name: HashMap<&Name, &Pool> = self.view.pools.iter().map(|p| (&p.name, p)).collect();
         let health_of = |k: &ProbeKey| self.view.health.get(k).copied().unwrap_or(k.check.initial);
         let current = self

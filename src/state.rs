@@ -87,7 +87,16 @@ pub struct Loaded {
 
 /// Reads config and zones from disk and checks them together (blocking file I/O).
 pub fn load(path: &Path) -> Result<Loaded, Problems> {
-    let config = config::load(path)?;
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(Problems(mut problems)) => {
+            // Zone problems too, in the same pass, for the zones the file names.
+            if let Err(Problems(more)) = zones::load_each(&config::zone_configs(path)) {
+                problems.extend(more);
+            }
+            return Err(Problems(problems));
+        }
+    };
     let zones = zones::load_all(&config)?;
     let problems = zones::check_pools(&config, &zones);
     if !problems.is_empty() {
@@ -316,9 +325,15 @@ impl StoreView {
         self.0.audit(pool, limit)
     }
 
-    /// The change feed: every record after generation `after`, oldest first.
-    pub fn since(&self, after: u64) -> Result<Vec<AuditRecord>, StoreError> {
-        self.0.changes_since(after)
+    /// The change feed: records after generation `after`, oldest first, only `pool`'s if
+    /// given, at most `limit` (read lazily: only what is returned).
+    pub fn since(
+        &self,
+        after: u64,
+        pool: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.0.changes_page(after, pool, limit)
     }
 
     /// Every known nameserver and the generation it serves (a quorum read with etcd).
@@ -364,6 +379,24 @@ pub struct Writer {
     commit_deadline: Duration,
     /// A commit past its deadline; while it runs, later commits are refused at once.
     stuck: Option<Stuck>,
+    /// Reloads load config and zones on a thread of their own; the writer only swaps.
+    reloads: Reloads,
+}
+
+/// Who waits for a reload's result (SIGHUP does not).
+type ReloadReply = Option<oneshot::Sender<Result<Reloaded, Problems>>>;
+
+/// Reloads in progress. One load runs at a time, off the writer; reloads asked for while it
+/// runs coalesce into one more load after it (the files may have changed after the running
+/// load read them), and all of them get that load's result.
+#[derive(Debug, Default)]
+struct Reloads {
+    /// Where a finished load sends its result (set when the writer runs).
+    done: Option<mpsc::Sender<Result<Loaded, Problems>>>,
+    /// A load is running; these wait for it.
+    running: Option<Vec<ReloadReply>>,
+    /// Asked for while one ran: these wait for the next load.
+    next: Option<Vec<ReloadReply>>,
 }
 
 /// How often the writer looks whether a commit past its deadline has ended.
@@ -429,6 +462,7 @@ impl Writer {
             rollout_inputs,
             served: HashSet::new(),
             pending: PendingHealth::default(),
+            reloads: Reloads::default(),
         })
     }
 
@@ -472,9 +506,15 @@ impl Writer {
         self.monitor.set_probes(self.served.clone());
         let mut ready_poll = tokio::time::interval(READY_POLL);
         let mut settle_poll = tokio::time::interval(SETTLE_POLL);
+        let (done, mut loads) = mpsc::channel(1);
+        self.reloads.done = Some(done);
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                Some(loaded) = loads.recv() => {
+                    self.reloaded(loaded).await;
+                    continue;
+                }
                 event = events.recv() => match event {
                     Some(event) => event,
                     None => return,
@@ -561,12 +601,13 @@ impl Writer {
 
     async fn apply(&mut self, event: StateEvent) {
         match event {
-            StateEvent::Reload { reply } => {
-                let result = self.reload().await;
-                if let Some(reply) = reply {
-                    let _ = reply.send(result);
+            StateEvent::Reload { reply } => match &mut self.reloads.running {
+                Some(_) => self.reloads.next.get_or_insert_default().push(reply),
+                None => {
+                    self.reloads.running = Some(vec![reply]);
+                    self.start_load();
                 }
-            }
+            },
             StateEvent::Health {
                 key,
                 health,
@@ -980,16 +1021,50 @@ impl Writer {
         Ok(generation)
     }
 
-    async fn reload(&mut self) -> Result<Reloaded, Problems> {
+    /// Starts loading config and zones on a thread of its own (not a tokio blocking thread:
+    /// a load of a huge zone must not hold up runtime shutdown). Its result comes back on
+    /// `reloads.done` and is applied by `reloaded`; meanwhile the writer goes on applying
+    /// events.
+    fn start_load(&mut self) {
         let path = self.config_path.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&path))
-            .await
-            .unwrap_or_else(|e| {
-                Err(Problems(vec![Problem {
-                    location: "reload".into(),
-                    message: format!("loader failed: {e}"),
-                }]))
+        let Some(done) = self.reloads.done.clone() else {
+            return;
+        };
+        let fallback = done.clone();
+        let spawned = std::thread::Builder::new()
+            .name("weir-reload".into())
+            .spawn(move || {
+                let result = std::panic::catch_unwind(|| load(&path)).unwrap_or_else(|_| {
+                    Err(Problems(vec![Problem {
+                        location: "reload".into(),
+                        message: "the loader panicked".into(),
+                    }]))
+                });
+                let _ = done.blocking_send(result);
             });
+        if let Err(e) = spawned {
+            // One load at a time and a channel of one: there is room for this result.
+            let _ = fallback.try_send(Err(Problems(vec![Problem {
+                location: "reload".into(),
+                message: format!("cannot start the loader: {e}"),
+            }])));
+        }
+    }
+
+    /// A load finished: swap it in (or keep serving on failure), answer everyone who waited
+    /// for it, and start the next load if reloads were asked for meanwhile.
+    async fn reloaded(&mut self, loaded: Result<Loaded, Problems>) {
+        let result = self.reload(loaded).await;
+        for reply in self.reloads.running.take().into_iter().flatten().flatten() {
+            let _ = reply.send(result.clone());
+        }
+        if let Some(next) = self.reloads.next.take() {
+            self.reloads.running = Some(next);
+            self.start_load();
+        }
+    }
+
+    async fn reload(&mut self, loaded: Result<Loaded, Problems>) -> Result<Reloaded, Problems> {
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(problems) => {
@@ -1089,7 +1164,12 @@ mod tests {
         fn audit(&self, _: Option<&str>, _: usize) -> Result<Vec<AuditRecord>, StoreError> {
             Ok(Vec::new())
         }
-        fn changes_since(&self, _: u64) -> Result<Vec<AuditRecord>, StoreError> {
+        fn changes_page(
+            &self,
+            _: u64,
+            _: Option<&str>,
+            _: usize,
+        ) -> Result<Vec<AuditRecord>, StoreError> {
             Ok(Vec::new())
         }
         fn served(&self, _: &Overlay, _: u64) {}

@@ -95,8 +95,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<u64, StoreError>;
     /// Audit records, newest first, only `pool`'s if given, at most `limit`.
     fn audit(&self, pool: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
-    /// Audit records with a generation above `after`, oldest first: the change feed.
-    fn changes_since(&self, after: u64) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Audit records with a generation above `after`, oldest first: the change feed. Only
+    /// `pool`'s if given, at most `limit`. Reads records lazily and stops at `limit`, so a
+    /// small page of a long log costs a small page (issue 12).
+    fn changes_page(
+        &self,
+        after: u64,
+        pool: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Every audit record with a generation above `after`, oldest first.
+    fn changes_since(&self, after: u64) -> Result<Vec<AuditRecord>, StoreError> {
+        self.changes_page(after, None, usize::MAX)
+    }
 
     /// Whether the store can take a commit now (sled: a working handle and free space; a store
     /// whose handles a failed write dropped is reopened here when it can be). Blocking.

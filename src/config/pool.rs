@@ -610,6 +610,10 @@ fn check(
 pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
     // (index in the file, pool) so later messages name the right `pool[i]`.
     let mut pools: Vec<(usize, Pool)> = Vec::new();
+    // Every pool name seen, valid pool or not: a duplicate is reported even beside a pool
+    // that has problems of its own (all in one pass), and a fallback to such a pool is not
+    // reported as missing.
+    let mut names: Vec<Name> = Vec::new();
     for (i, rp) in raw.iter().enumerate() {
         let key = format!("pool[{i}]");
         let before = c.problems.len();
@@ -620,7 +624,9 @@ pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
                 continue;
             }
         };
-        if pools.iter().any(|(_, p)| p.name == name) {
+        let twice = names.contains(&name);
+        names.push(name.clone());
+        if twice {
             c.push(
                 &format!("{key}.name"),
                 format!("pool `{name}` is configured twice"),
@@ -842,6 +848,10 @@ pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
         let mut at = pool;
         while let OnAllDown::Fallback(target) = &at.on_all_down {
             let Some((_, next)) = pools.iter().find(|(_, p)| &p.name == target) else {
+                if names.contains(target) {
+                    // Configured, with problems of its own (reported there).
+                    break;
+                }
                 c.push(
                     &format!("pool[{i}].on_all_down"),
                     format!("fallback pool `{target}` is not configured"),

@@ -25,27 +25,134 @@ pub struct Parsed {
     pub class_in: bool,
 }
 
+/// Entries handed to hickory per parse call. hickory's `RecordSet::insert` compares each new
+/// record with every record already in its set, so one call over 40k records at one name is
+/// quadratic (12 s); chunks keep each set it builds small, and the whole parse linear.
+const CHUNK: usize = 256;
+/// Syntax errors reported per file; past this the rest of the file is not parsed.
+const MAX_SYNTAX_ERRORS: usize = 50;
+/// A record written at the head of every chunk after the first to carry the owner, class and
+/// last TTL the text before it set (hickory keeps them between entries); dropped from the
+/// result.
+const MARKER: &str = "weir-zone-chunk-context-5f1d";
+
 /// Parses zone text. `path` anchors relative `$INCLUDE`s; `origin` is the zone's origin.
-pub fn parse(text: &str, path: &Path, origin: &Name) -> Result<Vec<Parsed>, SyntaxError> {
-    let horigin = HName::from_ascii(origin.to_string()).map_err(|e| SyntaxError {
-        line: 0,
-        message: format!("origin: {e}"),
+/// Every syntax error is reported (up to `MAX_SYNTAX_ERRORS`), each with its line: an entry
+/// that does not parse is skipped and parsing goes on after it. Files with `$INCLUDE` are
+/// parsed whole (hickory follows the include), stopping at the first error.
+pub fn parse(text: &str, path: &Path, origin: &Name) -> (Vec<Parsed>, Vec<SyntaxError>) {
+    match parse_all(text, path, origin) {
+        Ok(parsed) => parsed,
+        Err(errors) => (Vec::new(), errors),
+    }
+}
+
+/// `parse`; Err when nothing can be trusted (a bad origin, an included file that fails).
+fn parse_all(
+    text: &str,
+    path: &Path,
+    origin: &Name,
+) -> Result<(Vec<Parsed>, Vec<SyntaxError>), Vec<SyntaxError>> {
+    let horigin = HName::from_ascii(origin.to_string()).map_err(|e| {
+        vec![SyntaxError {
+            line: 0,
+            message: format!("origin: {e}"),
+        }]
     })?;
     let run =
         |text: &str| Parser::new(text, Some(path.to_path_buf()), Some(horigin.clone())).parse();
-    let (_, sets) = match run(text) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            return Err(SyntaxError {
+    let spans = entry_spans(text);
+    let includes = spans.iter().any(|e| {
+        e.tokens
+            .first()
+            .is_some_and(|t| !e.blank_start && t.eq_ignore_ascii_case("$INCLUDE"))
+    });
+    let mut out = Vec::new();
+    if includes {
+        let (_, sets) = run(text).map_err(|e| {
+            vec![SyntaxError {
                 line: failing_line(text, |prefix| run(prefix).is_err()),
                 message: e.to_string(),
-            });
-        }
+            }]
+        })?;
+        convert_sets(&sets, &mut out).map_err(|e| vec![e])?;
+        return Ok((out, Vec::new()));
+    }
+    let mut errors = Vec::new();
+    let mut cx = Context {
+        origin: Some(horigin.clone()),
+        ..Context::default()
     };
+    let mut i = 0;
+    while i < spans.len() && errors.len() < MAX_SYNTAX_ERRORS {
+        let end = (i + CHUNK).min(spans.len());
+        let prefix = cx.prefix();
+        let chunk = |to: usize| format!("{prefix}{}", &text[spans[i].start..spans[to - 1].end]);
+        match run(&chunk(end)) {
+            Ok((_, sets)) => {
+                convert_sets(&sets, &mut out).map_err(|e| vec![e])?;
+                for e in &spans[i..end] {
+                    cx.advance(e);
+                }
+                i = end;
+            }
+            Err(first) => {
+                // The first entry whose chunk prefix fails is the one at fault (a failing
+                // prefix stays failing when extended).
+                let (mut lo, mut hi) = (i + 1, end);
+                while lo < hi {
+                    let mid = (lo + hi) / 2;
+                    if run(&chunk(mid)).is_err() {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                let bad = lo - 1;
+                let message = match run(&chunk(lo)) {
+                    // hickory cannot read DNAME at all; weir would refuse it anyway.
+                    _ if spans[bad].rtype().as_deref() == Some("DNAME") => {
+                        "DNAME is not supported".to_string()
+                    }
+                    Err(e) => e.to_string(),
+                    Ok(_) => first.to_string(),
+                };
+                errors.push(SyntaxError {
+                    line: spans[bad].line,
+                    message,
+                });
+                if bad > i {
+                    let (_, sets) = run(&chunk(bad)).map_err(|e| {
+                        vec![SyntaxError {
+                            line: spans[i].line,
+                            message: e.to_string(),
+                        }]
+                    })?;
+                    convert_sets(&sets, &mut out).map_err(|e| vec![e])?;
+                }
+                for e in &spans[i..=bad] {
+                    cx.advance(e);
+                }
+                i = bad + 1;
+            }
+        }
+    }
+    Ok((out, errors))
+}
 
-    let mut out = Vec::new();
+/// hickory's record sets as `Parsed` records, without the chunk markers.
+fn convert_sets(
+    sets: &std::collections::BTreeMap<hickory_proto::rr::RrKey, hickory_proto::rr::RecordSet>,
+    out: &mut Vec<Parsed>,
+) -> Result<(), SyntaxError> {
     for set in sets.values() {
         for r in set.records_without_rrsigs() {
+            if let RData::TXT(txt) = &r.data
+                && let [only] = &txt.txt_data[..]
+                && **only == *MARKER.as_bytes()
+            {
+                continue;
+            }
             let Some(rdata) = convert_rdata(&r.data) else {
                 return Err(SyntaxError {
                     line: 0,
@@ -63,7 +170,149 @@ pub fn parse(text: &str, path: &Path, origin: &Name) -> Result<Vec<Parsed>, Synt
             });
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// One entry of zone text: its bytes, the line of its first token, its tokens.
+struct Span {
+    start: usize,
+    end: usize,
+    line: usize,
+    blank_start: bool,
+    tokens: Vec<String>,
+}
+
+impl Span {
+    /// The type token of a record entry (after the owner, TTL and class), upper case.
+    fn rtype(&self) -> Option<String> {
+        let first = self.tokens.first()?;
+        if !self.blank_start && first.starts_with('$') {
+            return None;
+        }
+        let rest = if self.blank_start {
+            &self.tokens[..]
+        } else {
+            &self.tokens[1..]
+        };
+        rest.iter().map(|t| t.to_ascii_uppercase()).find(|t| {
+            !t.bytes().next().is_some_and(|b| b.is_ascii_digit()) && DNSClass::from_str(t).is_err()
+        })
+    }
+}
+
+/// Zone text cut into entries (as `failing_line` cuts it), with their tokens; entries with
+/// no tokens (blank lines, comments) are folded into the next one.
+fn entry_spans(text: &str) -> Vec<Span> {
+    let mut out: Vec<Span> = Vec::new();
+    // `start` and the newlines before it.
+    let (mut start, mut start_newlines, mut newlines) = (0, 0, 0);
+    let (mut depth, mut quoted, mut escaped, mut comment) = (0i32, false, false, false);
+    let push = |start: usize, end: usize, before: usize, out: &mut Vec<Span>| {
+        let Some((line, blank_start, tokens)) = entries(&text[start..end])
+            .into_iter()
+            .find(|e| !e.2.is_empty())
+        else {
+            return false;
+        };
+        out.push(Span {
+            start,
+            end,
+            line: before + line,
+            blank_start,
+            tokens,
+        });
+        true
+    };
+    for (i, b) in text.bytes().enumerate() {
+        if b == b'\n' {
+            newlines += 1;
+        }
+        match b {
+            _ if escaped => escaped = false,
+            b'\n' => {
+                comment = false;
+                if depth <= 0 && !quoted && push(start, i + 1, start_newlines, &mut out) {
+                    (start, start_newlines) = (i + 1, newlines);
+                }
+            }
+            _ if comment => {}
+            b'\\' => escaped = true,
+            b'"' => quoted = !quoted,
+            _ if quoted => {}
+            b';' => comment = true,
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            _ => {}
+        }
+    }
+    if start < text.len() {
+        push(start, text.len(), start_newlines, &mut out);
+    }
+    out
+}
+
+/// What hickory carries from one entry to the next, tracked over the text so a chunk can
+/// start where the last one ended.
+#[derive(Default)]
+struct Context {
+    origin: Option<HName>,
+    default_ttl: Option<String>,
+    last_ttl: Option<String>,
+    class: Option<String>,
+    owner: Option<HName>,
+}
+
+impl Context {
+    fn advance(&mut self, e: &Span) {
+        let Some(first) = e.tokens.first() else {
+            return;
+        };
+        if !e.blank_start && first.starts_with('$') {
+            match first.to_ascii_uppercase().as_str() {
+                "$ORIGIN" => self.origin = e.tokens.get(1).and_then(|o| HName::parse(o, None).ok()),
+                "$TTL" => self.default_ttl = e.tokens.get(1).cloned(),
+                _ => {}
+            }
+            return;
+        }
+        let rest = if e.blank_start {
+            &e.tokens[..]
+        } else {
+            self.owner = if first == "@" {
+                self.origin.clone()
+            } else {
+                HName::parse(first, self.origin.as_ref()).ok()
+            };
+            &e.tokens[1..]
+        };
+        for t in rest {
+            let upper = t.to_ascii_uppercase();
+            if t.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
+                self.last_ttl = Some(t.clone());
+            } else if DNSClass::from_str(&upper).is_ok() {
+                self.class = Some(upper);
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Directives and a marker record that put hickory where this context is.
+    fn prefix(&self) -> String {
+        let mut out = String::new();
+        if let Some(origin) = &self.origin {
+            out.push_str(&format!("$ORIGIN {origin}\n"));
+        }
+        if let Some(ttl) = &self.default_ttl {
+            out.push_str(&format!("$TTL {ttl}\n"));
+        }
+        if let Some(owner) = &self.owner {
+            let ttl = self.last_ttl.as_deref().unwrap_or("0");
+            let class = self.class.as_deref().unwrap_or("IN");
+            out.push_str(&format!("{owner} {ttl} {class} TXT \"{MARKER}\"\n"));
+        }
+        out
+    }
 }
 
 /// A record of a type that allows one record per owner (CNAME, DNAME, SOA) written again at
@@ -95,12 +344,37 @@ pub fn singleton_repeats(text: &str, path: &Path, origin: &Name) -> Vec<Repeat> 
         owner: None,
         seen: std::collections::HashMap::new(),
         repeats: Vec::new(),
+        wanted: None,
+        found: std::collections::HashMap::new(),
     };
     scan.file(text, path, 0);
     scan.repeats
 }
 
+/// `file:line` of the first record of each wanted (owner, type), following `$INCLUDE`s: where
+/// a problem found on the parsed zone is reported. Only asked for when there are problems.
+pub fn locate(
+    text: &str,
+    path: &Path,
+    origin: &Name,
+    wanted: std::collections::HashSet<(Name, u16)>,
+) -> std::collections::HashMap<(Name, u16), String> {
+    let mut scan = RepeatScan {
+        origin: HName::from_ascii(origin.to_string()).ok(),
+        owner: None,
+        seen: std::collections::HashMap::new(),
+        repeats: Vec::new(),
+        wanted: Some(wanted),
+        found: std::collections::HashMap::new(),
+    };
+    scan.file(text, path, 0);
+    scan.found
+}
+
 struct RepeatScan {
+    /// `locate`: the (owner, type)s to find, and where each was found first.
+    wanted: Option<std::collections::HashSet<(Name, u16)>>,
+    found: std::collections::HashMap<(Name, u16), String>,
     origin: Option<HName>,
     owner: Option<HName>,
     /// (owner, type) -> (first location, its data).
@@ -168,6 +442,20 @@ impl RepeatScan {
         let Some(rtype) = fields.next().map(|t| t.to_ascii_uppercase()) else {
             return;
         };
+        if let Some(wanted) = &self.wanted {
+            let (Some(owner), Ok(code)) =
+                (&self.owner, hickory_proto::rr::RecordType::from_str(&rtype))
+            else {
+                return;
+            };
+            let key = (convert_name(owner), u16::from(code));
+            if wanted.contains(&key) {
+                self.found
+                    .entry(key)
+                    .or_insert_with(|| location.to_string());
+            }
+            return;
+        }
         let Some(&(_, code)) = SINGLETONS.iter().find(|(name, _)| *name == rtype) else {
             return;
         };
@@ -378,7 +666,8 @@ mod tests {
     #[test]
     fn parses_relative_names_multiline_soa_and_txt_strings() {
         let text = "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns1 hostmaster (\n 1 ; serial\n 7200 3600 1209600 60 )\n  IN NS ns1\nns1 IN A 192.0.2.1\nwww 60 IN TXT \"a b\" \"c\"\n";
-        let got = parse(text, Path::new("z"), &origin()).unwrap();
+        let (got, errors) = parse(text, Path::new("z"), &origin());
+        assert!(errors.is_empty(), "{errors:?}");
         let find = |t: u16| got.iter().find(|p| p.record.rtype == t).unwrap();
         let soa = find(model::rtype::SOA);
         let Rdata::Soa(s) = &soa.record.rdata else {
@@ -422,12 +711,49 @@ mod tests {
     }
 
     #[test]
-    fn syntax_error_names_the_line_of_the_entry() {
-        let text = "$TTL 300\n@ IN SOA ns1 hostmaster (\n 1 7200 3600\n 1209600 60 )\n@ IN NS ns1\n\nns1 IN A 192.0.2.1\nbad IN A 300.1.1.1\nok IN A 192.0.2.2\n";
-        let err = parse(text, Path::new("z"), &origin()).unwrap_err();
-        assert_eq!(err.line, 8, "{err}");
+    fn every_syntax_error_is_named_with_its_line_and_the_rest_still_parses() {
+        let text = "$TTL 300\n@ IN SOA ns1 hostmaster (\n 1 7200 3600\n 1209600 60 )\n@ IN NS ns1\n\nns1 IN A 192.0.2.1\nbad IN A 300.1.1.1\nok IN A 192.0.2.2\nold DNAME t.example.net.\n; a comment\nwww IN MX\nlast A 192.0.2.3\n";
+        let (got, errors) = parse(text, Path::new("z"), &origin());
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [8, 10, 12], "{errors:?}");
+        let owners: Vec<String> = got.iter().map(|p| p.record.owner.to_string()).collect();
+        for name in ["ok.example.com.", "last.example.com.", "ns1.example.com."] {
+            assert!(owners.contains(&name.to_string()), "{owners:?}");
+        }
+    }
 
-        let text = "$TTL 300\n@ IN SOA ns1 hostmaster ( 1 2 3 4 5 )\nwww IN MX\n";
-        assert_eq!(parse(text, Path::new("z"), &origin()).unwrap_err().line, 3);
+    #[test]
+    fn chunks_carry_origin_owner_class_and_ttl_like_one_parse() {
+        // More than three chunks; no $TTL (each record inherits the last explicit TTL), owners
+        // inherited by blank-started lines, a sticky class and an $ORIGIN change, each placed
+        // on chunk edges somewhere.
+        let mut text = String::from("@ 300 IN SOA ns1 hm 1 2 3 4 5\n@ NS ns1\nns1 A 192.0.2.1\n");
+        for i in 0..(3 * CHUNK + 7) {
+            match i % 7 {
+                0 => text.push_str(&format!("h{i} {} A 192.0.2.{}\n", 60 + i, i % 250)),
+                1 => text.push_str(&format!("  TXT \"t{i}\"\n")),
+                2 => text.push_str(&format!("  MX ( 10\n    m{i} )\n")),
+                3 => text.push_str(&format!("c{i} CH TXT \"chaos\"\n")),
+                4 => text.push_str(&format!("n{i} IN A 192.0.2.9\n")),
+                5 if i % 3 == 0 => text.push_str(&format!("$ORIGIN o{i}.example.com.\n")),
+                _ => text.push_str(&format!("\n; c\nmany A 10.0.{}.{}\n", i / 250, i % 250)),
+            }
+        }
+        let (chunked, errors) = parse(&text, Path::new("z"), &origin());
+        assert!(errors.is_empty(), "{errors:?}");
+        let horigin = HName::from_ascii("example.com.").unwrap();
+        let (_, sets) = Parser::new(&text[..], None, Some(horigin)).parse().unwrap();
+        let mut whole = Vec::new();
+        convert_sets(&sets, &mut whole).unwrap();
+        let key = |v: &[Parsed]| {
+            let mut k: Vec<String> = v
+                .iter()
+                .map(|p| format!("{:?} {}", p.record, p.class_in))
+                .collect();
+            k.sort();
+            k
+        };
+        assert_eq!(chunked.len(), whole.len());
+        assert_eq!(key(&chunked), key(&whole));
     }
 }

@@ -364,7 +364,9 @@ fn address(c: &Candidate) -> String {
     }
 }
 
-/// Probability of every ordered draw of `k` distinct candidates by weight, summed per set.
+/// Probability of every ordered draw of `k` distinct candidates by weight, summed per set
+/// (each set sorted). Sets are merged through a map: one lookup per ordering, so the work is
+/// linear in the orderings `preview` bounds beforehand.
 fn enumerate(cands: &[Candidate], total: f64, k: usize) -> Vec<(Vec<usize>, f64)> {
     fn walk(
         cands: &[Candidate],
@@ -373,13 +375,17 @@ fn enumerate(cands: &[Candidate], total: f64, k: usize) -> Vec<(Vec<usize>, f64)
         p: f64,
         left: f64,
         out: &mut Vec<(Vec<usize>, f64)>,
+        seen: &mut HashMap<Vec<usize>, usize>,
     ) {
         if chosen.len() == k || left <= 0.0 {
             let mut set = chosen.clone();
             set.sort_unstable();
-            match out.iter_mut().find(|(s, _)| *s == set) {
-                Some((_, q)) => *q += p,
-                None => out.push((set, p)),
+            match seen.get(&set) {
+                Some(&at) => out[at].1 += p,
+                None => {
+                    seen.insert(set.clone(), out.len());
+                    out.push((set, p));
+                }
             }
             return;
         }
@@ -389,13 +395,36 @@ fn enumerate(cands: &[Candidate], total: f64, k: usize) -> Vec<(Vec<usize>, f64)
                 continue;
             }
             chosen.push(i);
-            walk(cands, k, chosen, p * w / left, left - w, out);
+            walk(cands, k, chosen, p * w / left, left - w, out, seen);
             chosen.pop();
         }
     }
     let mut out = Vec::new();
-    walk(cands, k, &mut Vec::new(), 1.0, total, &mut out);
+    walk(
+        cands,
+        k,
+        &mut Vec::new(),
+        1.0,
+        total,
+        &mut out,
+        &mut HashMap::new(),
+    );
     out
+}
+
+/// Why a preview was refused before any work was done.
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    /// More ordered draws than `PREVIEW_MAX_SEQUENCES` (the admin API answers 422).
+    #[error(
+        "{positive} endpoints with {answers} answers make {sequences} orderings to enumerate; a preview enumerates at most {max}: lower `answers` or preview with fewer endpoints up"
+    )]
+    TooCostly {
+        positive: usize,
+        answers: usize,
+        sequences: usize,
+        max: usize,
+    },
 }
 
 /// Previews `proposed` (a pool with hypothetical weights and health) for family `t`, against
@@ -406,7 +435,7 @@ pub(super) fn preview(
     pools: &HashMap<&crate::model::Name, &Pool>,
     health: HealthOf<'_>,
     t: u16,
-) -> Result<Preview, String> {
+) -> Result<Preview, PreviewError> {
     let (outcome, degraded) = family(proposed, t, pools, health, None, 0);
     let (cands, total, spans) = match &outcome {
         Outcome::Answer {
@@ -430,24 +459,33 @@ pub(super) fn preview(
     };
     let k = proposed.answers.min(cands.len());
     let positive = cands.iter().filter(|c| c.weight > 0.0).count();
-    let sequences: usize = (0..k).map(|i| positive.saturating_sub(i).max(1)).product();
-    if sequences > PREVIEW_MAX_SEQUENCES {
-        return Err(format!(
-            "{positive} endpoints with {k} answers make {sequences} orderings; too many to enumerate"
-        ));
+    // The cost bound, from the counts alone: how many ordered draws the enumeration visits.
+    let sequences = (0..k).try_fold(1usize, |n, i| {
+        n.checked_mul(positive.saturating_sub(i).max(1))
+    });
+    match sequences {
+        Some(sequences) if sequences <= PREVIEW_MAX_SEQUENCES => {}
+        _ => {
+            return Err(PreviewError::TooCostly {
+                positive,
+                answers: k,
+                sequences: sequences.unwrap_or(usize::MAX),
+                max: PREVIEW_MAX_SEQUENCES,
+            });
+        }
     }
     let sets = enumerate(cands, total, k);
+    // One pass over the sets: each endpoint's probability of being in an answer.
+    let mut member = vec![0.0; cands.len()];
+    for (set, p) in &sets {
+        for &i in set {
+            member[i] += p;
+        }
+    }
     let endpoints = cands
         .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let p: f64 = sets
-                .iter()
-                .filter(|(s, _)| s.contains(&i))
-                .map(|(_, p)| p)
-                .sum();
-            (address(c), p)
-        })
+        .zip(member)
+        .map(|(c, p)| (address(c), p))
         .collect();
     let mut answer_sets: Vec<(Vec<String>, f64)> = sets
         .iter()
@@ -475,16 +513,19 @@ pub(super) fn preview(
                     sticky_moved: None,
                 });
             };
+            // Addresses once per candidate, not once per sample.
+            let now_addrs: Vec<String> = now_cands.iter().map(address).collect();
+            let addrs: Vec<String> = cands.iter().map(address).collect();
             let moved = (0..PREVIEW_STICKY_SAMPLES)
                 .filter(|i| {
                     let key = mix(*i ^ 0x5EED);
                     let (mut a, mut b) = (SmallVec::new(), SmallVec::new());
                     sticky_pick(now_cands, now_spans, key, k.min(now_cands.len()), &mut a);
                     sticky_pick(cands, spans, key, k, &mut b);
-                    let mut x: Vec<String> = a.iter().map(|&i| address(&now_cands[i])).collect();
-                    let mut y: Vec<String> = b.iter().map(|&i| address(&cands[i])).collect();
-                    x.sort();
-                    y.sort();
+                    let mut x: SmallVec<[&str; 8]> = a.iter().map(|&i| &*now_addrs[i]).collect();
+                    let mut y: SmallVec<[&str; 8]> = b.iter().map(|&i| &*addrs[i]).collect();
+                    x.sort_unstable();
+                    y.sort_unstable();
                     x != y
                 })
                 .count();

@@ -312,14 +312,12 @@ impl Shared {
         }
     }
 
-    /// Audit records, newest first (key order is commit order), filtered by `keep`.
     /// Audit records newest first (key order is commit order) that `keep` accepts, at most
-    /// `limit`, scanning back until `stop` holds for a record.
+    /// `limit`.
     async fn audit(
         &self,
         limit: usize,
         keep: impl Fn(&AuditRecord) -> bool,
-        stop: impl Fn(&AuditRecord) -> bool,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let prefix = self.key("audit/");
         let mut kv = self.client().kv_client();
@@ -337,9 +335,6 @@ impl Shared {
             let kvs = resp.kvs();
             for kv in kvs {
                 let record = decode_record(kv)?;
-                if stop(&record) {
-                    return Ok(records);
-                }
                 if keep(&record) && records.len() < limit {
                     records.push(record);
                 }
@@ -352,14 +347,81 @@ impl Shared {
         Ok(records)
     }
 
-    async fn changes_since(&self, after: u64) -> Result<Vec<AuditRecord>, StoreError> {
-        // Keys are named by the generation a commit was based on, which may lie below `after`
-        // (revisions have gaps), so scan back from the newest to the first record at or
-        // below `after`.
-        let mut records = self
-            .audit(usize::MAX, |_| true, |r| r.generation <= after)
+    /// The change feed from `after`, oldest first, at most `limit` (only `pool`'s if given),
+    /// read forward in pages of `AUDIT_PAGE`. Keys are named by the generation a commit was
+    /// based on and commits form a chain (each based on the one before), so the first record
+    /// above `after` is in the commit under the greatest key based at or below `after`: one
+    /// keys-only lookup finds it, then the scan reads only what the page returns (plus records
+    /// `pool` filters out). A record's generation is its key's `mod_revision`.
+    async fn changes_page(
+        &self,
+        after: u64,
+        pool: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let prefix = self.key("audit/");
+        let mut end = prefix.clone().into_bytes();
+        // The prefix's range end: "audit/" -> "audit0".
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let mut kv = self.client().kv_client();
+        let below = self
+            .bounded(
+                kv.get(
+                    prefix.clone(),
+                    Some(
+                        GetOptions::new()
+                            .with_range(self.key(&format!("audit/{:020}", after.saturating_add(1))))
+                            .with_sort(SortTarget::Key, SortOrder::Descend)
+                            .with_keys_only()
+                            .with_limit(1),
+                    ),
+                ),
+            )
             .await?;
-        records.reverse();
+        let mut start: Vec<u8> = match below.kvs().first() {
+            // `audit/<base>-<i>`: start at the first record of that commit.
+            Some(found) => found
+                .key()
+                .iter()
+                .copied()
+                .take(prefix.len() + 20)
+                .collect(),
+            None => prefix.into_bytes(),
+        };
+        let mut records = Vec::new();
+        while records.len() < limit {
+            // Unfiltered, a page needs no more keys than it has room for (plus the records
+            // at or below `after` in the first commit, found on the next round).
+            let page = match pool {
+                None => i64::try_from(limit - records.len())
+                    .map_or(AUDIT_PAGE, |n| n.clamp(1, AUDIT_PAGE)),
+                Some(_) => AUDIT_PAGE,
+            };
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_sort(SortTarget::Key, SortOrder::Ascend)
+                .with_limit(page);
+            let resp = self.bounded(kv.get(start.clone(), Some(options))).await?;
+            let kvs = resp.kvs();
+            for kv in kvs {
+                if kv.mod_revision() as u64 <= after || records.len() >= limit {
+                    continue;
+                }
+                let record = decode_record(kv)?;
+                if pool.is_none_or(|p| record.pool == p) {
+                    records.push(record);
+                }
+            }
+            match kvs.last() {
+                Some(last) if kvs.len() as i64 == page => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
         Ok(records)
     }
 
@@ -794,18 +856,22 @@ impl Store for EtcdStore {
         let pool = pool.map(str::to_string);
         self.block(move |s| {
             Box::pin(async move {
-                s.audit(
-                    limit,
-                    |r| pool.as_deref().is_none_or(|p| r.pool == p),
-                    |_| false,
-                )
-                .await
+                s.audit(limit, |r| pool.as_deref().is_none_or(|p| r.pool == p))
+                    .await
             })
         })
     }
 
-    fn changes_since(&self, after: u64) -> Result<Vec<AuditRecord>, StoreError> {
-        self.block(move |s| Box::pin(async move { s.changes_since(after).await }))
+    fn changes_page(
+        &self,
+        after: u64,
+        pool: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let pool = pool.map(str::to_string);
+        self.block(move |s| {
+            Box::pin(async move { s.changes_page(after, pool.as_deref(), limit).await })
+        })
     }
 
     fn shared(&self) -> bool {

@@ -674,20 +674,35 @@ impl Store for SledStore {
         }])
     }
 
-    fn changes_since(&self, after: u64) -> Result<Vec<AuditRecord>, StoreError> {
+    fn changes_page(
+        &self,
+        after: u64,
+        pool: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let Some(first) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
+        // Records past what is durable (a commit that failed half-way) are never shown.
         let last = self.durable().map_or(u64::MAX, |d| d.generation);
+        // Lazily, one record at a time: nothing past the page is read or decoded.
         self.with(|h| {
-            h.audit
-                .range(audit_key(first, 0)..)
-                .map(|entry| {
-                    let (key, value) = entry.map_err(|e| sled_error(&self.path, e))?;
-                    decode_record(&self.path, &key, &value)
-                })
-                .filter(|record| !matches!(record, Ok(r) if r.generation > last))
-                .collect()
+            let mut records = Vec::new();
+            for entry in h.audit.range(audit_key(first, 0)..) {
+                if records.len() >= limit {
+                    break;
+                }
+                let (key, value) = entry.map_err(|e| sled_error(&self.path, e))?;
+                let record = decode_record(&self.path, &key, &value)?;
+                // Keys are in generation order: everything after this is past it too.
+                if record.generation > last {
+                    break;
+                }
+                if pool.is_none_or(|pool| record.pool == pool) {
+                    records.push(record);
+                }
+            }
+            Ok(records)
         })
     }
 
@@ -1509,6 +1524,39 @@ mod tests {
         }
         eprintln!("byte flips: {opened} opened readable, {refused} refused as corrupt");
         assert!(refused > 0 && opened > 0, "{opened} {refused}");
+    }
+
+    #[test]
+    fn a_change_feed_page_reads_only_what_it_returns() {
+        // Issue 12: `?since=0&limit=1` read the whole log before applying the limit. A record
+        // that cannot be decoded past the page shows the page never reads it.
+        let (_dir, path) = scratch();
+        let store = SledStore::open(&path, 100).unwrap();
+        commit_n(&store, 3);
+        store
+            .commit(3, &overlay(4), vec![record("other.example.com.", "4a")])
+            .unwrap();
+        store
+            .with(|h| {
+                h.audit.insert(audit_key(9, 0), b"not json").unwrap();
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(generations(&store.changes_page(0, None, 1).unwrap()), [1]);
+        assert_eq!(
+            generations(&store.changes_page(1, None, 2).unwrap()),
+            [2, 3]
+        );
+        let other = store
+            .changes_page(0, Some("other.example.com."), 1)
+            .unwrap();
+        assert_eq!(generations(&other), [4]);
+        assert!(store.changes_page(0, None, 0).unwrap().is_empty());
+        // The whole feed does reach the damage.
+        assert!(matches!(
+            store.changes_since(0),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn check_lists_every_problem_and_exits_78() {
         "5 problems:",
         "a.zone:6: alias.a.test.: more than one CNAME record (the first is at ",
         "a.zone: a.test.: the zone has no NS records at its apex",
-        "a.zone: www.a.test.: CNAME beside other data (A)",
+        "a.zone:4: www.a.test.: CNAME beside other data (A)",
         "b.zone:5: ",
         "missing.zone: cannot read zone file for `c.test.`",
     ] {
@@ -101,6 +101,61 @@ fn check_lists_every_problem_and_exits_78() {
         err.contains("dns.listen[0]") && err.contains("dns.udp_max_payload"),
         "{err}"
     );
+}
+
+/// Issue 12, defect 10: three unknown keys took three runs, a duplicate pool showed only once
+/// the other pool problems were fixed, a DNAME hid five other zone problems, and zone content
+/// problems named the owner instead of file:line. All at once now, zone problems by line.
+#[test]
+fn check_reports_unknown_keys_pool_and_zone_problems_in_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.zone"),
+        "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\n@ NS ns2\nns A 192.0.2.1\nalias CNAME www\nalias A 192.0.2.7\nold DNAME other.example.net.\nsub SOA ns hm 1 2 3 4 60\nout.example.net. A 192.0.2.9\nchaos CH TXT \"x\"\n",
+    )
+    .unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        "[dns]\nlisten = [\"127.0.0.1:5353\"]\nbogus_one = 1\n[admin]\nbogus_two = 2\n[store]\nbogus_three = 3\n[[zone]]\norigin = \"example.com.\"\nfile = \"bad.zone\"\n[[pool]]\nname = \"app.example.com.\"\nanswers = 0\n[[pool.group]]\nname = \"blue\"\nweight = 0\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool]]\nname = \"app.example.com.\"\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n",
+    )
+    .unwrap();
+    let out = weir()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().map(str::trim).collect();
+    let (toml, zone) = (
+        config.display().to_string(),
+        dir.path().join("bad.zone").display().to_string(),
+    );
+    let want = [
+        "12 problems:".to_string(),
+        format!("{toml}:3: unknown field `bogus_one`"),
+        format!("{toml}:5: unknown field `bogus_two`"),
+        format!("{toml}:7: unknown field `bogus_three`"),
+        format!("{toml}: pool[0].answers: 0 is out of range 1..=16"),
+        format!("{toml}: pool[0]: every group or endpoint weight is 0"),
+        format!("{toml}: pool[1].name: pool `app.example.com.` is configured twice"),
+        format!(
+            "{zone}:4: example.com.: NS target `ns2.example.com.` is inside the zone but has no A or AAAA record (missing glue)"
+        ),
+        format!("{zone}:7: alias.example.com.: CNAME beside other data (A)"),
+        format!("{zone}:9: DNAME is not supported"),
+        format!("{zone}:10: sub.example.com.: SOA record below the apex"),
+        format!("{zone}:11: out.example.net.: A record is outside the zone's origin"),
+        format!("{zone}:12: chaos.example.com.: TXT record is not class IN"),
+    ];
+    assert_eq!(lines.len(), want.len(), "{err}");
+    for (line, want) in lines.iter().zip(&want) {
+        assert!(
+            line.starts_with(want.as_str()),
+            "{line:?} should start with {want:?} in:\n{err}"
+        );
+    }
 }
 
 /// The real binary: serve, answer, reload on SIGHUP, keep the old zone when a reload fails,

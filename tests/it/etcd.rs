@@ -515,6 +515,26 @@ async fn killing_the_etcd_leader_loses_no_acknowledged_write() {
         "oldest first: {feed:?}"
     );
     assert!(acked.iter().all(|(g, _)| feed.contains(g)));
+    // Small pages (read forward from the commit at `since`, only what they return) chain
+    // into the same feed (issue 12); each write here is one record, so pages end on commits.
+    let mut paged = Vec::new();
+    let mut after = first - 1;
+    loop {
+        let page = get(a1, &format!("/v1/audit?since={after}&limit=7")).await;
+        let generations: Vec<u64> = page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["generation"].as_u64().unwrap())
+            .collect();
+        assert!(generations.len() <= 7);
+        let Some(&last) = generations.last() else {
+            break;
+        };
+        after = last;
+        paged.extend(generations);
+    }
+    assert_eq!(paged, feed);
     // Both nodes serve the last acknowledged state.
     let last = acked.last().unwrap().0;
     eventually(

@@ -322,3 +322,78 @@ async fn preview_gives_exact_probabilities_that_sampling_confirms() {
     assert!((moved - 0.25).abs() < 0.02, "moved {moved}");
     s.stop().await;
 }
+
+/// `n` endpoints 192.0.2.1.. in one group, `answers` per reply.
+fn wide(name: &str, n: u8, extra: &str) -> String {
+    let endpoints: Vec<String> = (1..=n)
+        .map(|i| format!("{{ address = \"198.51.100.{i}\" }}"))
+        .collect();
+    format!(
+        "[[pool]]\nname = \"{name}\"\n{extra}\n[[pool.group]]\nname = \"all\"\nendpoints = [{}]\n",
+        endpoints.join(", ")
+    )
+}
+
+/// Issue 12, defect 6: a sticky pool of 58 endpoints answering 3 took ~5 s per preview on the
+/// shared runtime, so DNS over TCP waited behind previews. Now previews run on blocking
+/// threads, two at once (a third gets 429), and one past the cost bound gets 422 up front.
+#[tokio::test]
+async fn previews_run_off_the_runtime_bounded_in_cost_and_number() {
+    let pools = format!(
+        "{}{}",
+        wide(
+            "sticky.example.com.",
+            58,
+            "answers = 3\nsticky = \"client-subnet\""
+        ),
+        wide("huge.example.com.", 60, "answers = 4")
+    );
+    let s = server(&pools).await;
+    let admin = s.admin();
+
+    // Past the bound: refused before any work, with the numbers.
+    let (status, body) = http_get(admin, "/v1/pools/huge.example.com/preview").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("60 endpoints with 4 answers"), "{body}");
+
+    let path = "/v1/pools/sticky.example.com/preview?down=198.51.100.1";
+    let first = tokio::spawn(http_get(admin, path));
+    let second = tokio::spawn(http_get(admin, path));
+    // Both hold a permit once they have started; a third is turned away at once.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let third = http_get(admin, path).await;
+    assert_eq!(third.0, 429, "{}", &third.1[..third.1.len().min(200)]);
+    assert!(
+        third.1.contains("previews are being computed"),
+        "{}",
+        third.1
+    );
+    // DNS over TCP (tasks on the same runtime) answers while they compute.
+    let reply = s.tcp(&query("app.example.com.", RecordType::TXT)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(
+        !(first.is_finished() && second.is_finished()),
+        "the DNS answer came only after both previews finished"
+    );
+
+    for task in [first, second] {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, 200, "{}", &body[..body.len().min(200)]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let sets = v["preview"]["answer_sets"].as_array().unwrap();
+        // 57 endpoints up, 3 per answer: C(57, 3) sets.
+        assert_eq!(sets.len(), 57 * 56 * 55 / 6);
+        let total: f64 = sets.iter().map(|s| s[1].as_f64().unwrap()).sum();
+        let members: f64 = v["preview"]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[1].as_f64().unwrap())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-6 && (members - 3.0).abs() < 1e-6);
+        assert!(v["preview"]["sticky_moved"].as_f64().unwrap() > 0.0);
+    }
+    // Permits come back: a later preview is computed.
+    assert_eq!(http_get(admin, path).await.0, 200);
+    s.stop().await;
+}
