@@ -343,7 +343,9 @@ pub(super) async fn preview(
             .into_response());
     };
     let snapshot = ctx.snapshot.load_full();
-    let body = tokio::task::spawn_blocking(move || {
+    static PREVIEWS: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    let body = on_workers(&PREVIEWS, "weir-preview", MAX_PREVIEWS, move || {
         let _permit = permit;
         let preview = snapshot.pool_preview(&proposed, qtype)?;
         // Serialized here too: a large preview's JSON is work of its own.
@@ -356,8 +358,7 @@ pub(super) async fn preview(
             .to_string(),
         )
     })
-    .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .await?
     .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -426,31 +427,54 @@ pub(super) async fn audit(
         .into_response())
 }
 
-/// A job for the audit thread.
-type AuditJob = Box<dyn FnOnce() + Send>;
+/// A job for an admin worker thread.
+type Job = Box<dyn FnOnce() + Send>;
 
-/// Runs `job` on the one `weir-audit` thread (started on first use; a blocking-pool thread if
-/// it cannot be). Pages are built one after another on one thread, so their memory comes from
-/// and returns to one allocator arena: on blocking-pool threads each page could land in an
-/// arena of its own and stay resident there (measured: +30 MB over 64 largest pages).
-async fn on_audit_thread<T: Send + 'static>(
-    job: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    static QUEUE: std::sync::OnceLock<Option<std::sync::mpsc::Sender<AuditJob>>> =
-        std::sync::OnceLock::new();
-    let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<AuditJob>();
-        std::thread::Builder::new()
-            .name("weir-audit".into())
+/// Niceness of the admin worker threads: under CPU contention the scheduler gives a nice +10
+/// thread about a tenth of the weight of a nice 0 one (CFS weights 110 and 1024), so a hammered
+/// admin API cannot take the core the DNS workers need.
+const WORKER_NICE: libc::c_int = 10;
+
+/// Threads named `name` that run admin jobs one at a time each, at `WORKER_NICE`. None when
+/// no thread could be started (the caller then uses the blocking pool).
+fn workers(name: &str, threads: usize) -> Option<std::sync::mpsc::Sender<Job>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let mut started = false;
+    for _ in 0..threads {
+        let rx = rx.clone();
+        started |= std::thread::Builder::new()
+            .name(name.into())
             .spawn(move || {
-                for job in rx {
+                // SAFETY: setpriority on this thread's own id; no memory is involved. Failure
+                // leaves the thread at normal priority, which is only less polite.
+                unsafe {
+                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                    libc::setpriority(libc::PRIO_PROCESS, tid, WORKER_NICE);
+                }
+                loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
                     // A job that panics loses its reply (a 500), not the thread.
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 }
             })
-            .ok()
-            .map(|_| tx)
-    });
+            .is_ok();
+    }
+    started.then_some(tx)
+}
+
+/// Runs `job` on `queue`'s worker threads (started on first use).
+async fn on_workers<T: Send + 'static>(
+    queue: &'static std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>>,
+    name: &str,
+    threads: usize,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let queue = queue.get_or_init(|| workers(name, threads));
     let failed = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
     let Some(queue) = queue else {
         return tokio::task::spawn_blocking(job)
@@ -462,9 +486,21 @@ async fn on_audit_thread<T: Send + 'static>(
         .send(Box::new(move || {
             let _ = tx.send(job());
         }))
-        .map_err(|_| failed("the audit reader stopped".into()))?;
+        .map_err(|_| failed(format!("the {name} thread stopped")))?;
     rx.await
-        .map_err(|_| failed("the audit page could not be built".into()))
+        .map_err(|_| failed(format!("the {name} job failed")))
+}
+
+/// Runs `job` on the one `weir-audit` thread. Pages are built one after another on one thread,
+/// so their memory comes from and returns to one allocator arena: on blocking-pool threads each
+/// page could land in an arena of its own and stay resident there (measured: +30 MB over 64
+/// largest pages).
+async fn on_audit_thread<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    static QUEUE: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    on_workers(&QUEUE, "weir-audit", 1, job).await
 }
 
 /// Slices of a finished body handed to hyper as it writes.
