@@ -430,12 +430,8 @@ pub(super) async fn audit(
 /// A job for an admin worker thread.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Niceness of the admin worker threads: under CPU contention the scheduler gives a nice +10
-/// thread about a tenth of the weight of a nice 0 one (CFS weights 110 and 1024), so a hammered
-/// admin API cannot take the core the DNS workers need.
-const WORKER_NICE: libc::c_int = 10;
-
-/// Threads named `name` that run admin jobs one at a time each, at `WORKER_NICE`. None when
+/// Threads named `name` that run admin jobs one at a time each, at low priority
+/// (`serve::lower_this_thread`). None when
 /// no thread could be started (the caller then uses the blocking pool).
 fn workers(name: &str, threads: usize) -> Option<std::sync::mpsc::Sender<Job>> {
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
@@ -446,12 +442,7 @@ fn workers(name: &str, threads: usize) -> Option<std::sync::mpsc::Sender<Job>> {
         started |= std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                // SAFETY: setpriority on this thread's own id; no memory is involved. Failure
-                // leaves the thread at normal priority, which is only less polite.
-                unsafe {
-                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-                    libc::setpriority(libc::PRIO_PROCESS, tid, WORKER_NICE);
-                }
+                super::serve::lower_this_thread();
                 loop {
                     let job = match rx.lock() {
                         Ok(rx) => rx.recv(),

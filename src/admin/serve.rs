@@ -306,6 +306,22 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Stall<I> {
     }
 }
 
+/// Niceness of the admin threads that do CPU-heavy work (previews, audit pages): under CPU
+/// contention the scheduler gives them about a tenth of the weight of DNS workers, the writer
+/// and probes (CFS weights 110 and 1024), so a hammered admin API leaves DNS its core
+/// (bench/admin-hammer.py).
+const ADMIN_NICE: libc::c_int = 10;
+
+/// Puts the calling thread at `ADMIN_NICE` (admin work that costs CPU: the admin thread,
+/// previews, audit pages). Failure leaves it at normal priority, which is only less polite.
+pub(crate) fn lower_this_thread() {
+    // SAFETY: gettid and setpriority on this thread's own id; no memory is involved.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, ADMIN_NICE);
+    }
+}
+
 /// Serves `router` on `listener` (over TLS with `tls`) until `shutdown`, with the default caps.
 pub async fn run(
     listener: tokio::net::TcpListener,
