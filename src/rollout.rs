@@ -466,6 +466,15 @@ fn command(r: &Rollout, cmd: &Command, cx: &Context<'_>) -> Result<Rollout, Stri
     Ok(next)
 }
 
+/// Why `cmd` is refused in `r`'s state.
+fn does_not_apply(r: &Rollout, cmd: &Command) -> String {
+    format!(
+        "the rollout is {}; `{}` does not apply",
+        state_name(&r.state),
+        cmd.action()
+    )
+}
+
 pub fn state_name(state: &RolloutState) -> &'static str {
     match state {
         RolloutState::Running => "running",

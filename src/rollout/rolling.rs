@@ -4,7 +4,7 @@
 //! probes that started after the promote; past `health_timeout` the rollout pauses for a
 //! person) -> the next batch is drained as this one comes back.
 
-use super::{Context, Due, changed, ms, settled, state_name};
+use super::{Context, Due, changed, ms, settled};
 use crate::model::{Phase, Pool, Rolling, RollingPlan, Rollout, RolloutState};
 
 /// A rolling update's batches: the group's endpoints in config order, at most `batch` per
@@ -157,13 +157,7 @@ pub(super) fn command(
         Command::Undo => {
             return Err("undo does not apply to a rolling update; abort undrains the batch".into());
         }
-        _ => {
-            return Err(format!(
-                "the rollout is {}; `{}` does not apply",
-                state_name(&r.state),
-                cmd.action()
-            ));
-        }
+        _ => return Err(super::does_not_apply(r, cmd)),
     }
     Ok(next)
 }

@@ -3,7 +3,7 @@
 //! before it to settle; a timed pause counts from the settle instant; a manual pause waits for
 //! `promote`. While `to` takes traffic, any of its endpoints down aborts (the health gate).
 
-use super::{Context, Due, Observed, Plan, changed, ms, settled, state_name};
+use super::{Context, Due, Observed, Plan, changed, ms, settled};
 use crate::model::{AbortCause, Pool, Rollout, RolloutState, Step};
 
 pub(super) fn validate(plan: &Plan) -> Result<(), String> {
@@ -144,13 +144,7 @@ pub(super) fn command(
             next.step = at;
             next.state = RolloutState::Paused;
         }
-        _ => {
-            return Err(format!(
-                "the rollout is {}; `{}` does not apply",
-                state_name(state),
-                cmd.action()
-            ));
-        }
+        _ => return Err(super::does_not_apply(r, cmd)),
     }
     Ok(next)
 }

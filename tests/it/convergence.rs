@@ -98,17 +98,28 @@ async fn convergence(admin: SocketAddr) -> Value {
     body
 }
 
-/// Polls the API until `done` holds for the pool's change (at most 20 s).
-async fn wait_for(admin: SocketAddr, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+/// Polls `path` until `done` holds for its body (at most 20 s); returns the body.
+async fn poll(admin: SocketAddr, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     for _ in 0..200 {
-        last = convergence(admin).await;
-        if !last["change"].is_null() && done(&last["change"]) {
-            return last["change"].clone();
+        let (status, body) = http_maybe(admin, "GET", path, None).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        last = body;
+        if done(&last) {
+            return last;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("{what}: never happened; last status {last}");
+}
+
+/// Polls the API until `done` holds for the pool's change; returns the change.
+async fn wait_for(admin: SocketAddr, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let body = poll(admin, PATH, what, |b| {
+        !b["change"].is_null() && done(&b["change"])
+    })
+    .await;
+    body["change"].clone()
 }
 
 fn silent(change: &Value) -> Vec<(String, u64)> {
@@ -248,23 +259,9 @@ async fn tracking_can_be_turned_off() {
 
 const ROLLOUT: &str = "/v1/pools/app.example.com./rollout";
 
-async fn rollout_status(admin: SocketAddr) -> Value {
-    let (status, body) = http_maybe(admin, "GET", ROLLOUT, None).await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 /// Polls the rollout status until `done` holds (at most 20 s).
 async fn wait_rollout(admin: SocketAddr, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..200 {
-        last = rollout_status(admin).await;
-        if done(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}: never happened; last status {last}");
+    poll(admin, ROLLOUT, what, done).await
 }
 
 #[tokio::test]
