@@ -410,7 +410,15 @@ fn tick(r: &Rollout, cx: &Context<'_>) -> Option<Rollout> {
         next.settled_at = settle_at(cx.now, r.settle_ttl, r.slack);
         return Some(next);
     }
+    // Only while the rollout waits for its last change to settle: a weight shift always, a
+    // rolling update while its batch drains (later publications, such as the upgraded batch's
+    // health coming back, must not stop it).
+    let settling = r
+        .rolling
+        .as_ref()
+        .is_none_or(|rl| rl.phase == Phase::Draining);
     if r.state == RolloutState::Running
+        && settling
         && let Some(why) = convergence_overdue(r, cx)
     {
         next.state = RolloutState::Paused;

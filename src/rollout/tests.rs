@@ -540,3 +540,51 @@ fn stored_second_times_are_read_as_milliseconds() {
     r.settled_at = 1_700_000_035_000;
     assert_eq!(old, r);
 }
+
+#[test]
+fn a_rolling_batch_waits_for_convergence_only_while_it_drains() {
+    let pool = rolling_pool("manual");
+    let mut plan = pool.rollout.clone().unwrap();
+    plan.converged = Some(crate::model::Converged {
+        share: 0.99,
+        timeout: 10,
+    });
+    let r = start(&plan, &pool, 0);
+    let silent = Observed {
+        refetched: Some(0.2),
+        ..Observed::default()
+    };
+    assert_eq!(
+        rtick(&r, &pool, 31 * S, &silent),
+        None,
+        "drained but not converged"
+    );
+    let held = rtick(&r, &pool, 41 * S, &silent).unwrap();
+    assert_eq!(
+        held.state,
+        RolloutState::Paused,
+        "past settling plus the timeout"
+    );
+    // Converged, the batch is safe to upgrade; once promoted, a low share (the upgraded batch's
+    // own publications) does not stop it.
+    let back = Observed {
+        refetched: Some(1.0),
+        ..Observed::default()
+    };
+    let safe = rtick(&r, &pool, 31 * S, &back).unwrap();
+    let promoted = run(
+        Some(&safe),
+        &Command::Promote { full: false },
+        &pool,
+        100 * S,
+        &back,
+    )
+    .unwrap()
+    .unwrap();
+    let waiting = Observed {
+        refetched: Some(0.0),
+        batch_fresh: Err("192.0.2.1: 0 of 1 passing probes since the promote".into()),
+        ..Observed::default()
+    };
+    assert_eq!(rtick(&promoted, &pool, 120 * S, &waiting), None);
+}
