@@ -14,7 +14,7 @@
 //! store: when it is INSYNC), `ttl_before` the largest TTL an answer served before it could
 //! carry (`ttl_before`), and the extra second covers resolvers (unbound, Knot Resolver) that
 //! keep serving an answer during the second in which its TTL reads 0. Times follow tokio's
-//! clock (`now`) so paused-clock tests drive them; every sum saturates instead of wrapping.
+//! clock (`clock::now_ms`) so paused-clock tests drive them; every sum saturates instead of wrapping.
 
 use crate::model::{
     AbortCause, AuditRecord, Endpoint, Overlay, Phase, Pool, Rollout, RolloutState, View,
@@ -34,11 +34,6 @@ pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
 /// The extra second of the settle contract: resolvers serve an answer whose TTL reads 0 for up
 /// to one more second.
 const TTL_ZERO_GRACE_MS: u64 = 1000;
-
-/// Wall-clock Unix milliseconds, advancing with tokio's clock (`clock::now_ms`).
-pub fn now() -> u64 {
-    crate::clock::now_ms()
-}
 
 /// Seconds to milliseconds, saturating.
 pub(crate) fn ms(secs: u64) -> u64 {
@@ -194,7 +189,7 @@ pub struct Context<'a> {
     /// The pool as served (config with intent applied).
     pub pool: &'a Pool,
     pub ttls: Ttls,
-    /// Unix milliseconds (`now()`).
+    /// Unix milliseconds (`clock::now_ms`).
     pub now: u64,
     pub seen: &'a Observed,
 }
@@ -368,13 +363,13 @@ pub fn active(r: &Rollout) -> bool {
 /// Whether the last change has settled at `now`: its settle instant has passed and, when the
 /// plan gates on measured convergence, enough of the resolvers came back.
 fn settled(r: &Rollout, cx: &Context<'_>) -> bool {
-    !r.awaiting_sync && cx.now >= r.settled_at && converged(r, cx.seen)
+    !r.awaiting_sync && cx.now >= r.settled_at && converged(r, cx.seen.refetched)
 }
 
-fn converged(r: &Rollout, seen: &Observed) -> bool {
+fn converged(r: &Rollout, refetched: Option<f64>) -> bool {
     match r.converged {
         None => true,
-        Some(c) => seen.refetched.is_some_and(|share| share >= c.share),
+        Some(c) => refetched.is_some_and(|share| share >= c.share),
     }
 }
 
@@ -382,7 +377,7 @@ fn converged(r: &Rollout, seen: &Observed) -> bool {
 fn convergence_overdue(r: &Rollout, cx: &Context<'_>) -> Option<String> {
     let c = r.converged?;
     let deadline = r.settled_at.saturating_add(ms(c.timeout));
-    (!r.awaiting_sync && cx.now >= deadline && !converged(r, cx.seen)).then(|| {
+    (!r.awaiting_sync && cx.now >= deadline && !converged(r, cx.seen.refetched)).then(|| {
         format!(
             "cache convergence: {} of the query volume came back within {}s of settling, below {}",
             cx.seen
@@ -572,11 +567,7 @@ pub fn safe_at(r: &Rollout) -> Option<u64> {
 /// Whether the old side is safe to remove or upgrade at `now`: `safe_at` has passed and, with
 /// a convergence gate, the resolvers came back.
 pub fn safe(r: &Rollout, now: u64, refetched: Option<f64>) -> bool {
-    let seen = Observed {
-        refetched,
-        ..Observed::default()
-    };
-    safe_at(r).is_some_and(|at| now >= at) && converged(r, &seen)
+    safe_at(r).is_some_and(|at| now >= at) && converged(r, refetched)
 }
 
 /// Gathers what `tick` and `command` need about `r`'s pool in `view`, with the probes' last

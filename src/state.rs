@@ -982,7 +982,7 @@ impl Writer {
         let cx = rollout::Context {
             pool: served,
             ttls: rollout::ttls(&snapshot, pool),
-            now: rollout::now(),
+            now: crate::clock::now_ms(),
             seen: &seen,
         };
         let who = rollout::Who {
@@ -1380,6 +1380,15 @@ mod batching {
         }
     }
 
+    /// Probes the snapshot counts as down.
+    fn down_count(s: &Snapshot) -> usize {
+        s.view
+            .health
+            .values()
+            .filter(|v| **v == Health::Down)
+            .count()
+    }
+
     /// Waits (yielding, a millisecond of paused time at a go) until `done` holds.
     async fn until(h: &Harness, done: impl Fn(&Snapshot) -> bool) {
         for _ in 0..100_000 {
@@ -1398,15 +1407,7 @@ mod batching {
         for key in &h.keys {
             h.flips.send(down(key)).await.unwrap();
         }
-        until(&h, |s| {
-            s.view
-                .health
-                .values()
-                .filter(|v| **v == Health::Down)
-                .count()
-                == 400
-        })
-        .await;
+        until(&h, |s| down_count(s) == 400).await;
         let publications = h.snapshot.load().generation - start;
         assert!(
             publications <= 3,
@@ -1496,15 +1497,7 @@ mod batching {
             .unwrap();
         assert_eq!(served.groups[0].weight, 40);
         flipper.await.unwrap();
-        until(&h, |s| {
-            s.view
-                .health
-                .values()
-                .filter(|v| **v == Health::Down)
-                .count()
-                == 400
-        })
-        .await;
+        until(&h, |s| down_count(s) == 400).await;
         h.shutdown.cancel();
     }
 }

@@ -205,7 +205,7 @@ pub(super) async fn rollout(
                 format!("no rollout for pool `{}`", pool.name),
             )
         })?;
-    let now = crate::rollout::now();
+    let now = crate::clock::now_ms();
     let due = crate::rollout::next_due(r);
     let safe_at = crate::rollout::safe_at(r);
     // Measured cache convergence since the rollout's last change (this nameserver's resolvers).

@@ -124,7 +124,7 @@ async fn run(
         }
         let snap = inputs.snapshot.load();
         let view = &snap.view;
-        let now = super::now();
+        let now = crate::clock::now_ms();
         for (name, r) in view.overlay.rollouts.iter().filter(|(_, r)| active(r)) {
             let Some(pool) = view.pools.iter().find(|p| p.name.to_string() == *name) else {
                 continue;
