@@ -204,9 +204,6 @@ impl Span {
 /// no tokens (blank lines, comments) are folded into the next one.
 fn entry_spans(text: &str) -> Vec<Span> {
     let mut out: Vec<Span> = Vec::new();
-    // `start` and the newlines before it.
-    let (mut start, mut start_newlines, mut newlines) = (0, 0, 0);
-    let (mut depth, mut quoted, mut escaped, mut comment) = (0i32, false, false, false);
     let push = |start: usize, end: usize, before: usize, out: &mut Vec<Span>| {
         let Some((line, blank_start, tokens)) = entries(&text[start..end])
             .into_iter()
@@ -223,26 +220,11 @@ fn entry_spans(text: &str) -> Vec<Span> {
         });
         true
     };
-    for (i, b) in text.bytes().enumerate() {
-        if b == b'\n' {
-            newlines += 1;
-        }
-        match b {
-            _ if escaped => escaped = false,
-            b'\n' => {
-                comment = false;
-                if depth <= 0 && !quoted && push(start, i + 1, start_newlines, &mut out) {
-                    (start, start_newlines) = (i + 1, newlines);
-                }
-            }
-            _ if comment => {}
-            b'\\' => escaped = true,
-            b'"' => quoted = !quoted,
-            _ if quoted => {}
-            b';' => comment = true,
-            b'(' => depth += 1,
-            b')' => depth -= 1,
-            _ => {}
+    // `start` and the newlines before it.
+    let (mut start, mut start_newlines) = (0, 0);
+    for (end, line) in entry_ends(text) {
+        if push(start, end, start_newlines, &mut out) {
+            (start, start_newlines) = (end, line);
         }
     }
     if start < text.len() {
@@ -557,23 +539,25 @@ fn entries(text: &str) -> Vec<(usize, bool, Vec<String>)> {
     out
 }
 
-/// hickory's parser stops at the first error without a line number. Entries end on lines where
-/// parentheses are balanced; the first prefix of whole entries that fails to parse ends with the
-/// entry at fault, found by bisection (a failing prefix stays failing when extended).
-fn failing_line(text: &str, fails: impl Fn(&str) -> bool) -> usize {
-    // Byte offsets just past each line that closes an entry, with its 1-based line number.
-    let mut ends: Vec<(usize, usize)> = Vec::new();
+/// Byte offsets just past each line that closes an entry (parentheses balanced, outside a
+/// quoted string; comments and escapes skipped), with that line's 1-based number: the one
+/// cut of zone text into entries that `entry_spans` and `failing_line` share.
+fn entry_ends(text: &str) -> Vec<(usize, usize)> {
+    let mut ends = Vec::new();
     let (mut depth, mut quoted, mut escaped, mut comment) = (0i32, false, false, false);
-    let mut line = 1;
+    // Every newline counts for line numbers, an escaped one too.
+    let mut lines = 0;
     for (i, b) in text.bytes().enumerate() {
+        if b == b'\n' {
+            lines += 1;
+        }
         match b {
             _ if escaped => escaped = false,
             b'\n' => {
                 comment = false;
                 if depth <= 0 && !quoted {
-                    ends.push((i + 1, line));
+                    ends.push((i + 1, lines));
                 }
-                line += 1;
             }
             _ if comment => {}
             b'\\' => escaped = true,
@@ -585,7 +569,15 @@ fn failing_line(text: &str, fails: impl Fn(&str) -> bool) -> usize {
             _ => {}
         }
     }
-    ends.push((text.len(), line));
+    ends
+}
+
+/// hickory's parser stops at the first error without a line number. Entries end on lines where
+/// parentheses are balanced; the first prefix of whole entries that fails to parse ends with the
+/// entry at fault, found by bisection (a failing prefix stays failing when extended).
+fn failing_line(text: &str, fails: impl Fn(&str) -> bool) -> usize {
+    let mut ends = entry_ends(text);
+    ends.push((text.len(), text.bytes().filter(|b| *b == b'\n').count() + 1));
     // Smallest k whose prefix ends[k] fails; the entry at fault starts after ends[k - 1].
     let (mut lo, mut hi) = (0usize, ends.len() - 1);
     while lo < hi {
