@@ -63,18 +63,32 @@ def cpu(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def core0_busy():
+    """Jiffies CPU 0 spent busy and in all, from /proc/stat."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu0 "):
+                v = [int(x) for x in line.split()[1:]]
+                return sum(v) - v[3] - v[4], sum(v)
+    return 0, 1
+
+
 def dnsperf(pid):
     c0 = cpu(pid)
+    b0 = core0_busy()
     out = subprocess.run(
-        ["taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", str(DNS_PORT), "-d",
+        ["nice", "-n", "-10", "taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", str(DNS_PORT), "-d",
          os.path.join(REPO, "bench/queries.txt"), "-l", str(DURATION), "-c", "8", "-q", "200",
          "-t", "1"], capture_output=True, text=True, check=True).stdout
     used = cpu(pid) - c0
+    b1 = core0_busy()
+    busy = (b1[0] - b0[0]) / max(1, b1[1] - b0[1])
     qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
     completed = int(re.search(r"Queries completed:\s+(\d+)", out).group(1))
     lost = int(re.search(r"Queries lost:\s+(\d+)", out).group(1))
     servfail = re.search(r"SERVFAIL (\d+)", out)
-    return qps, completed / used if used else 0.0, int(servfail.group(1)) if servfail else 0, lost
+    return (qps, completed / used if used else 0.0, int(servfail.group(1)) if servfail else 0, lost,
+            busy)
 
 
 class Hammer:
@@ -87,6 +101,9 @@ class Hammer:
             t.start()
 
     def loop(self, i):
+        # Clients at nice +10 so that they do not starve dnsperf on the same core: the bench
+        # measures what weir's core gives DNS, not how the two generators share theirs.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         kinds = ["write", "audit", "preview"]
         while self.running:
             kind = kinds[i % 3]
@@ -132,13 +149,14 @@ def main():
             time.sleep(0.1)
         idle = dnsperf(weir.pid)
         print(f"idle:      {idle[0]:9.0f} qps, {idle[1]:9.0f} qps per weir core, "
-              f"SERVFAIL {idle[2]}, lost {idle[3]}")
+              f"SERVFAIL {idle[2]}, lost {idle[3]}, weir's core {idle[4] * 100:.0f}% busy")
         hammer = Hammer()
         time.sleep(1)
         busy = dnsperf(weir.pid)
         hammer.stop()
         print(f"hammered:  {busy[0]:9.0f} qps, {busy[1]:9.0f} qps per weir core, "
-              f"SERVFAIL {busy[2]}, lost {busy[3]}  ({busy[0] / idle[0] * 100:.0f}% of idle qps)")
+              f"SERVFAIL {busy[2]}, lost {busy[3]}, weir's core {busy[4] * 100:.0f}% busy  "
+              f"({busy[0] / idle[0] * 100:.0f}% of idle qps)")
         print("admin:", dict(sorted(hammer.status.items())))
     finally:
         weir.terminate()

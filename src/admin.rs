@@ -69,7 +69,7 @@ mod serve;
 
 use read::{audit, metrics, pool, pools, readyz, with_generation, zones};
 use serve::Peer;
-pub use serve::{MAX_CONNECTIONS, run, tls_acceptor};
+pub use serve::{MAX_CONNECTIONS, Placement, run, spawn, tls_acceptor};
 
 /// In-flight admin requests allowed at once; the admin API runs on its own tasks, never on
 /// the UDP workers, and this bound keeps a flood of admin requests from eating the runtime.

@@ -89,14 +89,15 @@ const STATE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Restores stored intent, binds the configured addresses and starts serving.
 pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
     let stored = store.load().context("restoring the stored state")?;
-    start_with(loaded, store, stored)
+    start_with(loaded, store, stored, admin::Placement::Shared)
 }
 
-/// `start` with the stored state already read.
+/// `start` with the stored state already read and the admin API placed as `placement` says.
 pub fn start_with(
     loaded: Loaded,
     store: Arc<dyn Store>,
     stored: Stored,
+    placement: admin::Placement,
 ) -> anyhow::Result<Running> {
     raise_nofile_once();
     let config = loaded.config.clone();
@@ -177,23 +178,26 @@ pub fn start_with(
         crate::split::WINDOW,
         shutdown.clone(),
     ));
-    let admin = admin_listener.map(|listener| {
-        let (previews, audit_reads) = admin::AdminContext::read_limits();
-        let router = admin::router(admin::AdminContext {
-            metrics: metrics.clone(),
-            snapshot: snapshot.clone(),
-            probes_ready,
-            store_health,
-            events: events.clone(),
-            audit: StoreView::new(store),
-            probes: probe_results,
-            tokens: Arc::new(config.admin.tokens.clone()),
-            convergence: convergence.clone(),
-            previews,
-            audit_reads,
-        });
-        tokio::spawn(admin::run(listener, admin_tls, router, shutdown.clone()))
-    });
+    let admin = admin_listener
+        .map(|listener| {
+            let (previews, audit_reads) = admin::AdminContext::read_limits();
+            let router = admin::router(admin::AdminContext {
+                metrics: metrics.clone(),
+                snapshot: snapshot.clone(),
+                probes_ready,
+                store_health,
+                events: events.clone(),
+                audit: StoreView::new(store),
+                probes: probe_results,
+                tokens: Arc::new(config.admin.tokens.clone()),
+                convergence: convergence.clone(),
+                previews,
+                audit_reads,
+            });
+            admin::spawn(placement, listener, admin_tls, router, shutdown.clone())
+        })
+        .transpose()
+        .context("starting the admin API")?;
     Ok(Running {
         dns_addrs,
         admin_addr,
@@ -313,7 +317,7 @@ pub async fn serve(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<()> 
         _ = term.recv() => return Ok(()),
         _ = int.recv() => return Ok(()),
     };
-    let running = start_with(loaded, store.clone(), stored)?;
+    let running = start_with(loaded, store.clone(), stored, admin::Placement::OwnThread)?;
     let addrs: Vec<String> = running.dns_addrs.iter().map(ToString::to_string).collect();
     tracing::info!(
         listen = %addrs.join(","),

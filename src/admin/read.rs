@@ -430,9 +430,9 @@ pub(super) async fn audit(
 /// A job for an admin worker thread.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Threads named `name` that run admin jobs one at a time each, at low priority
-/// (`serve::lower_this_thread`). None when
-/// no thread could be started (the caller then uses the blocking pool).
+/// Threads named `name` that run admin jobs one at a time each, in SCHED_IDLE
+/// (`serve::idle_this_thread`). None when no thread could be started (the caller then uses the
+/// blocking pool).
 fn workers(name: &str, threads: usize) -> Option<std::sync::mpsc::Sender<Job>> {
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
     let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
@@ -442,7 +442,7 @@ fn workers(name: &str, threads: usize) -> Option<std::sync::mpsc::Sender<Job>> {
         started |= std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                super::serve::lower_this_thread();
+                super::serve::idle_this_thread();
                 loop {
                     let job = match rx.lock() {
                         Ok(rx) => rx.recv(),

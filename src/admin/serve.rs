@@ -306,20 +306,83 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Stall<I> {
     }
 }
 
-/// Niceness of the admin threads that do CPU-heavy work (previews, audit pages): under CPU
-/// contention the scheduler gives them about a tenth of the weight of DNS workers, the writer
-/// and probes (CFS weights 110 and 1024), so a hammered admin API leaves DNS its core
-/// (bench/admin-hammer.py).
+/// Niceness of the admin API's own thread (accepting, TLS, HTTP, JSON, refusals): under CPU
+/// contention the scheduler gives it about a tenth of the weight of DNS workers, the writer and
+/// probes (CFS weights 110 and 1024), enough that `/healthz` answers during a DNS flood.
 const ADMIN_NICE: libc::c_int = 10;
 
-/// Puts the calling thread at `ADMIN_NICE` (admin work that costs CPU: the admin thread,
-/// previews, audit pages). Failure leaves it at normal priority, which is only less polite.
+/// Puts the admin API's thread at `ADMIN_NICE`. Failure leaves it at normal priority, which is
+/// only less polite.
 pub(crate) fn lower_this_thread() {
     // SAFETY: gettid and setpriority on this thread's own id; no memory is involved.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         libc::setpriority(libc::PRIO_PROCESS, tid, ADMIN_NICE);
     }
+}
+
+/// Puts the calling thread in SCHED_IDLE: it runs only on CPU nothing else wants, and a DNS
+/// worker that wakes takes the CPU from it at once (a nice level only lowers its share, and a
+/// DNS worker woken behind a long-running preview still waits for its slice). For admin work
+/// that may take seconds of CPU: previews and audit pages (bench/admin-hammer.py). Failure
+/// falls back to `lower_this_thread`.
+pub(crate) fn idle_this_thread() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        lower_this_thread();
+    }
+}
+
+/// Where the admin API runs. The binary gives it a thread of its own; tests that drive weir
+/// in-process on tokio's paused clock keep it on their runtime so that it sees their clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// On the caller's runtime, at normal priority.
+    Shared,
+    /// On a single-threaded runtime in a thread of its own at `ADMIN_NICE`: accepting, TLS,
+    /// HTTP parsing, JSON and refusals over the caps then take CPU from DNS workers, the writer
+    /// and probes only when they leave it idle (bench/admin-hammer.py).
+    OwnThread,
+}
+
+/// `run` where `placement` says; the handle ends when the server does.
+pub fn spawn(
+    placement: Placement,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
+    shutdown: CancellationToken,
+) -> io::Result<tokio::task::JoinHandle<io::Result<()>>> {
+    if placement == Placement::Shared {
+        return Ok(tokio::spawn(run(listener, tls, router, shutdown)));
+    }
+    // A listener belongs to the runtime that registered it; the admin runtime registers it anew.
+    let listener = listener.into_std()?;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("weir-admin".into())
+        .spawn(move || {
+            lower_this_thread();
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|runtime| {
+                    let result = runtime.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener)?;
+                        run(listener, tls, router, shutdown).await
+                    });
+                    // Requests still running past DRAIN (a stuck write) must not hold shutdown.
+                    runtime.shutdown_timeout(DRAIN);
+                    result
+                });
+            let _ = done.send(result);
+        })?;
+    Ok(tokio::spawn(async move {
+        finished
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("the admin thread panicked")))
+    }))
 }
 
 /// Serves `router` on `listener` (over TLS with `tls`) until `shutdown`, with the default caps.

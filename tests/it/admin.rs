@@ -1130,3 +1130,71 @@ async fn change_status_and_feed_on_the_local_store() {
     let (code, _) = http(admin, "DELETE", "/v1/nodes/ns9", &[], None).await;
     assert_eq!(code, 404);
 }
+
+/// (name, nice, scheduling policy) of every thread of `pid`, from /proc.
+fn threads(pid: i32) -> Vec<(String, i64, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue;
+        };
+        let (head, tail) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        // Fields after the name start at field 3 (state): nice is field 19, policy field 41.
+        let fields: Vec<&str> = tail.split_whitespace().collect();
+        out.push((
+            name,
+            fields[16].parse().unwrap(),
+            fields[38].parse().unwrap(),
+        ));
+    }
+    out
+}
+
+/// The admin API, previews and audit pages leave CPU to DNS: the admin API runs on a thread
+/// of its own at nice 10, previews and audit pages on threads in SCHED_IDLE, and DNS workers
+/// and the writer stay at normal priority (bench/admin-hammer.py measures what this buys).
+#[tokio::test]
+async fn admin_work_runs_below_dns() {
+    const SCHED_IDLE: u32 = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), POOL);
+    let weir = WeirProcess::start(&config, &[]).unwrap();
+    let admin = weir.admin.unwrap();
+    let preview = http(
+        admin,
+        "GET",
+        "/v1/pools/app.example.com./preview?weights=blue:50,green:50",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(preview.0, 200, "{preview:?}");
+    assert_eq!(
+        http(admin, "GET", "/v1/audit?since=0", &[], None).await.0,
+        200
+    );
+    assert_eq!(answered(weir.dns, 10).await.len(), 3);
+
+    let threads = threads(weir.pid());
+    let named = |prefix: &str| -> Vec<&(String, i64, u32)> {
+        threads.iter().filter(|t| t.0.starts_with(prefix)).collect()
+    };
+    assert_eq!(named("weir-admin").len(), 1, "{threads:?}");
+    assert!(
+        named("weir-admin").iter().all(|t| t.1 == 10 && t.2 == 0),
+        "{threads:?}"
+    );
+    for workers in ["weir-preview", "weir-audit"] {
+        assert!(!named(workers).is_empty(), "{threads:?}");
+        assert!(
+            named(workers).iter().all(|t| t.2 == SCHED_IDLE),
+            "{threads:?}"
+        );
+    }
+    assert!(!named("weir-udp").is_empty(), "{threads:?}");
+    let mut dns_and_writer = threads
+        .iter()
+        .filter(|t| t.0 == "weir" || t.0.starts_with("weir-udp"));
+    assert!(dns_and_writer.all(|t| t.1 == 0 && t.2 == 0), "{threads:?}");
+}
