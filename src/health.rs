@@ -73,10 +73,89 @@ impl Hysteresis {
     }
 }
 
+/// When one probe task probes: the first time soon after it starts (within the first 10% of its
+/// interval, so weir is ready quickly while a reload does not fire every probe in one instant),
+/// then every interval on a grid of its own (`origin + k × interval`, a random phase), each probe
+/// jittered by ±5% of the interval around its grid point. The phases spread thousands of targets
+/// evenly over the interval and keep them spread (jitter that accumulates would let them drift
+/// into bunches); the jitter keeps two weir nodes or two targets from probing in lockstep.
+///
+/// Successive probes are always 0.9-1.1 intervals apart, from start to start, so a slow target
+/// does not stretch its own interval and `fall × interval × 1.1 + timeout` bounds detection even
+/// right after start: a task walks onto its grid by at most 0.1 interval per probe (5 probes
+/// at most) rather than jumping there.
+///
+/// Probe starts are rounded up to `TICK`s counted from one epoch shared by every task, so the
+/// runtime wakes once per tick for all the probes due in it (~40 per tick for 10,000 targets
+/// every 5 s) rather than once per probe: evenly spread probes otherwise cost half again as
+/// much CPU in wake-ups as the probes themselves (bench/RESULTS.md, issue 13).
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    interval: std::time::Duration,
+    epoch: Instant,
+    /// A point of this task's grid, not after its start.
+    origin: Instant,
+    /// When the next probe starts.
+    next: Instant,
+}
+
+impl Schedule {
+    /// `random` returns uniform values in [0, 1); `epoch` is the same for every task and not
+    /// after `now`.
+    fn new(
+        epoch: Instant,
+        now: Instant,
+        interval: std::time::Duration,
+        mut random: impl FnMut() -> f64,
+    ) -> Self {
+        let first = now + interval.mul_f64(0.1 * random());
+        Schedule {
+            interval,
+            epoch,
+            origin: now - interval.mul_f64(random()),
+            next: on_tick(epoch, first),
+        }
+    }
+
+    /// Moves to the probe after the one starting at `now`.
+    fn advance(&mut self, now: Instant, mut random: impl FnMut() -> f64) {
+        let interval = self.interval.as_secs_f64();
+        let plain = now + self.interval;
+        // Signed distance from `plain` to the nearest grid point, in [-interval/2, interval/2).
+        let past = plain.duration_since(self.origin).as_secs_f64() % interval;
+        let to_grid = if past >= interval / 2.0 {
+            interval - past
+        } else {
+            -past
+        };
+        let jitter = (2.0 * random() - 1.0) * 0.05 * interval;
+        // Rounding up to a tick adds up to one tick: keep room for it within ±10%.
+        let room = (0.1 * interval - TICK.as_secs_f64()).max(0.0);
+        let shift = (to_grid + jitter).clamp(-room, room);
+        let next = if shift >= 0.0 {
+            plain + std::time::Duration::from_secs_f64(shift)
+        } else {
+            plain - std::time::Duration::from_secs_f64(-shift)
+        };
+        self.next = on_tick(self.epoch, next);
+    }
+}
+
+/// The granularity of probe start times (see `Schedule`).
+const TICK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// `at` rounded up to a whole number of `TICK`s after `epoch`.
+fn on_tick(epoch: Instant, at: Instant) -> Instant {
+    let ticks = at
+        .saturating_duration_since(epoch)
+        .as_nanos()
+        .div_ceil(TICK.as_nanos());
+    epoch + TICK * u32::try_from(ticks).unwrap_or(u32::MAX)
+}
+
 /// Runs one task per distinct `ProbeKey`. Dropping the monitor stops every probe.
 ///
-/// Each task probes right away (after a random 0-10% of its interval, so a reload does not fire
-/// every probe in the same instant), then every `interval` ± 10%. It keeps its own `Hysteresis`
+/// Each task probes on its own `Schedule`. It keeps its own `Hysteresis`
 /// and sends a `Flip` only when health flips; the check's `initial` health is never
 /// announced, because the writer already assumes it.
 #[derive(Debug)]
@@ -88,6 +167,8 @@ pub struct Monitor {
     shutdown: CancellationToken,
     permits: Arc<Semaphore>,
     probes: HashMap<ProbeKey, Running>,
+    /// Where every probe schedule counts its ticks from.
+    epoch: Instant,
 }
 
 /// A probe's health flipped after hysteresis.
@@ -109,6 +190,8 @@ pub struct LastResult {
     pub reason: String,
     /// Seconds since the Unix epoch.
     pub at: u64,
+    /// How long the probe took, in milliseconds (`weir_probe_duration_seconds` is by kind only).
+    pub duration_ms: u64,
     /// Health after hysteresis.
     pub health: Health,
     /// Successful probes in a row, ending with this one (0 when it failed).
@@ -142,6 +225,7 @@ impl Monitor {
             shutdown,
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             probes: HashMap::new(),
+            epoch: Instant::now(),
         }
     }
 
@@ -158,7 +242,7 @@ impl Monitor {
             let keep = wanted.contains(key);
             if !keep {
                 running.stop.cancel();
-                metrics.forget_probe(&key.target.to_string(), kind_label(key.check.kind));
+                metrics.forget_probe(&key.target.to_string());
             }
             keep
         });
@@ -173,9 +257,7 @@ impl Monitor {
                 };
                 let label = slot.key().target.to_string();
                 let task = ProbeTask {
-                    series: self
-                        .metrics
-                        .probe_series(&label, kind_label(slot.key().check.kind)),
+                    series: self.metrics.probe_series(kind_label(slot.key().check.kind)),
                     label,
                     key: slot.key().clone(),
                     events: self.events.clone(),
@@ -184,6 +266,7 @@ impl Monitor {
                     stop: running.stop.clone(),
                     reported: Arc::clone(&running.reported),
                     last: Arc::clone(&self.last),
+                    epoch: self.epoch,
                 };
                 slot.insert(running);
                 tokio::spawn(task.run());
@@ -225,6 +308,7 @@ struct ProbeTask {
     stop: CancellationToken,
     reported: Arc<AtomicBool>,
     last: LastResults,
+    epoch: Instant,
 }
 
 impl ProbeTask {
@@ -233,7 +317,7 @@ impl ProbeTask {
         // Built once per key: for https this loads the system roots, which is too slow per probe.
         let prober = Prober::new(&self.key);
         let mut hysteresis = Hysteresis::new(check.initial, check.rise, check.fall);
-        let mut next = Instant::now() + check.interval.mul_f64(fastrand::f64() * 0.1);
+        let mut schedule = Schedule::new(self.epoch, Instant::now(), check.interval, fastrand::f64);
         let (mut passes, mut passing_since) = (0u32, None);
         // Whether the current run of unknown results has been logged.
         let mut warned = false;
@@ -241,21 +325,21 @@ impl ProbeTask {
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => return,
-                () = tokio::time::sleep_until(next) => {}
+                () = tokio::time::sleep_until(schedule.next) => {}
             }
-            // The schedule runs from probe start to probe start, so a slow target does not
-            // stretch its own interval.
-            next = Instant::now() + check.interval.mul_f64(0.9 + 0.2 * fastrand::f64());
+            schedule.advance(Instant::now(), fastrand::f64);
             let started = crate::clock::now_ms();
-            let outcome = tokio::select! {
+            let (outcome, duration_ms) = tokio::select! {
                 biased;
                 () = self.stop.cancelled() => return,
-                outcome = self.probe(&prober) => outcome,
+                // Boxed: the probe's future (reqwest's, for HTTP) lives only while it runs,
+                // not in every idle task (10,000 targets: ~1.6 KiB each otherwise).
+                probed = Box::pin(self.probe(&prober)) => probed,
             };
             if outcome.unknown {
                 // weir is out of descriptors: the target was never asked. Health, streaks and
                 // readiness stay as they are; the admin API shows the reason.
-                self.unknown(&outcome, hysteresis.health(), &mut warned);
+                self.unknown(&outcome, hysteresis.health(), duration_ms, &mut warned);
                 continue;
             }
             warned = false;
@@ -276,6 +360,7 @@ impl ProbeTask {
                     ok: outcome.ok,
                     reason: outcome.reason.clone(),
                     at,
+                    duration_ms,
                     health: hysteresis.health(),
                     passes,
                     passing_since,
@@ -319,7 +404,8 @@ impl ProbeTask {
                 tokio::select! {
                     biased;
                     () = self.stop.cancelled() => return,
-                    sent = self.events.send(event) => if sent.is_err() {
+                    // Boxed, like the probe: a flip is rare, an idle task is not.
+                    sent = Box::pin(self.events.send(event)) => if sent.is_err() {
                         // The writer is gone (shutting down): nobody is left to tell.
                         return;
                     },
@@ -333,7 +419,7 @@ impl ProbeTask {
 
     /// Records a probe weir could not make (out of descriptors) without judging the target;
     /// warns once per run of them.
-    fn unknown(&self, outcome: &Outcome, health: Health, warned: &mut bool) {
+    fn unknown(&self, outcome: &Outcome, health: Health, duration_ms: u64, warned: &mut bool) {
         if let Ok(mut last) = self.last.lock() {
             let at = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -344,6 +430,7 @@ impl ProbeTask {
                     ok: false,
                     reason: outcome.reason.clone(),
                     at,
+                    duration_ms,
                     health,
                     // Not a pass: a rollout waiting for fresh probes keeps waiting.
                     passes: 0,
@@ -361,11 +448,12 @@ impl ProbeTask {
         }
     }
 
-    /// One probe under the concurrency limit and the check's timeout, recorded in metrics.
-    async fn probe(&self, prober: &Prober) -> Outcome {
+    /// One probe under the concurrency limit and the check's timeout, recorded in metrics; with
+    /// how long it took in milliseconds.
+    async fn probe(&self, prober: &Prober) -> (Outcome, u64) {
         let check = &self.key.check;
         let Ok(_permit) = self.permits.acquire().await else {
-            return Outcome::failed("setup", "probe limiter closed".into());
+            return (Outcome::failed("setup", "probe limiter closed".into()), 0);
         };
         let began = Instant::now();
         let outcome = match tokio::time::timeout(check.timeout, prober.once(check)).await {
@@ -378,13 +466,14 @@ impl ProbeTask {
                 ),
             ),
         };
+        let took = began.elapsed();
         self.metrics.probe_observed(
             &self.series,
             &self.label,
-            began.elapsed().as_secs_f64(),
+            took.as_secs_f64(),
             outcome.failure,
         );
-        outcome
+        (outcome, took.as_millis() as u64)
     }
 }
 
@@ -446,6 +535,71 @@ mod tests {
                 *want,
                 "{name}: {results}"
             );
+        }
+    }
+
+    /// 10,000 targets at a 5 s interval: the first probes come within the first 10%, every
+    /// gap between two probes of one target is 0.9-1.1 intervals, and after 5 probes the
+    /// targets are spread evenly over the interval and stay spread.
+    #[test]
+    fn schedules_spread_targets_evenly_and_keep_them_spread() {
+        use std::time::Duration;
+        let interval = Duration::from_secs(5);
+        let start = Instant::now();
+        let mut rng = fastrand::Rng::with_seed(13);
+        let phase = |at: Instant| ((at - start).as_secs_f64() / 5.0).fract();
+        let (mut sixth, mut hundredth) = ([0u32; 10], [0u32; 10]);
+        for _ in 0..10_000 {
+            let mut schedule = Schedule::new(start, start, interval, || rng.f64());
+            assert!(schedule.next - start <= interval / 10);
+            let mut last = schedule.next;
+            for round in 1..=100 {
+                schedule.advance(schedule.next, || rng.f64());
+                let gap = (schedule.next - last).as_secs_f64() / 5.0;
+                assert!((0.9..=1.1).contains(&gap), "round {round}: gap {gap}");
+                last = schedule.next;
+                if round == 5 {
+                    sixth[(phase(last) * 10.0) as usize] += 1;
+                }
+            }
+            hundredth[(phase(last) * 10.0) as usize] += 1;
+        }
+        for buckets in [sixth, hundredth] {
+            assert!(
+                buckets.iter().all(|&n| (850..=1150).contains(&n)),
+                "{buckets:?}"
+            );
+        }
+    }
+
+    /// A probe that starts late (a stalled runtime) is followed by one an interval later, not
+    /// by the ones it missed.
+    #[test]
+    fn a_late_probe_does_not_fire_the_missed_ones() {
+        use std::time::Duration;
+        let interval = Duration::from_secs(5);
+        let start = Instant::now();
+        let mut schedule = Schedule::new(start, start, interval, || 0.5);
+        let late = start + Duration::from_secs(60);
+        schedule.advance(late, || 0.5);
+        let gap = (schedule.next - late).as_secs_f64();
+        assert!((4.5..=5.5).contains(&gap), "{gap}");
+    }
+
+    /// Every start is on a tick of the shared epoch, whatever the task's own start time.
+    #[test]
+    fn probe_starts_fall_on_shared_ticks() {
+        use std::time::Duration;
+        let epoch = Instant::now();
+        let mut rng = fastrand::Rng::with_seed(5);
+        for offset in [0, 1, 7, 19, 20, 1234] {
+            let start = epoch + Duration::from_millis(offset);
+            let mut schedule = Schedule::new(epoch, start, Duration::from_secs(5), || rng.f64());
+            for _ in 0..10 {
+                let since = (schedule.next - epoch).as_nanos();
+                assert_eq!(since % TICK.as_nanos(), 0, "{since}");
+                schedule.advance(schedule.next, || rng.f64());
+            }
         }
     }
 

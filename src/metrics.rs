@@ -2,7 +2,7 @@
 //! at start-up into plain counter handles, so the query path only does an atomic add.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -10,6 +10,22 @@ use prometheus::{
 };
 
 use crate::model::{DropReason, Health, Name, Rcode};
+
+mod fleet;
+pub use fleet::AnswerCounter;
+
+/// The fleet's series, registered through an `Arc` so that `Metrics` keeps its handle.
+struct SharedFleet(Arc<fleet::Fleet>);
+
+impl prometheus::core::Collector for SharedFleet {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -85,11 +101,8 @@ pub struct Metrics {
     flip_publish_seconds: Histogram,
     reloads: IntCounterVec,
     probe_duration: HistogramVec,
-    probe_failures: IntCounterVec,
-    health_transitions: IntCounterVec,
-    probe_up: IntGaugeVec,
-    pool_answers: IntCounterVec,
-    endpoint_up: IntGaugeVec,
+    /// Every per-endpoint and per-target series.
+    fleet: Arc<fleet::Fleet>,
     pool_degraded: IntGaugeVec,
     /// Queries by QTYPE: the common types by name, everything else as "other".
     queries: Vec<(u16, IntCounter)>,
@@ -254,52 +267,12 @@ impl Metrics {
         let probe_duration = HistogramVec::new(
             HistogramOpts::new(
                 "probe_duration_seconds",
-                "Health probe duration, by target and kind",
+                "Health probe duration, by kind (one histogram per target cost ~1 KiB of memory per target; a target's last duration is in the admin API)",
             )
             .buckets(vec![
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
-            &["target", "kind"],
-        )
-        .expect("metric");
-        let probe_failures = IntCounterVec::new(
-            Opts::new(
-                "probe_failures_total",
-                "Failed health probes, by target and reason",
-            ),
-            &["target", "reason"],
-        )
-        .expect("metric");
-        let health_transitions = IntCounterVec::new(
-            Opts::new(
-                "health_transitions_total",
-                "Health flips after hysteresis, by target and new state",
-            ),
-            &["target", "to"],
-        )
-        .expect("metric");
-        let probe_up = IntGaugeVec::new(
-            Opts::new(
-                "probe_up",
-                "1 if the probe target is up after hysteresis, else 0",
-            ),
-            &["target", "kind"],
-        )
-        .expect("metric");
-        let pool_answers = IntCounterVec::new(
-            Opts::new(
-                "pool_answers_total",
-                "Times an endpoint was put in an answer, by pool, group and endpoint",
-            ),
-            &["pool", "group", "endpoint"],
-        )
-        .expect("metric");
-        let endpoint_up = IntGaugeVec::new(
-            Opts::new(
-                "endpoint_up",
-                "1 if the endpoint counts as up in the served snapshot, else 0",
-            ),
-            &["pool", "group", "endpoint"],
+            &["kind"],
         )
         .expect("metric");
         let pool_degraded = IntGaugeVec::new(
@@ -469,13 +442,11 @@ impl Metrics {
         register(Box::new(flip_publish_seconds.clone()));
         register(Box::new(reloads.clone()));
         register(Box::new(probe_duration.clone()));
-        register(Box::new(probe_failures.clone()));
-        register(Box::new(health_transitions.clone()));
-        register(Box::new(probe_up.clone()));
-        register(Box::new(pool_answers.clone()));
-        register(Box::new(endpoint_up.clone()));
         register(Box::new(pool_degraded.clone()));
+        let fleet = Arc::new(fleet::Fleet::new());
+        register(Box::new(SharedFleet(fleet.clone())));
         Metrics {
+            fleet,
             registry,
             responses,
             truncated,
@@ -489,11 +460,6 @@ impl Metrics {
             flip_publish_seconds,
             reloads,
             probe_duration,
-            probe_failures,
-            health_transitions,
-            probe_up,
-            pool_answers,
-            endpoint_up,
             pool_degraded,
             queries,
             queries_other,
@@ -630,7 +596,7 @@ impl Metrics {
     pub fn group_answers(&self, pool: &str, group: &str, endpoints: &[String]) -> u64 {
         endpoints
             .iter()
-            .map(|e| self.pool_answers.with_label_values(&[pool, group, e]).get())
+            .map(|e| self.fleet.answered_so_far(pool, group, e))
             .sum()
     }
 
@@ -678,23 +644,19 @@ impl Metrics {
         }
     }
 
-    /// Drops the series of a probe that no longer exists (after a reload removed it).
-    pub fn forget_probe(&self, target: &str, kind: &str) {
-        let _ = self.probe_up.remove_label_values(&[target, kind]);
-        let _ = self.probe_duration.remove_label_values(&[target, kind]);
+    /// Drops the series of a probe target that no longer exists (after a reload removed it).
+    pub fn forget_probe(&self, target: &str) {
+        self.fleet.forget_target(target);
     }
 
     /// The answers counter of one endpoint, resolved once per snapshot build so the query path
     /// only increments it.
-    pub fn endpoint_answers(&self, pool: &str, group: &str, endpoint: &str) -> IntCounter {
-        self.pool_answers
-            .with_label_values(&[pool, group, endpoint])
+    pub fn endpoint_answers(&self, pool: &str, group: &str, endpoint: &str) -> AnswerCounter {
+        self.fleet.answers(pool, group, endpoint)
     }
 
     pub fn endpoint_health(&self, pool: &str, group: &str, endpoint: &str, up: bool) {
-        self.endpoint_up
-            .with_label_values(&[pool, group, endpoint])
-            .set(i64::from(up));
+        self.fleet.endpoint_up(pool, group, endpoint, up);
     }
 
     pub fn pool_degraded(&self, pool: &str, family: &str, degraded: bool) {
@@ -767,36 +729,32 @@ impl Metrics {
         self.last_reload_timestamp.set(unix_now());
     }
 
-    /// One probe finished: `failure` is None on success, else a short reason label such as
-    /// "timeout", "connect", "status", "body", "tls". `target` is "ip:port", `kind` "http" etc.
-    /// A probe target's duration series, resolved once per probe task so that a probe does
-    /// no label lookup when it succeeds.
-    pub fn probe_series(&self, target: &str, kind: &str) -> ProbeSeries {
+    /// A probe kind's duration series, resolved once per probe task so that a probe does no
+    /// label lookup when it succeeds.
+    pub fn probe_series(&self, kind: &str) -> ProbeSeries {
         ProbeSeries {
-            duration: self.probe_duration.with_label_values(&[target, kind]),
+            duration: self.probe_duration.with_label_values(&[kind]),
         }
     }
 
+    /// One probe finished: `failure` is None on success, else a short reason label such as
+    /// "timeout", "connect", "status", "body", "tls". `target` is "ip:port".
     pub fn probe_observed(
         &self,
         series: &ProbeSeries,
         target: &str,
         seconds: f64,
-        failure: Option<&str>,
+        failure: Option<&'static str>,
     ) {
         series.duration.observe(seconds);
         if let Some(reason) = failure {
-            self.probe_failures
-                .with_label_values(&[target, reason])
-                .inc();
+            self.fleet.probe_failed(target, reason);
         }
     }
 
     /// A probe target's health, set at its first result and on every flip.
-    pub fn probe_health(&self, target: &str, kind: &str, health: Health) {
-        self.probe_up
-            .with_label_values(&[target, kind])
-            .set(i64::from(health == Health::Up));
+    pub fn probe_health(&self, target: &str, kind: &'static str, health: Health) {
+        self.fleet.probe_up(target, kind, health == Health::Up);
     }
 
     /// A health flip after hysteresis.
@@ -805,9 +763,7 @@ impl Metrics {
             Health::Up => "up",
             Health::Down => "down",
         };
-        self.health_transitions
-            .with_label_values(&[target, to])
-            .inc();
+        self.fleet.transition(target, to);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -929,7 +885,7 @@ impl StoreGauges {
     }
 }
 
-/// One probe target's resolved series (`Metrics::probe_series`).
+/// One probe kind's resolved duration series (`Metrics::probe_series`).
 #[derive(Clone, Debug)]
 pub struct ProbeSeries {
     duration: Histogram,

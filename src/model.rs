@@ -289,7 +289,8 @@ pub struct Check {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProbeKey {
     pub target: std::net::SocketAddr,
-    pub check: Check,
+    /// Shared by every endpoint of a pool that uses the pool's check.
+    pub check: std::sync::Arc<Check>,
 }
 
 /// How a pool picks answers for a client.
@@ -349,7 +350,7 @@ pub struct Pool {
     /// TTL cap while degraded.
     pub degraded_ttl: u32,
     /// The pool's `[pool.check]`, used for endpoints added at runtime.
-    pub check: Option<Check>,
+    pub check: Option<std::sync::Arc<Check>>,
     /// The pool's `[pool.rollout]`, started with `POST /v1/pools/{pool}/rollouts`.
     pub rollout: Option<RolloutPlan>,
     pub groups: Vec<Group>,

@@ -687,7 +687,8 @@ pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
         let pool_check = rp.check.clone();
         let default_check = pool_check
             .as_ref()
-            .and_then(|rc| check(c, &format!("{key}.check"), rc, rc, true));
+            .and_then(|rc| check(c, &format!("{key}.check"), rc, rc, true))
+            .map(std::sync::Arc::new);
         let mut groups: Vec<Group> = Vec::new();
         let mut seen = HashSet::new();
         let mut total_weight = 0i64;
@@ -764,6 +765,7 @@ pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
                             None => own.clone(),
                         };
                         check(c, &format!("{ekey}.check"), &merged, own, probe_addr.is_some())
+                            .map(std::sync::Arc::new)
                     }
                     (None, Some(pool)) => {
                         if pool.port == 0 && probe_addr.is_none() {

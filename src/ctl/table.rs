@@ -190,7 +190,7 @@ fn share(status: &Value, address: &str) -> String {
         .map_or_else(|| "-".into(), |f| format!("{:.1}%", f * 100.0))
 }
 
-/// A probe's last result: "ok: HTTP 200, 3s ago".
+/// A probe's last result: "ok: HTTP 200 in 4 ms, 3s ago".
 fn last(result: &Value, now: u64) -> String {
     if result.is_null() {
         return "-".into();
@@ -204,7 +204,11 @@ fn last(result: &Value, now: u64) -> String {
         .as_u64()
         .map(|at| format!(", {} ago", age(now.saturating_sub(at))))
         .unwrap_or_default();
-    format!("{verdict}: {}{ago}", cell(&result["reason"]))
+    let took = result["duration_ms"]
+        .as_u64()
+        .map(|ms| format!(" in {ms} ms"))
+        .unwrap_or_default();
+    format!("{verdict}: {}{took}{ago}", cell(&result["reason"]))
 }
 
 fn age(seconds: u64) -> String {
@@ -857,7 +861,7 @@ mod tests {
                 "endpoints": [{"address": "192.0.2.20", "override": "down", "up": false,
                     "weight": {"configured": 1, "effective": 1, "source": "config"},
                     "probe": {"target": "127.0.0.1:9", "kind": "tcp", "health": "down",
-                              "last": {"ok": false, "reason": "connection refused", "at": 995, "health": "down"}}}]}],
+                              "last": {"ok": false, "reason": "connection refused", "duration_ms": 3, "at": 995, "health": "down"}}}]}],
         });
         let out = pool(&body, 1000);
         let want = "pool         app.example.com.\n\
@@ -876,7 +880,7 @@ mod tests {
                     green  25      10          override  1\n\
                     \n\
                     GROUP  ENDPOINT    WEIGHT  CONFIGURED  SOURCE  OVERRIDE  UP  SHARE   PROBE            HEALTH  LAST\n\
-                    green  192.0.2.20  1       1           config  down      no  100.0%  tcp 127.0.0.1:9  down    failed: connection refused, 5s ago\n";
+                    green  192.0.2.20  1       1           config  down      no  100.0%  tcp 127.0.0.1:9  down    failed: connection refused in 3 ms, 5s ago\n";
         assert_eq!(out, want);
     }
 

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use prometheus::IntCounter;
 use smallvec::SmallVec;
 
 use super::{Answer, Entry, Owner};
@@ -50,7 +49,7 @@ struct Candidate {
     /// Stable per-address hash for rendezvous.
     seed: u64,
     /// None in a preview, which counts nothing.
-    answered: Option<IntCounter>,
+    answered: Option<crate::metrics::AnswerCounter>,
 }
 
 #[derive(Debug)]

@@ -916,6 +916,12 @@ mod tests {
         panic!("{} stayed locked", db.display());
     }
 
+    /// Drops `store` and waits until sled has let go of it, as a process exit would.
+    fn close(store: SledStore, path: &Path) {
+        drop(store);
+        released(&path.join("db"));
+    }
+
     /// Commits `n` generations on top of what is there, one record each.
     fn commit_n(store: &SledStore, n: u64) -> u64 {
         let mut generation = store.load().unwrap().generation;
@@ -1103,7 +1109,7 @@ mod tests {
         let store = SledStore::open(&path, 100).unwrap();
         commit_n(&store, 3);
         let before = (store.load().unwrap(), store.changes_since(0).unwrap());
-        drop(store);
+        close(store, &path);
         let store = SledStore::open(&path, 100).unwrap();
         assert_eq!(
             (store.load().unwrap(), store.changes_since(0).unwrap()),
@@ -1125,7 +1131,7 @@ mod tests {
         let store = SledStore::open(&path, 10).unwrap();
         store.commit(0, &large, Vec::new()).unwrap();
         assert!(fs::read_dir(path.join("blobs")).unwrap().next().is_some());
-        drop(store);
+        close(store, &path);
         let store = SledStore::open(&path, 10).unwrap();
         assert_eq!(
             store.load().unwrap(),
@@ -1142,7 +1148,7 @@ mod tests {
         assert_eq!(SledStore::reset(&path).unwrap(), None);
         let store = SledStore::open(&path, 10).unwrap();
         commit_n(&store, 2);
-        drop(store);
+        close(store, &path);
 
         let aside = SledStore::reset(&path).unwrap().unwrap();
         assert!(!path.exists());
@@ -1162,7 +1168,7 @@ mod tests {
 
         let store = SledStore::open(&path, 10).unwrap();
         assert_eq!(store.load().unwrap(), Stored::default());
-        drop(store);
+        close(store, &path);
         // A second reset in the same second does not clobber the first.
         let again = SledStore::reset(&path).unwrap().unwrap();
         assert_ne!(again, aside);
@@ -1207,9 +1213,8 @@ mod tests {
             let (_dir, path) = scratch();
             let store = SledStore::open(&path, 100).unwrap();
             commit_n(&store, 40);
-            drop(store);
+            close(store, &path);
             let db = path.join("db");
-            released(&db);
             let from = if from == usize::MAX / 2 {
                 fs::metadata(&db).unwrap().len() as usize / 2
             } else {
@@ -1226,8 +1231,7 @@ mod tests {
         let (_dir, path) = scratch();
         let store = SledStore::open(&path, 10).unwrap();
         commit_n(&store, 3);
-        drop(store);
-        released(&path.join("db"));
+        close(store, &path);
         scribble(&path.join("conf"), 0, 5);
         assert_corrupt(SledStore::open(&path, 10), &path);
     }
@@ -1237,7 +1241,7 @@ mod tests {
         let (_dir, path) = scratch();
         let store = SledStore::open(&path, 10).unwrap();
         commit_n(&store, 3);
-        drop(store);
+        close(store, &path);
         fs::write(path.join(FLOOR_FILE), "three\n").unwrap();
         assert_corrupt(SledStore::open(&path, 10), &path);
         // A floor behind the store is normal (a crash between sled's fsync and the floor's).
@@ -1316,7 +1320,7 @@ mod tests {
             let (_dir, path) = scratch();
             let store = SledStore::open(&path, 10).unwrap();
             commit_n(&store, 2);
-            drop(store);
+            close(store, &path);
             write_raw(&path, AUDIT_TREE, &[(key, value)]);
             let result = SledStore::open(&path, 10);
             let message = result.as_ref().map_err(ToString::to_string).unwrap_err();
@@ -1405,7 +1409,7 @@ mod tests {
             Some(generation)
         );
         assert_eq!(commit_big(&store, generation).unwrap(), generation + 1);
-        drop(store);
+        close(store, &path);
         let store = SledStore::open(&path, 100_000).unwrap();
         assert_eq!(store.load().unwrap().generation, generation + 1);
         let all: Vec<u64> = (1..=generation + 1).collect();
@@ -1441,7 +1445,7 @@ mod tests {
             .commit(2, &overlay(99), vec![record(POOL, "after the undo")])
             .unwrap();
         assert_eq!(after, 3);
-        drop(store);
+        close(store, &path);
         let store = SledStore::open(&path, 100).unwrap();
         assert_eq!(store.load().unwrap().overlay, overlay(99));
         let records = store.changes_since(0).unwrap();

@@ -195,7 +195,7 @@ fn the_dashboard_is_importable_and_every_panel_queries_prometheus() {
         "kind=\\\"intended\\\"",
         "kind=\\\"observed\\\"",
         "weir_endpoint_up",
-        "histogram_quantile(0.99, sum by (le, target) (rate(weir_probe_duration_seconds_bucket",
+        "histogram_quantile(0.99, sum by (le, kind) (rate(weir_probe_duration_seconds_bucket",
         "weir_pool_degraded",
         "weir_rollout_step",
         "weir_rollout_weight",

@@ -166,7 +166,7 @@ async fn a_full_disk_refuses_writes_clearly_and_nothing_else_stops() {
     let (status, audit) = http_get(admin, "/v1/audit?since=0").await;
     assert_eq!(status, 200, "{audit}");
     let (_, after) = http_get(admin, "/v1/pools/app.example.com.").await;
-    assert_eq!(before, after);
+    assert_eq!(intent(&before), intent(&after));
 
     // Health flips are still applied: a backend going down leaves DNS answers.
     down.stop().await;
@@ -293,4 +293,18 @@ async fn a_damaged_store_either_reads_completely_or_stops_start_up() {
         }
     }
     eprintln!("damaged stores: {started} started and read completely, {refused} refused");
+}
+
+/// A pool as the admin API shows it, without the probes' last results (probes go on running,
+/// so those change between two reads while the intent does not).
+fn intent(pool: &str) -> serde_json::Value {
+    let mut pool: serde_json::Value = serde_json::from_str(pool).unwrap();
+    for group in pool["groups"].as_array_mut().unwrap() {
+        for endpoint in group["endpoints"].as_array_mut().unwrap() {
+            if let Some(probe) = endpoint["probe"].as_object_mut() {
+                probe.remove("last");
+            }
+        }
+    }
+    pool
 }
