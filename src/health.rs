@@ -237,15 +237,21 @@ impl Monitor {
     /// writer should ignore `Health` events for keys it no longer has.
     pub fn set_probes(&mut self, keys: impl IntoIterator<Item = ProbeKey>) {
         let wanted: HashSet<ProbeKey> = keys.into_iter().collect();
-        let metrics = &self.metrics;
+        let mut gone = Vec::new();
         self.probes.retain(|key, running| {
             let keep = wanted.contains(key);
             if !keep {
                 running.stop.cancel();
-                metrics.forget_probe(&key.target.to_string());
+                gone.push(key.target);
             }
             keep
         });
+        // Series are by target: keep them while another check still probes it.
+        for target in gone {
+            if !wanted.iter().any(|key| key.target == target) {
+                self.metrics.forget_probe(&target.to_string());
+            }
+        }
         if let Ok(mut last) = self.last.lock() {
             last.retain(|key, _| wanted.contains(key));
         }
