@@ -1,13 +1,12 @@
-//! Health probes (HTTP, HTTPS, TCP), rise/fall hysteresis, and the `Monitor` that runs one probe
-//! task per distinct `ProbeKey`. Probes never touch DNS state: a task sends a
-//! a `Flip` on a flip and nothing else (the state writer turns it into `StateEvent::Health`). reqwest is named only in this module.
+//! Health probes (HTTP, HTTPS, TCP), rise/fall hysteresis, and the `Monitor` that probes every
+//! distinct `ProbeKey` from one scheduler task. Probes never touch DNS state: the scheduler
+//! sends a `Flip` on a flip and nothing else (the state writer turns it into
+//! `StateEvent::Health`). reqwest is named only in this module.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +15,7 @@ use crate::model::{CheckKind, Health, ProbeKey};
 
 pub mod metric;
 mod probe;
-use probe::{Outcome, Prober};
+mod scheduler;
 
 /// Probes in flight at once, across all targets. Probes beyond it wait for a permit; the wait is
 /// not part of the probe's timeout, so a burst of probes cannot make healthy targets look slow.
@@ -153,20 +152,23 @@ fn on_tick(epoch: Instant, at: Instant) -> Instant {
     epoch + TICK * u32::try_from(ticks).unwrap_or(u32::MAX)
 }
 
-/// Runs one task per distinct `ProbeKey`. Dropping the monitor stops every probe.
+/// Probes every distinct `ProbeKey` (one scheduler task for all of them, `scheduler.rs`).
+/// Dropping the monitor stops every probe.
 ///
-/// Each task probes on its own `Schedule`. It keeps its own `Hysteresis`
-/// and sends a `Flip` only when health flips; the check's `initial` health is never
-/// announced, because the writer already assumes it.
+/// Each key probes on its own `Schedule` and keeps its own `Hysteresis`; a `Flip` is sent only
+/// when health flips. The check's `initial` health is never announced, because the writer
+/// already assumes it.
 #[derive(Debug)]
 pub struct Monitor {
     /// The last result of every probe, for the admin API (never read on the query path).
     last: LastResults,
     events: mpsc::Sender<Flip>,
     metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    permits: Arc<Semaphore>,
-    probes: HashMap<ProbeKey, Running>,
+    /// Stops the scheduler and every probe in flight; a child of the shutdown token.
+    stop: CancellationToken,
+    shared: Arc<scheduler::Shared>,
+    /// The scheduler task runs (started by the first `set_probes`, inside the runtime).
+    started: bool,
     /// Where every probe schedule counts its ticks from.
     epoch: Instant,
 }
@@ -201,16 +203,8 @@ pub struct LastResult {
     pub passing_since: Option<u64>,
 }
 
-/// Shared map of last results, written by probe tasks, read by the admin API.
+/// Shared map of last results, written by the scheduler, read by the admin API and rollouts.
 pub type LastResults = Arc<std::sync::Mutex<HashMap<ProbeKey, LastResult>>>;
-
-/// The monitor's handle on one probe task.
-#[derive(Debug)]
-struct Running {
-    stop: CancellationToken,
-    /// Set once the task has produced its first result (and sent its event, if that flipped).
-    reported: Arc<AtomicBool>,
-}
 
 impl Monitor {
     pub fn new(
@@ -222,61 +216,38 @@ impl Monitor {
             last: LastResults::default(),
             events,
             metrics,
-            shutdown,
-            permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-            probes: HashMap::new(),
+            stop: shutdown.child_token(),
+            shared: Arc::default(),
+            started: false,
             epoch: Instant::now(),
         }
     }
 
     /// Replaces the set of probes (called at start and after every config reload): keys still
-    /// present keep their running task and hysteresis state; removed keys' tasks stop; new keys
-    /// start. Duplicate keys are probed once. Must be called inside a tokio runtime.
+    /// present keep their schedule and hysteresis state; removed keys stop (a probe of theirs
+    /// in flight is aborted); new keys start. Duplicate keys are probed once. Must be called
+    /// inside a tokio runtime.
     ///
-    /// A task being stopped may already have handed a flip for its key to the channel, so the
-    /// writer should ignore `Health` events for keys it no longer has.
+    /// A removed key may already have handed a flip to the channel, so the writer should
+    /// ignore `Health` events for keys it no longer has.
     pub fn set_probes(&mut self, keys: impl IntoIterator<Item = ProbeKey>) {
         let wanted: HashSet<ProbeKey> = keys.into_iter().collect();
-        let mut gone = Vec::new();
-        self.probes.retain(|key, running| {
-            let keep = wanted.contains(key);
-            if !keep {
-                running.stop.cancel();
-                gone.push(key.target);
-            }
-            keep
-        });
-        // Series are by target: keep them while another check still probes it.
-        for target in gone {
-            if !wanted.iter().any(|key| key.target == target) {
-                self.metrics.forget_probe(&target.to_string());
-            }
-        }
         if let Ok(mut last) = self.last.lock() {
             last.retain(|key, _| wanted.contains(key));
         }
-        for key in wanted {
-            if let Entry::Vacant(slot) = self.probes.entry(key) {
-                let running = Running {
-                    stop: self.shutdown.child_token(),
-                    reported: Arc::new(AtomicBool::new(false)),
-                };
-                let label = slot.key().target.to_string();
-                let task = ProbeTask {
-                    series: self.metrics.probe_series(kind_label(slot.key().check.kind)),
-                    label,
-                    key: slot.key().clone(),
-                    events: self.events.clone(),
-                    metrics: Arc::clone(&self.metrics),
-                    permits: Arc::clone(&self.permits),
-                    stop: running.stop.clone(),
-                    reported: Arc::clone(&running.reported),
-                    last: Arc::clone(&self.last),
-                    epoch: self.epoch,
-                };
-                slot.insert(running);
-                tokio::spawn(task.run());
-            }
+        for target in self.shared.set(wanted, self.epoch) {
+            self.metrics.forget_probe(&target);
+        }
+        if !self.started {
+            self.started = true;
+            let scheduler = scheduler::Scheduler::new(
+                Arc::clone(&self.shared),
+                self.events.clone(),
+                Arc::clone(&self.metrics),
+                Arc::clone(&self.last),
+                self.stop.clone(),
+            );
+            tokio::spawn(scheduler.run());
         }
     }
 
@@ -288,198 +259,13 @@ impl Monitor {
     /// True once every current probe has produced at least one result (used for /readyz). A
     /// first result that flipped health counts only after its event is on the channel.
     pub fn first_round_done(&self) -> bool {
-        self.probes
-            .values()
-            .all(|running| running.reported.load(Ordering::Acquire))
+        self.shared.all_reported()
     }
 }
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        for running in self.probes.values() {
-            running.stop.cancel();
-        }
-    }
-}
-
-/// Everything one probe task owns.
-struct ProbeTask {
-    key: ProbeKey,
-    /// `key.target` as text, the metrics label.
-    label: String,
-    series: crate::metrics::ProbeSeries,
-    events: mpsc::Sender<Flip>,
-    metrics: Arc<Metrics>,
-    permits: Arc<Semaphore>,
-    stop: CancellationToken,
-    reported: Arc<AtomicBool>,
-    last: LastResults,
-    epoch: Instant,
-}
-
-impl ProbeTask {
-    async fn run(self) {
-        let check = &self.key.check;
-        // Built once per key: for https this loads the system roots, which is too slow per probe.
-        let prober = Prober::new(&self.key);
-        let mut hysteresis = Hysteresis::new(check.initial, check.rise, check.fall);
-        let mut schedule = Schedule::new(self.epoch, Instant::now(), check.interval, fastrand::f64);
-        let (mut passes, mut passing_since) = (0u32, None);
-        // Whether the current run of unknown results has been logged.
-        let mut warned = false;
-        loop {
-            tokio::select! {
-                biased;
-                () = self.stop.cancelled() => return,
-                () = tokio::time::sleep_until(schedule.next) => {}
-            }
-            schedule.advance(Instant::now(), fastrand::f64);
-            let started = crate::clock::now_ms();
-            let (outcome, duration_ms) = tokio::select! {
-                biased;
-                () = self.stop.cancelled() => return,
-                // Boxed: the probe's future (reqwest's, for HTTP) lives only while it runs,
-                // not in every idle task (10,000 targets: ~1.6 KiB each otherwise).
-                probed = Box::pin(self.probe(&prober)) => probed,
-            };
-            if outcome.unknown {
-                // weir is out of descriptors: the target was never asked. Health, streaks and
-                // readiness stay as they are; the admin API shows the reason.
-                self.unknown(&outcome, hysteresis.health(), duration_ms, &mut warned);
-                continue;
-            }
-            warned = false;
-            let first = !self.reported.load(Ordering::Acquire);
-            let flip = hysteresis.observe(outcome.ok);
-            if outcome.ok {
-                passes = passes.saturating_add(1);
-                passing_since.get_or_insert(started);
-            } else {
-                passes = 0;
-                passing_since = None;
-            }
-            if let Ok(mut last) = self.last.lock() {
-                let at = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let result = LastResult {
-                    ok: outcome.ok,
-                    reason: outcome.reason.clone(),
-                    at,
-                    duration_ms,
-                    health: hysteresis.health(),
-                    passes,
-                    passing_since,
-                };
-                // In place: no clone of the key once it is there.
-                match last.get_mut(&self.key) {
-                    Some(slot) => *slot = result,
-                    None => {
-                        last.insert(self.key.clone(), result);
-                    }
-                }
-            }
-            tracing::debug!(
-                probe = %self.label,
-                ok = outcome.ok,
-                reason = %outcome.reason,
-                health = ?hysteresis.health(),
-                "probe result"
-            );
-            if first || flip.is_some() {
-                self.metrics
-                    .probe_health(&self.label, kind_label(check.kind), hysteresis.health());
-            }
-            if let Some(health) = flip {
-                self.metrics.health_transition(&self.label, health);
-                tracing::info!(
-                    probe = %self.label,
-                    kind = kind_label(check.kind),
-                    ?health,
-                    reason = %outcome.reason,
-                    "probe health flipped"
-                );
-                let event = Flip {
-                    key: self.key.clone(),
-                    health,
-                    at: Instant::now(),
-                    reason: outcome.reason,
-                };
-                // A full channel means the writer is busy: wait for it rather than drop a flip,
-                // since a lost flip would leave the served health wrong until the next one.
-                tokio::select! {
-                    biased;
-                    () = self.stop.cancelled() => return,
-                    // Boxed, like the probe: a flip is rare, an idle task is not.
-                    sent = Box::pin(self.events.send(event)) => if sent.is_err() {
-                        // The writer is gone (shutting down): nobody is left to tell.
-                        return;
-                    },
-                }
-            }
-            if first {
-                self.reported.store(true, Ordering::Release);
-            }
-        }
-    }
-
-    /// Records a probe weir could not make (out of descriptors) without judging the target;
-    /// warns once per run of them.
-    fn unknown(&self, outcome: &Outcome, health: Health, duration_ms: u64, warned: &mut bool) {
-        if let Ok(mut last) = self.last.lock() {
-            let at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            last.insert(
-                self.key.clone(),
-                LastResult {
-                    ok: false,
-                    reason: outcome.reason.clone(),
-                    at,
-                    duration_ms,
-                    health,
-                    // Not a pass: a rollout waiting for fresh probes keeps waiting.
-                    passes: 0,
-                    passing_since: None,
-                },
-            );
-        }
-        if !*warned {
-            *warned = true;
-            tracing::warn!(
-                probe = %self.label,
-                reason = %outcome.reason,
-                "probe result unknown: weir is out of file descriptors; health unchanged"
-            );
-        }
-    }
-
-    /// One probe under the concurrency limit and the check's timeout, recorded in metrics; with
-    /// how long it took in milliseconds.
-    async fn probe(&self, prober: &Prober) -> (Outcome, u64) {
-        let check = &self.key.check;
-        let Ok(_permit) = self.permits.acquire().await else {
-            return (Outcome::failed("setup", "probe limiter closed".into()), 0);
-        };
-        let began = Instant::now();
-        let outcome = match tokio::time::timeout(check.timeout, prober.once(check)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::failed(
-                "timeout",
-                format!(
-                    "timeout after {}",
-                    humantime::format_duration(check.timeout)
-                ),
-            ),
-        };
-        let took = began.elapsed();
-        self.metrics.probe_observed(
-            &self.series,
-            &self.label,
-            took.as_secs_f64(),
-            outcome.failure,
-        );
-        (outcome, took.as_millis() as u64)
+        self.stop.cancel();
     }
 }
 

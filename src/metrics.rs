@@ -729,27 +729,18 @@ impl Metrics {
         self.last_reload_timestamp.set(unix_now());
     }
 
-    /// A probe kind's duration series, resolved once per probe task so that a probe does no
-    /// label lookup when it succeeds.
+    /// A probe kind's duration series, resolved once by the probe scheduler so that a probe
+    /// does no label lookup when it succeeds.
     pub fn probe_series(&self, kind: &str) -> ProbeSeries {
         ProbeSeries {
             duration: self.probe_duration.with_label_values(&[kind]),
         }
     }
 
-    /// One probe finished: `failure` is None on success, else a short reason label such as
-    /// "timeout", "connect", "status", "body", "tls". `target` is "ip:port".
-    pub fn probe_observed(
-        &self,
-        series: &ProbeSeries,
-        target: &str,
-        seconds: f64,
-        failure: Option<&'static str>,
-    ) {
-        series.duration.observe(seconds);
-        if let Some(reason) = failure {
-            self.fleet.probe_failed(target, reason);
-        }
+    /// A failed probe of `target` ("ip:port"), by a short reason label such as "timeout",
+    /// "connect", "status", "body", "tls".
+    pub fn probe_failed(&self, target: &str, reason: &'static str) {
+        self.fleet.probe_failed(target, reason);
     }
 
     /// A probe target's health, set at its first result and on every flip.
@@ -889,4 +880,11 @@ impl StoreGauges {
 #[derive(Clone, Debug)]
 pub struct ProbeSeries {
     duration: Histogram,
+}
+
+impl ProbeSeries {
+    /// One probe took `seconds`.
+    pub fn observe(&self, seconds: f64) {
+        self.duration.observe(seconds);
+    }
 }

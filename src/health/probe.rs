@@ -78,18 +78,22 @@ fn connect_failed(err: &std::io::Error) -> Outcome {
     }
 }
 
-/// How one key is probed, prepared once.
+/// How one key is probed, prepared once; cheap to clone into each probe's task.
+#[derive(Clone, Debug)]
 pub(super) enum Prober {
     Tcp(SocketAddr),
-    Http {
-        client: reqwest::Client,
-        url: reqwest::Url,
-        /// Set when `host` is an IP literal: the URL then names the target (so the connection
-        /// still goes there) and the header carries the configured host.
-        host_header: Option<String>,
-    },
+    Http(Arc<HttpProber>),
     /// The client could not be built; every probe fails with this reason.
-    Broken(String),
+    Broken(Arc<str>),
+}
+
+#[derive(Debug)]
+pub(super) struct HttpProber {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    /// Set when `host` is an IP literal: the URL then names the target (so the connection
+    /// still goes there) and the header carries the configured host.
+    host_header: Option<String>,
 }
 
 impl Prober {
@@ -103,12 +107,26 @@ impl Prober {
             Ok(prober) => prober,
             Err(reason) => {
                 tracing::warn!(probe = %key.target, %reason, "probe cannot run");
-                Prober::Broken(reason)
+                Prober::Broken(reason.into())
             }
         }
     }
 
-    pub(super) async fn once(&self, check: &Check) -> Outcome {
+    /// One probe within the check's timeout.
+    pub(super) async fn within(&self, check: &Check) -> Outcome {
+        match tokio::time::timeout(check.timeout, self.once(check)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::failed(
+                "timeout",
+                format!(
+                    "timeout after {}",
+                    humantime::format_duration(check.timeout)
+                ),
+            ),
+        }
+    }
+
+    async fn once(&self, check: &Check) -> Outcome {
         match self {
             Prober::Tcp(target) => match tokio::net::TcpStream::connect(*target).await {
                 Ok(stream) => {
@@ -120,12 +138,10 @@ impl Prober {
                 }
                 Err(e) => connect_failed(&e),
             },
-            Prober::Http {
-                client,
-                url,
-                host_header,
-            } => http_once(client, url, host_header.as_deref(), check).await,
-            Prober::Broken(reason) => Outcome::failed("setup", reason.clone()),
+            Prober::Http(http) => {
+                http_once(&http.client, &http.url, http.host_header.as_deref(), check).await
+            }
+            Prober::Broken(reason) => Outcome::failed("setup", reason.to_string()),
         }
     }
 }
@@ -164,11 +180,11 @@ pub(super) fn http_prober(key: &ProbeKey, scheme: &str) -> Result<Prober, String
         .user_agent(concat!("weir-health/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("setup: {}", innermost(&e)))?;
-    Ok(Prober::Http {
+    Ok(Prober::Http(Arc::new(HttpProber {
         client,
         url,
         host_header,
-    })
+    })))
 }
 
 /// `ip[:port]` as a Host header, with the port left out when it is the scheme's default.

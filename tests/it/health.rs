@@ -561,3 +561,57 @@ async fn first_round_done_waits_for_every_current_probe() {
     .await;
     assert!(fresh.requests() >= 1);
 }
+
+/// More probes due at once than `MAX_IN_FLIGHT`: that many run, the rest wait for a permit
+/// (the wait is not part of their timeout) and still run, and every key gets its result.
+#[tokio::test(start_paused = true)]
+async fn probes_beyond_the_in_flight_limit_wait_their_turn() {
+    let backend = Backend::http().await;
+    backend.set(Behavior::Blackhole);
+    let mut h = Harness::new();
+    let keys: Vec<ProbeKey> = (0..weir::health::MAX_IN_FLIGHT + 44)
+        .map(|i| {
+            let mut check = check(CheckKind::Http, Health::Up, 1, 1);
+            check.path = format!("/health/{i}");
+            key(&backend, check)
+        })
+        .collect();
+    h.monitor.set_probes(keys.clone());
+    // Every first probe is due within 1 s (10% of the interval); none times out before 2 s.
+    sleep(Duration::from_millis(1950)).await;
+    assert_eq!(backend.requests(), weir::health::MAX_IN_FLIGHT);
+    // The channel holds 16 flips: take them as they come, as the writer does.
+    let mut down = std::collections::HashSet::new();
+    while !h.monitor.first_round_done() {
+        let flip = h.next().await;
+        assert_eq!(flip.health, Health::Down);
+        assert!(down.insert(flip.key), "one flip per key");
+    }
+    while let Ok(flip) = h.events.try_recv() {
+        assert!(down.insert(flip.key), "one flip per key");
+    }
+    assert_eq!(down.len(), keys.len());
+    assert_eq!(
+        backend.requests(),
+        keys.len(),
+        "one probe each, within the interval"
+    );
+}
+
+/// A target slower than its interval is probed again as soon as its last probe ends: no
+/// probes pile up on it, and none are skipped beyond the ones it was too slow for.
+#[tokio::test(start_paused = true)]
+async fn a_probe_slower_than_its_interval_runs_back_to_back() {
+    let backend = Backend::http().await;
+    backend.set(Behavior::Blackhole);
+    let mut h = Harness::new();
+    let mut check = check(CheckKind::Http, Health::Up, 1, 1);
+    check.interval = Duration::from_secs(1);
+    check.timeout = Duration::from_secs(3);
+    h.monitor.set_probes([key(&backend, check)]);
+    until("the first result", || h.monitor.first_round_done()).await;
+    let before = backend.requests();
+    sleep(Duration::from_secs(30)).await;
+    let probes = backend.requests() - before;
+    assert!((9..=11).contains(&probes), "{probes} probes in 30 s");
+}
