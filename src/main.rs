@@ -9,9 +9,20 @@ use clap::{Parser, Subcommand};
 const EX_USAGE: u8 = 64;
 const EX_CONFIG: u8 = 78;
 
+/// The process's allocator, with the `jemalloc` feature (Cargo.toml says why).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// `weir --version`: the version and which allocator the build uses.
+#[cfg(feature = "jemalloc")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (allocator: jemalloc)");
+#[cfg(not(feature = "jemalloc"))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (allocator: system)");
+
 /// weir: an authoritative DNS server for zone files and weighted, health-checked names.
 #[derive(Debug, Parser)]
-#[command(name = "weir", version, propagate_version = true)]
+#[command(name = "weir", version = VERSION, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1409,8 +1409,10 @@ mod batching {
         }
         until(&h, |s| down_count(s) == 400).await;
         let publications = h.snapshot.load().generation - start;
+        // The sender yields to the runtime every 128 sends (tokio's cooperative budget), so
+        // the writer may wake between chunks: a handful of batches, never one per flip.
         assert!(
-            publications <= 3,
+            publications <= 8,
             "400 flips took {publications} publications"
         );
         // Every pool is out of the answers: all its endpoints are down.

@@ -33,6 +33,27 @@ fn help_and_usage_errors() {
     }
 }
 
+/// `--version` names the allocator the build links (the `jemalloc` feature), which is what
+/// an operator checks when memory differs from bench/RESULTS.md.
+#[test]
+fn version_names_the_allocator() {
+    let out = weir().arg("--version").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let version = String::from_utf8_lossy(&out.stdout);
+    let allocator = if cfg!(feature = "jemalloc") {
+        "jemalloc"
+    } else {
+        "system"
+    };
+    assert_eq!(
+        version.trim(),
+        format!(
+            "weir {} (allocator: {allocator})",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
 #[test]
 fn check_accepts_the_shipped_config() {
     let out = weir()
