@@ -5,7 +5,7 @@ endpoint is out of the answers (every pool degraded, on_all_down = "nodata"), th
 CPU during the storm and at rest (probes only), RSS, and DNS latency p50/p99 at rest and
 during the storm. Loopback only; bounded in time. Usage:
 
-    cargo build --release && python3 bench/scale.py            # POOLS=1000 PER=10 INTERVAL=5
+    cargo build --release --features jemalloc && python3 bench/scale.py   # POOLS=1000 PER=10 INTERVAL=5
 
 Knobs (environment): POOLS, PER, INTERVAL (s), FALL, TIMEOUT (s), STEADY (s of steady-state
 CPU measurement), LIMIT (s to wait for the storm to finish), WEIR (binary).

@@ -14,6 +14,24 @@ const EX_CONFIG: u8 = 78;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, which it reads once at start-up from its `malloc_conf` symbol (named
+/// with the prefix tikv-jemalloc-sys builds it with): freed pages go back to the kernel at once
+/// rather than after jemalloc's decay, which left ~35 MiB of a 10,000-endpoint fleet's
+/// start-up garbage resident for good, for no CPU cost measured (bench/RESULTS.md, issue 13).
+/// The query path does not allocate. `_RJEM_MALLOC_CONF` in the environment overrides it.
+#[cfg(feature = "jemalloc")]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_CONF: JemallocConf = JemallocConf(c"dirty_decay_ms:0,muzzy_decay_ms:0".as_ptr());
+
+/// A C string pointer jemalloc can read from a static.
+#[cfg(feature = "jemalloc")]
+#[repr(transparent)]
+struct JemallocConf(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a 'static C string literal, never written.
+#[cfg(feature = "jemalloc")]
+unsafe impl Sync for JemallocConf {}
+
 /// `weir --version`: the version and which allocator the build uses.
 #[cfg(feature = "jemalloc")]
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (allocator: jemalloc)");
