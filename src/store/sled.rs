@@ -1284,6 +1284,9 @@ mod tests {
             tree.insert(key, *value).unwrap();
         }
         db.flush().unwrap();
+        // sled lets go of its lock only when its flusher thread ends, after the handles drop.
+        drop((tree, db));
+        released(&path.join("db"));
     }
 
     #[test]
