@@ -808,15 +808,34 @@ pub struct View {
 }
 
 impl View {
-    /// Whether `e` counts as up: its override, else its probe's health (the check's `initial`
-    /// until the first result); an endpoint without a check is up.
+    /// A probe's health in this view (see `probe_health`).
+    pub fn probe_health(&self, key: &ProbeKey) -> Health {
+        probe_health(&self.health, key)
+    }
+
+    /// Whether `e` counts as up in this view (see `Endpoint::up`).
     pub fn endpoint_up(&self, e: &Endpoint) -> bool {
-        match e.force {
+        e.up(|k| self.probe_health(k))
+    }
+}
+
+/// A probe's health in `health`: its last flip, or its check's `initial` until it has one.
+pub fn probe_health(
+    health: &std::collections::HashMap<ProbeKey, Health>,
+    key: &ProbeKey,
+) -> Health {
+    health.get(key).copied().unwrap_or(key.check.initial)
+}
+
+impl Endpoint {
+    /// Whether this endpoint counts as up, given each probe's health: an operator's override
+    /// wins, else its probe's health; an endpoint without a check is up. The one definition
+    /// of "up" that answers, previews, rollouts and the admin API share.
+    pub fn up(&self, health: impl Fn(&ProbeKey) -> Health) -> bool {
+        match self.force {
             Override::Down => false,
             Override::Up => true,
-            Override::Auto => e.probe.as_ref().is_none_or(|k| {
-                self.health.get(k).copied().unwrap_or(k.check.initial) == Health::Up
-            }),
+            Override::Auto => self.probe.as_ref().is_none_or(|k| health(k) == Health::Up),
         }
     }
 }

@@ -197,7 +197,7 @@ pub fn build(
 ) -> Snapshot {
     let pools = &view.pools;
     let by_name: HashMap<&Name, &Pool> = pools.iter().map(|p| (&p.name, p)).collect();
-    let health_of = |k: &ProbeKey| view.health.get(k).copied().unwrap_or(k.check.initial);
+    let health_of = |k: &ProbeKey| view.probe_health(k);
     let nodes = pools
         .iter()
         .map(|p| Arc::new(pool::build(p, &by_name, &health_of, metrics)))
@@ -226,7 +226,7 @@ pub fn rebuild_health(
     touched.dedup();
     let pools = &view.pools;
     let by_name: HashMap<&Name, &Pool> = pools.iter().map(|p| (&p.name, p)).collect();
-    let health_of = |k: &ProbeKey| view.health.get(k).copied().unwrap_or(k.check.initial);
+    let health_of = |k: &ProbeKey| view.probe_health(k);
     let mut nodes = prev.pools.clone();
     for &i in &touched {
         if let (Some(node), Some(p)) = (nodes.get_mut(i), pools.get(i)) {
@@ -394,7 +394,7 @@ impl Snapshot {
     /// `qtype` (A or AAAA), compared with how the pool answers now (admin preview).
     pub fn pool_preview(&self, proposed: &Pool, qtype: u16) -> Result<Preview, PreviewError> {
         let by_name: HashMap<&Name, &Pool> = self.view.pools.iter().map(|p| (&p.name, p)).collect();
-        let health_of = |k: &ProbeKey| self.view.health.get(k).copied().unwrap_or(k.check.initial);
+        let health_of = |k: &ProbeKey| self.view.probe_health(k);
         let current = self
             .view
             .pools

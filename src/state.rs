@@ -176,10 +176,7 @@ fn health_key(key: &ProbeKey) -> String {
 fn health_report(health: &HealthMap, served: &HashSet<ProbeKey>) -> HealthReport {
     served
         .iter()
-        .map(|k| {
-            let h = health.get(k).copied().unwrap_or(k.check.initial);
-            (health_key(k), h)
-        })
+        .map(|k| (health_key(k), crate::model::probe_health(health, k)))
         .collect()
 }
 
@@ -197,9 +194,9 @@ fn merged_health(
     served
         .iter()
         .map(|key| {
-            let mine = local.get(key).unwrap_or(&key.check.initial);
+            let mine = crate::model::probe_health(local, key);
             let name = health_key(key);
-            let (mut voters, mut down) = (1, usize::from(*mine == Health::Down));
+            let (mut voters, mut down) = (1, usize::from(mine == Health::Down));
             for report in peers.values() {
                 if let Some(h) = report.get(&name) {
                     voters += 1;

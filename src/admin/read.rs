@@ -123,7 +123,7 @@ pub(super) async fn pool(
                 .map(|e| {
                     let ce = cg.and_then(|cg| cg.endpoints.iter().find(|c| c.address == e.address));
                     let probe = e.probe.as_ref().map(|k| {
-                        let health = view.health.get(k).copied().unwrap_or(k.check.initial);
+                        let health = view.probe_health(k);
                         json!({
                             "target": k.target.to_string(),
                             "kind": format!("{:?}", k.check.kind).to_lowercase(),
@@ -131,15 +131,7 @@ pub(super) async fn pool(
                             "last": last.get(k),
                         })
                     });
-                    let probed_up = e.probe.as_ref().is_none_or(|k| {
-                        view.health.get(k).copied().unwrap_or(k.check.initial)
-                            == crate::model::Health::Up
-                    });
-                    let up = match e.force {
-                        Override::Up => true,
-                        Override::Down => false,
-                        Override::Auto => probed_up,
-                    };
+                    let up = view.endpoint_up(e);
                     json!({
                         "address": e.address.to_string(),
                         "weight": {

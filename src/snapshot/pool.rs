@@ -14,7 +14,7 @@ use smallvec::SmallVec;
 use super::{Answer, Entry, Owner};
 use crate::metrics::Metrics;
 use crate::model::{
-    Endpoint, Health, OnAllDown, Override, Pool, ProbeKey, RRset, Rcode, Rdata, Sticky, rtype,
+    Endpoint, Health, OnAllDown, Pool, ProbeKey, RRset, Rcode, Rdata, Sticky, rtype,
 };
 
 /// Longest fallback chain followed (config rejects cycles; this bounds the work regardless).
@@ -145,12 +145,7 @@ fn family(
     depth: usize,
 ) -> (Outcome, bool) {
     let family_name = if t == rtype::A { "ipv4" } else { "ipv6" };
-    // An operator's override wins over the probes.
-    let up = |e: &Endpoint| match e.force {
-        Override::Up => true,
-        Override::Down => false,
-        Override::Auto => e.probe.as_ref().is_none_or(|k| health(k) == Health::Up),
-    };
+    let up = |e: &Endpoint| e.up(health);
     // Configured weight of the family, and the part of it that is up.
     let (mut configured, mut up_weight) = (0.0, 0.0);
     let mut any = false;
