@@ -47,11 +47,12 @@ impl Shared {
             .filter(|key| !wanted.contains(*key))
             .cloned()
             .collect();
+        let targets: HashSet<std::net::SocketAddr> = wanted.iter().map(|k| k.target).collect();
         let mut forget: Vec<String> = Vec::new();
         for key in gone {
             table.remove(&key);
             // Series are by target: keep them while another check still probes it.
-            if !wanted.iter().any(|k| k.target == key.target) {
+            if !targets.contains(&key.target) {
                 forget.push(key.target.to_string());
             }
         }
