@@ -395,7 +395,7 @@ async fn wait_for_state(
 /// Every second: the shared store's link into `weir_store_connected` and
 /// `weir_store_staleness_seconds`.
 async fn watch_link(store: Arc<dyn Store>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    let started = std::time::SystemTime::now();
+    let started = crate::clock::wall_ms();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -406,16 +406,12 @@ async fn watch_link(store: Arc<dyn Store>, metrics: Arc<Metrics>, shutdown: Canc
         let staleness = if link.connected {
             0.0
         } else {
-            let since =
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(link.last_contact_ms);
             let since = if link.last_contact_ms == 0 {
                 started
             } else {
-                since
+                link.last_contact_ms
             };
-            std::time::SystemTime::now()
-                .duration_since(since)
-                .map_or(0.0, |d| d.as_secs_f64())
+            crate::clock::wall_ms().saturating_sub(since) as f64 / 1000.0
         };
         metrics.store_link(link.connected, staleness);
     }

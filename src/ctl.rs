@@ -14,7 +14,6 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Subcommand, ValueEnum};
 use reqwest::{Method, StatusCode, Url};
@@ -354,7 +353,7 @@ async fn execute(args: Args) -> Result<String, CtlError> {
             Ok(if json {
                 raw(text)
             } else {
-                table::pool(&body, now())
+                table::pool(&body, crate::clock::wall_secs())
             })
         }
         Command::Audit { pool, limit } => {
@@ -674,12 +673,6 @@ fn raw(mut text: String) -> String {
         text.push('\n');
     }
     text
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -139,11 +139,9 @@ pub const RRL_CLASSES: [&str; 6] = [
 /// The `result` label values of `weir_dns_cookies_total`, in `dns::cookie::Verdict` order.
 pub const COOKIE_RESULTS: [&str; 3] = ["client_only", "invalid", "valid"];
 
-/// Seconds since the Unix epoch, now.
+/// Seconds since the Unix epoch, now, to the millisecond.
 fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    crate::clock::wall_ms() as f64 / 1000.0
 }
 
 /// QTYPEs counted under their own label; others count as "other" so labels stay bounded.

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
@@ -112,12 +112,6 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
 
 /// Health of every probe; a probe with no result yet has its check's `initial` health.
 pub type HealthMap = HashMap<ProbeKey, Health>;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// Every distinct probe of `pools`.
 fn probes(pools: &[Pool]) -> HashSet<ProbeKey> {
@@ -413,7 +407,11 @@ impl Writer {
         monitor: health::Monitor,
         probes_ready: Arc<AtomicBool>,
     ) -> Result<Writer, StoreError> {
-        let (overlay, dropped) = change::prune(&loaded.config.pools, &stored.overlay, now());
+        let (overlay, dropped) = change::prune(
+            &loaded.config.pools,
+            &stored.overlay,
+            crate::clock::wall_secs(),
+        );
         // Shared intent is never pruned by one node: its config may be older or newer than
         // the others'. Intent this node's config does not back is simply not served here.
         let (overlay, dropped) = if store.shared() {
@@ -889,7 +887,7 @@ impl Writer {
         )?;
         let record = AuditRecord {
             generation: 0,
-            time: now(),
+            time: crate::clock::wall_secs(),
             actor: request.actor.clone(),
             source: request.source.clone(),
             action: applied.action.into(),
@@ -1072,7 +1070,11 @@ impl Writer {
         };
         // Intent the new config no longer backs is dropped, with audit records, before the
         // new config serves: all or nothing.
-        let (overlay, dropped) = change::prune(&loaded.config.pools, &self.overlay, now());
+        let (overlay, dropped) = change::prune(
+            &loaded.config.pools,
+            &self.overlay,
+            crate::clock::wall_secs(),
+        );
         let generation = if dropped.is_empty() {
             self.generation
         } else {

@@ -435,7 +435,7 @@ impl Scheduler {
         let result = LastResult {
             ok: outcome.ok,
             reason: outcome.reason.clone(),
-            at: unix_seconds(),
+            at: crate::clock::wall_secs(),
             duration_ms,
             health: slot.hysteresis.health(),
             passes,
@@ -505,10 +505,4 @@ impl Scheduler {
             table.mark_reported(index, generation);
         }
     }
-}
-
-fn unix_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

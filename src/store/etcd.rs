@@ -113,12 +113,6 @@ struct Shared {
     commits: AtomicU64,
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -147,7 +141,8 @@ impl Shared {
 
     fn contact(&self) {
         self.connected.store(true, Ordering::Relaxed);
-        self.last_contact_ms.store(unix_ms(), Ordering::Relaxed);
+        self.last_contact_ms
+            .store(crate::clock::wall_ms(), Ordering::Relaxed);
     }
 
     fn lost(&self, what: &str, e: &dyn std::fmt::Display) {
@@ -568,7 +563,7 @@ impl Shared {
         self.lease.store(lease as u64, Ordering::Relaxed);
         let member = Member {
             node_id: self.node_id.clone(),
-            since: unix_ms() / 1000,
+            since: crate::clock::wall_secs(),
         };
         let mut kv = self.client().kv_client();
         self.bounded(kv.put(
@@ -580,7 +575,7 @@ impl Shared {
         let report = |generation: u64| Report {
             node_id: self.node_id.clone(),
             generation,
-            updated: unix_ms() / 1000,
+            updated: crate::clock::wall_secs(),
         };
         let put_report = |generation: u64| {
             let mut kv = self.client().kv_client();

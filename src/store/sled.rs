@@ -423,9 +423,7 @@ impl SledStore {
             Ok(_) => {}
         }
         ensure_unlocked(path)?;
-        let seconds = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let seconds = crate::clock::wall_secs();
         // Rebuilt from components so a trailing `/` does not put the new name inside `path`.
         let base: PathBuf = path.components().collect();
         let mut target = aside_name(&base, &format!(".reset-{seconds}"));
@@ -668,9 +666,7 @@ impl Store for SledStore {
         Ok(vec![Node {
             node_id: "local".into(),
             generation: Some(self.served.load(Ordering::Relaxed)),
-            updated: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            updated: crate::clock::wall_secs(),
         }])
     }
 
