@@ -10,12 +10,7 @@ use std::time::SystemTime;
 /// Wall-clock Unix milliseconds, advancing with tokio's clock.
 pub fn now_ms() -> u64 {
     static BASE: OnceLock<(u64, tokio::time::Instant)> = OnceLock::new();
-    let (wall, at) = BASE.get_or_init(|| {
-        let wall = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        (wall, tokio::time::Instant::now())
-    });
+    let (wall, at) = BASE.get_or_init(|| (wall_ms(), tokio::time::Instant::now()));
     let since = tokio::time::Instant::now().saturating_duration_since(*at);
     wall.saturating_add(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }

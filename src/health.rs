@@ -232,13 +232,8 @@ impl Monitor {
     /// ignore `Health` events for keys it no longer has.
     pub fn set_probes(&mut self, keys: impl IntoIterator<Item = ProbeKey>) {
         let wanted: HashSet<ProbeKey> = keys.into_iter().collect();
-        let kept = wanted.clone();
-        for target in self.shared.set(wanted, self.epoch) {
+        for target in self.shared.set(wanted, self.epoch, &self.last) {
             self.metrics.forget_probe(&target);
-        }
-        // After the slots went: the scheduler records results only for slots it still has.
-        if let Ok(mut last) = self.last.lock() {
-            last.retain(|key, _| kept.contains(key));
         }
         if !self.started {
             self.started = true;

@@ -37,8 +37,15 @@ impl Shared {
 
     /// Replaces the set of probes: slots of keys still present keep their state, the others go
     /// (a probe of theirs in flight is aborted), new keys get a slot whose first probe comes
-    /// within the first 10% of its interval. Returns the targets no remaining key probes.
-    pub(super) fn set(&self, wanted: HashSet<ProbeKey>, epoch: Instant) -> Vec<String> {
+    /// within the first 10% of its interval, and `last` keeps only current keys' results (under
+    /// the table's lock, which the scheduler holds while it records one, so none of a removed
+    /// key can land after). Returns the targets no remaining key probes.
+    pub(super) fn set(
+        &self,
+        wanted: HashSet<ProbeKey>,
+        epoch: Instant,
+        last: &LastResults,
+    ) -> Vec<String> {
         let now = Instant::now();
         let mut table = self.table();
         let gone: Vec<ProbeKey> = table
@@ -55,6 +62,9 @@ impl Shared {
             if !targets.contains(&key.target) {
                 forget.push(key.target.to_string());
             }
+        }
+        if let Ok(mut last) = last.lock() {
+            last.retain(|key, _| wanted.contains(key));
         }
         for key in wanted {
             if !table.index.contains_key(&key) {
