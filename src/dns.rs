@@ -1,6 +1,6 @@
-//! The DNS protocol edge: sockets (UDP worker threads, TCP tasks), the wire format and the
-//! zone-file reader. The only module that names hickory types. Reads the published snapshot once
-//! per query; never locks, never awaits anything but socket I/O, never writes state.
+//! The DNS protocol edge: sockets (UDP worker threads, TCP tasks) and the wire format, written
+//! by hand (no hickory types here). Reads the published snapshot once per query; never locks,
+//! never awaits anything but socket I/O, never writes state.
 
 pub mod cookie;
 pub mod rrl;
@@ -8,7 +8,6 @@ pub mod tcp;
 pub mod track;
 pub mod udp;
 pub mod wire;
-pub mod zonefile;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

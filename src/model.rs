@@ -554,6 +554,10 @@ pub enum Step {
     Pause(Option<u64>),
 }
 
+/// The longest duration a plan may name (pauses, slack, health timeout, TTLs): 30 days.
+/// Longer values are refused (400 from the API, a config error), so no deadline can overflow.
+pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
+
 /// A rollout plan, from `[pool.rollout]` or the API.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RolloutPlan {

@@ -27,10 +27,6 @@ mod shift;
 pub use driver::{DRIVER_TICK, Inputs, Refetched, Signal, spawn};
 pub use rolling::batches;
 
-/// The longest duration a plan may name (pauses, slack, health timeout, TTLs): 30 days.
-/// Longer values are refused (400 from the API, a config error), so no deadline can overflow.
-pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
-
 /// The extra second of the settle contract: resolvers serve an answer whose TTL reads 0 for up
 /// to one more second.
 const TTL_ZERO_GRACE_MS: u64 = 1000;

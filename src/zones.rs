@@ -1,13 +1,14 @@
 //! Zone files -> checked `Zone`s. Reads each configured file once, parses it (via
-//! `dns::zonefile`), groups records into RRsets and runs the semantic checks that keep a zone
+//! `zones/zonefile.rs`, the only place hickory-proto is named), groups records into RRsets and runs the semantic checks that keep a zone
 //! servable. After loading, nothing here does I/O.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::config::{Config, Problem, Problems, ZoneConfig};
-use crate::dns::zonefile;
 use crate::model::{Name, RRset, Rdata, Record, rtype, rtype_name};
+
+mod zonefile;
 
 /// A loaded zone: every RRset by owner name.
 #[derive(Clone, Debug)]

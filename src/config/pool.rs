@@ -85,18 +85,18 @@ pub struct RawPlan {
     pub converge_timeout: Option<String>,
 }
 
-/// A plan duration: `text` parsed, at most `rollout::MAX_DURATION_SECS` (so no deadline built
+/// A plan duration: `text` parsed, at most `model::MAX_DURATION_SECS` (so no deadline built
 /// from it can overflow), in whole seconds.
 fn plan_secs(key: &str, text: &str, problems: &mut Vec<(String, String)>) -> Option<u64> {
     match humantime::parse_duration(text) {
-        Ok(d) if d.as_secs() <= crate::rollout::MAX_DURATION_SECS => Some(d.as_secs()),
+        Ok(d) if d.as_secs() <= crate::model::MAX_DURATION_SECS => Some(d.as_secs()),
         Ok(_) => {
             problems.push((
                 key.into(),
                 format!(
                     "`{text}` is longer than the maximum of {}",
                     humantime::format_duration(std::time::Duration::from_secs(
-                        crate::rollout::MAX_DURATION_SECS
+                        crate::model::MAX_DURATION_SECS
                     ))
                 ),
             ));
@@ -336,7 +336,7 @@ pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
         }
         let interval = humantime::parse_duration(g.interval.as_deref().unwrap_or("30s"));
         if interval.as_ref().map_or(true, |d| {
-            d.as_secs() == 0 || d.as_secs() > crate::rollout::MAX_DURATION_SECS
+            d.as_secs() == 0 || d.as_secs() > crate::model::MAX_DURATION_SECS
         }) {
             bad("interval", "must be a duration from 1s to 30 days".into());
         }

@@ -1,6 +1,8 @@
 //! Holds the code map true (like rust-analyzer's tidy test): every source file says what it
-//! owns, each heavy dependency is named only in its home, and only the state writer publishes
-//! snapshots. A failure names the rule and the file.
+//! owns, each heavy dependency is named only in its home, only the state writer publishes
+//! snapshots, and no module imports one above it in the layer order that ARCHITECTURE.md
+//! states (the table `LAYERS` below is that order; ARCHITECTURE.md's copy is checked against
+//! it). A failure names the rule and the file.
 
 use std::path::{Path, PathBuf};
 
@@ -29,7 +31,7 @@ fn code(text: &str) -> String {
 
 /// (what is named, the files allowed to name it): the heavy dependencies' homes.
 const HOMES: &[(&str, &[&str])] = &[
-    ("hickory_proto", &["src/dns/zonefile.rs"]),
+    ("hickory_proto", &["src/zones/zonefile.rs"]),
     ("axum", &["src/admin.rs", "src/admin/"]),
     ("sled::", &["src/store/sled.rs"]),
     ("etcd_client", &["src/store/etcd.rs"]),
@@ -45,6 +47,144 @@ const HOMES: &[(&str, &[&str])] = &[
     // Only the writer publishes a snapshot.
     ("snapshot.store(", &["src/state.rs"]),
 ];
+
+/// The layers, lowest first: a module may use its own layer's and lower layers' modules, never
+/// a higher one's. `main.rs` (the binary) and `lib.rs` sit above them all.
+const LAYERS: &[&[&str]] = &[
+    &["clock", "model"],
+    &["config", "metrics", "ctl"],
+    &["zones"],
+    &["snapshot", "health", "store"],
+    &["rollout", "dns"],
+    &["convergence", "split"],
+    &["state"],
+    &["admin"],
+    &["app"],
+];
+
+fn layer(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&module))
+}
+
+/// The top-level module a source file belongs to (`src/dns/wire.rs` -> `dns`).
+fn module_of(name: &str) -> &str {
+    let rest = name.trim_start_matches("src/");
+    let end = rest.find(['/', '.']).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// The crate modules `code` uses: every path that starts at `crate::` (`crate::a::b`,
+/// `crate::{a, b::c}` over several lines), by its first segment.
+fn uses(code: &str) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        let heads: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
+            // Top-level entries of the group, split at commas outside nested braces.
+            let mut depth = 0;
+            let mut entries = Vec::new();
+            let mut start = 0;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        entries.push(&group[start..i]);
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        entries.push(&group[start..i]);
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+            entries
+        } else {
+            vec![rest]
+        };
+        for head in heads {
+            let head = head.trim_start();
+            let end = head
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(head.len());
+            if end > 0 {
+                found.insert(head[..end].to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_layer_table_is_the_one_architecture_md_states() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let stated: Vec<String> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Layers, lowest first"))
+        .skip(1)
+        .take_while(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| l.split_once(". ").map_or("", |(_, m)| m).replace('`', ""))
+        .collect();
+    let table: Vec<String> = LAYERS.iter().map(|l| l.join(", ")).collect();
+    assert_eq!(
+        stated, table,
+        "ARCHITECTURE.md's numbered list after `Layers, lowest first` must match tests/it/tidy.rs LAYERS"
+    );
+    let mut files = Vec::new();
+    sources(&root.join("src"), &mut files);
+    for path in files {
+        let name = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let module = module_of(&name);
+        assert!(
+            layer(module).is_some() || module == "main" || module == "lib",
+            "{name}: module `{module}` has no layer in LAYERS (tests/it/tidy.rs) and ARCHITECTURE.md"
+        );
+    }
+}
+
+#[test]
+fn no_module_imports_one_above_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources(&root.join("src"), &mut files);
+    let mut problems = Vec::new();
+    for path in &files {
+        let name = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let module = module_of(&name);
+        let Some(mine) = layer(module) else { continue };
+        let code = code(&std::fs::read_to_string(path).unwrap());
+        for used in uses(&code) {
+            if let Some(theirs) = layer(&used)
+                && theirs > mine
+            {
+                problems.push(format!(
+                    "{name}: `{module}` (layer {}) uses `crate::{used}` (layer {}), which sits above it",
+                    mine + 1,
+                    theirs + 1
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn the_use_reader_sees_grouped_and_nested_paths() {
+    let code = "use crate::{\n    config::{self, Config},\n    model::Name,\n};\nlet x = crate::dns::respond(y);";
+    let found: Vec<String> = uses(code).into_iter().collect();
+    assert_eq!(found, ["config", "dns", "model"]);
+}
 
 #[test]
 fn the_code_map_holds() {

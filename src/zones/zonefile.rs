@@ -13,16 +13,16 @@ use crate::model::{self, Name, Rdata, Record, Soa};
 /// A zone file that does not parse, with the 1-based line of the entry at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("line {line}: {message}")]
-pub struct SyntaxError {
-    pub line: usize,
-    pub message: String,
+pub(super) struct SyntaxError {
+    pub(super) line: usize,
+    pub(super) message: String,
 }
 
 /// One parsed record plus the class it was written with (only IN is served; `zones` says so).
 #[derive(Debug)]
-pub struct Parsed {
-    pub record: Record,
-    pub class_in: bool,
+pub(super) struct Parsed {
+    pub(super) record: Record,
+    pub(super) class_in: bool,
 }
 
 /// Entries handed to hickory per parse call. hickory's `RecordSet::insert` compares each new
@@ -40,7 +40,7 @@ const MARKER: &str = "weir-zone-chunk-context-5f1d";
 /// Every syntax error is reported (up to `MAX_SYNTAX_ERRORS`), each with its line: an entry
 /// that does not parse is skipped and parsing goes on after it. Files with `$INCLUDE` are
 /// parsed whole (hickory follows the include), stopping at the first error.
-pub fn parse(text: &str, path: &Path, origin: &Name) -> (Vec<Parsed>, Vec<SyntaxError>) {
+pub(super) fn parse(text: &str, path: &Path, origin: &Name) -> (Vec<Parsed>, Vec<SyntaxError>) {
     match parse_all(text, path, origin) {
         Ok(parsed) => parsed,
         Err(errors) => (Vec::new(), errors),
@@ -301,12 +301,12 @@ impl Context {
 /// the same owner with different data. hickory's parser silently keeps only the last CNAME,
 /// so these are found by a pass over the text of their own.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Repeat {
-    pub owner: Name,
-    pub rtype: u16,
+pub(super) struct Repeat {
+    pub(super) owner: Name,
+    pub(super) rtype: u16,
     /// `file:line` of the repeat, and the line of the first record.
-    pub location: String,
-    pub first: String,
+    pub(super) location: String,
+    pub(super) first: String,
 }
 
 /// Types with at most one record per owner (RFC 2181 10.1, RFC 6672 2.4, RFC 1035 5.2).
@@ -320,7 +320,7 @@ const SINGLETONS: [(&str, u16); 3] = [
 /// after `parse` succeeded, so the text is known to be well-formed; `$INCLUDE`s are followed
 /// as hickory follows them (relative to the including file). Identical repeats are one record
 /// (RFC 2181 5) and not reported.
-pub fn singleton_repeats(text: &str, path: &Path, origin: &Name) -> Vec<Repeat> {
+pub(super) fn singleton_repeats(text: &str, path: &Path, origin: &Name) -> Vec<Repeat> {
     let mut scan = RepeatScan {
         origin: HName::from_ascii(origin.to_string()).ok(),
         owner: None,
@@ -335,7 +335,7 @@ pub fn singleton_repeats(text: &str, path: &Path, origin: &Name) -> Vec<Repeat> 
 
 /// `file:line` of the first record of each wanted (owner, type), following `$INCLUDE`s: where
 /// a problem found on the parsed zone is reported. Only asked for when there are problems.
-pub fn locate(
+pub(super) fn locate(
     text: &str,
     path: &Path,
     origin: &Name,
