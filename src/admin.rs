@@ -36,7 +36,7 @@
 //! 413, a body that takes over 10 s 408, a request that takes over 60 s 503; a `reason` over
 //! `MAX_REASON` bytes gets 400; connection caps and the header, handshake and write deadlines
 //! are in `serve`. The API never touches DNS sockets and reaches the store only through
-//! `state::StoreView` (audit log, node status).
+//! `store::StoreView` (audit log, node status); forgetting a node goes through the writer too.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -62,7 +62,8 @@ use crate::metrics::Metrics;
 use crate::model::{Name, Override};
 use crate::snapshot::Snapshot;
 use crate::state::change::{Change, ChangeError, ChangeRequest};
-use crate::state::{StateEvent, StoreHealth, StoreView};
+use crate::state::{StateEvent, StoreHealth};
+use crate::store::StoreView;
 
 mod read;
 mod serve;
@@ -214,11 +215,21 @@ async fn forget_node(
     State(ctx): State<AdminContext>,
     Path(node): Path<String>,
 ) -> Result<Response, ApiError> {
-    let store = ctx.audit.clone();
-    let id = node.clone();
-    let found = tokio::task::spawn_blocking(move || store.forget(&id))
+    let (reply, answer) = oneshot::channel();
+    let unavailable = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the state writer is not running".into(),
+        )
+    };
+    let forget = StateEvent::Forget {
+        node_id: node.clone(),
+        reply,
+    };
+    ctx.events.send(forget).await.map_err(|_| unavailable())?;
+    let found = answer
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|_| unavailable())?
         .map_err(read::store_error)?;
     if !found {
         return Err(ApiError(
@@ -226,7 +237,6 @@ async fn forget_node(
             format!("no nameserver `{node}` is known"),
         ));
     }
-    tracing::info!(%node, "nameserver forgotten: it no longer counts for change status");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -18,9 +18,10 @@ use crate::convergence::Convergence;
 use crate::dns;
 use crate::health;
 use crate::metrics::Metrics;
+use crate::model::HealthMap;
 use crate::snapshot::Snapshot;
-use crate::state::{self, HealthMap, Loaded, StateEvent, StoreView};
-use crate::store::{SledStore, Store, StoreError, Stored};
+use crate::state::{self, Loaded, StateEvent};
+use crate::store::{Backend, Cluster, SledStore, Store, StoreError, StoreView, Stored};
 
 /// Capacity of the state writer's event channel; senders wait when it is full.
 const EVENT_QUEUE: usize = 1024;
@@ -63,7 +64,7 @@ impl Running {
 
 /// Opens the configured store; `reset` first moves an existing (local) one aside. With
 /// `backend = "etcd"` the sled store becomes this node's cache under an `EtcdStore`.
-pub fn open_store(loaded: &Loaded, reset: bool) -> anyhow::Result<Arc<dyn Store>> {
+pub fn open_store(loaded: &Loaded, reset: bool) -> anyhow::Result<Backend> {
     let config = &loaded.config.store;
     let path = &config.path;
     if reset && let Some(moved) = SledStore::reset(path)? {
@@ -71,13 +72,13 @@ pub fn open_store(loaded: &Loaded, reset: bool) -> anyhow::Result<Arc<dyn Store>
     }
     let local = SledStore::open(path, config.audit_retention)?;
     match &config.etcd {
-        None => Ok(Arc::new(local)),
+        None => Ok(Backend::local(Arc::new(local))),
         #[cfg(feature = "etcd")]
-        Some(etcd) => Ok(Arc::new(crate::store::EtcdStore::open(
+        Some(etcd) => Ok(Backend::shared(Arc::new(crate::store::EtcdStore::open(
             etcd,
             local,
             config.audit_retention,
-        )?)),
+        )?))),
         #[cfg(not(feature = "etcd"))]
         Some(_) => anyhow::bail!("this weir was built without etcd support (--features etcd)"),
     }
@@ -87,15 +88,15 @@ pub fn open_store(loaded: &Loaded, reset: bool) -> anyhow::Result<Arc<dyn Store>
 const STATE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Restores stored intent, binds the configured addresses and starts serving.
-pub fn start(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<Running> {
-    let stored = store.load().context("restoring the stored state")?;
-    start_with(loaded, store, stored, admin::Placement::Shared)
+pub fn start(loaded: Loaded, backend: Backend) -> anyhow::Result<Running> {
+    let stored = backend.store.load().context("restoring the stored state")?;
+    start_with(loaded, backend, stored, admin::Placement::Shared)
 }
 
 /// `start` with the stored state already read and the admin API placed as `placement` says.
 pub fn start_with(
     loaded: Loaded,
-    store: Arc<dyn Store>,
+    backend: Backend,
     stored: Stored,
     placement: admin::Placement,
 ) -> anyhow::Result<Running> {
@@ -113,7 +114,7 @@ pub fn start_with(
     let mut writer = state::Writer::start(
         loaded,
         stored,
-        store.clone(),
+        backend.clone(),
         metrics.clone(),
         monitor,
         probes_ready.clone(),
@@ -162,12 +163,22 @@ pub fn start_with(
     };
     let dns = tokio::spawn(dns::run(listeners, ctx, shutdown.clone()));
     let (remote, remote_rx) = mpsc::channel(EVENT_QUEUE);
-    store.follow(remote);
+    match &backend.cluster {
+        Some(cluster) => {
+            cluster.follow(remote);
+            tokio::spawn(watch_link(
+                cluster.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+        }
+        // A local store is always there: connected, never stale.
+        None => metrics.store_link(true, 0.0),
+    }
     let writer_inputs = writer.rollout_inputs();
     let writer = tokio::spawn(writer.run(rx, flips_rx, due_rx, remote_rx, shutdown.clone()));
-    tokio::spawn(watch_link(store.clone(), metrics.clone(), shutdown.clone()));
     tokio::spawn(watch_store(
-        store.clone(),
+        backend.store.clone(),
         store_health.clone(),
         shutdown.clone(),
     ));
@@ -187,7 +198,7 @@ pub fn start_with(
                 probes_ready,
                 store_health,
                 events: events.clone(),
-                audit: StoreView::new(store),
+                audit: StoreView::new(backend),
                 probes: probe_results,
                 tokens: Arc::new(config.admin.tokens.clone()),
                 convergence: convergence.clone(),
@@ -302,7 +313,7 @@ fn bind_admin(
 }
 
 /// `weir serve`: runs until SIGTERM or SIGINT; SIGHUP reloads config and zones.
-pub async fn serve(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<()> {
+pub async fn serve(loaded: Loaded, backend: Backend) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     raise_nofile_once();
     let zones = loaded.zones.len();
@@ -313,11 +324,12 @@ pub async fn serve(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<()> 
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let stored = tokio::select! {
-        stored = wait_for_state(store.clone(), &loaded.config.admin) => stored?,
+        stored = wait_for_state(backend.store.clone(), &loaded.config.admin) => stored?,
         _ = term.recv() => return Ok(()),
         _ = int.recv() => return Ok(()),
     };
-    let running = start_with(loaded, store.clone(), stored, admin::Placement::OwnThread)?;
+    let cluster = backend.cluster.clone();
+    let running = start_with(loaded, backend, stored, admin::Placement::OwnThread)?;
     let addrs: Vec<String> = running.dns_addrs.iter().map(ToString::to_string).collect();
     tracing::info!(
         listen = %addrs.join(","),
@@ -342,7 +354,9 @@ pub async fn serve(loaded: Loaded, store: Arc<dyn Store>) -> anyhow::Result<()> 
     }
     tracing::info!("shutting down");
     let result = running.shutdown().await;
-    let _ = tokio::task::spawn_blocking(move || store.leave()).await;
+    if let Some(cluster) = cluster {
+        let _ = tokio::task::spawn_blocking(move || cluster.leave()).await;
+    }
     result
 }
 
@@ -394,7 +408,7 @@ async fn wait_for_state(
 
 /// Every second: the shared store's link into `weir_store_connected` and
 /// `weir_store_staleness_seconds`.
-async fn watch_link(store: Arc<dyn Store>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+async fn watch_link(cluster: Arc<dyn Cluster>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     let started = crate::clock::wall_ms();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
@@ -402,7 +416,7 @@ async fn watch_link(store: Arc<dyn Store>, metrics: Arc<Metrics>, shutdown: Canc
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let link = store.link();
+        let link = cluster.link();
         let staleness = if link.connected {
             0.0
         } else {

@@ -167,6 +167,20 @@ impl fmt::Display for Name {
     }
 }
 
+/// Stored and sent in presentation form (`app.example.com.`), so stored intent reads well.
+impl serde::Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Name::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Name({self})")
@@ -487,31 +501,34 @@ pub enum Override {
     Down,
 }
 
+/// Per pool, per endpoint address: how the overlay keys what it holds about endpoints.
+pub type ByEndpoint<V> =
+    std::collections::BTreeMap<Name, std::collections::BTreeMap<std::net::IpAddr, V>>;
+
 /// Runtime intent: what operators changed through the admin API, stored as a layer over the
-/// config (never health). Keys are pool names in presentation form (`app.example.com.`) and
-/// endpoint addresses as text, so the stored form reads well and survives config edits.
+/// config (never health). Keyed by typed pool names and addresses; stored in presentation
+/// form (`app.example.com.`, `192.0.2.10`), so the stored form reads well and survives config
+/// edits, and a key that does not parse makes the stored state corrupt, never skipped.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Overlay {
     /// pool -> group -> weight.
     #[serde(default)]
-    pub group_weights: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>,
+    pub group_weights: std::collections::BTreeMap<Name, std::collections::BTreeMap<String, u32>>,
     /// pool -> endpoint address -> weight.
     #[serde(default)]
-    pub endpoint_weights:
-        std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>,
+    pub endpoint_weights: ByEndpoint<u32>,
     /// pool -> endpoint address -> forced health (Auto is never stored).
     #[serde(default)]
-    pub overrides: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Override>>,
+    pub overrides: ByEndpoint<Override>,
     /// pool -> endpoint address -> endpoint added at runtime.
     #[serde(default)]
-    pub added:
-        std::collections::BTreeMap<String, std::collections::BTreeMap<String, AddedEndpoint>>,
+    pub added: ByEndpoint<AddedEndpoint>,
     /// pool -> config endpoint addresses removed at runtime.
     #[serde(default)]
-    pub removed: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    pub removed: std::collections::BTreeMap<Name, std::collections::BTreeSet<std::net::IpAddr>>,
     /// pool -> its rollout (running or finished; the latest one is kept).
     #[serde(default)]
-    pub rollouts: std::collections::BTreeMap<String, Rollout>,
+    pub rollouts: std::collections::BTreeMap<Name, Rollout>,
 }
 
 /// An endpoint added through the admin API; it uses its pool's check.
@@ -657,7 +674,7 @@ pub enum Phase {
 pub struct Rolling {
     pub plan: RollingPlan,
     /// Endpoint addresses per batch, decided at the start.
-    pub batches: Vec<Vec<String>>,
+    pub batches: Vec<Vec<std::net::IpAddr>>,
     /// The batch being worked on.
     pub batch: usize,
     pub phase: Phase,
@@ -811,6 +828,9 @@ pub struct View {
     pub health: std::collections::HashMap<ProbeKey, Health>,
 }
 
+/// Health of every probe; a probe with no result yet has its check's `initial` health.
+pub type HealthMap = std::collections::HashMap<ProbeKey, Health>;
+
 impl View {
     /// A probe's health in this view (see `probe_health`).
     pub fn probe_health(&self, key: &ProbeKey) -> Health {
@@ -824,10 +844,7 @@ impl View {
 }
 
 /// A probe's health in `health`: its last flip, or its check's `initial` until it has one.
-pub fn probe_health(
-    health: &std::collections::HashMap<ProbeKey, Health>,
-    key: &ProbeKey,
-) -> Health {
+pub fn probe_health(health: &HealthMap, key: &ProbeKey) -> Health {
     health.get(key).copied().unwrap_or(key.check.initial)
 }
 
@@ -847,6 +864,34 @@ impl Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Intent is stored keyed by presentation text (what earlier versions wrote, and what an
+    /// operator reads in a dump) and read back typed; a key that is no name or address is an
+    /// error (the store reports it corrupt), never a silently skipped entry.
+    #[test]
+    fn overlay_keys_are_typed_and_stored_as_text() {
+        let stored = r#"{"group_weights":{"App.Example.com.":{"blue":3}},
+            "endpoint_weights":{"app.example.com.":{"2001:db8::1":0}},
+            "overrides":{"app.example.com.":{"192.0.2.10":"down"}},
+            "removed":{"app.example.com.":["192.0.2.11"]}}"#;
+        let overlay: Overlay = serde_json::from_str(stored).unwrap();
+        let app = Name::parse("app.example.com").unwrap();
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(overlay.group_weights[&app]["blue"], 3);
+        assert_eq!(overlay.endpoint_weights[&app][&v6], 0);
+        let text = serde_json::to_string(&overlay).unwrap();
+        assert!(
+            text.contains(r#""overrides":{"app.example.com.":{"192.0.2.10":"down"}}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Overlay>(&text).unwrap(), overlay);
+        for bad in [
+            r#"{"overrides":{"app.example.com.":{"192.0.2.300":"down"}}}"#,
+            r#"{"removed":{"app..example.com.":["192.0.2.11"]}}"#,
+        ] {
+            assert!(serde_json::from_str::<Overlay>(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parse_lowercases_and_round_trips() {

@@ -17,7 +17,7 @@
 //! clock (`clock::now_ms`) so paused-clock tests drive them; every sum saturates instead of wrapping.
 
 use crate::model::{
-    AbortCause, AuditRecord, Endpoint, Overlay, Phase, Pool, Rollout, RolloutState, View,
+    AbortCause, AuditRecord, Endpoint, Name, Overlay, Phase, Pool, Rollout, RolloutState, View,
 };
 
 mod driver;
@@ -485,34 +485,34 @@ pub fn state_name(state: &RolloutState) -> &'static str {
 }
 
 /// The addresses a rolling update keeps drained right now.
-pub fn drained(r: &Rollout) -> &[String] {
+pub fn drained(r: &Rollout) -> &[std::net::IpAddr] {
     match &r.rolling {
         Some(rl) if active(r) => rl.batches.get(rl.batch).map_or(&[], Vec::as_slice),
         _ => &[],
     }
 }
 
-/// Writes the weights `r` serves into `overlay` (pool `key`): a weight shift as the two
+/// Writes the weights `r` serves into `overlay` (pool `pool`): a weight shift as the two
 /// groups' weights (`from` = 100 - w, `to` = w), a rolling update as its drained batch
 /// (endpoint weight 0) and nothing else in the group.
-pub fn weights(r: &Rollout, overlay: &mut Overlay, key: &str) {
+pub fn weights(r: &Rollout, overlay: &mut Overlay, pool: &Name) {
     match &r.rolling {
         Some(rl) => {
             let drained = drained(r);
-            let weights = overlay.endpoint_weights.entry(key.to_string()).or_default();
+            let weights = overlay.endpoint_weights.entry(pool.clone()).or_default();
             for addr in rl.batches.iter().flatten() {
                 if drained.contains(addr) {
-                    weights.insert(addr.clone(), 0);
+                    weights.insert(*addr, 0);
                 } else {
                     weights.remove(addr);
                 }
             }
             if weights.is_empty() {
-                overlay.endpoint_weights.remove(key);
+                overlay.endpoint_weights.remove(pool);
             }
         }
         None => {
-            let weights = overlay.group_weights.entry(key.to_string()).or_default();
+            let weights = overlay.group_weights.entry(pool.clone()).or_default();
             weights.insert(r.from.clone(), 100u32.saturating_sub(r.weight));
             weights.insert(r.to.clone(), r.weight);
         }
@@ -603,7 +603,7 @@ pub fn observe(
             pool.groups
                 .iter()
                 .flat_map(|g| &g.endpoints)
-                .filter(|e| batch.contains(&e.address.to_string()))
+                .filter(|e| batch.contains(&e.address))
                 .try_for_each(|e| fresh(view, e, results, *since))
         }
         _ => Ok(()),

@@ -18,10 +18,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, Problem, Problems};
 use crate::health;
 use crate::metrics::Metrics;
-use crate::model::{AbortCause, AuditRecord, Health, Name, Overlay, Pool, ProbeKey, View};
+use crate::model::{
+    AbortCause, AuditRecord, Health, HealthMap, Name, Overlay, Pool, ProbeKey, View,
+};
 use crate::rollout;
 use crate::snapshot::{self, Snapshot, ZoneIndex};
-use crate::store::{Followed, HealthReport, Node, Store, StoreError, Stored};
+use crate::store::{self, Backend, Cluster, Followed, Store, StoreError, Stored};
 use crate::zones::{self, Zone};
 
 pub mod change;
@@ -60,7 +62,14 @@ pub enum StateEvent {
         request: ChangeRequest,
         reply: oneshot::Sender<Result<u64, ChangeError>>,
     },
-    /// The shared store moved on (another nameserver's change, seen by `Store::follow`):
+    /// A nameserver that is gone for good stops counting for change status
+    /// (`DELETE /v1/nodes/{node}`): membership, not intent, so nothing is published. Replies
+    /// false when no such member is known (always, without a cluster).
+    Forget {
+        node_id: String,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// The shared store moved on (another nameserver's change, seen by `Cluster::follow`):
     /// adopted if newer than what this node serves.
     Remote { stored: Stored },
     /// Shared health: another nameserver's probe results changed; the health served is
@@ -110,9 +119,6 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
     })
 }
 
-/// Health of every probe; a probe with no result yet has its check's `initial` health.
-pub type HealthMap = HashMap<ProbeKey, Health>;
-
 /// Every distinct probe of `pools`.
 fn probes(pools: &[Pool]) -> HashSet<ProbeKey> {
     pools.iter().flat_map(|p| p.probes()).cloned().collect()
@@ -158,53 +164,6 @@ struct PendingHealth {
     keys: HashSet<ProbeKey>,
     /// When each flip's probe result arrived, for `weir_health_flip_publish_seconds`.
     arrived: Vec<tokio::time::Instant>,
-}
-
-/// How a probe is named between nameservers (shared health): its target and kind. Nodes
-/// whose checks differ in path or expectations still vote on the same endpoint.
-fn health_key(key: &ProbeKey) -> String {
-    format!("{}/{:?}", key.target, key.check.kind).to_lowercase()
-}
-
-/// This node's view of every probe it runs: the last flip, or the check's `initial` health.
-fn health_report(health: &HealthMap, served: &HashSet<ProbeKey>) -> HealthReport {
-    served
-        .iter()
-        .map(|k| (health_key(k), crate::model::probe_health(health, k)))
-        .collect()
-}
-
-/// Shared health: a probe counts as down only when a majority of the live nodes that report
-/// on it (this one included) see it down, so one partitioned node cannot fail an endpoint
-/// over for everyone. With no peers (local health) it is this node's own view.
-fn merged_health(
-    local: &HealthMap,
-    served: &HashSet<ProbeKey>,
-    peers: &HashMap<String, HealthReport>,
-) -> HealthMap {
-    if peers.is_empty() {
-        return local.clone();
-    }
-    served
-        .iter()
-        .map(|key| {
-            let mine = crate::model::probe_health(local, key);
-            let name = health_key(key);
-            let (mut voters, mut down) = (1, usize::from(mine == Health::Down));
-            for report in peers.values() {
-                if let Some(h) = report.get(&name) {
-                    voters += 1;
-                    down += usize::from(*h == Health::Down);
-                }
-            }
-            let health = if down * 2 > voters {
-                Health::Down
-            } else {
-                Health::Up
-            };
-            (key.clone(), health)
-        })
-        .collect()
 }
 
 /// What a failed commit means to the caller: a conflict is a stale base (412), an unreachable
@@ -300,49 +259,6 @@ struct Stuck {
     overlay: Overlay,
 }
 
-/// The admin API's access to the store: the audit log and which nameserver serves which
-/// generation. Intent is written through `StateEvent`s only; `forget` edits membership
-/// (who counts for change status), never what is served.
-#[derive(Clone, Debug)]
-pub struct StoreView(Arc<dyn Store>);
-
-impl StoreView {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        StoreView(store)
-    }
-
-    /// Newest first, only `pool`'s if given, at most `limit`.
-    pub fn read(&self, pool: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        self.0.audit(pool, limit)
-    }
-
-    /// The change feed: records after generation `after`, oldest first, only `pool`'s if
-    /// given, at most `limit` (read lazily: only what is returned).
-    pub fn since(
-        &self,
-        after: u64,
-        pool: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        self.0.changes_page(after, pool, limit)
-    }
-
-    /// Every known nameserver and the generation it serves (a quorum read with etcd).
-    pub fn nodes(&self) -> Result<Vec<Node>, StoreError> {
-        self.0.nodes()
-    }
-
-    /// Drops a member that is gone from change status.
-    pub fn forget(&self, node_id: &str) -> Result<bool, StoreError> {
-        self.0.forget(node_id)
-    }
-
-    /// Whether the store is shared by several nameservers.
-    pub fn shared(&self) -> bool {
-        self.0.shared()
-    }
-}
-
 /// The writer's own state.
 #[derive(Debug)]
 pub struct Writer {
@@ -353,6 +269,8 @@ pub struct Writer {
     overlay: Overlay,
     generation: u64,
     store: Arc<dyn Store>,
+    /// The nameservers sharing the store; None for a local store.
+    cluster: Option<Arc<dyn Cluster>>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     /// Runs the probes of the served pools; its flips come back on the writer's channel.
@@ -402,7 +320,7 @@ impl Writer {
     pub fn start(
         loaded: Loaded,
         stored: Stored,
-        store: Arc<dyn Store>,
+        backend: Backend,
         metrics: Arc<Metrics>,
         monitor: health::Monitor,
         probes_ready: Arc<AtomicBool>,
@@ -414,7 +332,8 @@ impl Writer {
         );
         // Shared intent is never pruned by one node: its config may be older or newer than
         // the others'. Intent this node's config does not back is simply not served here.
-        let (overlay, dropped) = if store.shared() {
+        let Backend { store, cluster } = backend;
+        let (overlay, dropped) = if cluster.is_some() {
             (stored.overlay.clone(), Vec::new())
         } else {
             (overlay, dropped)
@@ -432,7 +351,9 @@ impl Writer {
         let first = build(&loaded, &overlay, generation, &health, &metrics, 1);
         metrics.published(first.generation);
         metrics.applied_generation(generation);
-        store.served(&overlay, generation);
+        if let Some(cluster) = &cluster {
+            cluster.served(&overlay, generation);
+        }
         let snapshot = Arc::new(ArcSwap::from_pointee(first));
         let rollout_inputs = rollout::Inputs {
             snapshot: snapshot.clone(),
@@ -450,6 +371,7 @@ impl Writer {
             overlay,
             generation,
             store,
+            cluster,
             snapshot,
             metrics,
             monitor,
@@ -583,10 +505,9 @@ impl Writer {
 
     /// Shared health: publishes this node's view of the `served` probes (a no-op otherwise).
     fn report_health(&self, served: &HashSet<ProbeKey>) {
-        // Only a shared store has anyone to tell; the report costs O(probes) to build.
-        if self.store.shared() {
-            self.store
-                .report_health(health_report(&self.health, served));
+        // Only a cluster has anyone to tell; the report costs O(probes) to build.
+        if let Some(cluster) = &self.cluster {
+            cluster.report_health(store::health_report(&self.health, served));
         }
     }
 
@@ -622,6 +543,7 @@ impl Writer {
                 let result = self.change(request).await;
                 let _ = reply.send(result);
             }
+            StateEvent::Forget { node_id, reply } => self.forget(node_id, reply),
             StateEvent::Remote { stored } => self.remote(stored),
             StateEvent::PeerHealth => {
                 self.publish();
@@ -655,7 +577,7 @@ impl Writer {
         self.report_health(&self.served);
         let started = std::time::Instant::now();
         let prev = self.snapshot.load_full();
-        let (rebuilt, publication) = if self.store.peer_health().is_empty() {
+        let (rebuilt, publication) = if self.peer_health().is_empty() {
             let view = View {
                 generation: self.generation,
                 health: self.health.clone(),
@@ -687,21 +609,49 @@ impl Writer {
         );
     }
 
+    /// Shared health: the other live nodes' reports (none without a cluster).
+    fn peer_health(&self) -> HashMap<String, store::HealthReport> {
+        self.cluster
+            .as_ref()
+            .map(|c| c.peer_health())
+            .unwrap_or_default()
+    }
+
+    /// Forgets a member that is gone, on a blocking thread of its own: membership is not
+    /// what this node serves, so the writer neither waits for it nor publishes.
+    fn forget(&self, node_id: String, reply: oneshot::Sender<Result<bool, StoreError>>) {
+        let Some(cluster) = self.cluster.clone() else {
+            let _ = reply.send(Ok(false));
+            return;
+        };
+        tokio::task::spawn_blocking(move || {
+            let result = cluster.forget(&node_id);
+            if let Ok(true) = result {
+                tracing::info!(node = %node_id, "nameserver forgotten: it no longer counts for change status");
+            }
+            let _ = reply.send(result);
+        });
+    }
+
     fn publish(&mut self) -> u64 {
         // Whatever health is pending goes out with this publication.
         self.pending = PendingHealth::default();
         for (pool, r) in &self.overlay.rollouts {
             let step = r.rolling.as_ref().map_or(r.step, |rl| rl.batch);
-            self.metrics
-                .rollout(pool, r.weight, step, rollout::state_name(&r.state));
+            self.metrics.rollout(
+                &pool.to_string(),
+                r.weight,
+                step,
+                rollout::state_name(&r.state),
+            );
         }
         let publication = self.snapshot.load().generation + 1;
-        let peers = self.store.peer_health();
+        let peers = self.peer_health();
         let health = if peers.is_empty() {
             self.health.clone()
         } else {
             let served = probes(&change::effective(&self.loaded.config.pools, &self.overlay));
-            merged_health(&self.health, &served, &peers)
+            store::merged_health(&self.health, &served, &peers)
         };
         let snapshot = build(
             &self.loaded,
@@ -715,7 +665,9 @@ impl Writer {
         self.metrics.published(publication);
         self.metrics.applied_generation(self.generation);
         // After the swap: a node reports a generation only once it answers with it.
-        self.store.served(&self.overlay, self.generation);
+        if let Some(cluster) = &self.cluster {
+            cluster.served(&self.overlay, self.generation);
+        }
         publication
     }
 
@@ -851,7 +803,7 @@ impl Writer {
         self.settle().await;
         if let Some(expected) = request.if_match
             && expected > self.generation
-            && self.store.shared()
+            && self.cluster.is_some()
         {
             // The client saw a newer state on another node than the watch brought us yet.
             self.catch_up().await?;
@@ -860,7 +812,7 @@ impl Writer {
         loop {
             match self.change_once(&request).await {
                 Err(ChangeError::Stale { .. })
-                    if self.store.shared() && request.if_match.is_none() && attempts < 3 =>
+                    if self.cluster.is_some() && request.if_match.is_none() && attempts < 3 =>
                 {
                     attempts += 1;
                     self.catch_up().await?;
@@ -934,7 +886,7 @@ impl Writer {
                 .rollout_once(&pool, &command, &actor, &source, &reason)
                 .await
             {
-                Err(ChangeError::Stale { .. }) if self.store.shared() && attempts < 3 => {
+                Err(ChangeError::Stale { .. }) if self.cluster.is_some() && attempts < 3 => {
                     attempts += 1;
                     self.catch_up().await?;
                 }
@@ -954,8 +906,7 @@ impl Writer {
         if !self.loaded.config.pools.iter().any(|p| p.name == *pool) {
             return Err(ChangeError::NotFound(format!("no pool `{pool}`")));
         }
-        let key = pool.to_string();
-        let current = self.overlay.rollouts.get(&key);
+        let current = self.overlay.rollouts.get(pool);
         let snapshot = self.snapshot.load();
         let view = &snapshot.view;
         let Some(served) = view.pools.iter().find(|p| p.name == *pool) else {
@@ -971,9 +922,12 @@ impl Writer {
             ),
             None => rollout::Observed::default(),
         };
-        seen.shared = self.store.shared();
+        seen.shared = self.cluster.is_some();
         seen.untracked = self.rollout_inputs.refetched.is_none();
-        seen.unsynced = !self.store.synced(self.generation);
+        seen.unsynced = !self
+            .cluster
+            .as_ref()
+            .is_none_or(|c| c.synced(self.generation));
         let cx = rollout::Context {
             pool: served,
             ttls: rollout::ttls(&snapshot, pool),
@@ -993,8 +947,8 @@ impl Writer {
             Err(rollout::Refused::Missing(e)) => return Err(ChangeError::NotFound(e)),
         };
         let mut overlay = self.overlay.clone();
-        rollout::weights(&outcome.rollout, &mut overlay, &key);
-        overlay.rollouts.insert(key, outcome.rollout);
+        rollout::weights(&outcome.rollout, &mut overlay, pool);
+        overlay.rollouts.insert(pool.clone(), outcome.rollout);
         let record = outcome.record;
         let generation = self
             .commit(overlay.clone(), vec![record.clone()])
@@ -1171,10 +1125,6 @@ mod tests {
         ) -> Result<Vec<AuditRecord>, StoreError> {
             Ok(Vec::new())
         }
-        fn served(&self, _: &Overlay, _: u64) {}
-        fn nodes(&self) -> Result<Vec<Node>, StoreError> {
-            Ok(Vec::new())
-        }
     }
 
     fn weight(weight: u32) -> ChangeRequest {
@@ -1235,7 +1185,7 @@ mod tests {
         let mut writer = Writer::start(
             load(&config).unwrap(),
             Stored::default(),
-            store.clone(),
+            Backend::local(store.clone()),
             metrics.clone(),
             monitor,
             Arc::new(AtomicBool::new(false)),
@@ -1349,7 +1299,7 @@ mod batching {
         let writer = Writer::start(
             loaded,
             stored,
-            store,
+            Backend::local(store),
             metrics,
             monitor,
             Arc::new(AtomicBool::new(false)),

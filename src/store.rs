@@ -1,7 +1,9 @@
-//! Persistence of runtime intent (the `Overlay`) and the audit log, behind the `Store` trait.
-//! The trait and its types live here; `SledStore` (in `store/sled.rs`) keeps them on local
-//! disk, `EtcdStore` (in `store/etcd.rs`, feature `etcd`) shares them between nameservers.
-//! Only this module names sled or etcd: nothing backend-specific crosses the trait.
+//! Persistence of runtime intent (the `Overlay`) and the audit log, behind the `Store` trait,
+//! and membership in a group of nameservers sharing one store, behind the `Cluster` trait.
+//! `SledStore` (in `store/sled.rs`) keeps intent on local disk and is no cluster;
+//! `EtcdStore` (in `store/etcd.rs`, feature `etcd`) is both. `Backend` is what `app` opens;
+//! `StoreView` is the admin API's read access; `merged_health` is the shared-health vote.
+//! Only this module names sled or etcd: nothing backend-specific crosses the traits.
 
 #[cfg(feature = "etcd")]
 mod etcd;
@@ -11,11 +13,12 @@ mod sled;
 pub use self::etcd::EtcdStore;
 pub use self::sled::SledStore;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::model::{AuditRecord, Health, Overlay};
+use crate::model::{AuditRecord, Health, HealthMap, Overlay, ProbeKey};
 
 /// What a store holds: the intent layer and the generation of the last commit (0 when new).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -114,41 +117,245 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn check(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
 
-    /// Whether several nameservers share this store; then intent is never pruned locally.
-    fn shared(&self) -> bool {
-        false
-    }
-    /// Shared stores: sends every stored state (and peer health changes) to `tx`, for as long as the process
-    /// runs, reconnecting by itself. Local stores have nothing to follow.
-    fn follow(&self, _tx: mpsc::Sender<Followed>) {}
-    /// This node now serves `stored` (called after every publish). Must not block.
+/// Membership in a group of nameservers sharing one store: following the shared intent,
+/// saying what this node serves, who serves what, and shared health. A local store has no
+/// cluster (`Backend::cluster` is None): every question here then has its local answer in the
+/// caller (`StoreView::nodes`, the writer).
+pub trait Cluster: Send + Sync + std::fmt::Debug {
+    /// Sends every stored state (and peer health changes) to `tx`, for as long as the process
+    /// runs, reconnecting by itself.
+    fn follow(&self, tx: mpsc::Sender<Followed>);
+    /// This node now serves `overlay` at `generation` (called after every publish). Must not
+    /// block.
     fn served(&self, overlay: &Overlay, generation: u64);
-    /// Every known nameserver and the generation it serves (only this one for a local store).
+    /// Every known nameserver and the generation it serves (a quorum read).
     fn nodes(&self) -> Result<Vec<Node>, StoreError>;
     /// From what this node last heard, without I/O: does every known node serve at least
-    /// `generation`? Always true for a local store.
-    fn synced(&self, _generation: u64) -> bool {
-        true
-    }
+    /// `generation`?
+    fn synced(&self, generation: u64) -> bool;
     /// Forgets a member that is gone, so it no longer holds changes PENDING. Ok(false) when
-    /// no such member exists.
-    fn forget(&self, _node_id: &str) -> Result<bool, StoreError> {
-        Ok(false)
-    }
-    /// The connection to a shared store (always connected for a local one).
-    fn link(&self) -> Link {
-        Link {
-            connected: true,
-            last_contact_ms: 0,
+    /// no such member exists. Blocking.
+    fn forget(&self, node_id: &str) -> Result<bool, StoreError>;
+    /// The connection to the shared store.
+    fn link(&self) -> Link;
+    /// Shared health: publishes this node's probe results (a no-op unless health is shared).
+    fn report_health(&self, report: HealthReport);
+    /// Shared health: every other live node's last report, by node id.
+    fn peer_health(&self) -> HashMap<String, HealthReport>;
+    /// Leaves cleanly at shutdown (etcd: deletes this member and revokes its lease). Blocking.
+    fn leave(&self);
+}
+
+/// An opened store: where intent persists, and this node's membership when it is shared.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub store: Arc<dyn Store>,
+    pub cluster: Option<Arc<dyn Cluster>>,
+}
+
+impl Backend {
+    /// A store only this node uses.
+    pub fn local(store: Arc<dyn Store>) -> Self {
+        Backend {
+            store,
+            cluster: None,
         }
     }
-    /// Shared health: publishes this node's probe results. No-op unless health is shared.
-    fn report_health(&self, _report: HealthReport) {}
-    /// Shared health: every live node's last report, by node id.
-    fn peer_health(&self) -> HashMap<String, HealthReport> {
-        HashMap::new()
+
+    /// A store shared by several nameservers, which is also their cluster.
+    pub fn shared<S: Store + Cluster + 'static>(store: Arc<S>) -> Self {
+        Backend {
+            store: store.clone(),
+            cluster: Some(store),
+        }
     }
-    /// Leaves cleanly at shutdown (etcd: deletes this member and revokes its lease).
-    fn leave(&self) {}
+}
+
+/// The admin API's access to the store: the audit log and which nameserver serves which
+/// generation. Nothing here writes: intent and membership change through `StateEvent`s.
+#[derive(Clone, Debug)]
+pub struct StoreView(Backend);
+
+impl StoreView {
+    pub fn new(backend: Backend) -> Self {
+        StoreView(backend)
+    }
+
+    /// Newest first, only `pool`'s if given, at most `limit`.
+    pub fn read(&self, pool: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.0.store.audit(pool, limit)
+    }
+
+    /// The change feed: records after generation `after`, oldest first, only `pool`'s if
+    /// given, at most `limit` (read lazily: only what is returned).
+    pub fn since(
+        &self,
+        after: u64,
+        pool: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.0.store.changes_page(after, pool, limit)
+    }
+
+    /// Every known nameserver and the generation it serves (a quorum read with a cluster);
+    /// without one, this node alone, serving `served` (the generation it publishes).
+    pub fn nodes(&self, served: u64) -> Result<Vec<Node>, StoreError> {
+        match &self.0.cluster {
+            Some(cluster) => cluster.nodes(),
+            None => Ok(vec![Node {
+                node_id: "local".into(),
+                generation: Some(served),
+                updated: crate::clock::wall_secs(),
+            }]),
+        }
+    }
+
+    /// Whether the store is shared by several nameservers.
+    pub fn shared(&self) -> bool {
+        self.0.cluster.is_some()
+    }
+}
+
+/// How a probe is named between nameservers (shared health): its target and kind. Nodes
+/// whose checks differ in path or expectations still vote on the same endpoint.
+fn health_key(key: &ProbeKey) -> String {
+    format!("{}/{:?}", key.target, key.check.kind).to_lowercase()
+}
+
+/// This node's view of every probe it runs: the last flip, or the check's `initial` health.
+pub fn health_report(health: &HealthMap, served: &HashSet<ProbeKey>) -> HealthReport {
+    served
+        .iter()
+        .map(|k| (health_key(k), crate::model::probe_health(health, k)))
+        .collect()
+}
+
+/// Shared health: a probe counts as down only when a majority of the live nodes that report
+/// on it (this one included) see it down, so one partitioned node cannot fail an endpoint
+/// over for everyone. With no peers (local health) it is this node's own view.
+pub fn merged_health(
+    local: &HealthMap,
+    served: &HashSet<ProbeKey>,
+    peers: &HashMap<String, HealthReport>,
+) -> HealthMap {
+    if peers.is_empty() {
+        return local.clone();
+    }
+    served
+        .iter()
+        .map(|key| {
+            let mine = crate::model::probe_health(local, key);
+            let name = health_key(key);
+            let (mut voters, mut down) = (1, usize::from(mine == Health::Down));
+            for report in peers.values() {
+                if let Some(h) = report.get(&name) {
+                    voters += 1;
+                    down += usize::from(*h == Health::Down);
+                }
+            }
+            let health = if down * 2 > voters {
+                Health::Down
+            } else {
+                Health::Up
+            };
+            (key.clone(), health)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{Check, CheckKind};
+
+    fn probe(last: u8, initial: Health) -> ProbeKey {
+        ProbeKey {
+            target: format!("192.0.2.{last}:80").parse().unwrap(),
+            check: Arc::new(Check {
+                kind: CheckKind::Tcp,
+                port: 80,
+                path: "/".into(),
+                host: None,
+                expect: vec![(200, 399)],
+                body_contains: None,
+                tls_verify: true,
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(2),
+                rise: 1,
+                fall: 1,
+                initial,
+            }),
+        }
+    }
+
+    fn peers(reports: &[&[(&ProbeKey, Health)]]) -> HashMap<String, HealthReport> {
+        reports
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let report = r.iter().map(|(k, h)| (health_key(k), *h)).collect();
+                (format!("node-{i}"), report)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn without_peers_a_node_serves_its_own_view() {
+        let a = probe(1, Health::Up);
+        let local = HealthMap::from([(a.clone(), Health::Down)]);
+        let served = HashSet::from([a.clone()]);
+        assert_eq!(merged_health(&local, &served, &HashMap::new()), local);
+    }
+
+    #[test]
+    fn a_probe_is_down_only_when_a_majority_of_its_voters_see_it_down() {
+        let a = probe(1, Health::Up);
+        let served = HashSet::from([a.clone()]);
+        let down_here = HealthMap::from([(a.clone(), Health::Down)]);
+        let up_here = HealthMap::new();
+        let cases = [
+            // (this node, peers' views, merged)
+            (&down_here, vec![Health::Up], Health::Up), // 1 of 2: a tie is not a majority
+            (&down_here, vec![Health::Down], Health::Down), // 2 of 2
+            (&down_here, vec![Health::Down, Health::Up], Health::Down), // 2 of 3
+            (&down_here, vec![Health::Up, Health::Up], Health::Up), // one partitioned node
+            (&up_here, vec![Health::Down, Health::Down], Health::Down), // outvoted
+        ];
+        for (local, views, want) in cases {
+            let reports: Vec<Vec<(&ProbeKey, Health)>> =
+                views.iter().map(|h| vec![(&a, *h)]).collect();
+            let reports: Vec<&[(&ProbeKey, Health)]> = reports.iter().map(Vec::as_slice).collect();
+            let merged = merged_health(local, &served, &peers(&reports));
+            assert_eq!(merged[&a], want, "local {local:?}, peers {views:?}");
+        }
+    }
+
+    #[test]
+    fn peers_that_do_not_probe_an_endpoint_do_not_vote_on_it() {
+        let (a, b) = (probe(1, Health::Up), probe(2, Health::Up));
+        let served = HashSet::from([a.clone()]);
+        let local = HealthMap::from([(a.clone(), Health::Down)]);
+        // Two peers report only on b: a is this node's alone, and it sees it down.
+        let merged = merged_health(
+            &local,
+            &served,
+            &peers(&[&[(&b, Health::Up)], &[(&b, Health::Up)]]),
+        );
+        assert_eq!(merged[&a], Health::Down);
+    }
+
+    #[test]
+    fn a_probe_without_a_result_votes_with_its_initial_health() {
+        let a = probe(1, Health::Down);
+        let served = HashSet::from([a.clone()]);
+        let report = health_report(&HealthMap::new(), &served);
+        assert_eq!(report[&health_key(&a)], Health::Down);
+        let merged = merged_health(&HealthMap::new(), &served, &peers(&[&[(&a, Health::Down)]]));
+        assert_eq!(merged[&a], Health::Down);
+    }
 }

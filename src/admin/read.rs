@@ -156,10 +156,10 @@ pub(super) async fn pool(
             })
         })
         .collect();
-    let removed: Vec<&String> = view
+    let removed: Vec<&std::net::IpAddr> = view
         .overlay
         .removed
-        .get(&served.name.to_string())
+        .get(&served.name)
         .into_iter()
         .flatten()
         .collect();
@@ -187,16 +187,12 @@ pub(super) async fn rollout(
     let snapshot = ctx.snapshot.load();
     let view = &snapshot.view;
     let pool = find_pool(&view.pools, &name)?;
-    let r = view
-        .overlay
-        .rollouts
-        .get(&pool.name.to_string())
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::NOT_FOUND,
-                format!("no rollout for pool `{}`", pool.name),
-            )
-        })?;
+    let r = view.overlay.rollouts.get(&pool.name).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no rollout for pool `{}`", pool.name),
+        )
+    })?;
     let now = crate::clock::now_ms();
     let due = crate::rollout::next_due(r);
     let safe_at = crate::rollout::safe_at(r);
@@ -530,7 +526,8 @@ pub(super) fn store_error(e: crate::store::StoreError) -> ApiError {
 
 async fn read_nodes(ctx: &AdminContext) -> Result<Vec<crate::store::Node>, ApiError> {
     let store = ctx.audit.clone();
-    tokio::task::spawn_blocking(move || store.nodes())
+    let served = ctx.snapshot.load().view.generation;
+    tokio::task::spawn_blocking(move || store.nodes(served))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(store_error)

@@ -65,7 +65,7 @@ impl Inputs {
 }
 
 /// Metric gate verdicts by pool: Err while the last evaluation failed.
-type Verdicts = Arc<Mutex<HashMap<String, Result<(), String>>>>;
+type Verdicts = Arc<Mutex<HashMap<Name, Result<(), String>>>>;
 
 /// Starts the driver and the metric gates.
 pub fn spawn(inputs: Inputs, due: mpsc::Sender<Signal>, shutdown: CancellationToken) {
@@ -126,7 +126,7 @@ async fn run(
         let view = &snap.view;
         let now = crate::clock::now_ms();
         for (name, r) in view.overlay.rollouts.iter().filter(|(_, r)| active(r)) {
-            let Some(pool) = view.pools.iter().find(|p| p.name.to_string() == *name) else {
+            let Some(pool) = view.pools.iter().find(|p| p.name == *name) else {
                 continue;
             };
             let seen = observe(
@@ -212,7 +212,7 @@ fn webhook_aborts(snap: &Snapshot, pool: &Name) -> bool {
     snap.view
         .overlay
         .rollouts
-        .get(&pool.to_string())
+        .get(pool)
         .and_then(|r| r.webhook.as_ref())
         .is_some_and(|h| h.abort_on_failure)
 }
@@ -235,7 +235,7 @@ async fn run_gates(
     signals: mpsc::Sender<Signal>,
     shutdown: CancellationToken,
 ) {
-    let mut watched: HashMap<String, Watched> = HashMap::new();
+    let mut watched: HashMap<Name, Watched> = HashMap::new();
     let mut ticks = tokio::time::interval(DRIVER_TICK);
     loop {
         tokio::select! {
@@ -243,7 +243,7 @@ async fn run_gates(
             _ = ticks.tick() => {}
         }
         let snap = snapshot.load();
-        let gated: Vec<(String, crate::model::Rollout)> = snap
+        let gated: Vec<(Name, crate::model::Rollout)> = snap
             .view
             .overlay
             .rollouts
@@ -257,9 +257,7 @@ async fn run_gates(
         }
         for (pool, r) in gated {
             let Some(gate) = &r.metric_gate else { continue };
-            let Ok(name) = Name::parse(&pool) else {
-                continue;
-            };
+            let name = pool.clone();
             let interval = Duration::from_secs(gate.interval.max(1));
             let w = match watched.get_mut(&pool) {
                 Some(w) if w.started <= r.changed_at && w.started != 0 => w,

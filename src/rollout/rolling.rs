@@ -4,12 +4,14 @@
 //! probes that started after the promote; past `health_timeout` the rollout pauses for a
 //! person) -> the next batch is drained as this one comes back.
 
+use std::net::IpAddr;
+
 use super::{Context, Due, changed, ms, settled};
 use crate::model::{Phase, Pool, Rolling, RollingPlan, Rollout, RolloutState};
 
 /// A rolling update's batches: the group's endpoints in config order, at most `batch` per
 /// batch and never more than `max_unavailable` percent of the pool's weight drained at once.
-pub fn batches(rp: &RollingPlan, pool: &Pool) -> Result<Vec<Vec<String>>, String> {
+pub fn batches(rp: &RollingPlan, pool: &Pool) -> Result<Vec<Vec<IpAddr>>, String> {
     let group = pool
         .groups
         .iter()
@@ -31,8 +33,8 @@ pub fn batches(rp: &RollingPlan, pool: &Pool) -> Result<Vec<Vec<String>>, String
             f64::from(group.weight) * f64::from(w) / group_endpoint_weight / pool_weight
         }
     };
-    let mut out: Vec<Vec<String>> = Vec::new();
-    let mut current: Vec<String> = Vec::new();
+    let mut out: Vec<Vec<IpAddr>> = Vec::new();
+    let mut current: Vec<IpAddr> = Vec::new();
     let mut drained = 0.0;
     for e in &group.endpoints {
         let s = share(e.weight);
@@ -48,7 +50,7 @@ pub fn batches(rp: &RollingPlan, pool: &Pool) -> Result<Vec<Vec<String>>, String
             out.push(std::mem::take(&mut current));
             drained = 0.0;
         }
-        current.push(e.address.to_string());
+        current.push(e.address);
         drained += s;
     }
     if !current.is_empty() {
@@ -72,17 +74,17 @@ pub(super) fn start(rp: &RollingPlan, pool: &Pool) -> Result<Rolling, String> {
 /// Whether draining the current batch can take an address family out of the pool's answers.
 pub(super) fn changes_families(rl: &Rolling, pool: &Pool) -> bool {
     let batch = rl.batches.get(rl.batch).map_or(&[][..], Vec::as_slice);
-    let families = |keep: &dyn Fn(&str) -> bool| {
+    let families = |keep: &dyn Fn(&IpAddr) -> bool| {
         let (mut v4, mut v6) = (false, false);
         for e in pool.groups.iter().flat_map(|g| &g.endpoints) {
-            if keep(&e.address.to_string()) {
+            if keep(&e.address) {
                 v4 |= e.address.is_ipv4();
                 v6 |= e.address.is_ipv6();
             }
         }
         (v4, v6)
     };
-    families(&|_| true) != families(&|a| !batch.iter().any(|b| b == a))
+    families(&|_| true) != families(&|a| !batch.contains(a))
 }
 
 pub(super) fn tick(r: &Rollout, cx: &Context<'_>) -> Option<Rollout> {

@@ -429,7 +429,7 @@ fn a_batch_that_does_not_come_back_stops_the_rollout_for_a_person() {
     let pool = rolling_pool("10s");
     let plan = pool.rollout.clone().unwrap();
     let r = start(&plan, &pool, 0);
-    assert_eq!(drained(&r), ["192.0.2.1"]);
+    assert_eq!(drained(&r), [ip("192.0.2.1")]);
     assert_eq!(safe_at(&r), Some(31 * S));
     let sick = Observed {
         batch_fresh: Err("192.0.2.1: 0 of 1 passing probes since the promote".into()),
@@ -457,7 +457,7 @@ fn a_batch_that_does_not_come_back_stops_the_rollout_for_a_person() {
     );
     assert_eq!(
         drained(&stopped),
-        ["192.0.2.1"],
+        [ip("192.0.2.1")],
         "still drained while a person decides"
     );
     // Resume gives it another health timeout; back, the next batch is drained.
@@ -465,7 +465,7 @@ fn a_batch_that_does_not_come_back_stops_the_rollout_for_a_person() {
         .unwrap()
         .unwrap();
     let next = rtick(&resumed, &pool, 201 * S, &Observed::default()).unwrap();
-    assert_eq!(drained(&next), ["192.0.2.2"]);
+    assert_eq!(drained(&next), [ip("192.0.2.2")]);
 }
 
 #[test]
@@ -511,7 +511,7 @@ fn batches_follow_batch_size_and_max_unavailable() {
         let rp = pool.rollout.clone().unwrap().rolling.unwrap();
         batches(&rp, &pool)
     };
-    let n = |b: Vec<Vec<String>>| b.iter().map(Vec::len).collect::<Vec<_>>();
+    let n = |b: Vec<Vec<std::net::IpAddr>>| b.iter().map(Vec::len).collect::<Vec<_>>();
     assert_eq!(
         n(plan_of("\"50%\"", "50%").unwrap()),
         [2, 2],
@@ -587,4 +587,8 @@ fn a_rolling_batch_waits_for_convergence_only_while_it_drains() {
         ..Observed::default()
     };
     assert_eq!(rtick(&promoted, &pool, 120 * S, &waiting), None);
+}
+
+fn ip(text: &str) -> std::net::IpAddr {
+    text.parse().unwrap()
 }

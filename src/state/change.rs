@@ -77,39 +77,32 @@ pub enum ChangeError {
     Unavailable(String),
 }
 
-fn key(address: &IpAddr) -> String {
-    address.to_string()
-}
-
 /// The pools as served: the config with the overlay applied.
 pub fn effective(pools: &[Pool], overlay: &Overlay) -> Vec<Pool> {
     pools.iter().map(|p| effective_pool(p, overlay)).collect()
 }
 
 fn effective_pool(config: &Pool, overlay: &Overlay) -> Pool {
-    let name = config.name.to_string();
+    let name = &config.name;
     let mut pool = config.clone();
     // A rollout with a TTL ramp serves its short TTL until it finishes.
-    pool.ttl = crate::rollout::served_ttl(overlay.rollouts.get(&name), config.ttl);
+    pool.ttl = crate::rollout::served_ttl(overlay.rollouts.get(name), config.ttl);
     pool.degraded_ttl = pool.degraded_ttl.min(pool.ttl);
-    let group_weights = overlay.group_weights.get(&name);
-    let endpoint_weights = overlay.endpoint_weights.get(&name);
-    let overrides = overlay.overrides.get(&name);
-    let removed = overlay.removed.get(&name);
-    let added = overlay.added.get(&name);
+    let group_weights = overlay.group_weights.get(name);
+    let endpoint_weights = overlay.endpoint_weights.get(name);
+    let overrides = overlay.overrides.get(name);
+    let removed = overlay.removed.get(name);
+    let added = overlay.added.get(name);
     for g in &mut pool.groups {
         if let Some(w) = group_weights.and_then(|m| m.get(&g.name)) {
             g.weight = *w;
         }
         g.endpoints
-            .retain(|e| !removed.is_some_and(|r| r.contains(&key(&e.address))));
-        for (addr, a) in added.into_iter().flatten() {
+            .retain(|e| !removed.is_some_and(|r| r.contains(&e.address)));
+        for (&address, a) in added.into_iter().flatten() {
             if a.group != g.name {
                 continue;
             }
-            let Ok(address) = addr.parse::<IpAddr>() else {
-                continue;
-            };
             g.endpoints.push(Endpoint {
                 address,
                 weight: a.weight,
@@ -126,11 +119,10 @@ fn effective_pool(config: &Pool, overlay: &Overlay) -> Pool {
             });
         }
         for e in &mut g.endpoints {
-            let k = key(&e.address);
-            if let Some(w) = endpoint_weights.and_then(|m| m.get(&k)) {
+            if let Some(w) = endpoint_weights.and_then(|m| m.get(&e.address)) {
                 e.weight = *w;
             }
-            if let Some(o) = overrides.and_then(|m| m.get(&k)) {
+            if let Some(o) = overrides.and_then(|m| m.get(&e.address)) {
                 e.force = *o;
             }
         }
@@ -159,12 +151,15 @@ pub struct Applied {
 }
 
 /// Sets `map[pool][k] = v`, or removes the entry when `v` is None (and empty parents).
-fn put<V>(map: &mut BTreeMap<String, BTreeMap<String, V>>, pool: &str, k: &str, v: Option<V>) {
+fn put<K: Ord + Clone, V>(
+    map: &mut BTreeMap<Name, BTreeMap<K, V>>,
+    pool: &Name,
+    k: &K,
+    v: Option<V>,
+) {
     match v {
         Some(v) => {
-            map.entry(pool.to_string())
-                .or_default()
-                .insert(k.to_string(), v);
+            map.entry(pool.clone()).or_default().insert(k.clone(), v);
         }
         None => {
             if let Some(inner) = map.get_mut(pool) {
@@ -197,7 +192,8 @@ pub fn apply(
         .find(|p| p.name == *pool_name)
         .ok_or_else(|| ChangeError::NotFound(format!("no pool `{pool_name}`")))?;
     let current = effective_pool(config, overlay);
-    let name = config.name.to_string();
+    let pool = &config.name;
+    let name = pool.to_string();
     let mut next = overlay.clone();
     let find_endpoint = |address: &IpAddr| {
         current
@@ -243,7 +239,7 @@ pub fn apply(
                 .map_or(0, |g| g.weight);
             put(
                 &mut next.group_weights,
-                &name,
+                pool,
                 group,
                 (*weight != configured.weight).then_some(*weight),
             );
@@ -260,23 +256,22 @@ pub fn apply(
         } => {
             let (_, e) = find_endpoint(address)?;
             let before = e.weight;
-            let k = key(address);
             let after = match (config_endpoint(address), weight) {
                 (Some((_, configured)), Some(w)) => {
                     put(
                         &mut next.endpoint_weights,
-                        &name,
-                        &k,
+                        pool,
+                        address,
                         (*w != configured.weight).then_some(*w),
                     );
                     *w
                 }
                 (Some((_, configured)), None) => {
-                    put::<u32>(&mut next.endpoint_weights, &name, &k, None);
+                    put::<_, u32>(&mut next.endpoint_weights, pool, address, None);
                     configured.weight
                 }
                 (None, Some(w)) => {
-                    if let Some(a) = next.added.get_mut(&name).and_then(|m| m.get_mut(&k)) {
+                    if let Some(a) = next.added.get_mut(pool).and_then(|m| m.get_mut(address)) {
                         a.weight = *w;
                     }
                     *w
@@ -302,8 +297,8 @@ pub fn apply(
             let before = e.force;
             put(
                 &mut next.overrides,
-                &name,
-                &key(address),
+                pool,
+                address,
                 (*health != Override::Auto).then_some(*health),
             );
             applied(
@@ -333,20 +328,19 @@ pub fn apply(
                     "{address} is already an endpoint of pool `{name}`"
                 )));
             }
-            let k = key(address);
             match config_endpoint(address) {
                 // A configured endpoint removed earlier comes back where the config has it.
                 Some((g, configured)) if g.name == *group => {
-                    if let Some(removed) = next.removed.get_mut(&name) {
-                        removed.remove(&k);
+                    if let Some(removed) = next.removed.get_mut(pool) {
+                        removed.remove(address);
                         if removed.is_empty() {
-                            next.removed.remove(&name);
+                            next.removed.remove(pool);
                         }
                     }
                     put(
                         &mut next.endpoint_weights,
-                        &name,
-                        &k,
+                        pool,
+                        address,
                         (*weight != configured.weight).then_some(*weight),
                     );
                 }
@@ -358,8 +352,8 @@ pub fn apply(
                 }
                 None => put(
                     &mut next.added,
-                    &name,
-                    &k,
+                    pool,
+                    address,
                     Some(AddedEndpoint {
                         group: group.clone(),
                         weight: *weight,
@@ -377,13 +371,15 @@ pub fn apply(
         Change::RemoveEndpoint { address, .. } => {
             let (g, e) = find_endpoint(address)?;
             let before = json!({ "group": g.name, "weight": e.weight });
-            let k = key(address);
-            put::<u32>(&mut next.endpoint_weights, &name, &k, None);
-            put::<Override>(&mut next.overrides, &name, &k, None);
+            put::<_, u32>(&mut next.endpoint_weights, pool, address, None);
+            put::<_, Override>(&mut next.overrides, pool, address, None);
             if config_endpoint(address).is_some() {
-                next.removed.entry(name.clone()).or_default().insert(k);
+                next.removed
+                    .entry(pool.clone())
+                    .or_default()
+                    .insert(*address);
             } else {
-                put::<AddedEndpoint>(&mut next.added, &name, &k, None);
+                put::<_, AddedEndpoint>(&mut next.added, pool, address, None);
             }
             applied(
                 next,
@@ -408,7 +404,7 @@ pub fn apply(
 pub fn prune(pools: &[Pool], overlay: &Overlay, now: u64) -> (Overlay, Vec<AuditRecord>) {
     let mut next = Overlay::default();
     let mut dropped = Vec::new();
-    let mut drop_entry = |pool: &str, subject: String, before: Value| {
+    let mut drop_entry = |pool: &Name, subject: String, before: Value| {
         dropped.push(AuditRecord {
             generation: 0,
             time: now,
@@ -422,12 +418,12 @@ pub fn prune(pools: &[Pool], overlay: &Overlay, now: u64) -> (Overlay, Vec<Audit
             reason: "not backed by the config any more".into(),
         });
     };
-    let pool_of = |name: &str| pools.iter().find(|p| p.name.to_string() == name);
-    let in_config = |p: &Pool, addr: &str| {
+    let pool_of = |name: &Name| pools.iter().find(|p| p.name == *name);
+    let in_config = |p: &Pool, addr: &IpAddr| {
         p.groups
             .iter()
             .flat_map(|g| &g.endpoints)
-            .any(|e| key(&e.address) == addr)
+            .any(|e| e.address == *addr)
     };
     let has_group = |p: &Pool, group: &str| p.groups.iter().any(|g| g.name == group);
 
@@ -459,16 +455,13 @@ pub fn prune(pools: &[Pool], overlay: &Overlay, now: u64) -> (Overlay, Vec<Audit
         for addr in removed {
             match pool_of(pool) {
                 Some(p) if in_config(p, addr) => {
-                    next.removed
-                        .entry(pool.clone())
-                        .or_default()
-                        .insert(addr.clone());
+                    next.removed.entry(pool.clone()).or_default().insert(*addr);
                 }
                 _ => drop_entry(pool, format!("endpoint {addr}"), json!({ "removed": true })),
             }
         }
     }
-    let exists = |next: &Overlay, pool: &str, addr: &str| {
+    let exists = |next: &Overlay, pool: &Name, addr: &IpAddr| {
         pool_of(pool).is_some_and(|p| {
             in_config(p, addr) && !next.removed.get(pool).is_some_and(|r| r.contains(addr))
         }) || next.added.get(pool).is_some_and(|a| a.contains_key(addr))
@@ -790,10 +783,7 @@ mod tests {
         // The new config drops group green and endpoint .11.
         let new = pools(&POOL.replace(", { address = \"192.0.2.11\", weight = 2 }", "").replace("[[pool.group]]\nname = \"green\"\nweight = 10\nendpoints = [{ address = \"192.0.2.20\" }]\n", ""));
         let (kept, dropped) = prune(&new, &ov, 7);
-        assert_eq!(
-            kept.overrides["app.example.com."]["192.0.2.10"],
-            Override::Down
-        );
+        assert_eq!(kept.overrides[&app()][&ip("192.0.2.10")], Override::Down);
         assert!(kept.group_weights.is_empty() && kept.endpoint_weights.is_empty());
         let subjects: Vec<&str> = dropped.iter().map(|r| r.subject.as_str()).collect();
         assert_eq!(subjects, ["group green", "endpoint 192.0.2.11"]);

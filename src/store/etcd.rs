@@ -30,7 +30,7 @@ use etcd_client::{
 };
 use tokio::sync::{mpsc, watch};
 
-use super::{Followed, HealthReport, Link, Node, SledStore, Store, StoreError, Stored};
+use super::{Cluster, Followed, HealthReport, Link, Node, SledStore, Store, StoreError, Stored};
 use crate::config::{EtcdConfig, HealthMode};
 use crate::model::{AuditRecord, Overlay};
 
@@ -100,7 +100,7 @@ struct Shared {
     retention: usize,
     shared_health: bool,
     cache: SledStore,
-    /// The latest state this node serves; changes only with the generation (`Store::served`).
+    /// The latest state this node serves; changes only with the generation (`Cluster::served`).
     /// The cache and lease tasks follow it.
     served: watch::Sender<Stored>,
     /// This node's last health report (shared health).
@@ -868,11 +868,9 @@ impl Store for EtcdStore {
             Box::pin(async move { s.changes_page(after, pool.as_deref(), limit).await })
         })
     }
+}
 
-    fn shared(&self) -> bool {
-        true
-    }
-
+impl Cluster for EtcdStore {
     fn follow(&self, tx: mpsc::Sender<Followed>) {
         if let Some(runtime) = &self.runtime {
             runtime.spawn(keep_following(self.shared.clone(), tx));

@@ -22,7 +22,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{Node, Store, StoreError, Stored};
+use super::{Store, StoreError, Stored};
 use crate::model::{AuditRecord, Overlay};
 
 const STATE_TREE: &str = "state";
@@ -76,8 +76,6 @@ pub struct SledStore {
     reserve: AtomicU64,
     /// Commits run one at a time, so the floor file only ever moves forward.
     commit_lock: Mutex<()>,
-    /// The generation this node serves (`Store::served`), for `Store::nodes`.
-    served: AtomicU64,
 }
 
 // By hand: sled's `Debug` for a tree walks and prints every node.
@@ -264,7 +262,6 @@ impl SledStore {
             retention: audit_retention.max(1),
             reserve: AtomicU64::new(RESERVE),
             commit_lock: Mutex::new(()),
-            served: AtomicU64::new(0),
         })
     }
 
@@ -658,18 +655,6 @@ impl Store for SledStore {
         })
     }
 
-    fn served(&self, _overlay: &Overlay, generation: u64) {
-        self.served.store(generation, Ordering::Relaxed);
-    }
-
-    fn nodes(&self) -> Result<Vec<Node>, StoreError> {
-        Ok(vec![Node {
-            node_id: "local".into(),
-            generation: Some(self.served.load(Ordering::Relaxed)),
-            updated: crate::clock::wall_secs(),
-        }])
-    }
-
     fn changes_page(
         &self,
         after: u64,
@@ -863,6 +848,10 @@ mod tests {
 
     const POOL: &str = "app.example.com.";
 
+    fn pool() -> crate::model::Name {
+        crate::model::Name::parse(POOL).unwrap()
+    }
+
     fn record(pool: &str, subject: &str) -> AuditRecord {
         AuditRecord {
             generation: 0,
@@ -882,7 +871,7 @@ mod tests {
         let mut overlay = Overlay::default();
         overlay
             .group_weights
-            .entry(POOL.to_string())
+            .entry(pool())
             .or_default()
             .insert("blue".to_string(), weight);
         overlay
@@ -1119,9 +1108,9 @@ mod tests {
         // Over ~128 KiB sled moves a node into a file under blobs/, which sync_to_disk covers.
         let (_dir, path) = scratch();
         let mut large = overlay(1);
-        let weights = large.endpoint_weights.entry(POOL.to_string()).or_default();
+        let weights = large.endpoint_weights.entry(pool()).or_default();
         for i in 0..12_000u32 {
-            weights.insert(format!("2001:db8::{i:x}"), i);
+            weights.insert(format!("2001:db8::{i:x}").parse().unwrap(), i);
         }
         assert!(serde_json::to_vec(&large).unwrap().len() > 200_000);
         let store = SledStore::open(&path, 10).unwrap();
