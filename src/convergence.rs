@@ -45,21 +45,21 @@ use crate::model::Name;
 use crate::snapshot::Snapshot;
 
 /// How often the tables are drained and the snapshot looked at.
-pub const TICK: Duration = Duration::from_millis(200);
+pub(crate) const TICK: Duration = Duration::from_millis(200);
 /// Ticks after a change before convergence can be declared: queries answered before the change
 /// may still sit in a table half for up to two ticks.
 const GRACE_TICKS: u32 = 2;
 /// The window before a change: 2 × TTL, within these bounds.
-pub const MIN_WINDOW_MS: u64 = 10_000;
-pub const MAX_WINDOW_MS: u64 = 600_000;
+pub(crate) const MIN_WINDOW_MS: u64 = 10_000;
+pub(crate) const MAX_WINDOW_MS: u64 = 600_000;
 /// Resolvers kept per pool in the window; past this, the lowest volumes are forgotten.
-pub const WINDOW_CAP: usize = 4096;
+pub(crate) const WINDOW_CAP: usize = 4096;
 /// Resolvers kept per change (the top by volume in the window).
-pub const BEFORE_CAP: usize = 1024;
+pub(crate) const BEFORE_CAP: usize = 1024;
 /// Silent resolvers listed in a report, largest first.
-pub const SILENT_SHOWN: usize = 10;
+pub(crate) const SILENT_SHOWN: usize = 10;
 /// The re-fetched share at which a change counts as converged.
-pub const CONVERGED: f64 = 0.99;
+pub(crate) const CONVERGED: f64 = 0.99;
 /// Windows are pruned every this many ticks.
 const PRUNE_EVERY: u32 = 5;
 
@@ -138,7 +138,7 @@ impl PoolConvergence {
 
 /// Starts the aggregation task (it ends with `shutdown`) and returns its read side. Must be
 /// called inside a tokio runtime.
-pub fn start(
+pub(crate) fn start(
     tables: Arc<Tables>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,

@@ -24,8 +24,8 @@ mod driver;
 mod rolling;
 mod shift;
 
-pub use driver::{DRIVER_TICK, Inputs, Refetched, Signal, spawn};
-pub use rolling::batches;
+pub(crate) use driver::{Inputs, Refetched, Signal, spawn};
+pub(crate) use rolling::batches;
 
 /// The extra second of the settle contract: resolvers serve an answer whose TTL reads 0 for up
 /// to one more second.
@@ -37,7 +37,7 @@ pub(crate) fn ms(secs: u64) -> u64 {
 }
 
 /// The instant a change made at `changed` (Unix ms) has settled: see the contract above.
-pub fn settle_at(changed: u64, ttl_before: u32, slack_secs: u64) -> u64 {
+pub(crate) fn settle_at(changed: u64, ttl_before: u32, slack_secs: u64) -> u64 {
     changed
         .saturating_add(ms(u64::from(ttl_before)))
         .saturating_add(TTL_ZERO_GRACE_MS)
@@ -84,11 +84,11 @@ impl Command {
 }
 
 /// A rollout plan (`model::RolloutPlan`).
-pub type Plan = crate::model::RolloutPlan;
+pub(crate) type Plan = crate::model::RolloutPlan;
 
 /// Why a command does not apply.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// The plan does not fit the pool (400).
     #[error("{0}")]
     Invalid(String),
@@ -101,7 +101,7 @@ pub enum Refused {
 
 /// What the transitions know about the world, gathered by `observe`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Observed {
+pub(crate) struct Observed {
     /// Shift: the first endpoint of `to` that is down.
     pub to_down: Option<String>,
     /// Shift: why `to` is not ready to take traffic on promote (an endpoint whose last probe
@@ -139,7 +139,7 @@ impl Default for Observed {
 
 /// The TTLs a change settles under, from the pool's zone and config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ttls {
+pub(crate) struct Ttls {
     /// The pool's configured TTL (seconds).
     pub pool: u32,
     /// The zone's negative TTL (min of SOA TTL and MINIMUM, RFC 2308), for changes that turn
@@ -149,7 +149,7 @@ pub struct Ttls {
 
 /// The TTLs a change to `pool` settles under, from the published snapshot: the pool's
 /// configured TTL and its zone's negative TTL.
-pub fn ttls(snapshot: &crate::snapshot::Snapshot, pool: &crate::model::Name) -> Ttls {
+pub(crate) fn ttls(snapshot: &crate::snapshot::Snapshot, pool: &crate::model::Name) -> Ttls {
     Ttls {
         pool: snapshot
             .view
@@ -163,7 +163,7 @@ pub fn ttls(snapshot: &crate::snapshot::Snapshot, pool: &crate::model::Name) -> 
 
 /// Who asked, for the audit record.
 #[derive(Clone, Copy, Debug)]
-pub struct Who<'a> {
+pub(crate) struct Who<'a> {
     pub actor: &'a str,
     pub source: &'a str,
     pub reason: &'a str,
@@ -171,7 +171,7 @@ pub struct Who<'a> {
 
 /// A transition that changes the rollout.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub rollout: Rollout,
     /// What to audit (its generation is set by the store).
     pub record: AuditRecord,
@@ -181,7 +181,7 @@ pub struct Outcome {
 
 /// Everything a transition needs besides the rollout and the command.
 #[derive(Clone, Copy, Debug)]
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     /// The pool as served (config with intent applied).
     pub pool: &'a Pool,
     pub ttls: Ttls,
@@ -191,7 +191,7 @@ pub struct Context<'a> {
 }
 
 /// Runs `cmd` against `current` (the pool's stored rollout, if any). Ok(None): nothing is due.
-pub fn transition(
+pub(crate) fn transition(
     current: Option<&Rollout>,
     cmd: &Command,
     cx: &Context<'_>,
@@ -272,7 +272,7 @@ fn summary(r: Option<&Rollout>) -> serde_json::Value {
 }
 
 /// Checks a plan against the pool.
-pub fn validate(plan: &Plan, pool: &Pool) -> Result<(), String> {
+pub(crate) fn validate(plan: &Plan, pool: &Pool) -> Result<(), String> {
     for group in [&plan.from, &plan.to] {
         if !pool.groups.iter().any(|g| g.name == *group) {
             return Err(format!("no group `{group}` in pool `{}`", pool.name));
@@ -341,7 +341,7 @@ fn changed(next: &mut Rollout, before: &Rollout, cx: &Context<'_>) {
 
 /// The TTL answers of the pool carry while `r` stands as it is: the ramp TTL until the rollout
 /// is done or aborted, else the pool's.
-pub fn served_ttl(r: Option<&Rollout>, pool_ttl: u32) -> u32 {
+pub(crate) fn served_ttl(r: Option<&Rollout>, pool_ttl: u32) -> u32 {
     match r {
         Some(r) if active(r) => r.ramp_ttl.map_or(pool_ttl, |t| t.min(pool_ttl)),
         _ => pool_ttl,
@@ -349,7 +349,7 @@ pub fn served_ttl(r: Option<&Rollout>, pool_ttl: u32) -> u32 {
 }
 
 /// Running, waiting for promote, or paused: not finished.
-pub fn active(r: &Rollout) -> bool {
+pub(crate) fn active(r: &Rollout) -> bool {
     matches!(
         r.state,
         RolloutState::Running | RolloutState::WaitingPromote | RolloutState::Paused
@@ -474,7 +474,7 @@ fn does_not_apply(r: &Rollout, cmd: &Command) -> String {
     )
 }
 
-pub fn state_name(state: &RolloutState) -> &'static str {
+pub(crate) fn state_name(state: &RolloutState) -> &'static str {
     match state {
         RolloutState::Running => "running",
         RolloutState::WaitingPromote => "waiting for promote",
@@ -485,7 +485,7 @@ pub fn state_name(state: &RolloutState) -> &'static str {
 }
 
 /// The addresses a rolling update keeps drained right now.
-pub fn drained(r: &Rollout) -> &[std::net::IpAddr] {
+pub(crate) fn drained(r: &Rollout) -> &[std::net::IpAddr] {
     match &r.rolling {
         Some(rl) if active(r) => rl.batches.get(rl.batch).map_or(&[], Vec::as_slice),
         _ => &[],
@@ -495,7 +495,7 @@ pub fn drained(r: &Rollout) -> &[std::net::IpAddr] {
 /// Writes the weights `r` serves into `overlay` (pool `pool`): a weight shift as the two
 /// groups' weights (`from` = 100 - w, `to` = w), a rolling update as its drained batch
 /// (endpoint weight 0) and nothing else in the group.
-pub fn weights(r: &Rollout, overlay: &mut Overlay, pool: &Name) {
+pub(crate) fn weights(r: &Rollout, overlay: &mut Overlay, pool: &Name) {
     match &r.rolling {
         Some(rl) => {
             let drained = drained(r);
@@ -522,13 +522,13 @@ pub fn weights(r: &Rollout, overlay: &mut Overlay, pool: &Name) {
 /// What happens next to a rollout and when (Unix ms; None when it waits for a person, a
 /// nameserver, health or convergence rather than a time).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Due {
+pub(crate) struct Due {
     pub what: String,
     pub at: Option<u64>,
 }
 
 /// The one place that says when a rollout's next step is due.
-pub fn next_due(r: &Rollout) -> Due {
+pub(crate) fn next_due(r: &Rollout) -> Due {
     let due = |what: String, at: Option<u64>| Due { what, at };
     if !active(r) {
         return due("-".into(), None);
@@ -547,7 +547,7 @@ pub fn next_due(r: &Rollout) -> Due {
 
 /// The instant the rollout's old side gets no traffic any more, even from caches: a shift at
 /// 100% (`from` safe to remove) or a rolling batch drained (safe to upgrade). None otherwise.
-pub fn safe_at(r: &Rollout) -> Option<u64> {
+pub(crate) fn safe_at(r: &Rollout) -> Option<u64> {
     if r.awaiting_sync {
         return None;
     }
@@ -562,13 +562,13 @@ pub fn safe_at(r: &Rollout) -> Option<u64> {
 
 /// Whether the old side is safe to remove or upgrade at `now`: `safe_at` has passed and, with
 /// a convergence gate, the resolvers came back.
-pub fn safe(r: &Rollout, now: u64, refetched: Option<f64>) -> bool {
+pub(crate) fn safe(r: &Rollout, now: u64, refetched: Option<f64>) -> bool {
     safe_at(r).is_some_and(|at| now >= at) && converged(r, refetched)
 }
 
 /// Gathers what `tick` and `command` need about `r`'s pool in `view`, with the probes' last
 /// results (`last`) for freshness and `refetched` from the convergence tracker.
-pub fn observe(
+pub(crate) fn observe(
     view: &View,
     pool: &Pool,
     r: &Rollout,
@@ -656,7 +656,7 @@ fn fresh(
 }
 
 /// The first endpoint of group `to` that counts as down in `view`, if any.
-pub fn to_down(view: &View, pool: &Pool, to: &str) -> Option<String> {
+pub(crate) fn to_down(view: &View, pool: &Pool, to: &str) -> Option<String> {
     let group = pool.groups.iter().find(|g| g.name == to)?;
     group
         .endpoints

@@ -18,10 +18,10 @@ use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
 /// How long each observation window lasts.
-pub const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 
 /// Updates the share gauges every `window` until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     window: Duration,

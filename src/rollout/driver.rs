@@ -20,7 +20,7 @@ use crate::model::{Name, RolloutState};
 use crate::snapshot::Snapshot;
 
 /// How often the driver looks for due steps.
-pub const DRIVER_TICK: Duration = Duration::from_millis(500);
+pub(crate) const DRIVER_TICK: Duration = Duration::from_millis(500);
 
 /// What the rollout tasks tell the state writer.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,7 +41,7 @@ pub enum Signal {
 
 /// The pool's measured cache convergence since a Unix ms instant (the share of the query volume
 /// before the change that has queried again), when measured.
-pub type Refetched = Arc<dyn Fn(&Name, u64) -> Option<f64> + Send + Sync>;
+pub(crate) type Refetched = Arc<dyn Fn(&Name, u64) -> Option<f64> + Send + Sync>;
 
 /// What the rollout tasks read.
 #[derive(Clone)]
@@ -68,7 +68,7 @@ impl Inputs {
 type Verdicts = Arc<Mutex<HashMap<Name, Result<(), String>>>>;
 
 /// Starts the driver and the metric gates.
-pub fn spawn(inputs: Inputs, due: mpsc::Sender<Signal>, shutdown: CancellationToken) {
+pub(crate) fn spawn(inputs: Inputs, due: mpsc::Sender<Signal>, shutdown: CancellationToken) {
     let verdicts = Verdicts::default();
     tokio::spawn(run(
         inputs.clone(),

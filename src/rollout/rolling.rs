@@ -11,7 +11,7 @@ use crate::model::{Phase, Pool, Rolling, RollingPlan, Rollout, RolloutState};
 
 /// A rolling update's batches: the group's endpoints in config order, at most `batch` per
 /// batch and never more than `max_unavailable` percent of the pool's weight drained at once.
-pub fn batches(rp: &RollingPlan, pool: &Pool) -> Result<Vec<Vec<IpAddr>>, String> {
+pub(crate) fn batches(rp: &RollingPlan, pool: &Pool) -> Result<Vec<Vec<IpAddr>>, String> {
     let group = pool
         .groups
         .iter()
