@@ -8,7 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde_json::{Value, json};
 
-use crate::model::{AddedEndpoint, AuditRecord, Endpoint, Name, Overlay, Override, Pool, ProbeKey};
+use crate::model::{
+    AddedEndpoint, AuditRecord, Endpoint, Group, Name, Overlay, Override, Pool, ProbeKey,
+};
 
 /// One change an operator asks for.
 #[derive(Clone, Debug, PartialEq)]
@@ -191,212 +193,270 @@ pub fn apply(
         .iter()
         .find(|p| p.name == *pool_name)
         .ok_or_else(|| ChangeError::NotFound(format!("no pool `{pool_name}`")))?;
-    let current = effective_pool(config, overlay);
-    let pool = &config.name;
-    let name = pool.to_string();
+    let at = At {
+        config,
+        current: effective_pool(config, overlay),
+        name: config.name.to_string(),
+    };
     let mut next = overlay.clone();
-    let find_endpoint = |address: &IpAddr| {
-        current
-            .groups
-            .iter()
-            .find_map(|g| {
-                g.endpoints
-                    .iter()
-                    .find(|e| e.address == *address)
-                    .map(|e| (g, e))
-            })
-            .ok_or_else(|| ChangeError::NotFound(format!("no endpoint {address} in pool `{name}`")))
-    };
-    let config_endpoint = |address: &IpAddr| {
-        config.groups.iter().find_map(|g| {
-            g.endpoints
-                .iter()
-                .find(|e| e.address == *address)
-                .map(|e| (g, e))
-        })
-    };
-    let applied = |overlay, action, subject, before, after| Applied {
-        overlay,
-        pool: name.clone(),
-        action,
-        subject,
-        before,
-        after,
-    };
-    let result = match change {
-        Change::GroupWeight { group, weight, .. } => {
-            let configured = config
-                .groups
-                .iter()
-                .find(|g| g.name == *group)
-                .ok_or_else(|| {
-                    ChangeError::NotFound(format!("no group `{group}` in pool `{name}`"))
-                })?;
-            let before = current
-                .groups
-                .iter()
-                .find(|g| g.name == *group)
-                .map_or(0, |g| g.weight);
-            put(
-                &mut next.group_weights,
-                pool,
-                group,
-                (*weight != configured.weight).then_some(*weight),
-            );
-            applied(
-                next,
-                "set-group-weight",
-                format!("group {group}"),
-                json!({ "weight": before }),
-                json!({ "weight": weight }),
-            )
-        }
+    let edit = match change {
+        Change::GroupWeight { group, weight, .. } => at.group_weight(&mut next, group, *weight)?,
         Change::EndpointWeight {
             address, weight, ..
-        } => {
-            let (_, e) = find_endpoint(address)?;
-            let before = e.weight;
-            let after = match (config_endpoint(address), weight) {
-                (Some((_, configured)), Some(w)) => {
-                    put(
-                        &mut next.endpoint_weights,
-                        pool,
-                        address,
-                        (*w != configured.weight).then_some(*w),
-                    );
-                    *w
-                }
-                (Some((_, configured)), None) => {
-                    put::<_, u32>(&mut next.endpoint_weights, pool, address, None);
-                    configured.weight
-                }
-                (None, Some(w)) => {
-                    if let Some(a) = next.added.get_mut(pool).and_then(|m| m.get_mut(address)) {
-                        a.weight = *w;
-                    }
-                    *w
-                }
-                (None, None) => {
-                    return Err(ChangeError::Invalid(format!(
-                        "{address} was added at runtime and has no configured weight to go back to"
-                    )));
-                }
-            };
-            applied(
-                next,
-                "set-endpoint-weight",
-                format!("endpoint {address}"),
-                json!({ "weight": before }),
-                json!({ "weight": after }),
-            )
-        }
+        } => at.endpoint_weight(&mut next, address, *weight)?,
         Change::Override {
             address, health, ..
-        } => {
-            let (_, e) = find_endpoint(address)?;
-            let before = e.force;
-            put(
-                &mut next.overrides,
-                pool,
-                address,
-                (*health != Override::Auto).then_some(*health),
-            );
-            applied(
-                next,
-                "override",
-                format!("endpoint {address}"),
-                json!({ "health": before }),
-                json!({ "health": health }),
-            )
-        }
+        } => at.set_override(&mut next, address, *health)?,
         Change::AddEndpoint {
             group,
             address,
             weight,
             ..
-        } => {
-            if !config.groups.iter().any(|g| g.name == *group) {
-                return Err(ChangeError::NotFound(format!(
-                    "no group `{group}` in pool `{name}`"
-                )));
-            }
-            if let Some(why) = crate::model::unservable(*address) {
-                return Err(ChangeError::Invalid(why));
-            }
-            if find_endpoint(address).is_ok() {
-                return Err(ChangeError::Conflict(format!(
-                    "{address} is already an endpoint of pool `{name}`"
-                )));
-            }
-            match config_endpoint(address) {
-                // A configured endpoint removed earlier comes back where the config has it.
-                Some((g, configured)) if g.name == *group => {
-                    if let Some(removed) = next.removed.get_mut(pool) {
-                        removed.remove(address);
-                        if removed.is_empty() {
-                            next.removed.remove(pool);
-                        }
-                    }
-                    put(
-                        &mut next.endpoint_weights,
-                        pool,
-                        address,
-                        (*weight != configured.weight).then_some(*weight),
-                    );
-                }
-                Some((g, _)) => {
-                    return Err(ChangeError::Conflict(format!(
-                        "{address} is configured in group `{}`; add it back there",
-                        g.name
-                    )));
-                }
-                None => put(
-                    &mut next.added,
-                    pool,
-                    address,
-                    Some(AddedEndpoint {
-                        group: group.clone(),
-                        weight: *weight,
-                    }),
-                ),
-            }
-            applied(
-                next,
-                "add-endpoint",
-                format!("endpoint {address}"),
-                Value::Null,
-                json!({ "group": group, "weight": weight }),
-            )
-        }
-        Change::RemoveEndpoint { address, .. } => {
-            let (g, e) = find_endpoint(address)?;
-            let before = json!({ "group": g.name, "weight": e.weight });
-            put::<_, u32>(&mut next.endpoint_weights, pool, address, None);
-            put::<_, Override>(&mut next.overrides, pool, address, None);
-            if config_endpoint(address).is_some() {
-                next.removed
-                    .entry(pool.clone())
-                    .or_default()
-                    .insert(*address);
-            } else {
-                put::<_, AddedEndpoint>(&mut next.added, pool, address, None);
-            }
-            applied(
-                next,
-                "remove-endpoint",
-                format!("endpoint {address}"),
-                before,
-                Value::Null,
-            )
-        }
+        } => at.add_endpoint(&mut next, group, address, *weight)?,
+        Change::RemoveEndpoint { address, .. } => at.remove_endpoint(&mut next, address)?,
     };
-    let after = effective_pool(config, &result.overlay);
+    let after = effective_pool(config, &next);
     if answerable_weight(&after) == 0 && !force {
         return Err(ChangeError::Conflict(format!(
-            "this would leave pool `{name}` with zero total weight, so it would never answer; send \"force\": true to do it anyway"
+            "this would leave pool `{}` with zero total weight, so it would never answer; send \"force\": true to do it anyway",
+            at.name
         )));
     }
-    Ok(result)
+    Ok(Applied {
+        overlay: next,
+        pool: at.name,
+        action: edit.action,
+        subject: edit.subject,
+        before: edit.before,
+        after: edit.after,
+    })
+}
+
+/// The pool a change is about: as configured, as currently served, and its name as text.
+struct At<'a> {
+    config: &'a Pool,
+    current: Pool,
+    name: String,
+}
+
+/// What one change did, for its audit record.
+struct Edit {
+    action: &'static str,
+    subject: String,
+    before: Value,
+    after: Value,
+}
+
+impl At<'_> {
+    fn pool(&self) -> &Name {
+        &self.config.name
+    }
+
+    /// The served endpoint at `address` and its group; 404 when there is none.
+    fn served(&self, address: &IpAddr) -> Result<(&Group, &Endpoint), ChangeError> {
+        find_endpoint(&self.current, address).ok_or_else(|| {
+            ChangeError::NotFound(format!("no endpoint {address} in pool `{}`", self.name))
+        })
+    }
+
+    /// The configured endpoint at `address` and its group, if the config has one.
+    fn configured(&self, address: &IpAddr) -> Option<(&Group, &Endpoint)> {
+        find_endpoint(self.config, address)
+    }
+
+    fn group_weight(
+        &self,
+        next: &mut Overlay,
+        group: &str,
+        weight: u32,
+    ) -> Result<Edit, ChangeError> {
+        let configured = self
+            .config
+            .groups
+            .iter()
+            .find(|g| g.name == group)
+            .ok_or_else(|| {
+                ChangeError::NotFound(format!("no group `{group}` in pool `{}`", self.name))
+            })?;
+        let before = self
+            .current
+            .groups
+            .iter()
+            .find(|g| g.name == group)
+            .map_or(0, |g| g.weight);
+        put(
+            &mut next.group_weights,
+            self.pool(),
+            &group.to_string(),
+            (weight != configured.weight).then_some(weight),
+        );
+        Ok(Edit {
+            action: "set-group-weight",
+            subject: format!("group {group}"),
+            before: json!({ "weight": before }),
+            after: json!({ "weight": weight }),
+        })
+    }
+
+    fn endpoint_weight(
+        &self,
+        next: &mut Overlay,
+        address: &IpAddr,
+        weight: Option<u32>,
+    ) -> Result<Edit, ChangeError> {
+        let (_, e) = self.served(address)?;
+        let before = e.weight;
+        let pool = self.pool();
+        let after = match (self.configured(address), weight) {
+            (Some((_, configured)), Some(w)) => {
+                put(
+                    &mut next.endpoint_weights,
+                    pool,
+                    address,
+                    (w != configured.weight).then_some(w),
+                );
+                w
+            }
+            (Some((_, configured)), None) => {
+                put::<_, u32>(&mut next.endpoint_weights, pool, address, None);
+                configured.weight
+            }
+            (None, Some(w)) => {
+                if let Some(a) = next.added.get_mut(pool).and_then(|m| m.get_mut(address)) {
+                    a.weight = w;
+                }
+                w
+            }
+            (None, None) => {
+                return Err(ChangeError::Invalid(format!(
+                    "{address} was added at runtime and has no configured weight to go back to"
+                )));
+            }
+        };
+        Ok(Edit {
+            action: "set-endpoint-weight",
+            subject: format!("endpoint {address}"),
+            before: json!({ "weight": before }),
+            after: json!({ "weight": after }),
+        })
+    }
+
+    fn set_override(
+        &self,
+        next: &mut Overlay,
+        address: &IpAddr,
+        health: Override,
+    ) -> Result<Edit, ChangeError> {
+        let (_, e) = self.served(address)?;
+        let before = e.force;
+        put(
+            &mut next.overrides,
+            self.pool(),
+            address,
+            (health != Override::Auto).then_some(health),
+        );
+        Ok(Edit {
+            action: "override",
+            subject: format!("endpoint {address}"),
+            before: json!({ "health": before }),
+            after: json!({ "health": health }),
+        })
+    }
+
+    fn add_endpoint(
+        &self,
+        next: &mut Overlay,
+        group: &str,
+        address: &IpAddr,
+        weight: u32,
+    ) -> Result<Edit, ChangeError> {
+        if !self.config.groups.iter().any(|g| g.name == group) {
+            return Err(ChangeError::NotFound(format!(
+                "no group `{group}` in pool `{}`",
+                self.name
+            )));
+        }
+        if let Some(why) = crate::model::unservable(*address) {
+            return Err(ChangeError::Invalid(why));
+        }
+        if self.served(address).is_ok() {
+            return Err(ChangeError::Conflict(format!(
+                "{address} is already an endpoint of pool `{}`",
+                self.name
+            )));
+        }
+        let pool = self.pool();
+        match self.configured(address) {
+            // A configured endpoint removed earlier comes back where the config has it.
+            Some((g, configured)) if g.name == group => {
+                if let Some(removed) = next.removed.get_mut(pool) {
+                    removed.remove(address);
+                    if removed.is_empty() {
+                        next.removed.remove(pool);
+                    }
+                }
+                put(
+                    &mut next.endpoint_weights,
+                    pool,
+                    address,
+                    (weight != configured.weight).then_some(weight),
+                );
+            }
+            Some((g, _)) => {
+                return Err(ChangeError::Conflict(format!(
+                    "{address} is configured in group `{}`; add it back there",
+                    g.name
+                )));
+            }
+            None => put(
+                &mut next.added,
+                pool,
+                address,
+                Some(AddedEndpoint {
+                    group: group.to_string(),
+                    weight,
+                }),
+            ),
+        }
+        Ok(Edit {
+            action: "add-endpoint",
+            subject: format!("endpoint {address}"),
+            before: Value::Null,
+            after: json!({ "group": group, "weight": weight }),
+        })
+    }
+
+    fn remove_endpoint(&self, next: &mut Overlay, address: &IpAddr) -> Result<Edit, ChangeError> {
+        let (g, e) = self.served(address)?;
+        let before = json!({ "group": g.name, "weight": e.weight });
+        let pool = self.pool();
+        put::<_, u32>(&mut next.endpoint_weights, pool, address, None);
+        put::<_, Override>(&mut next.overrides, pool, address, None);
+        if self.configured(address).is_some() {
+            next.removed
+                .entry(pool.clone())
+                .or_default()
+                .insert(*address);
+        } else {
+            put::<_, AddedEndpoint>(&mut next.added, pool, address, None);
+        }
+        Ok(Edit {
+            action: "remove-endpoint",
+            subject: format!("endpoint {address}"),
+            before,
+            after: Value::Null,
+        })
+    }
+}
+
+/// The endpoint at `address` in `pool`, with its group.
+fn find_endpoint<'p>(pool: &'p Pool, address: &IpAddr) -> Option<(&'p Group, &'p Endpoint)> {
+    pool.groups.iter().find_map(|g| {
+        g.endpoints
+            .iter()
+            .find(|e| e.address == *address)
+            .map(|e| (g, e))
+    })
 }
 
 /// Drops intent that the config no longer backs (pools, groups or endpoints gone), with an
