@@ -6,25 +6,56 @@ use std::time::Duration;
 
 use crate::model::MetricGate;
 
+/// Why a metric query or a webhook gave no usable answer; its text is the reason a rollout
+/// records when it holds or aborts.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    /// The HTTP client could not be built (its text says why).
+    #[error("{0}")]
+    Client(String),
+    #[error("webhook: {0}")]
+    Webhook(String),
+    #[error("webhook answered HTTP {0}")]
+    WebhookStatus(reqwest::StatusCode),
+    #[error("url: {0}")]
+    Url(String),
+    #[error("query: {0}")]
+    Query(String),
+    #[error("query: HTTP {0}")]
+    QueryStatus(reqwest::StatusCode),
+    #[error("query returned {0} series, not 1")]
+    Series(usize),
+    #[error("query returned no result")]
+    NoResult,
+    #[error("unexpected result type {0:?}")]
+    ResultType(Option<String>),
+    #[error("no numeric value in {0}")]
+    NotNumeric(String),
+}
+
 /// A client for metric queries (one per gate; built once).
 #[derive(Clone, Debug)]
 pub struct MetricClient(reqwest::Client);
 
 impl MetricClient {
-    pub fn new(timeout: Duration) -> Result<MetricClient, String> {
+    pub fn new(timeout: Duration) -> Result<MetricClient, OutboundError> {
         super::probe::install_crypto_provider();
         reqwest::Client::builder()
             .timeout(timeout)
             .no_proxy()
             .build()
             .map(MetricClient)
-            .map_err(|e| e.to_string())
+            .map_err(|e| OutboundError::Client(e.to_string()))
     }
 }
 
 impl MetricClient {
     /// POSTs `body` as JSON; Ok only for a 2xx answer.
-    pub async fn post_json(&self, url: &str, body: &serde_json::Value) -> Result<(), String> {
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), OutboundError> {
         let response = self
             .0
             .post(url)
@@ -32,50 +63,47 @@ impl MetricClient {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| format!("webhook: {e}"))?;
+            .map_err(|e| OutboundError::Webhook(e.to_string()))?;
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(format!("webhook answered HTTP {}", response.status()))
+            Err(OutboundError::WebhookStatus(response.status()))
         }
     }
 }
 
 /// Runs the gate's query once: Ok(true) when the condition holds, Ok(false) when it does not,
 /// Err when there is no single numeric answer (which counts as a failure too).
-pub async fn check(client: &MetricClient, gate: &MetricGate) -> Result<bool, String> {
+pub async fn check(client: &MetricClient, gate: &MetricGate) -> Result<bool, OutboundError> {
     let client = &client.0;
-    let mut url = reqwest::Url::parse(&gate.url).map_err(|e| format!("url: {e}"))?;
+    let query = |e: reqwest::Error| OutboundError::Query(e.to_string());
+    let mut url = reqwest::Url::parse(&gate.url).map_err(|e| OutboundError::Url(e.to_string()))?;
     url.set_path(&format!(
         "{}/api/v1/query",
         url.path().trim_end_matches('/')
     ));
     url.query_pairs_mut().append_pair("query", &gate.query);
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("query: {e}"))?;
+    let response = client.get(url).send().await.map_err(query)?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| format!("query: {e}"))?;
+    let body = response.bytes().await.map_err(query)?;
     if !status.is_success() {
-        return Err(format!("query: HTTP {status}"));
+        return Err(OutboundError::QueryStatus(status));
     }
     let json: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| format!("query: {e}"))?;
+        serde_json::from_slice(&body).map_err(|e| OutboundError::Query(e.to_string()))?;
     // An instant vector with one sample, or a scalar: [timestamp, "value"].
     let sample = match json["data"]["resultType"].as_str() {
         Some("vector") => match json["data"]["result"].as_array().map(Vec::as_slice) {
             Some([one]) => &one["value"],
-            Some(more) => return Err(format!("query returned {} series, not 1", more.len())),
-            None => return Err("query returned no result".into()),
+            Some(more) => return Err(OutboundError::Series(more.len())),
+            None => return Err(OutboundError::NoResult),
         },
         Some("scalar") => &json["data"]["result"],
-        other => return Err(format!("unexpected result type {other:?}")),
+        other => return Err(OutboundError::ResultType(other.map(str::to_string))),
     };
     let value: f64 = sample[1]
         .as_str()
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("no numeric value in {sample}"))?;
+        .ok_or_else(|| OutboundError::NotNumeric(sample.to_string()))?;
     Ok(gate.holds(value))
 }

@@ -80,7 +80,7 @@ pub(crate) fn spawn(inputs: Inputs, due: mpsc::Sender<Signal>, shutdown: Cancell
 }
 
 /// A webhook's answer about one step: (pool, (changed_at, step), result).
-type Answer = (Name, (u64, usize), Result<(), String>);
+type Answer = (Name, (u64, usize), Result<(), metric::OutboundError>);
 
 /// The driver: every `DRIVER_TICK`, for each rollout in the published state with something
 /// due, sends the pool's name to the writer.
@@ -112,7 +112,7 @@ async fn run(
                     Err(reason) => Signal::WebhookFailed {
                         abort: webhook_aborts(&inputs.snapshot.load(), &pool),
                         pool,
-                        reason,
+                        reason: reason.to_string(),
                     },
                 };
                 if due.send(signal).await.is_err() {
@@ -296,7 +296,7 @@ async fn run_gates(
                     "`{}` is not {} {}",
                     gate.query, gate.op, gate.value
                 )),
-                Err(e) => Some(e),
+                Err(e) => Some(e.to_string()),
             };
             if let Ok(mut v) = verdicts.lock() {
                 v.insert(pool.clone(), failed.clone().map_or(Ok(()), Err));
