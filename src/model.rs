@@ -56,6 +56,19 @@ pub const CLASS_ANY: u16 = 255;
 /// Longest domain name in wire form (RFC 1035 2.3.4: "names - 255 octets or less").
 pub const MAX_NAME_LEN: usize = 255;
 
+/// Why text is not a domain name (`Name::parse`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("`{0}` has an empty label")]
+    EmptyLabel(String),
+    #[error("label `{0}` is longer than 63 octets")]
+    LongLabel(String),
+    #[error("label `{0}` has a character not allowed here")]
+    Character(String),
+    #[error("`{0}` is longer than 255 octets")]
+    Long(String),
+}
+
 /// An absolute domain name in uncompressed wire form, lowercased, ending with the root label.
 /// Lowercasing once at load time lets the query path compare names with plain byte equality.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -74,19 +87,19 @@ impl Name {
 
     /// Parses presentation form (`www.example.com.` or relative to nothing: the trailing dot is
     /// optional). Backslash escapes are not needed for the names of a config file and are rejected.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, NameError> {
         let text = text.strip_suffix('.').unwrap_or(text);
         let mut wire = Vec::with_capacity(text.len() + 2);
         if !text.is_empty() {
             for label in text.split('.') {
                 if label.is_empty() {
-                    return Err(format!("`{text}` has an empty label"));
+                    return Err(NameError::EmptyLabel(text.into()));
                 }
                 if label.len() > 63 {
-                    return Err(format!("label `{label}` is longer than 63 octets"));
+                    return Err(NameError::LongLabel(label.into()));
                 }
                 if label.contains(['\\', ' ', '"', ';', '(', ')']) {
-                    return Err(format!("label `{label}` has a character not allowed here"));
+                    return Err(NameError::Character(label.into()));
                 }
                 wire.push(label.len() as u8);
                 wire.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
@@ -94,7 +107,7 @@ impl Name {
         }
         wire.push(0);
         if wire.len() > MAX_NAME_LEN {
-            return Err(format!("`{text}` is longer than 255 octets"));
+            return Err(NameError::Long(text.into()));
         }
         Ok(Name(wire.into()))
     }
@@ -905,7 +918,10 @@ mod tests {
 
     #[test]
     fn parse_rejects_bad_names() {
-        assert!(Name::parse("a..b").is_err());
+        assert_eq!(
+            Name::parse("a..b"),
+            Err(NameError::EmptyLabel("a..b".into()))
+        );
         assert!(Name::parse(&"x".repeat(64)).is_err());
         let long = vec!["abcdefghi"; 30].join(".");
         assert!(Name::parse(&long).is_err());
