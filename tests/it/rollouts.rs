@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::backends::Backend;
 use crate::support::*;
@@ -20,30 +18,13 @@ fn pool(check: &str, green: &str) -> String {
     )
 }
 
-async fn http(s: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let mut stream = TcpStream::connect(s.admin()).await.unwrap();
-    let b = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-        b.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text[9..12].parse().unwrap();
-    let raw = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&raw).unwrap_or(Value::String(raw)),
-    )
+/// A request to `s`'s admin API: (status, body as JSON or a string).
+async fn api(s: &Server, method: Method, path: &str, body: Option<&str>) -> (u16, Value) {
+    http(s.admin(), method, path, &[], body).await
 }
 
 async fn status(s: &Server) -> Value {
-    let (code, body) = http(s, "GET", "/v1/pools/app.example.com/rollout", None).await;
+    let (code, body) = api(s, Method::GET, "/v1/pools/app.example.com/rollout", None).await;
     assert_eq!(code, 200, "{body}");
     body
 }
@@ -76,9 +57,13 @@ async fn until_weight(s: &Server, weight: u64, limit: u64) -> u64 {
 
 #[tokio::test(start_paused = true)]
 async fn a_canary_walks_its_steps_honouring_settle_times_and_pauses() {
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", "")).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(&pool("", ""))
+        .start()
+        .await;
     assert_eq!(green_share(&s).await, 0.0);
-    let (code, body) = http(&s, "POST", "/v1/pools/app.example.com/rollouts", None).await;
+    let (code, body) = api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None).await;
     assert_eq!(code, 200, "{body}");
     let st = status(&s).await;
     assert_eq!(
@@ -108,9 +93,9 @@ async fn a_canary_walks_its_steps_honouring_settle_times_and_pauses() {
         (st["state"].clone(), st["weight"].clone()),
         (json!("waiting for promote"), json!(50))
     );
-    let (code, _) = http(
+    let (code, _) = api(
         &s,
-        "POST",
+        Method::POST,
         "/v1/pools/app.example.com/rollout/promote",
         Some("{}"),
     )
@@ -121,7 +106,7 @@ async fn a_canary_walks_its_steps_honouring_settle_times_and_pauses() {
     tokio::time::sleep(Duration::from_secs(37)).await;
     assert_eq!(status(&s).await["state"], "done");
 
-    let (_, audit) = http(&s, "GET", "/v1/audit?pool=app.example.com", None).await;
+    let (_, audit) = api(&s, Method::GET, "/v1/audit?pool=app.example.com", None).await;
     let actions: Vec<&str> = audit["records"]
         .as_array()
         .unwrap()
@@ -150,9 +135,19 @@ async fn a_down_canary_endpoint_aborts_and_traffic_returns() {
         ", probe = \"{}\", check = {{ kind = \"tcp\", interval = \"1s\", timeout = \"500ms\", rise = 1, fall = 2 }}",
         backend.addr()
     );
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", &green)).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(&pool("", &green))
+        .start()
+        .await;
     let plan = r#"{"from": "blue", "to": "green", "steps": [{"set_weight": 50}, {"pause": "manual"}], "slack": "0s", "reason": "v2"}"#;
-    let (code, body) = http(&s, "POST", "/v1/pools/app.example.com/rollouts", Some(plan)).await;
+    let (code, body) = api(
+        &s,
+        Method::POST,
+        "/v1/pools/app.example.com/rollouts",
+        Some(plan),
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     until_weight(&s, 50, 40).await;
     assert!(green_share(&s).await > 0.3);
@@ -179,7 +174,7 @@ async fn a_down_canary_endpoint_aborts_and_traffic_returns() {
         m.contains("weir_rollout_weight{pool=\"app.example.com.\"} 0"),
         "{m}"
     );
-    let (_, audit) = http(&s, "GET", "/v1/audit?limit=1", None).await;
+    let (_, audit) = api(&s, Method::GET, "/v1/audit?limit=1", None).await;
     assert_eq!(audit["records"][0]["action"], "rollout-step");
     assert!(
         audit["records"][0]["reason"]
@@ -192,17 +187,21 @@ async fn a_down_canary_endpoint_aborts_and_traffic_returns() {
 
 #[tokio::test]
 async fn rollout_requests_are_checked() {
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", "")).await;
-    let cases: [(&str, &str, Option<&str>, u16); 10] = [
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(&pool("", ""))
+        .start()
+        .await;
+    let cases: [(Method, &str, Option<&str>, u16); 10] = [
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollout/promote",
             None,
             404,
         ),
         // Durations past the 30-day maximum: no deadline may wrap.
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(
                 r#"{"from": "blue", "to": "green", "steps": [{"set_weight": 5}, {"pause": "18446744073709551615s"}]}"#,
@@ -210,62 +209,67 @@ async fn rollout_requests_are_checked() {
             400,
         ),
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(r#"{"from": "blue", "to": "green", "steps": [{"pause": "31days"}]}"#),
             400,
         ),
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(
                 r#"{"from": "blue", "to": "green", "slack": "100y", "steps": [{"set_weight": 5}]}"#,
             ),
             400,
         ),
-        ("GET", "/v1/pools/app.example.com/rollout", None, 404),
+        (Method::GET, "/v1/pools/app.example.com/rollout", None, 404),
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(r#"{"from": "blue", "to": "red", "steps": [{"set_weight": 5}]}"#),
             400,
         ),
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(r#"{"from": "blue", "to": "green", "steps": [{"set_weight": 500}]}"#),
             400,
         ),
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(r#"{"from": "blue", "to": "green", "steps": []}"#),
             400,
         ),
-        ("POST", "/v1/pools/nope.example.com/rollouts", None, 404),
         (
-            "POST",
+            Method::POST,
+            "/v1/pools/nope.example.com/rollouts",
+            None,
+            404,
+        ),
+        (
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(r#"{"from": "blue"}"#),
             400,
         ),
     ];
     for (method, path, body, want) in cases {
-        let (code, reply) = http(&s, method, path, body).await;
+        let (code, reply) = api(&s, method.clone(), path, body).await;
         assert_eq!(code, want, "{method} {path} {body:?}: {reply}");
     }
     assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
+        api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None)
             .await
             .0,
         200
     );
-    let (code, reply) = http(&s, "POST", "/v1/pools/app.example.com/rollouts", None).await;
+    let (code, reply) = api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None).await;
     assert_eq!(code, 409, "{reply}");
     assert_eq!(
-        http(
+        api(
             &s,
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollout/sideways",
             None
         )
@@ -274,16 +278,21 @@ async fn rollout_requests_are_checked() {
         404
     );
     assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollout/resume", None)
-            .await
-            .0,
+        api(
+            &s,
+            Method::POST,
+            "/v1/pools/app.example.com/rollout/resume",
+            None
+        )
+        .await
+        .0,
         409,
         "not paused"
     );
     assert_eq!(
-        http(
+        api(
             &s,
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollout/abort",
             Some(r#"{"reason": "bad build"}"#)
         )
@@ -310,7 +319,11 @@ async fn answers_for(s: &Server, name: &str) -> Vec<String> {
 #[tokio::test(start_paused = true)]
 async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 30\n[pool.rollout]\nkind = \"blue-green\"\nfrom = \"blue\"\nto = \"green\"\npreview_name = \"preview.app.example.com.\"\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }]\n";
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", pool).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(pool)
+        .start()
+        .await;
     assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.10"]);
     assert_eq!(
         answers_for(&s, "preview.app.example.com.").await,
@@ -319,7 +332,7 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
     );
 
     assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
+        api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None)
             .await
             .0,
         200
@@ -328,9 +341,9 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
     assert_eq!(status(&s).await["state"], "waiting for promote");
     // The flip: everything at once; `from` counts as drained only once that has settled.
     assert_eq!(
-        http(
+        api(
             &s,
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollout/promote",
             None
         )
@@ -348,25 +361,35 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
     );
     // Rollback window: undo goes back to `from`.
     assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollout/undo", None)
-            .await
-            .0,
+        api(
+            &s,
+            Method::POST,
+            "/v1/pools/app.example.com/rollout/undo",
+            None
+        )
+        .await
+        .0,
         200
     );
     assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.10"]);
     assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollout/resume", None)
-            .await
-            .0,
+        api(
+            &s,
+            Method::POST,
+            "/v1/pools/app.example.com/rollout/resume",
+            None
+        )
+        .await
+        .0,
         200
     );
     until_weight(&s, 100, 40).await;
     tokio::time::sleep(Duration::from_secs(36)).await;
     // Finalize.
     assert_eq!(
-        http(
+        api(
             &s,
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollout/promote",
             None
         )
@@ -383,7 +406,11 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
 #[tokio::test(start_paused = true)]
 async fn a_ttl_ramp_lowers_the_ttl_waits_for_the_old_one_and_restores_it() {
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 300\n[pool.rollout]\nfrom = \"blue\"\nto = \"green\"\nslack = \"0s\"\nttl_ramp = true\nrollout_ttl = \"5s\"\nsteps = [{ set_weight = 50 }, { pause = \"10s\" }, { set_weight = 100 }]\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }]\n";
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", pool).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(pool)
+        .start()
+        .await;
     let answer_ttl = async |s: &Server| {
         s.tcp(&query("app.example.com.", RecordType::A))
             .await
@@ -392,7 +419,7 @@ async fn a_ttl_ramp_lowers_the_ttl_waits_for_the_old_one_and_restores_it() {
     };
     assert_eq!(answer_ttl(&s).await, 300);
     assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
+        api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None)
             .await
             .0,
         200
@@ -421,15 +448,19 @@ fn prometheus(value: &str) -> String {
 async fn a_failing_metric_gate_aborts_after_its_failure_limit() {
     let prom = Backend::http().await;
     prom.respond(200, &prometheus("0.001"));
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", "")).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(&pool("", ""))
+        .start()
+        .await;
     let plan = format!(
         r#"{{"from": "blue", "to": "green", "steps": [{{"set_weight": 50}}, {{"pause": "manual"}}], "slack": "0s",
             "metric_gate": {{"url": "http://{}", "query": "rate(errors[1m])", "condition": "< 0.01", "interval": "2s", "failure_limit": 3}}}}"#,
         prom.addr()
     );
-    let (code, body) = http(
+    let (code, body) = api(
         &s,
-        "POST",
+        Method::POST,
         "/v1/pools/app.example.com/rollouts",
         Some(&plan),
     )
@@ -469,11 +500,15 @@ async fn a_failing_metric_gate_aborts_after_its_failure_limit() {
 #[tokio::test(start_paused = true)]
 async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 10\nanswers = 4\n[pool.rollout]\nkind = \"rolling\"\ngroup = \"web\"\nbatch = \"50%\"\nmax_unavailable = \"25%\"\nslack = \"0s\"\n[[pool.group]]\nname = \"web\"\nendpoints = [{ address = \"192.0.2.1\" }, { address = \"192.0.2.2\" }, { address = \"192.0.2.3\" }, { address = \"192.0.2.4\" }]\n";
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", pool).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(pool)
+        .start()
+        .await;
     let all = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"];
     assert_eq!(answers_for(&s, "app.example.com.").await, all);
     assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
+        api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None)
             .await
             .0,
         200
@@ -506,9 +541,9 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
         );
         // The operator (or a CI job) upgrades the batch, then promotes; healthy, it comes back.
         assert_eq!(
-            http(
+            api(
                 &s,
-                "POST",
+                Method::POST,
                 "/v1/pools/app.example.com/rollout/promote",
                 None
             )
@@ -520,8 +555,17 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
     }
     assert_eq!(status(&s).await["state"], "done");
     assert_eq!(answers_for(&s, "app.example.com.").await, all);
-    let (code, _) = http(&s, "POST", "/v1/pools/app.example.com/rollout/undo", None).await;
-    assert_eq!(code, 409);
+    assert_eq!(
+        api(
+            &s,
+            Method::POST,
+            "/v1/pools/app.example.com/rollout/undo",
+            None
+        )
+        .await
+        .0,
+        409
+    );
     s.stop().await;
 }
 
@@ -529,7 +573,11 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
 async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() {
     use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 1\nsticky = \"client-subnet\"\n[pool.rollout]\nfrom = \"blue\"\nto = \"green\"\nslack = \"0s\"\nsteps = [{ set_weight = 5 }, { pause = \"manual\" }, { set_weight = 25 }, { pause = \"manual\" }, { set_weight = 50 }, { pause = \"manual\" }, { set_weight = 100 }]\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }, { address = \"192.0.2.11\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }, { address = \"192.0.2.21\" }]\n";
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", pool).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(pool)
+        .start()
+        .await;
     let queries: Vec<Vec<u8>> = (0..500u32)
         .map(|i| {
             let mut m = with_edns(query("app.example.com.", RecordType::A), 1232);
@@ -550,7 +598,7 @@ async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() 
             .collect()
     };
     assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
+        api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None)
             .await
             .0,
         200
@@ -578,9 +626,9 @@ async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() 
         if weight < 100 {
             tokio::time::sleep(Duration::from_secs(2)).await;
             assert_eq!(
-                http(
+                api(
                     &s,
-                    "POST",
+                    Method::POST,
                     "/v1/pools/app.example.com/rollout/promote",
                     None
                 )
@@ -597,15 +645,19 @@ async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() 
 async fn a_webhook_is_asked_before_each_step_and_a_refusal_pauses() {
     let hook = Backend::http().await;
     hook.respond(500, "not yet");
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", "")).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(&pool("", ""))
+        .start()
+        .await;
     let plan = format!(
         r#"{{"from": "blue", "to": "green", "steps": [{{"set_weight": 50}}, {{"pause": "manual"}}], "slack": "0s", "webhook": {{"url": "http://{}/approve"}}}}"#,
         hook.addr()
     );
     assert_eq!(
-        http(
+        api(
             &s,
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(&plan)
         )
@@ -622,7 +674,7 @@ async fn a_webhook_is_asked_before_each_step_and_a_refusal_pauses() {
         "{st}"
     );
     assert_eq!(hook.seen()[0].path, "/approve");
-    let (_, audit) = http(&s, "GET", "/v1/audit?limit=1", None).await;
+    let (_, audit) = api(&s, Method::GET, "/v1/audit?limit=1", None).await;
     assert!(
         audit["records"][0]["reason"]
             .as_str()
@@ -633,9 +685,14 @@ async fn a_webhook_is_asked_before_each_step_and_a_refusal_pauses() {
     // Approved, the step goes through after resume.
     hook.respond(200, "ok");
     assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollout/resume", None)
-            .await
-            .0,
+        api(
+            &s,
+            Method::POST,
+            "/v1/pools/app.example.com/rollout/resume",
+            None
+        )
+        .await
+        .0,
         200
     );
     until_weight(&s, 50, 5).await;
