@@ -249,14 +249,19 @@ async fn refetched_share_silent_resolvers_and_convergence_time() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn tracking_can_be_turned_off() {
-    let s = Server::builder()
+/// A server of `POOL` with `track_convergence = false`.
+async fn untracked() -> Server {
+    Server::builder()
         .zone("example.com.", ZONE)
         .dns("track_convergence = false")
         .pools(POOL)
         .start()
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn tracking_can_be_turned_off() {
+    let s = untracked().await;
     ask_udp(s.addr, BIG, 1).await;
     let body = convergence(s.admin()).await;
     assert_eq!(body["tracking"], false);
@@ -368,12 +373,7 @@ async fn a_rollout_gated_on_convergence_waits_for_resolvers_and_pauses_past_its_
 
 #[tokio::test]
 async fn a_plan_gated_on_convergence_is_refused_when_tracking_is_off() {
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .dns("track_convergence = false")
-        .pools(POOL)
-        .start()
-        .await;
+    let s = untracked().await;
     let (status, body) = http_maybe(
         s.admin(),
         Method::POST,

@@ -23,6 +23,19 @@ async fn api(s: &Server, method: Method, path: &str, body: Option<&str>) -> (u16
     http(s.admin(), method, path, &[], body).await
 }
 
+/// `POST .../rollout/{action}` without a body: the status code.
+async fn command(s: &Server, action: &str) -> u16 {
+    let path = format!("/v1/pools/app.example.com/rollout/{action}");
+    api(s, Method::POST, &path, None).await.0
+}
+
+/// `POST .../rollouts` without a body (the pool's own `[pool.rollout]`): the status code.
+async fn start_rollout(s: &Server) -> u16 {
+    api(s, Method::POST, "/v1/pools/app.example.com/rollouts", None)
+        .await
+        .0
+}
+
 async fn status(s: &Server) -> Value {
     let (code, body) = api(s, Method::GET, "/v1/pools/app.example.com/rollout", None).await;
     assert_eq!(code, 200, "{body}");
@@ -258,37 +271,11 @@ async fn rollout_requests_are_checked() {
         let (code, reply) = api(&s, method.clone(), path, body).await;
         assert_eq!(code, want, "{method} {path} {body:?}: {reply}");
     }
-    assert_eq!(
-        api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(start_rollout(&s).await, 200);
     let (code, reply) = api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None).await;
     assert_eq!(code, 409, "{reply}");
-    assert_eq!(
-        api(
-            &s,
-            Method::POST,
-            "/v1/pools/app.example.com/rollout/sideways",
-            None
-        )
-        .await
-        .0,
-        404
-    );
-    assert_eq!(
-        api(
-            &s,
-            Method::POST,
-            "/v1/pools/app.example.com/rollout/resume",
-            None
-        )
-        .await
-        .0,
-        409,
-        "not paused"
-    );
+    assert_eq!(command(&s, "sideways").await, 404);
+    assert_eq!(command(&s, "resume").await, 409, "not paused");
     assert_eq!(
         api(
             &s,
@@ -331,26 +318,11 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
         "the preview name answers only `to`"
     );
 
-    assert_eq!(
-        api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(start_rollout(&s).await, 200);
     tokio::time::sleep(Duration::from_secs(37)).await;
     assert_eq!(status(&s).await["state"], "waiting for promote");
     // The flip: everything at once; `from` counts as drained only once that has settled.
-    assert_eq!(
-        api(
-            &s,
-            Method::POST,
-            "/v1/pools/app.example.com/rollout/promote",
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(command(&s, "promote").await, 200);
     assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.20"]);
     assert_eq!(status(&s).await["from_drained"], false);
     tokio::time::sleep(Duration::from_secs(37)).await;
@@ -360,43 +332,13 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
         (json!(true), json!("waiting for promote"))
     );
     // Rollback window: undo goes back to `from`.
-    assert_eq!(
-        api(
-            &s,
-            Method::POST,
-            "/v1/pools/app.example.com/rollout/undo",
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(command(&s, "undo").await, 200);
     assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.10"]);
-    assert_eq!(
-        api(
-            &s,
-            Method::POST,
-            "/v1/pools/app.example.com/rollout/resume",
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(command(&s, "resume").await, 200);
     until_weight(&s, 100, 40).await;
     tokio::time::sleep(Duration::from_secs(36)).await;
     // Finalize.
-    assert_eq!(
-        api(
-            &s,
-            Method::POST,
-            "/v1/pools/app.example.com/rollout/promote",
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(command(&s, "promote").await, 200);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(status(&s).await["state"], "done");
     assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.20"]);
@@ -418,12 +360,7 @@ async fn a_ttl_ramp_lowers_the_ttl_waits_for_the_old_one_and_restores_it() {
             .ttl
     };
     assert_eq!(answer_ttl(&s).await, 300);
-    assert_eq!(
-        api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(start_rollout(&s).await, 200);
     assert_eq!(answer_ttl(&s).await, 5, "the short TTL from the start");
     // The first step waits until answers cached with the old 300 s TTL have expired.
     let took = until_weight(&s, 50, 310).await;
@@ -507,12 +444,7 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
         .await;
     let all = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"];
     assert_eq!(answers_for(&s, "app.example.com.").await, all);
-    assert_eq!(
-        api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(start_rollout(&s).await, 200);
     let st = status(&s).await;
     // 25% of the pool is one endpoint: batches of one despite batch = 50% (two of four).
     assert_eq!(
@@ -540,32 +472,12 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
             "batch {i}: {st}"
         );
         // The operator (or a CI job) upgrades the batch, then promotes; healthy, it comes back.
-        assert_eq!(
-            api(
-                &s,
-                Method::POST,
-                "/v1/pools/app.example.com/rollout/promote",
-                None
-            )
-            .await
-            .0,
-            200
-        );
+        assert_eq!(command(&s, "promote").await, 200);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert_eq!(status(&s).await["state"], "done");
     assert_eq!(answers_for(&s, "app.example.com.").await, all);
-    assert_eq!(
-        api(
-            &s,
-            Method::POST,
-            "/v1/pools/app.example.com/rollout/undo",
-            None
-        )
-        .await
-        .0,
-        409
-    );
+    assert_eq!(command(&s, "undo").await, 409);
     s.stop().await;
 }
 
@@ -597,12 +509,7 @@ async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() 
             .map(|r| r.answers[0].data.to_string().starts_with("192.0.2.2"))
             .collect()
     };
-    assert_eq!(
-        api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(start_rollout(&s).await, 200);
     let mut previous = on_green(&s).await;
     assert!(previous.iter().all(|g| !g));
     for weight in [5, 25, 50, 100] {
@@ -625,17 +532,7 @@ async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() 
         previous = now;
         if weight < 100 {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            assert_eq!(
-                api(
-                    &s,
-                    Method::POST,
-                    "/v1/pools/app.example.com/rollout/promote",
-                    None
-                )
-                .await
-                .0,
-                200
-            );
+            assert_eq!(command(&s, "promote").await, 200);
         }
     }
     s.stop().await;
@@ -684,17 +581,7 @@ async fn a_webhook_is_asked_before_each_step_and_a_refusal_pauses() {
     );
     // Approved, the step goes through after resume.
     hook.respond(200, "ok");
-    assert_eq!(
-        api(
-            &s,
-            Method::POST,
-            "/v1/pools/app.example.com/rollout/resume",
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(command(&s, "resume").await, 200);
     until_weight(&s, 50, 5).await;
     let asked = hook.requests();
     tokio::time::sleep(Duration::from_secs(40)).await;
