@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 
-use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,19 +22,6 @@ async fn get(addr: SocketAddr, path: &str) -> Value {
 
 async fn put(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
     http(addr, Method::PUT, path, &[], Some(&body.to_string())).await
-}
-
-/// The sorted set of addresses seen over `n` DNS queries (TCP, pipelined).
-async fn answered(dns: SocketAddr, n: usize) -> Vec<String> {
-    let q = query("app.example.com.", RecordType::A).to_vec().unwrap();
-    let mut seen: Vec<String> = tcp_pipeline(dns, &vec![q; n])
-        .await
-        .iter()
-        .flat_map(|r| r.answers.iter().map(|a| a.data.to_string()))
-        .collect();
-    seen.sort();
-    seen.dedup();
-    seen
 }
 
 fn endpoint<'a>(pool: &'a Value, group: usize, address: &str) -> &'a Value {
@@ -67,7 +53,7 @@ async fn reads_changes_and_audit_end_to_end() {
         json!({ "configured": 90, "effective": 90, "source": "config" })
     );
     assert_eq!(
-        answered(s.addr, 50).await,
+        answered(s.addr, "app.example.com.", 50).await,
         ["192.0.2.10", "192.0.2.11", "192.0.2.20"]
     );
 
@@ -79,7 +65,10 @@ async fn reads_changes_and_audit_end_to_end() {
     )
     .await;
     assert_eq!((status, body), (200, json!({ "generation": 1 })));
-    assert_eq!(answered(s.addr, 200).await, ["192.0.2.11", "192.0.2.20"]);
+    assert_eq!(
+        answered(s.addr, "app.example.com.", 200).await,
+        ["192.0.2.11", "192.0.2.20"]
+    );
     let pool = get(admin, "/v1/pools/app.example.com.").await;
     assert_eq!(pool["generation"], 1);
     assert_eq!(
@@ -108,7 +97,10 @@ async fn reads_changes_and_audit_end_to_end() {
         .0,
         200
     );
-    assert_eq!(answered(s.addr, 100).await, ["192.0.2.11"]);
+    assert_eq!(
+        answered(s.addr, "app.example.com.", 100).await,
+        ["192.0.2.11"]
+    );
     assert_eq!(
         put(
             admin,
@@ -129,7 +121,7 @@ async fn reads_changes_and_audit_end_to_end() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(
-        answered(s.addr, 100).await,
+        answered(s.addr, "app.example.com.", 100).await,
         ["192.0.2.11", "192.0.2.20", "192.0.2.99"]
     );
     let pool = get(admin, "/v1/pools/app.example.com").await;
@@ -146,7 +138,10 @@ async fn reads_changes_and_audit_end_to_end() {
     )
     .await;
     assert_eq!((status, body), (200, json!({ "generation": 6 })));
-    assert_eq!(answered(s.addr, 100).await, ["192.0.2.20", "192.0.2.99"]);
+    assert_eq!(
+        answered(s.addr, "app.example.com.", 100).await,
+        ["192.0.2.20", "192.0.2.99"]
+    );
     assert_eq!(
         get(admin, "/v1/pools/app.example.com").await["removed"],
         json!(["192.0.2.11"])
@@ -163,7 +158,7 @@ async fn reads_changes_and_audit_end_to_end() {
         200
     );
     assert_eq!(
-        answered(s.addr, 200).await,
+        answered(s.addr, "app.example.com.", 200).await,
         ["192.0.2.10", "192.0.2.20", "192.0.2.99"]
     );
 
@@ -609,7 +604,10 @@ async fn reload_through_the_api_is_all_or_nothing_and_drops_stale_overrides() {
         reply["problems"][0].as_str().unwrap().contains("no SOA"),
         "{reply}"
     );
-    assert_eq!(answered(weir.dns, 50).await, ["192.0.2.10", "192.0.2.20"]);
+    assert_eq!(
+        answered(weir.dns, "app.example.com.", 50).await,
+        ["192.0.2.10", "192.0.2.20"]
+    );
 
     // A good config without 192.0.2.11: its override is dropped, with an audit record.
     std::fs::write(dir.path().join("example.com.zone"), ZONE).unwrap();
@@ -731,7 +729,10 @@ async fn changes_survive_a_restart_and_a_second_process_is_refused() {
         .0,
         200
     );
-    assert_eq!(answered(weir.dns, 100).await, ["192.0.2.11", "192.0.2.20"]);
+    assert_eq!(
+        answered(weir.dns, "app.example.com.", 100).await,
+        ["192.0.2.11", "192.0.2.20"]
+    );
 
     // Same store, second process: refused at once, naming the store.
     let err = WeirProcess::start(&config, &[])
@@ -750,7 +751,7 @@ async fn changes_survive_a_restart_and_a_second_process_is_refused() {
 
     let weir = WeirProcess::start(&config, &[]).unwrap();
     assert_eq!(
-        answered(weir.dns, 100).await,
+        answered(weir.dns, "app.example.com.", 100).await,
         ["192.0.2.11", "192.0.2.20"],
         "still drained"
     );
@@ -1033,7 +1034,7 @@ async fn a_rollout_resumes_at_the_same_step_after_kill_9() {
     ] {
         assert_eq!(after[field], before[field], "{field} after the restart");
     }
-    let seen = answered(weir.dns, 400).await;
+    let seen = answered(weir.dns, "app.example.com.", 400).await;
     assert_eq!(
         seen,
         ["192.0.2.10", "192.0.2.20"],
@@ -1048,7 +1049,10 @@ async fn a_rollout_resumes_at_the_same_step_after_kill_9() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(answered(weir.dns, 100).await, ["192.0.2.20"]);
+    assert_eq!(
+        answered(weir.dns, "app.example.com.", 100).await,
+        ["192.0.2.20"]
+    );
 }
 
 /// One nameserver on the local store: change status is INSYNC as soon as a write is
@@ -1134,7 +1138,7 @@ async fn admin_work_runs_below_dns() {
             .0,
         200
     );
-    assert_eq!(answered(weir.dns, 10).await.len(), 3);
+    assert_eq!(answered(weir.dns, "app.example.com.", 10).await.len(), 3);
 
     let threads = threads(weir.pid());
     let named = |prefix: &str| -> Vec<&(String, i64, u32)> {

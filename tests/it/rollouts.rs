@@ -291,18 +291,6 @@ async fn rollout_requests_are_checked() {
     s.stop().await;
 }
 
-async fn answers_for(s: &Server, name: &str) -> Vec<String> {
-    let q = query(name, RecordType::A).to_vec().unwrap();
-    let mut seen: Vec<String> = tcp_pipeline(s.addr, &vec![q; 100])
-        .await
-        .iter()
-        .flat_map(|r| r.answers.iter().map(|a| a.data.to_string()))
-        .collect();
-    seen.sort();
-    seen.dedup();
-    seen
-}
-
 #[tokio::test(start_paused = true)]
 async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 30\n[pool.rollout]\nkind = \"blue-green\"\nfrom = \"blue\"\nto = \"green\"\npreview_name = \"preview.app.example.com.\"\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }]\n";
@@ -311,9 +299,12 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
         .pools(pool)
         .start()
         .await;
-    assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.10"]);
     assert_eq!(
-        answers_for(&s, "preview.app.example.com.").await,
+        answered(s.addr, "app.example.com.", 100).await,
+        ["192.0.2.10"]
+    );
+    assert_eq!(
+        answered(s.addr, "preview.app.example.com.", 100).await,
         ["192.0.2.20"],
         "the preview name answers only `to`"
     );
@@ -323,7 +314,10 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
     assert_eq!(status(&s).await["state"], "waiting for promote");
     // The flip: everything at once; `from` counts as drained only once that has settled.
     assert_eq!(command(&s, "promote").await, 200);
-    assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.20"]);
+    assert_eq!(
+        answered(s.addr, "app.example.com.", 100).await,
+        ["192.0.2.20"]
+    );
     assert_eq!(status(&s).await["from_drained"], false);
     tokio::time::sleep(Duration::from_secs(37)).await;
     let st = status(&s).await;
@@ -333,7 +327,10 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
     );
     // Rollback window: undo goes back to `from`.
     assert_eq!(command(&s, "undo").await, 200);
-    assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.10"]);
+    assert_eq!(
+        answered(s.addr, "app.example.com.", 100).await,
+        ["192.0.2.10"]
+    );
     assert_eq!(command(&s, "resume").await, 200);
     until_weight(&s, 100, 40).await;
     tokio::time::sleep(Duration::from_secs(36)).await;
@@ -341,7 +338,10 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
     assert_eq!(command(&s, "promote").await, 200);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(status(&s).await["state"], "done");
-    assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.20"]);
+    assert_eq!(
+        answered(s.addr, "app.example.com.", 100).await,
+        ["192.0.2.20"]
+    );
     s.stop().await;
 }
 
@@ -443,7 +443,7 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
         .start()
         .await;
     let all = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"];
-    assert_eq!(answers_for(&s, "app.example.com.").await, all);
+    assert_eq!(answered(s.addr, "app.example.com.", 100).await, all);
     assert_eq!(start_rollout(&s).await, 200);
     let st = status(&s).await;
     // 25% of the pool is one endpoint: batches of one despite batch = 50% (two of four).
@@ -453,7 +453,7 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
     );
     for (i, drained) in all.iter().enumerate() {
         // Drained at once, never more than one endpoint missing from the answers.
-        let seen = answers_for(&s, "app.example.com.").await;
+        let seen = answered(s.addr, "app.example.com.", 100).await;
         let expected: Vec<&str> = all.iter().copied().filter(|a| a != drained).collect();
         assert_eq!(seen, expected, "batch {i}");
         assert_eq!(
@@ -476,7 +476,7 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert_eq!(status(&s).await["state"], "done");
-    assert_eq!(answers_for(&s, "app.example.com.").await, all);
+    assert_eq!(answered(s.addr, "app.example.com.", 100).await, all);
     assert_eq!(command(&s, "undo").await, 409);
     s.stop().await;
 }

@@ -484,6 +484,20 @@ pub(crate) async fn http_maybe(
     Some((status, json_or_string(text)))
 }
 
+/// The sorted set of addresses answered for `name` A over `n` queries pipelined on one TCP
+/// connection.
+pub(crate) async fn answered(dns: SocketAddr, name: &str, n: usize) -> Vec<String> {
+    let q = query(name, RecordType::A).to_vec().unwrap();
+    let mut seen: Vec<String> = tcp_pipeline(dns, &vec![q; n])
+        .await
+        .iter()
+        .flat_map(|r| r.answers.iter().map(|a| a.data.to_string()))
+        .collect();
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
 /// Sends `queries` pipelined on one TCP connection and returns the replies in order.
 pub(crate) async fn tcp_pipeline(addr: SocketAddr, queries: &[Vec<u8>]) -> Vec<Message> {
     let mut stream = TcpStream::connect(addr).await.unwrap();
