@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 
-use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -15,65 +14,14 @@ const ZONE: &str =
     "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\n";
 const POOL: &str = "[[pool]]\nname = \"app.example.com.\"\nanswers = 3\n[[pool.group]]\nname = \"blue\"\nweight = 90\nendpoints = [{ address = \"192.0.2.10\" }, { address = \"192.0.2.11\" }]\n[[pool.group]]\nname = \"green\"\nweight = 10\nendpoints = [{ address = \"192.0.2.20\" }]\n";
 
-/// One HTTP/1.1 exchange: (status, body as JSON or a string).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(b) = body {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    request.push_str("\r\n");
-    if let Some(b) = body {
-        request.push_str(b);
-    }
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response).await;
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text[9..12].parse().unwrap();
-    let raw = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&raw).unwrap_or(Value::String(raw)),
-    )
-}
-
 async fn get(addr: SocketAddr, path: &str) -> Value {
-    let (status, body) = http(addr, "GET", path, &[], None).await;
+    let (status, body) = http(addr, Method::GET, path, &[], None).await;
     assert_eq!(status, 200, "GET {path}: {body}");
     body
 }
 
 async fn put(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
-    http(addr, "PUT", path, &[], Some(&body.to_string())).await
-}
-
-/// The sorted set of addresses seen over `n` DNS queries (TCP, pipelined).
-async fn answered(dns: SocketAddr, n: usize) -> Vec<String> {
-    let q = query("app.example.com.", RecordType::A).to_vec().unwrap();
-    let mut seen: Vec<String> = tcp_pipeline(dns, &vec![q; n])
-        .await
-        .iter()
-        .flat_map(|r| r.answers.iter().map(|a| a.data.to_string()))
-        .collect();
-    seen.sort();
-    seen.dedup();
-    seen
+    http(addr, Method::PUT, path, &[], Some(&body.to_string())).await
 }
 
 fn endpoint<'a>(pool: &'a Value, group: usize, address: &str) -> &'a Value {
@@ -87,7 +35,11 @@ fn endpoint<'a>(pool: &'a Value, group: usize, address: &str) -> &'a Value {
 
 #[tokio::test]
 async fn reads_changes_and_audit_end_to_end() {
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", POOL).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(POOL)
+        .start()
+        .await;
     let admin = s.admin();
     assert_eq!(
         get(admin, "/v1/zones").await,
@@ -101,7 +53,7 @@ async fn reads_changes_and_audit_end_to_end() {
         json!({ "configured": 90, "effective": 90, "source": "config" })
     );
     assert_eq!(
-        answered(s.addr, 50).await,
+        answered(s.addr, "app.example.com.", 50).await,
         ["192.0.2.10", "192.0.2.11", "192.0.2.20"]
     );
 
@@ -113,7 +65,10 @@ async fn reads_changes_and_audit_end_to_end() {
     )
     .await;
     assert_eq!((status, body), (200, json!({ "generation": 1 })));
-    assert_eq!(answered(s.addr, 200).await, ["192.0.2.11", "192.0.2.20"]);
+    assert_eq!(
+        answered(s.addr, "app.example.com.", 200).await,
+        ["192.0.2.11", "192.0.2.20"]
+    );
     let pool = get(admin, "/v1/pools/app.example.com.").await;
     assert_eq!(pool["generation"], 1);
     assert_eq!(
@@ -142,7 +97,10 @@ async fn reads_changes_and_audit_end_to_end() {
         .0,
         200
     );
-    assert_eq!(answered(s.addr, 100).await, ["192.0.2.11"]);
+    assert_eq!(
+        answered(s.addr, "app.example.com.", 100).await,
+        ["192.0.2.11"]
+    );
     assert_eq!(
         put(
             admin,
@@ -155,7 +113,7 @@ async fn reads_changes_and_audit_end_to_end() {
     );
     let (status, _) = http(
         admin,
-        "POST",
+        Method::POST,
         "/v1/pools/app.example.com/groups/green/endpoints",
         &[],
         Some(r#"{"address": "192.0.2.99", "weight": 2}"#),
@@ -163,7 +121,7 @@ async fn reads_changes_and_audit_end_to_end() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(
-        answered(s.addr, 100).await,
+        answered(s.addr, "app.example.com.", 100).await,
         ["192.0.2.11", "192.0.2.20", "192.0.2.99"]
     );
     let pool = get(admin, "/v1/pools/app.example.com").await;
@@ -173,14 +131,17 @@ async fn reads_changes_and_audit_end_to_end() {
     );
     let (status, body) = http(
         admin,
-        "DELETE",
+        Method::DELETE,
         "/v1/pools/app.example.com/endpoints/192.0.2.11?reason=scale-in",
         &[],
         None,
     )
     .await;
     assert_eq!((status, body), (200, json!({ "generation": 6 })));
-    assert_eq!(answered(s.addr, 100).await, ["192.0.2.20", "192.0.2.99"]);
+    assert_eq!(
+        answered(s.addr, "app.example.com.", 100).await,
+        ["192.0.2.20", "192.0.2.99"]
+    );
     assert_eq!(
         get(admin, "/v1/pools/app.example.com").await["removed"],
         json!(["192.0.2.11"])
@@ -197,7 +158,7 @@ async fn reads_changes_and_audit_end_to_end() {
         200
     );
     assert_eq!(
-        answered(s.addr, 200).await,
+        answered(s.addr, "app.example.com.", 200).await,
         ["192.0.2.10", "192.0.2.20", "192.0.2.99"]
     );
 
@@ -231,7 +192,7 @@ async fn reads_changes_and_audit_end_to_end() {
     );
     assert_eq!(first["reason"], "deploy");
     assert_eq!(records[1]["reason"], "scale-in");
-    let (_, metrics) = http(admin, "GET", "/metrics", &[], None).await;
+    let (_, metrics) = http(admin, Method::GET, "/metrics", &[], None).await;
     let metrics = metrics.as_str().unwrap_or_default().to_string();
     assert!(
         metrics.contains("weir_admin_requests_total{route=\"/v1/pools/{pool}/endpoints/{address}/override\",status=\"200\"} 2"),
@@ -250,12 +211,16 @@ async fn reads_changes_and_audit_end_to_end() {
 
 #[tokio::test]
 async fn bad_requests_get_a_4xx_and_change_nothing() {
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", POOL).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(POOL)
+        .start()
+        .await;
     let admin = s.admin();
     let big = format!("{{\"weight\": 1, \"reason\": \"{}\"}}", "x".repeat(70_000));
     // (method, path, body, headers, expected status, expected message part)
     type Case<'a> = (
-        &'a str,
+        Method,
         &'a str,
         Option<&'a str>,
         &'a [(&'a str, &'a str)],
@@ -264,7 +229,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
     );
     let cases: Vec<Case> = vec![
         (
-            "PUT",
+            Method::PUT,
             "/v1/pools/nope.example.com/groups/blue/weight",
             Some(r#"{"weight": 1}"#),
             &[],
@@ -272,7 +237,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "no pool `nope.example.com.`",
         ),
         (
-            "PUT",
+            Method::PUT,
             "/v1/pools/app.example.com/groups/red/weight",
             Some(r#"{"weight": 1}"#),
             &[],
@@ -280,7 +245,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "no group `red`",
         ),
         (
-            "PUT",
+            Method::PUT,
             "/v1/pools/app.example.com/endpoints/192.0.2.77/weight",
             Some(r#"{"weight": 1}"#),
             &[],
@@ -288,7 +253,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "no endpoint 192.0.2.77",
         ),
         (
-            "PUT",
+            Method::PUT,
             "/v1/pools/app.example.com/endpoints/not-an-ip/weight",
             Some(r#"{"weight": 1}"#),
             &[],
@@ -296,7 +261,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "is not an IP address",
         ),
         (
-            "PUT",
+            Method::PUT,
             "/v1/pools/app.example.com/groups/blue/weight",
             Some(r#"{"weight": "#),
             &[],
@@ -304,7 +269,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "",
         ),
         (
-            "PUT",
+            Method::PUT,
             "/v1/pools/app.example.com/groups/blue/weight",
             Some(r#"{"weight": -1}"#),
             &[],
@@ -312,7 +277,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "",
         ),
         (
-            "PUT",
+            Method::PUT,
             "/v1/pools/app.example.com/groups/blue/weight",
             Some(r#"{"weight": 1, "colour": "red"}"#),
             &[],
@@ -320,7 +285,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "unknown field",
         ),
         (
-            "PUT",
+            Method::PUT,
             "/v1/pools/app.example.com/groups/blue/weight",
             Some(r#"{"weight": 2000000}"#),
             &[],
@@ -328,7 +293,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "out of range",
         ),
         (
-            "PUT",
+            Method::PUT,
             "/v1/pools/app.example.com/endpoints/192.0.2.10/weight",
             Some(r#"{"weight": 1, "reset": true}"#),
             &[],
@@ -336,7 +301,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "either",
         ),
         (
-            "PUT",
+            Method::PUT,
             "/v1/pools/app.example.com/endpoints/192.0.2.10/override",
             Some(r#"{"health": "sideways"}"#),
             &[],
@@ -344,7 +309,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "",
         ),
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/groups/blue/endpoints",
             Some(r#"{"address": "192.0.2.20"}"#),
             &[],
@@ -352,7 +317,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "already an endpoint",
         ),
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/groups/blue/endpoints",
             Some(r#"{"address": "0.0.0.0"}"#),
             &[],
@@ -360,7 +325,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "0.0.0.0 is the unspecified address",
         ),
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/groups/blue/endpoints",
             Some(r#"{"address": "255.255.255.255"}"#),
             &[],
@@ -368,7 +333,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "broadcast address",
         ),
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/groups/blue/endpoints",
             Some(r#"{"address": "ff02::1"}"#),
             &[],
@@ -376,7 +341,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "multicast address",
         ),
         (
-            "PUT",
+            Method::PUT,
             "/v1/pools/app.example.com/groups/blue/weight",
             Some(r#"{"weight": 5}"#),
             &[("If-Match", "\"7\"")],
@@ -384,7 +349,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "based on 7",
         ),
         (
-            "PUT",
+            Method::PUT,
             "/v1/pools/app.example.com/groups/blue/weight",
             Some(r#"{"weight": 5}"#),
             &[("If-Match", "soon")],
@@ -392,7 +357,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "If-Match",
         ),
         (
-            "PUT",
+            Method::PUT,
             "/v1/pools/app.example.com/groups/blue/weight",
             Some(&big),
             &[],
@@ -400,7 +365,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
             "",
         ),
         (
-            "PUT",
+            Method::PUT,
             "/v1/pools/app.example.com/groups/blue/weight",
             Some("[]"),
             &[],
@@ -409,7 +374,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
         ),
     ];
     for (method, path, body, headers, want, message) in cases {
-        let (status, reply) = http(admin, method, path, headers, body).await;
+        let (status, reply) = http(admin, method.clone(), path, headers, body).await;
         assert_eq!(status, want, "{method} {path} {body:?}: {reply}");
         if !message.is_empty() {
             assert!(
@@ -460,7 +425,7 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
     // A matching If-Match goes through.
     let (status, reply) = http(
         admin,
-        "PUT",
+        Method::PUT,
         "/v1/pools/app.example.com/groups/blue/weight",
         &[("If-Match", "\"2\"")],
         Some(r#"{"weight": 90}"#),
@@ -474,30 +439,32 @@ async fn bad_requests_get_a_4xx_and_change_nothing() {
 async fn tokens_gate_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("admin.tokens");
-    std::fs::write(
+    write_secret(
         &tokens,
         "# name scope token\nci read r-0123456789abcdef\nops write w-0123456789abcdef\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let extra = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
-        tokens.display()
     );
-    let s = Server::with_admin(&[("example.com.", ZONE)], &extra, POOL).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .admin_tokens(&tokens)
+        .pools(POOL)
+        .start()
+        .await;
     let admin = s.admin();
     let path = "/v1/pools/app.example.com/groups/green/weight";
     let body = Some(r#"{"weight": 20}"#);
     assert_eq!(
-        http(admin, "GET", "/healthz", &[], None).await.0,
+        http(admin, Method::GET, "/healthz", &[], None).await.0,
         200,
         "liveness needs no token"
     );
-    assert_eq!(http(admin, "GET", "/v1/pools", &[], None).await.0, 401);
+    assert_eq!(
+        http(admin, Method::GET, "/v1/pools", &[], None).await.0,
+        401
+    );
     assert_eq!(
         http(
             admin,
-            "GET",
+            Method::GET,
             "/v1/pools",
             &[("Authorization", "Bearer w-0123456789abcdeX")],
             None
@@ -509,7 +476,7 @@ async fn tokens_gate_the_api() {
     assert_eq!(
         http(
             admin,
-            "GET",
+            Method::GET,
             "/v1/pools",
             &[("Authorization", "Bearer r-0123456789abcdef")],
             None
@@ -523,7 +490,7 @@ async fn tokens_gate_the_api() {
         let credentials = format!("{scheme} r-0123456789abcdef");
         let (status, reply) = http(
             admin,
-            "GET",
+            Method::GET,
             "/v1/pools",
             &[("Authorization", &credentials)],
             None,
@@ -534,7 +501,7 @@ async fn tokens_gate_the_api() {
     assert_eq!(
         http(
             admin,
-            "GET",
+            Method::GET,
             "/v1/pools",
             &[("Authorization", "Basic r-0123456789abcdef")],
             None
@@ -545,18 +512,18 @@ async fn tokens_gate_the_api() {
     );
     let (status, reply) = http(
         admin,
-        "PUT",
+        Method::PUT,
         path,
         &[("Authorization", "Bearer r-0123456789abcdef")],
         body,
     )
     .await;
     assert_eq!(status, 403, "{reply}");
-    assert_eq!(http(admin, "PUT", path, &[], body).await.0, 401);
+    assert_eq!(http(admin, Method::PUT, path, &[], body).await.0, 401);
     assert_eq!(
         http(
             admin,
-            "PUT",
+            Method::PUT,
             path,
             &[("Authorization", "Bearer w-0123456789abcdef")],
             body
@@ -567,7 +534,7 @@ async fn tokens_gate_the_api() {
     );
     let (_, audit) = http(
         admin,
-        "GET",
+        Method::GET,
         "/v1/audit",
         &[("Authorization", "Bearer r-0123456789abcdef")],
         None,
@@ -586,7 +553,10 @@ async fn tokens_gate_the_api() {
     let config = dir.path().join("weir.toml");
     std::fs::write(
         &config,
-        format!("{extra}[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n"),
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n",
+            tokens.display()
+        ),
     )
     .unwrap();
     let err = weir::config::load(&config).unwrap_err().to_string();
@@ -628,13 +598,16 @@ async fn reload_through_the_api_is_all_or_nothing_and_drops_stale_overrides() {
         "$TTL 60\nwww A 192.0.2.1\n",
     )
     .unwrap();
-    let (status, reply) = http(admin, "POST", "/v1/reload", &[], None).await;
+    let (status, reply) = http(admin, Method::POST, "/v1/reload", &[], None).await;
     assert_eq!(status, 422, "{reply}");
     assert!(
         reply["problems"][0].as_str().unwrap().contains("no SOA"),
         "{reply}"
     );
-    assert_eq!(answered(weir.dns, 50).await, ["192.0.2.10", "192.0.2.20"]);
+    assert_eq!(
+        answered(weir.dns, "app.example.com.", 50).await,
+        ["192.0.2.10", "192.0.2.20"]
+    );
 
     // A good config without 192.0.2.11: its override is dropped, with an audit record.
     std::fs::write(dir.path().join("example.com.zone"), ZONE).unwrap();
@@ -642,7 +615,7 @@ async fn reload_through_the_api_is_all_or_nothing_and_drops_stale_overrides() {
         dir.path(),
         &POOL.replace(", { address = \"192.0.2.11\" }", ""),
     );
-    let (status, reply) = http(admin, "POST", "/v1/reload", &[], None).await;
+    let (status, reply) = http(admin, Method::POST, "/v1/reload", &[], None).await;
     assert_eq!(
         (status, reply),
         (200, json!({ "generation": 2, "restart_required": [] }))
@@ -652,7 +625,7 @@ async fn reload_through_the_api_is_all_or_nothing_and_drops_stale_overrides() {
         .unwrap()
         .replace("[store]\n", "[store]\naudit_retention = 50\n");
     std::fs::write(&config, text).unwrap();
-    let (status, reply) = http(admin, "POST", "/v1/reload", &[], None).await;
+    let (status, reply) = http(admin, Method::POST, "/v1/reload", &[], None).await;
     assert_eq!(
         (status, reply),
         (
@@ -699,8 +672,9 @@ async fn an_admin_write_during_a_slow_reload_is_acknowledged_before_the_reload_f
     let admin = weir.admin.unwrap();
     let zone = dir.path().join("example.com.zone");
     make_fifo(&zone);
-    let reload =
-        move || tokio::spawn(async move { http(admin, "POST", "/v1/reload", &[], None).await });
+    let reload = move || {
+        tokio::spawn(async move { http(admin, Method::POST, "/v1/reload", &[], None).await })
+    };
     let first = reload();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let (second, third) = (reload(), reload());
@@ -755,7 +729,10 @@ async fn changes_survive_a_restart_and_a_second_process_is_refused() {
         .0,
         200
     );
-    assert_eq!(answered(weir.dns, 100).await, ["192.0.2.11", "192.0.2.20"]);
+    assert_eq!(
+        answered(weir.dns, "app.example.com.", 100).await,
+        ["192.0.2.11", "192.0.2.20"]
+    );
 
     // Same store, second process: refused at once, naming the store.
     let err = WeirProcess::start(&config, &[])
@@ -774,7 +751,7 @@ async fn changes_survive_a_restart_and_a_second_process_is_refused() {
 
     let weir = WeirProcess::start(&config, &[]).unwrap();
     assert_eq!(
-        answered(weir.dns, 100).await,
+        answered(weir.dns, "app.example.com.", 100).await,
         ["192.0.2.11", "192.0.2.20"],
         "still drained"
     );
@@ -814,7 +791,7 @@ async fn every_acknowledged_change_survives_kill_9() {
                 std::time::Duration::from_secs(5),
                 http_maybe(
                     admin,
-                    "PUT",
+                    Method::PUT,
                     "/v1/pools/app.example.com/groups/green/weight",
                     Some(json!({ "weight": weight })),
                 ),
@@ -917,57 +894,31 @@ async fn a_corrupt_store_stops_start_up_and_reset_state_recovers() {
 
 #[tokio::test]
 async fn the_api_over_tls_with_tokens() {
-    use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    std::fs::write(dir.path().join("admin.pem"), certified.cert.pem()).unwrap();
-    std::fs::write(
-        dir.path().join("admin.key"),
-        certified.signing_key.serialize_pem(),
-    )
-    .unwrap();
+    let cert = AdminCert::new(dir.path());
     let tokens = dir.path().join("admin.tokens");
-    std::fs::write(&tokens, "ops write w-0123456789abcdef\n").unwrap();
-    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let d = dir.path().display();
-    let admin = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{d}/admin.tokens\"\ntls_cert = \"{d}/admin.pem\"\ntls_key = \"{d}/admin.key\"\n"
-    );
-    let s = Server::with_admin(&[("example.com.", ZONE)], &admin, POOL).await;
+    write_secret(&tokens, "ops write w-0123456789abcdef\n");
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .admin_tokens(&tokens)
+        .admin_tls(&cert)
+        .pools(POOL)
+        .start()
+        .await;
 
     // A client that trusts exactly this certificate.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(certified.cert.der().clone()).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let request = |auth: &str| {
-        format!("GET /v1/pools HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\r\n")
-    };
-    let exchange = |req: String| {
-        let connector = connector.clone();
-        let addr = s.admin();
-        async move {
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-            let mut tls = connector.connect(name, tcp).await.unwrap();
-            tls.write_all(req.as_bytes()).await.unwrap();
-            let mut out = Vec::new();
-            let _ = tls.read_to_end(&mut out).await;
-            String::from_utf8_lossy(&out).to_string()
-        }
-    };
-    assert!(exchange(request("")).await.starts_with("HTTP/1.1 401"));
-    let ok = exchange(request("Authorization: Bearer w-0123456789abcdef\r\n")).await;
-    assert!(
-        ok.starts_with("HTTP/1.1 200") && ok.contains("app.example.com."),
-        "{ok}"
-    );
+    let client = http_client(&[&cert.pem]);
+    let pools = format!("https://127.0.0.1:{}/v1/pools", s.admin().port());
+    let (status, body) = send(client.get(&pools)).await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = send(
+        client
+            .get(&pools)
+            .header("Authorization", "Bearer w-0123456789abcdef"),
+    )
+    .await
+    .unwrap();
+    assert!(status == 200 && body.contains("app.example.com."), "{body}");
     // weir ctl reaches it when told to trust the certificate.
     let url = format!("https://127.0.0.1:{}", s.admin().port());
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -979,7 +930,7 @@ async fn the_api_over_tls_with_tokens() {
             "w-0123456789abcdef",
             "--ca-file",
         ])
-        .arg(dir.path().join("admin.pem"))
+        .arg(&cert.cert)
         .arg("pools")
         .output()
         .await
@@ -1010,13 +961,17 @@ async fn the_api_over_tls_with_tokens() {
     );
     // Plain HTTP on the TLS port gets no HTTP answer.
     let mut plain = TcpStream::connect(s.admin()).await.unwrap();
-    plain.write_all(request("").as_bytes()).await.unwrap();
+    plain
+        .write_all(b"GET /v1/pools HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let _ = plain.read_to_end(&mut out).await;
     assert!(!String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
     s.stop().await;
 
     // Beyond loopback, tokens alone are not enough.
+    let d = dir.path().display();
     let config = dir.path().join("weir.toml");
     std::fs::write(
         &config,
@@ -1040,7 +995,7 @@ async fn a_rollout_resumes_at_the_same_step_after_kill_9() {
     assert_eq!(
         http(
             admin,
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             &[],
             None
@@ -1079,7 +1034,7 @@ async fn a_rollout_resumes_at_the_same_step_after_kill_9() {
     ] {
         assert_eq!(after[field], before[field], "{field} after the restart");
     }
-    let seen = answered(weir.dns, 400).await;
+    let seen = answered(weir.dns, "app.example.com.", 400).await;
     assert_eq!(
         seen,
         ["192.0.2.10", "192.0.2.20"],
@@ -1087,14 +1042,17 @@ async fn a_rollout_resumes_at_the_same_step_after_kill_9() {
     );
     let (status, _) = http(
         admin,
-        "POST",
+        Method::POST,
         "/v1/pools/app.example.com/rollout/promote",
         &[],
         None,
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(answered(weir.dns, 100).await, ["192.0.2.20"]);
+    assert_eq!(
+        answered(weir.dns, "app.example.com.", 100).await,
+        ["192.0.2.20"]
+    );
 }
 
 /// One nameserver on the local store: change status is INSYNC as soon as a write is
@@ -1102,7 +1060,11 @@ async fn a_rollout_resumes_at_the_same_step_after_kill_9() {
 /// generation; bad generations get 400 or 404.
 #[tokio::test]
 async fn change_status_and_feed_on_the_local_store() {
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", POOL).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(POOL)
+        .start()
+        .await;
     let admin = s.admin();
     for weight in [20, 30] {
         let (status, _) = put(
@@ -1119,15 +1081,15 @@ async fn change_status_and_feed_on_the_local_store() {
     let nodes = get(admin, "/v1/nodes").await;
     assert_eq!(nodes["shared"], false);
     assert_eq!(nodes["nodes"][0]["generation"], 2);
-    let (code, body) = http(admin, "GET", "/v1/changes/3", &[], None).await;
+    let (code, body) = http(admin, Method::GET, "/v1/changes/3", &[], None).await;
     assert_eq!(code, 404, "{body}");
-    let (code, body) = http(admin, "GET", "/v1/changes/latest", &[], None).await;
+    let (code, body) = http(admin, Method::GET, "/v1/changes/latest", &[], None).await;
     assert_eq!(code, 400, "{body}");
     let feed = get(admin, "/v1/audit?since=1").await;
     let records = feed["records"].as_array().unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["after"]["weight"], 30);
-    let (code, _) = http(admin, "DELETE", "/v1/nodes/ns9", &[], None).await;
+    let (code, _) = http(admin, Method::DELETE, "/v1/nodes/ns9", &[], None).await;
     assert_eq!(code, 404);
 }
 
@@ -1163,7 +1125,7 @@ async fn admin_work_runs_below_dns() {
     let admin = weir.admin.unwrap();
     let preview = http(
         admin,
-        "GET",
+        Method::GET,
         "/v1/pools/app.example.com./preview?weights=blue:50,green:50",
         &[],
         None,
@@ -1171,10 +1133,12 @@ async fn admin_work_runs_below_dns() {
     .await;
     assert_eq!(preview.0, 200, "{preview:?}");
     assert_eq!(
-        http(admin, "GET", "/v1/audit?since=0", &[], None).await.0,
+        http(admin, Method::GET, "/v1/audit?since=0", &[], None)
+            .await
+            .0,
         200
     );
-    assert_eq!(answered(weir.dns, 10).await.len(), 3);
+    assert_eq!(answered(weir.dns, "app.example.com.", 10).await.len(), 3);
 
     let threads = threads(weir.pid());
     let named = |prefix: &str| -> Vec<&(String, i64, u32)> {

@@ -192,7 +192,7 @@ async fn random_garbage_never_stops_the_server() {
         socket.send_to(&packet, s.addr).await.unwrap();
     }
     // Still answering, over both transports.
-    for t in ["udp", "tcp"] {
+    for t in Transport::BOTH {
         let r = s.ask(t, &query("www.example.com.", RecordType::A)).await;
         assert_eq!(r.answers.len(), 1, "{t}");
     }

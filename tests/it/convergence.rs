@@ -93,7 +93,7 @@ async fn ask_tcp(dns: SocketAddr, r: Resolver) {
 }
 
 async fn convergence(admin: SocketAddr) -> Value {
-    let (status, body) = http_maybe(admin, "GET", PATH, None).await.unwrap();
+    let (status, body) = http_maybe(admin, Method::GET, PATH, None).await.unwrap();
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -102,7 +102,7 @@ async fn convergence(admin: SocketAddr) -> Value {
 async fn poll(admin: SocketAddr, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     for _ in 0..200 {
-        let (status, body) = http_maybe(admin, "GET", path, None).await.unwrap();
+        let (status, body) = http_maybe(admin, Method::GET, path, None).await.unwrap();
         assert_eq!(status, 200, "{body}");
         last = body;
         if done(&last) {
@@ -138,7 +138,11 @@ fn silent(change: &Value) -> Vec<(String, u64)> {
 
 #[tokio::test]
 async fn refetched_share_silent_resolvers_and_convergence_time() {
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", POOL).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(POOL)
+        .start()
+        .await;
     let (dns, admin) = (s.addr, s.admin());
 
     // Before any change: nothing to report. Unknown pools are 404.
@@ -147,7 +151,7 @@ async fn refetched_share_silent_resolvers_and_convergence_time() {
     assert_eq!(body["change"], Value::Null);
     let (status, _) = http_maybe(
         admin,
-        "GET",
+        Method::GET,
         "/v1/pools/nope.example.com./convergence",
         None,
     )
@@ -162,7 +166,7 @@ async fn refetched_share_silent_resolvers_and_convergence_time() {
 
     let (status, body) = http_maybe(
         admin,
-        "PUT",
+        Method::PUT,
         "/v1/pools/app.example.com./groups/green/weight",
         Some(json!({ "weight": 50 })),
     )
@@ -245,9 +249,19 @@ async fn refetched_share_silent_resolvers_and_convergence_time() {
     s.stop().await;
 }
 
+/// A server of `POOL` with `track_convergence = false`.
+async fn untracked() -> Server {
+    Server::builder()
+        .zone("example.com.", ZONE)
+        .dns("track_convergence = false")
+        .pools(POOL)
+        .start()
+        .await
+}
+
 #[tokio::test]
 async fn tracking_can_be_turned_off() {
-    let s = Server::with_pools(&[("example.com.", ZONE)], "track_convergence = false", POOL).await;
+    let s = untracked().await;
     ask_udp(s.addr, BIG, 1).await;
     let body = convergence(s.admin()).await;
     assert_eq!(body["tracking"], false);
@@ -269,7 +283,11 @@ async fn a_rollout_gated_on_convergence_waits_for_resolvers_and_pauses_past_its_
     // TTL 1, slack 0: the start settles 2 s after it is published; then the step waits until
     // 99% of the volume came back, and pauses 2 s after settling if it has not.
     let fast = POOL.replace("ttl = 30", "ttl = 1");
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", &fast).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(&fast)
+        .start()
+        .await;
     let (dns, admin) = (s.addr, s.admin());
     let plan = json!({
         "from": "blue", "to": "green", "slack": "0s", "converged": 0.99, "converge_timeout": "2s",
@@ -277,7 +295,7 @@ async fn a_rollout_gated_on_convergence_waits_for_resolvers_and_pauses_past_its_
     });
     let (status, body) = http_maybe(
         admin,
-        "POST",
+        Method::POST,
         "/v1/pools/app.example.com./rollouts",
         Some(json!({ "converged": 1.5, "from": "blue", "to": "green", "steps": [{ "set_weight": 5 }] })),
     )
@@ -290,7 +308,7 @@ async fn a_rollout_gated_on_convergence_waits_for_resolvers_and_pauses_past_its_
     ask_udp(dns, MEDIUM, 2).await;
     let (status, body) = http_maybe(
         admin,
-        "POST",
+        Method::POST,
         "/v1/pools/app.example.com./rollouts",
         Some(plan),
     )
@@ -344,7 +362,7 @@ async fn a_rollout_gated_on_convergence_waits_for_resolvers_and_pauses_past_its_
         st["convergence"]["refetched"] == 1.0
     })
     .await;
-    let (status, body) = http_maybe(admin, "POST", &format!("{ROLLOUT}/resume"), None)
+    let (status, body) = http_maybe(admin, Method::POST, &format!("{ROLLOUT}/resume"), None)
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
@@ -355,10 +373,10 @@ async fn a_rollout_gated_on_convergence_waits_for_resolvers_and_pauses_past_its_
 
 #[tokio::test]
 async fn a_plan_gated_on_convergence_is_refused_when_tracking_is_off() {
-    let s = Server::with_pools(&[("example.com.", ZONE)], "track_convergence = false", POOL).await;
+    let s = untracked().await;
     let (status, body) = http_maybe(
         s.admin(),
-        "POST",
+        Method::POST,
         "/v1/pools/app.example.com./rollouts",
         Some(json!({ "from": "blue", "to": "green", "converged": 0.99, "steps": [{ "set_weight": 5 }] })),
     )

@@ -18,7 +18,11 @@ const READ_TOKEN: &str = "reader-token-0123456789";
 const WRITE_TOKEN: &str = "writer-token-0123456789";
 
 async fn server() -> Server {
-    Server::with_pools(&[("example.com.", ZONE)], "", POOLS).await
+    Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(POOLS)
+        .start()
+        .await
 }
 
 #[derive(Debug)]
@@ -563,17 +567,16 @@ async fn no_server_exits_2_and_bad_usage_exits_64() {
 async fn tokens_401_without_and_403_for_read_scope() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
-    std::fs::write(
+    write_secret(
         &tokens,
-        format!("reader read {READ_TOKEN}\nwriter write {WRITE_TOKEN}\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let admin = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
-        tokens.display()
+        &format!("reader read {READ_TOKEN}\nwriter write {WRITE_TOKEN}\n"),
     );
-    let s = Server::with_admin(&[("example.com.", ZONE)], &admin, POOLS).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .admin_tokens(&tokens)
+        .pools(POOLS)
+        .start()
+        .await;
     let url = format!("http://{}", s.admin());
     let reader_file = dir.path().join("reader");
     std::fs::write(&reader_file, format!("{READ_TOKEN}\n")).unwrap();

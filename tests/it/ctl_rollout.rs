@@ -46,7 +46,11 @@ endpoints = [{ address = "192.0.2.31" }]
 const POOL: &str = "app.example.com.";
 
 async fn server() -> Server {
-    Server::with_pools(&[("example.com.", ZONE)], "", POOLS).await
+    Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(POOLS)
+        .start()
+        .await
 }
 
 /// `rollout status POOL` as text.

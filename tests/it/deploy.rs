@@ -10,14 +10,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::backends::Backend;
 use crate::support::*;
@@ -320,22 +317,6 @@ ns1 A 192.0.2.53
 www A 192.0.2.80
 ";
 
-/// A plain HTTP/1.1 request to the admin API; (status, body).
-async fn admin(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
-    (status, body.unwrap_or_default())
-}
-
 /// A port nothing listens on.
 fn closed_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -376,7 +357,11 @@ endpoints = [{{ address = "192.0.2.20", probe = "{up}" }}]
         up = up.addr(),
         dead = closed_port(),
     );
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pools).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(&pools)
+        .start()
+        .await;
     for (name, rtype) in [
         (pool, RecordType::A),
         ("example.com.", RecordType::SOA),
@@ -387,21 +372,30 @@ endpoints = [{{ address = "192.0.2.20", probe = "{up}" }}]
         s.tcp(&query(name, rtype)).await;
     }
     let path = format!("/v1/pools/{pool}");
-    let (code, body) = admin(
+    let (code, body) = http(
         s.admin(),
-        "PUT",
+        Method::PUT,
         &format!("{path}/groups/blue/weight"),
-        r#"{"weight": 90, "reason": "deploy test"}"#,
+        &[],
+        Some(r#"{"weight": 90, "reason": "deploy test"}"#),
     )
     .await;
     assert_eq!(code, 200, "{body}");
-    let (code, body) = admin(s.admin(), "POST", &format!("{path}/rollouts"), "{}").await;
-    assert_eq!(code, 200, "{body}");
-    let (code, body) = admin(
+    let (code, body) = http(
         s.admin(),
-        "POST",
+        Method::POST,
+        &format!("{path}/rollouts"),
+        &[],
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http(
+        s.admin(),
+        Method::POST,
         &format!("{path}/rollout/abort"),
-        r#"{"reason": "deploy test"}"#,
+        &[],
+        Some(r#"{"reason": "deploy test"}"#),
     )
     .await;
     assert_eq!(code, 200, "{body}");
@@ -494,8 +488,7 @@ fn weir_check(root: &Path, config_path: &str, config: &str) -> String {
         let file = at(path);
         if !file.exists() {
             std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-            std::fs::write(&file, content).unwrap();
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            write_secret(&file, &content);
         }
     }
     let mut moved = config.to_string();

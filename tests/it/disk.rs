@@ -67,7 +67,7 @@ fn fill(disk: &Tmpfs, leave: u64) -> PathBuf {
 async fn set_weight(admin: std::net::SocketAddr, weight: u32, reason: &str) -> (u16, String) {
     let (status, body) = http_maybe(
         admin,
-        "PUT",
+        Method::PUT,
         "/v1/pools/app.example.com./groups/blue/weight",
         Some(json!({ "weight": weight, "reason": reason })),
     )

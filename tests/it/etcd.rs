@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 
-use crate::support::{WeirProcess, http_maybe, query};
+use crate::support::{Method, WeirProcess, http, http_maybe, log_fields, query};
 
 const ZONE: &str =
     "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\n";
@@ -308,11 +307,11 @@ fn start(dir: &Path) -> WeirProcess {
 }
 
 async fn put(addr: SocketAddr, path: &str, body: Value) -> Option<(u16, Value)> {
-    http_maybe(addr, "PUT", path, Some(body)).await
+    http_maybe(addr, Method::PUT, path, Some(body)).await
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Value {
-    let (status, body) = http_maybe(addr, "GET", path, None)
+    let (status, body) = http_maybe(addr, Method::GET, path, None)
         .await
         .expect("an answer");
     assert_eq!(status, 200, "GET {path}: {body}");
@@ -691,26 +690,21 @@ async fn racing_if_match_writers_get_one_winner_per_generation() {
             let base = generation(admin).await;
             let weight = client * 1000 + i;
             let body = json!({ "weight": weight }).to_string();
-            let exchange = async {
-                let mut stream = TcpStream::connect(admin).await.unwrap();
-                let request = format!(
-                    "PUT {PATH_WEIGHT} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nIf-Match: \"{base}\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                stream.write_all(request.as_bytes()).await.unwrap();
-                let mut response = Vec::new();
-                stream.read_to_end(&mut response).await.unwrap();
-                String::from_utf8_lossy(&response).to_string()
-            };
-            let text = exchange.await;
-            match &text[9..12] {
-                "200" => {
-                    let reply: Value =
-                        serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+            let if_match = format!("\"{base}\"");
+            let (status, reply) = http(
+                admin,
+                Method::PUT,
+                PATH_WEIGHT,
+                &[("If-Match", &if_match)],
+                Some(&body),
+            )
+            .await;
+            match status {
+                200 => {
                     won.push((base, reply["generation"].as_u64().unwrap(), weight));
                 }
-                "412" => {}
-                other => panic!("unexpected {other} (base {base}): {text}"),
+                412 => {}
+                other => panic!("unexpected {other} (base {base}): {reply}"),
             }
         }
         won
@@ -790,21 +784,27 @@ async fn a_node_restarted_while_etcd_is_down_answers_from_its_cache() {
     let d3 = node_dir(root.path(), "ns3", &etcd, "/t6/", "", POOL);
     let (mut child, log) = spawn_logged(&d3);
     let line = wait_for_line(&log, "waiting for the shared state store").await;
-    let admin: SocketAddr = serde_json::from_str::<Value>(&line).unwrap()["fields"]["admin"]
+    let admin: SocketAddr = log_fields(&line).unwrap()["admin"]
         .as_str()
         .unwrap()
         .parse()
         .unwrap();
-    let (status, _) = http_maybe(admin, "GET", "/healthz", None).await.unwrap();
+    let (status, _) = http_maybe(admin, Method::GET, "/healthz", None)
+        .await
+        .unwrap();
     assert_eq!(status, 200);
-    let (status, body) = http_maybe(admin, "GET", "/readyz", None).await.unwrap();
+    let (status, body) = http_maybe(admin, Method::GET, "/readyz", None)
+        .await
+        .unwrap();
     assert_eq!(status, 503);
     assert!(
         body.to_string()
             .contains("waiting for the shared state store"),
         "{body}"
     );
-    let (status, _) = http_maybe(admin, "GET", "/v1/pools", None).await.unwrap();
+    let (status, _) = http_maybe(admin, Method::GET, "/v1/pools", None)
+        .await
+        .unwrap();
     assert_eq!(status, 503);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(child.try_wait().unwrap().is_none(), "it keeps waiting");
@@ -817,12 +817,12 @@ async fn a_node_restarted_while_etcd_is_down_answers_from_its_cache() {
         etcd.signal(i, libc::SIGCONT);
     }
     let line = wait_for_line(&log, "weir serving DNS").await;
-    let fields = &serde_json::from_str::<Value>(&line).unwrap()["fields"];
+    let fields = log_fields(&line).unwrap();
     let admin: SocketAddr = fields["admin"].as_str().unwrap().parse().unwrap();
     let dns: SocketAddr = fields["listen"].as_str().unwrap().parse().unwrap();
     eventually(Duration::from_secs(5), "ready", || async {
         matches!(
-            http_maybe(admin, "GET", "/readyz", None).await,
+            http_maybe(admin, Method::GET, "/readyz", None).await,
             Some((200, _))
         )
     })
@@ -939,7 +939,7 @@ async fn a_rollout_runs_once_across_two_nodes() {
     let plan = json!({"from": "blue", "to": "green", "steps": [{"set_weight": 50}, {"set_weight": 100}], "slack": "0s"});
     let (status, body) = http_maybe(
         a1,
-        "POST",
+        Method::POST,
         "/v1/pools/app.example.com./rollouts",
         Some(plan),
     )
@@ -950,7 +950,7 @@ async fn a_rollout_runs_once_across_two_nodes() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // 404 until node 2 has seen the start.
-        let (_, r) = http_maybe(a2, "GET", "/v1/pools/app.example.com./rollout", None)
+        let (_, r) = http_maybe(a2, Method::GET, "/v1/pools/app.example.com./rollout", None)
             .await
             .unwrap();
         saw_awaiting |= r["awaiting_sync"] == true;

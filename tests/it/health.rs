@@ -45,6 +45,20 @@ fn key(backend: &Backend, check: Check) -> ProbeKey {
 }
 
 /// A monitor wired to a channel and its own metrics.
+/// Flips in arrival order; `of` finds one key's (health, reason).
+struct Flips(Vec<Flip>);
+
+impl Flips {
+    fn of(&self, key: &ProbeKey) -> (Health, &str) {
+        let flip = self
+            .0
+            .iter()
+            .find(|f| &f.key == key)
+            .unwrap_or_else(|| panic!("no flip of {key:?}"));
+        (flip.health, flip.reason.as_str())
+    }
+}
+
 struct Harness {
     monitor: Monitor,
     events: mpsc::Receiver<Flip>,
@@ -72,6 +86,15 @@ impl Harness {
             Ok(Some(flip)) => flip,
             other => panic!("expected a health flip, got {other:?}"),
         }
+    }
+
+    /// The next `n` flips, to be looked up by key (`of`).
+    async fn flips(&mut self, n: usize) -> Flips {
+        let mut flips = Vec::new();
+        for _ in 0..n {
+            flips.push(self.next().await);
+        }
+        Flips(flips)
     }
 
     /// Asserts that no event arrives for `period` of virtual time.
@@ -298,28 +321,20 @@ async fn body_must_contain_the_text_within_64_kib() {
         large_early.clone(),
     ]);
 
-    let mut flips = Vec::new();
-    for _ in 0..4 {
-        let flip = h.next().await;
-        flips.push((flip.key, flip.health, flip.reason));
-    }
-    let find = |k: &ProbeKey| {
-        let (_, health, reason) = flips.iter().find(|(key, ..)| key == k).unwrap();
-        (*health, reason.as_str())
-    };
-    assert_eq!(find(&small_ok), (Health::Up, "HTTP 200"));
+    let flips = h.flips(4).await;
+    assert_eq!(flips.of(&small_ok), (Health::Up, "HTTP 200"));
     assert_eq!(
-        find(&small_missing),
+        flips.of(&small_missing),
         (Health::Down, "body does not contain \"healthy\"")
     );
     assert_eq!(
-        find(&large_ok),
+        flips.of(&large_ok),
         (
             Health::Down,
             "body does not contain \"ok\" in its first 64 KiB"
         )
     );
-    assert_eq!(find(&large_early), (Health::Up, "HTTP 200"));
+    assert_eq!(flips.of(&large_early), (Health::Up, "HTTP 200"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -345,19 +360,11 @@ async fn expect_ranges_judge_the_status_and_redirects_are_not_followed() {
         accepts_503.clone(),
     ]);
 
-    let mut flips = Vec::new();
-    for _ in 0..4 {
-        let flip = h.next().await;
-        flips.push((flip.key, flip.health, flip.reason));
-    }
-    let find = |k: &ProbeKey| {
-        let (_, health, reason) = flips.iter().find(|(key, ..)| key == k).unwrap();
-        (*health, reason.as_str())
-    };
-    assert_eq!(find(&default_range), (Health::Up, "HTTP 302"));
-    assert_eq!(find(&empty_means_default), (Health::Up, "HTTP 302"));
-    assert_eq!(find(&only_2xx), (Health::Down, "HTTP 302"));
-    assert_eq!(find(&accepts_503), (Health::Up, "HTTP 503"));
+    let flips = h.flips(4).await;
+    assert_eq!(flips.of(&default_range), (Health::Up, "HTTP 302"));
+    assert_eq!(flips.of(&empty_means_default), (Health::Up, "HTTP 302"));
+    assert_eq!(flips.of(&only_2xx), (Health::Down, "HTTP 302"));
+    assert_eq!(flips.of(&accepts_503), (Health::Up, "HTTP 503"));
     let seen = moved.seen();
     assert_eq!(seen.len(), 3, "one request per probe: {seen:?}");
     assert!(seen.iter().all(|s| s.path == "/health"), "{seen:?}");
@@ -383,18 +390,10 @@ async fn https_verifies_certificates_unless_told_not_to() {
         verified.clone(),
     ]);
 
-    let mut flips = Vec::new();
-    for _ in 0..3 {
-        let flip = h.next().await;
-        flips.push((flip.key, flip.health, flip.reason));
-    }
-    let find = |k: &ProbeKey| {
-        let (_, health, reason) = flips.iter().find(|(key, ..)| key == k).unwrap();
-        (*health, reason.clone())
-    };
-    assert_eq!(find(&unverified_named), (Health::Up, "HTTP 200".into()));
-    assert_eq!(find(&unverified_ip), (Health::Up, "HTTP 200".into()));
-    let (health, reason) = find(&verified);
+    let flips = h.flips(3).await;
+    assert_eq!(flips.of(&unverified_named), (Health::Up, "HTTP 200"));
+    assert_eq!(flips.of(&unverified_ip), (Health::Up, "HTTP 200"));
+    let (health, reason) = flips.of(&verified);
     assert_eq!(health, Health::Down);
     assert!(
         reason.starts_with("tls: ") && reason.contains("UnknownIssuer"),

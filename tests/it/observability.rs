@@ -8,8 +8,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hickory_proto::op::{Edns, ResponseCode};
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::support::*;
 
@@ -40,19 +38,16 @@ fn unix_now() -> f64 {
 
 /// POST /v1/reload on the admin API; the status code.
 async fn reload(admin: SocketAddr) -> u16 {
-    let mut stream = TcpStream::connect(admin).await.unwrap();
-    let request = format!(
-        "POST /v1/reload HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response).await;
-    String::from_utf8_lossy(&response)[9..12].parse().unwrap()
+    http(admin, Method::POST, "/v1/reload", &[], None).await.0
 }
 
 #[tokio::test]
 async fn every_answered_query_counts_once_under_its_zone() {
-    let s = Server::with(&[("example.com.", COM), ("example.net.", NET)], "").await;
+    let s = Server::builder()
+        .zone("example.com.", COM)
+        .zone("example.net.", NET)
+        .start()
+        .await;
     let m = s.metrics();
     assert_eq!(zone_queries(&m, "example.com."), Some(0.0), "{m}");
     assert_eq!(zone_queries(&m, "example.net."), Some(0.0));
@@ -75,7 +70,11 @@ async fn every_answered_query_counts_once_under_its_zone() {
     s.udp(&query("example.net.", RecordType::NS)).await;
     s.tcp(&query("www.example.net.", RecordType::A)).await;
     // Outside every zone: 3 REFUSED, plus queries rejected before the lookup.
-    for (t, name) in [("udp", "www.example.org."), ("tcp", "com."), ("udp", ".")] {
+    for (t, name) in [
+        (Transport::Udp, "www.example.org."),
+        (Transport::Tcp, "com."),
+        (Transport::Udp, "."),
+    ] {
         let r = s.ask(t, &query(name, RecordType::A)).await;
         assert_eq!(rcode(&r), ResponseCode::Refused, "{name}");
     }
@@ -114,7 +113,11 @@ async fn every_answered_query_counts_once_under_its_zone() {
 #[tokio::test]
 async fn reloads_drop_the_series_of_removed_zones_and_report_their_result() {
     let started = unix_now();
-    let s = Server::with(&[("example.com.", COM), ("example.net.", NET)], "").await;
+    let s = Server::builder()
+        .zone("example.com.", COM)
+        .zone("example.net.", NET)
+        .start()
+        .await;
     let admin = s.admin();
     let m = s.metrics();
     // Start-up counts as a successful load.

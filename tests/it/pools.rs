@@ -13,7 +13,11 @@ use crate::support::*;
 const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\napp TXT \"managed\"\n";
 
 async fn server(pools: &str) -> Server {
-    Server::with_pools(&[("example.com.", ZONE)], "", pools).await
+    Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(pools)
+        .start()
+        .await
 }
 
 fn split(blue: u32, green: u32, extra: &str) -> String {
@@ -63,7 +67,7 @@ async fn split_holds_over_100k_queries_on_the_wire() {
 #[tokio::test]
 async fn static_data_beside_a_pool_and_nodata_for_a_missing_family() {
     let s = server(&split(50, 50, "answers = 2")).await;
-    for t in ["udp", "tcp"] {
+    for t in Transport::BOTH {
         let r = s.ask(t, &query("app.example.com.", RecordType::A)).await;
         let a = addresses(&r);
         assert_eq!(a.len(), 2, "{t}");
@@ -155,7 +159,7 @@ async fn failure_policies_answer_as_configured() {
     ];
     for (policy, code, want) in cases {
         let s = server(&checked(policy)).await;
-        for t in ["udp", "tcp"] {
+        for t in Transport::BOTH {
             let r = s.ask(t, &query("app.example.com.", RecordType::A)).await;
             assert_eq!(rcode(&r), code, "{policy} {t}");
             assert_eq!(addresses(&r), want, "{policy} {t}");

@@ -6,12 +6,10 @@ use hickory_proto::rr::{DNSClass, RecordType};
 
 use crate::support::*;
 
-const BOTH: [&str; 2] = ["udp", "tcp"];
-
 #[tokio::test]
 async fn apex_soa_is_authoritative() {
     let s = Server::start().await;
-    for t in BOTH {
+    for t in Transport::BOTH {
         let r = s.ask(t, &query("example.com.", RecordType::SOA)).await;
         assert!(is_response(&r));
         assert_eq!(rcode(&r), ResponseCode::NoError, "{t}");
@@ -31,7 +29,7 @@ async fn apex_soa_is_authoritative() {
 #[tokio::test]
 async fn rrsets_are_answered_with_their_ttl() {
     let s = Server::start().await;
-    for t in BOTH {
+    for t in Transport::BOTH {
         let r = s.ask(t, &query("www.example.com.", RecordType::AAAA)).await;
         assert!(r.metadata.authoritative);
         assert_eq!(lines(&r.answers), ["www.example.com. AAAA 2001:db8::80"]);
@@ -48,7 +46,7 @@ async fn rrsets_are_answered_with_their_ttl() {
 #[tokio::test]
 async fn cname_chain_is_chased_inside_the_zone() {
     let s = Server::start().await;
-    for t in BOTH {
+    for t in Transport::BOTH {
         let r = s.ask(t, &query("alias.example.com.", RecordType::A)).await;
         assert_eq!(rcode(&r), ResponseCode::NoError);
         assert!(r.metadata.authoritative);
@@ -99,7 +97,7 @@ async fn cname_chain_is_chased_inside_the_zone() {
 #[tokio::test]
 async fn nodata_and_nxdomain_carry_the_soa_with_the_negative_ttl() {
     let s = Server::start().await;
-    for t in BOTH {
+    for t in Transport::BOTH {
         for (name, qtype, code) in [
             ("www.example.com.", RecordType::TXT, ResponseCode::NoError),
             ("nope.example.com.", RecordType::A, ResponseCode::NXDomain),
@@ -140,7 +138,7 @@ async fn nodata_and_nxdomain_carry_the_soa_with_the_negative_ttl() {
 #[tokio::test]
 async fn wildcards_synthesize_the_query_name() {
     let s = Server::start().await;
-    for t in BOTH {
+    for t in Transport::BOTH {
         let r = s
             .ask(t, &query("host.wild.example.com.", RecordType::A))
             .await;
@@ -168,7 +166,7 @@ async fn wildcards_synthesize_the_query_name() {
 #[tokio::test]
 async fn delegations_get_referrals_with_glue() {
     let s = Server::start().await;
-    for t in BOTH {
+    for t in Transport::BOTH {
         for name in [
             "sub.example.com.",
             "host.sub.example.com.",
@@ -204,7 +202,7 @@ async fn delegations_get_referrals_with_glue() {
 #[tokio::test]
 async fn additional_section_has_in_zone_targets() {
     let s = Server::start().await;
-    for t in BOTH {
+    for t in Transport::BOTH {
         let r = s.ask(t, &query("example.com.", RecordType::MX)).await;
         assert_eq!(lines(&r.answers), ["example.com. MX 10 mail.example.com."]);
         assert_eq!(lines(&r.additionals), ["mail.example.com. A 192.0.2.25"]);
@@ -232,7 +230,7 @@ async fn additional_section_has_in_zone_targets() {
 #[tokio::test]
 async fn names_outside_our_zones_and_other_classes_are_refused() {
     let s = Server::start().await;
-    for t in BOTH {
+    for t in Transport::BOTH {
         let r = s.ask(t, &query("example.org.", RecordType::A)).await;
         assert_eq!(rcode(&r), ResponseCode::Refused);
         assert!(!r.metadata.authoritative);
@@ -259,7 +257,7 @@ async fn names_outside_our_zones_and_other_classes_are_refused() {
 async fn qclass_any_is_answered_as_in() {
     // PROTOCOL.md: QCLASS ANY (255) is answered as IN, like Knot and NSD.
     let s = Server::start().await;
-    for t in BOTH {
+    for t in Transport::BOTH {
         let r = s
             .ask(
                 t,
@@ -300,7 +298,7 @@ async fn qclass_any_is_answered_as_in() {
 #[tokio::test]
 async fn any_gets_one_rrset() {
     let s = Server::start().await;
-    for t in BOTH {
+    for t in Transport::BOTH {
         let r = s.ask(t, &query("example.com.", RecordType::ANY)).await;
         assert_eq!(rcode(&r), ResponseCode::NoError);
         assert!(r.metadata.authoritative);
@@ -322,10 +320,10 @@ async fn any_gets_one_rrset() {
 async fn zone_transfers_are_refused() {
     let s = Server::start().await;
     for (t, qtype) in [
-        ("tcp", RecordType::AXFR),
-        ("tcp", RecordType::IXFR),
-        ("udp", RecordType::AXFR),
-        ("udp", RecordType::IXFR),
+        (Transport::Tcp, RecordType::AXFR),
+        (Transport::Tcp, RecordType::IXFR),
+        (Transport::Udp, RecordType::AXFR),
+        (Transport::Udp, RecordType::IXFR),
     ] {
         let r = s.ask(t, &query("example.com.", qtype)).await;
         assert_eq!(rcode(&r), ResponseCode::Refused, "{t} {qtype}");
@@ -353,7 +351,7 @@ async fn other_opcodes_get_notimp_and_notify_refused() {
 #[tokio::test]
 async fn edns_badvers_options_and_flags() {
     let s = Server::start().await;
-    for t in BOTH {
+    for t in Transport::BOTH {
         // Version 1: BADVERS (16 = high bits 1 in OPT, 0 in header), OPT version 0.
         let mut msg = query("example.com.", RecordType::SOA);
         let mut edns = Edns::new();

@@ -24,13 +24,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::Backend;
-use crate::support::{WeirProcess, http_maybe, query};
+use crate::support::{Method, WeirProcess, http_maybe, http_request, query, send};
 
 /// The pool every scenario rolls out.
 const POOL: &str = "app.example.com.";
@@ -379,7 +378,7 @@ impl Weir {
 
     async fn status(&self) -> Value {
         let path = format!("/v1/pools/{POOL}/rollout");
-        match http_maybe(self.admin(), "GET", &path, None).await {
+        match http_maybe(self.admin(), Method::GET, &path, None).await {
             Some((200, body)) => body,
             other => panic!("GET {path}: {other:?}"),
         }
@@ -389,7 +388,7 @@ impl Weir {
     async fn post(&self, what: &str) -> (u64, u64) {
         let path = format!("/v1/pools/{POOL}/{what}");
         let sent = unix_ms();
-        let reply = http_maybe(self.admin(), "POST", &path, None).await;
+        let reply = http_maybe(self.admin(), Method::POST, &path, None).await;
         let acked = unix_ms();
         assert!(matches!(reply, Some((200, _))), "POST {path}: {reply:?}");
         (sent, acked)
@@ -570,24 +569,17 @@ async fn request(resolver: SocketAddr, port: u16, n: usize) -> Sample {
 
 /// GET / and the body of a 200; anything else is a failure.
 async fn fetch(addr: SocketAddr) -> Result<String, String> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("HTTP connect: {e}"))?;
-    let request = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("HTTP write: {e}"))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .await
-        .map_err(|e| format!("HTTP read: {e}"))?;
-    let text = String::from_utf8_lossy(&response);
-    match (text.get(9..12), text.split_once("\r\n\r\n")) {
-        (Some("200"), Some((_, body))) => Ok(body.to_string()),
-        (Some(status), _) => Err(format!("HTTP {status}")),
-        _ => Err(format!("HTTP: bad response {text:?}")),
+    match send(http_request(addr, Method::GET, "/", &[], None)).await {
+        Ok((200, body)) => Ok(body),
+        Ok((status, _)) => Err(format!("HTTP {status}")),
+        Err(e) => {
+            // reqwest's own message repeats the URL; the cause is at the bottom of the chain.
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            Err(format!("HTTP: {cause}"))
+        }
     }
 }
 

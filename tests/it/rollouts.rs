@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::backends::Backend;
 use crate::support::*;
@@ -20,30 +18,26 @@ fn pool(check: &str, green: &str) -> String {
     )
 }
 
-async fn http(s: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let mut stream = TcpStream::connect(s.admin()).await.unwrap();
-    let b = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-        b.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text[9..12].parse().unwrap();
-    let raw = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&raw).unwrap_or(Value::String(raw)),
-    )
+/// A request to `s`'s admin API: (status, body as JSON or a string).
+async fn api(s: &Server, method: Method, path: &str, body: Option<&str>) -> (u16, Value) {
+    http(s.admin(), method, path, &[], body).await
+}
+
+/// `POST .../rollout/{action}` without a body: the status code.
+async fn command(s: &Server, action: &str) -> u16 {
+    let path = format!("/v1/pools/app.example.com/rollout/{action}");
+    api(s, Method::POST, &path, None).await.0
+}
+
+/// `POST .../rollouts` without a body (the pool's own `[pool.rollout]`): the status code.
+async fn start_rollout(s: &Server) -> u16 {
+    api(s, Method::POST, "/v1/pools/app.example.com/rollouts", None)
+        .await
+        .0
 }
 
 async fn status(s: &Server) -> Value {
-    let (code, body) = http(s, "GET", "/v1/pools/app.example.com/rollout", None).await;
+    let (code, body) = api(s, Method::GET, "/v1/pools/app.example.com/rollout", None).await;
     assert_eq!(code, 200, "{body}");
     body
 }
@@ -76,9 +70,13 @@ async fn until_weight(s: &Server, weight: u64, limit: u64) -> u64 {
 
 #[tokio::test(start_paused = true)]
 async fn a_canary_walks_its_steps_honouring_settle_times_and_pauses() {
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", "")).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(&pool("", ""))
+        .start()
+        .await;
     assert_eq!(green_share(&s).await, 0.0);
-    let (code, body) = http(&s, "POST", "/v1/pools/app.example.com/rollouts", None).await;
+    let (code, body) = api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None).await;
     assert_eq!(code, 200, "{body}");
     let st = status(&s).await;
     assert_eq!(
@@ -108,9 +106,9 @@ async fn a_canary_walks_its_steps_honouring_settle_times_and_pauses() {
         (st["state"].clone(), st["weight"].clone()),
         (json!("waiting for promote"), json!(50))
     );
-    let (code, _) = http(
+    let (code, _) = api(
         &s,
-        "POST",
+        Method::POST,
         "/v1/pools/app.example.com/rollout/promote",
         Some("{}"),
     )
@@ -121,7 +119,7 @@ async fn a_canary_walks_its_steps_honouring_settle_times_and_pauses() {
     tokio::time::sleep(Duration::from_secs(37)).await;
     assert_eq!(status(&s).await["state"], "done");
 
-    let (_, audit) = http(&s, "GET", "/v1/audit?pool=app.example.com", None).await;
+    let (_, audit) = api(&s, Method::GET, "/v1/audit?pool=app.example.com", None).await;
     let actions: Vec<&str> = audit["records"]
         .as_array()
         .unwrap()
@@ -150,9 +148,19 @@ async fn a_down_canary_endpoint_aborts_and_traffic_returns() {
         ", probe = \"{}\", check = {{ kind = \"tcp\", interval = \"1s\", timeout = \"500ms\", rise = 1, fall = 2 }}",
         backend.addr()
     );
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", &green)).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(&pool("", &green))
+        .start()
+        .await;
     let plan = r#"{"from": "blue", "to": "green", "steps": [{"set_weight": 50}, {"pause": "manual"}], "slack": "0s", "reason": "v2"}"#;
-    let (code, body) = http(&s, "POST", "/v1/pools/app.example.com/rollouts", Some(plan)).await;
+    let (code, body) = api(
+        &s,
+        Method::POST,
+        "/v1/pools/app.example.com/rollouts",
+        Some(plan),
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     until_weight(&s, 50, 40).await;
     assert!(green_share(&s).await > 0.3);
@@ -179,7 +187,7 @@ async fn a_down_canary_endpoint_aborts_and_traffic_returns() {
         m.contains("weir_rollout_weight{pool=\"app.example.com.\"} 0"),
         "{m}"
     );
-    let (_, audit) = http(&s, "GET", "/v1/audit?limit=1", None).await;
+    let (_, audit) = api(&s, Method::GET, "/v1/audit?limit=1", None).await;
     assert_eq!(audit["records"][0]["action"], "rollout-step");
     assert!(
         audit["records"][0]["reason"]
@@ -192,17 +200,21 @@ async fn a_down_canary_endpoint_aborts_and_traffic_returns() {
 
 #[tokio::test]
 async fn rollout_requests_are_checked() {
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", "")).await;
-    let cases: [(&str, &str, Option<&str>, u16); 10] = [
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(&pool("", ""))
+        .start()
+        .await;
+    let cases: [(Method, &str, Option<&str>, u16); 10] = [
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollout/promote",
             None,
             404,
         ),
         // Durations past the 30-day maximum: no deadline may wrap.
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(
                 r#"{"from": "blue", "to": "green", "steps": [{"set_weight": 5}, {"pause": "18446744073709551615s"}]}"#,
@@ -210,80 +222,64 @@ async fn rollout_requests_are_checked() {
             400,
         ),
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(r#"{"from": "blue", "to": "green", "steps": [{"pause": "31days"}]}"#),
             400,
         ),
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(
                 r#"{"from": "blue", "to": "green", "slack": "100y", "steps": [{"set_weight": 5}]}"#,
             ),
             400,
         ),
-        ("GET", "/v1/pools/app.example.com/rollout", None, 404),
+        (Method::GET, "/v1/pools/app.example.com/rollout", None, 404),
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(r#"{"from": "blue", "to": "red", "steps": [{"set_weight": 5}]}"#),
             400,
         ),
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(r#"{"from": "blue", "to": "green", "steps": [{"set_weight": 500}]}"#),
             400,
         ),
         (
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(r#"{"from": "blue", "to": "green", "steps": []}"#),
             400,
         ),
-        ("POST", "/v1/pools/nope.example.com/rollouts", None, 404),
         (
-            "POST",
+            Method::POST,
+            "/v1/pools/nope.example.com/rollouts",
+            None,
+            404,
+        ),
+        (
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(r#"{"from": "blue"}"#),
             400,
         ),
     ];
     for (method, path, body, want) in cases {
-        let (code, reply) = http(&s, method, path, body).await;
+        let (code, reply) = api(&s, method.clone(), path, body).await;
         assert_eq!(code, want, "{method} {path} {body:?}: {reply}");
     }
-    assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
-            .await
-            .0,
-        200
-    );
-    let (code, reply) = http(&s, "POST", "/v1/pools/app.example.com/rollouts", None).await;
+    assert_eq!(start_rollout(&s).await, 200);
+    let (code, reply) = api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None).await;
     assert_eq!(code, 409, "{reply}");
+    assert_eq!(command(&s, "sideways").await, 404);
+    assert_eq!(command(&s, "resume").await, 409, "not paused");
     assert_eq!(
-        http(
+        api(
             &s,
-            "POST",
-            "/v1/pools/app.example.com/rollout/sideways",
-            None
-        )
-        .await
-        .0,
-        404
-    );
-    assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollout/resume", None)
-            .await
-            .0,
-        409,
-        "not paused"
-    );
-    assert_eq!(
-        http(
-            &s,
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollout/abort",
             Some(r#"{"reason": "bad build"}"#)
         )
@@ -295,50 +291,33 @@ async fn rollout_requests_are_checked() {
     s.stop().await;
 }
 
-async fn answers_for(s: &Server, name: &str) -> Vec<String> {
-    let q = query(name, RecordType::A).to_vec().unwrap();
-    let mut seen: Vec<String> = tcp_pipeline(s.addr, &vec![q; 100])
-        .await
-        .iter()
-        .flat_map(|r| r.answers.iter().map(|a| a.data.to_string()))
-        .collect();
-    seen.sort();
-    seen.dedup();
-    seen
-}
-
 #[tokio::test(start_paused = true)]
 async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 30\n[pool.rollout]\nkind = \"blue-green\"\nfrom = \"blue\"\nto = \"green\"\npreview_name = \"preview.app.example.com.\"\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }]\n";
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", pool).await;
-    assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.10"]);
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(pool)
+        .start()
+        .await;
     assert_eq!(
-        answers_for(&s, "preview.app.example.com.").await,
+        answered(s.addr, "app.example.com.", 100).await,
+        ["192.0.2.10"]
+    );
+    assert_eq!(
+        answered(s.addr, "preview.app.example.com.", 100).await,
         ["192.0.2.20"],
         "the preview name answers only `to`"
     );
 
-    assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(start_rollout(&s).await, 200);
     tokio::time::sleep(Duration::from_secs(37)).await;
     assert_eq!(status(&s).await["state"], "waiting for promote");
     // The flip: everything at once; `from` counts as drained only once that has settled.
+    assert_eq!(command(&s, "promote").await, 200);
     assert_eq!(
-        http(
-            &s,
-            "POST",
-            "/v1/pools/app.example.com/rollout/promote",
-            None
-        )
-        .await
-        .0,
-        200
+        answered(s.addr, "app.example.com.", 100).await,
+        ["192.0.2.20"]
     );
-    assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.20"]);
     assert_eq!(status(&s).await["from_drained"], false);
     tokio::time::sleep(Duration::from_secs(37)).await;
     let st = status(&s).await;
@@ -347,43 +326,33 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
         (json!(true), json!("waiting for promote"))
     );
     // Rollback window: undo goes back to `from`.
+    assert_eq!(command(&s, "undo").await, 200);
     assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollout/undo", None)
-            .await
-            .0,
-        200
+        answered(s.addr, "app.example.com.", 100).await,
+        ["192.0.2.10"]
     );
-    assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.10"]);
-    assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollout/resume", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(command(&s, "resume").await, 200);
     until_weight(&s, 100, 40).await;
     tokio::time::sleep(Duration::from_secs(36)).await;
     // Finalize.
-    assert_eq!(
-        http(
-            &s,
-            "POST",
-            "/v1/pools/app.example.com/rollout/promote",
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(command(&s, "promote").await, 200);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(status(&s).await["state"], "done");
-    assert_eq!(answers_for(&s, "app.example.com.").await, ["192.0.2.20"]);
+    assert_eq!(
+        answered(s.addr, "app.example.com.", 100).await,
+        ["192.0.2.20"]
+    );
     s.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_ttl_ramp_lowers_the_ttl_waits_for_the_old_one_and_restores_it() {
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 300\n[pool.rollout]\nfrom = \"blue\"\nto = \"green\"\nslack = \"0s\"\nttl_ramp = true\nrollout_ttl = \"5s\"\nsteps = [{ set_weight = 50 }, { pause = \"10s\" }, { set_weight = 100 }]\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }]\n";
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", pool).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(pool)
+        .start()
+        .await;
     let answer_ttl = async |s: &Server| {
         s.tcp(&query("app.example.com.", RecordType::A))
             .await
@@ -391,12 +360,7 @@ async fn a_ttl_ramp_lowers_the_ttl_waits_for_the_old_one_and_restores_it() {
             .ttl
     };
     assert_eq!(answer_ttl(&s).await, 300);
-    assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(start_rollout(&s).await, 200);
     assert_eq!(answer_ttl(&s).await, 5, "the short TTL from the start");
     // The first step waits until answers cached with the old 300 s TTL have expired.
     let took = until_weight(&s, 50, 310).await;
@@ -421,15 +385,19 @@ fn prometheus(value: &str) -> String {
 async fn a_failing_metric_gate_aborts_after_its_failure_limit() {
     let prom = Backend::http().await;
     prom.respond(200, &prometheus("0.001"));
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", "")).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(&pool("", ""))
+        .start()
+        .await;
     let plan = format!(
         r#"{{"from": "blue", "to": "green", "steps": [{{"set_weight": 50}}, {{"pause": "manual"}}], "slack": "0s",
             "metric_gate": {{"url": "http://{}", "query": "rate(errors[1m])", "condition": "< 0.01", "interval": "2s", "failure_limit": 3}}}}"#,
         prom.addr()
     );
-    let (code, body) = http(
+    let (code, body) = api(
         &s,
-        "POST",
+        Method::POST,
         "/v1/pools/app.example.com/rollouts",
         Some(&plan),
     )
@@ -469,15 +437,14 @@ async fn a_failing_metric_gate_aborts_after_its_failure_limit() {
 #[tokio::test(start_paused = true)]
 async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 10\nanswers = 4\n[pool.rollout]\nkind = \"rolling\"\ngroup = \"web\"\nbatch = \"50%\"\nmax_unavailable = \"25%\"\nslack = \"0s\"\n[[pool.group]]\nname = \"web\"\nendpoints = [{ address = \"192.0.2.1\" }, { address = \"192.0.2.2\" }, { address = \"192.0.2.3\" }, { address = \"192.0.2.4\" }]\n";
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", pool).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(pool)
+        .start()
+        .await;
     let all = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"];
-    assert_eq!(answers_for(&s, "app.example.com.").await, all);
-    assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(answered(s.addr, "app.example.com.", 100).await, all);
+    assert_eq!(start_rollout(&s).await, 200);
     let st = status(&s).await;
     // 25% of the pool is one endpoint: batches of one despite batch = 50% (two of four).
     assert_eq!(
@@ -486,7 +453,7 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
     );
     for (i, drained) in all.iter().enumerate() {
         // Drained at once, never more than one endpoint missing from the answers.
-        let seen = answers_for(&s, "app.example.com.").await;
+        let seen = answered(s.addr, "app.example.com.", 100).await;
         let expected: Vec<&str> = all.iter().copied().filter(|a| a != drained).collect();
         assert_eq!(seen, expected, "batch {i}");
         assert_eq!(
@@ -505,23 +472,12 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
             "batch {i}: {st}"
         );
         // The operator (or a CI job) upgrades the batch, then promotes; healthy, it comes back.
-        assert_eq!(
-            http(
-                &s,
-                "POST",
-                "/v1/pools/app.example.com/rollout/promote",
-                None
-            )
-            .await
-            .0,
-            200
-        );
+        assert_eq!(command(&s, "promote").await, 200);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert_eq!(status(&s).await["state"], "done");
-    assert_eq!(answers_for(&s, "app.example.com.").await, all);
-    let (code, _) = http(&s, "POST", "/v1/pools/app.example.com/rollout/undo", None).await;
-    assert_eq!(code, 409);
+    assert_eq!(answered(s.addr, "app.example.com.", 100).await, all);
+    assert_eq!(command(&s, "undo").await, 409);
     s.stop().await;
 }
 
@@ -529,7 +485,11 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
 async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() {
     use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 1\nsticky = \"client-subnet\"\n[pool.rollout]\nfrom = \"blue\"\nto = \"green\"\nslack = \"0s\"\nsteps = [{ set_weight = 5 }, { pause = \"manual\" }, { set_weight = 25 }, { pause = \"manual\" }, { set_weight = 50 }, { pause = \"manual\" }, { set_weight = 100 }]\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }, { address = \"192.0.2.11\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }, { address = \"192.0.2.21\" }]\n";
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", pool).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(pool)
+        .start()
+        .await;
     let queries: Vec<Vec<u8>> = (0..500u32)
         .map(|i| {
             let mut m = with_edns(query("app.example.com.", RecordType::A), 1232);
@@ -549,12 +509,7 @@ async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() 
             .map(|r| r.answers[0].data.to_string().starts_with("192.0.2.2"))
             .collect()
     };
-    assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollouts", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(start_rollout(&s).await, 200);
     let mut previous = on_green(&s).await;
     assert!(previous.iter().all(|g| !g));
     for weight in [5, 25, 50, 100] {
@@ -577,17 +532,7 @@ async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() 
         previous = now;
         if weight < 100 {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            assert_eq!(
-                http(
-                    &s,
-                    "POST",
-                    "/v1/pools/app.example.com/rollout/promote",
-                    None
-                )
-                .await
-                .0,
-                200
-            );
+            assert_eq!(command(&s, "promote").await, 200);
         }
     }
     s.stop().await;
@@ -597,15 +542,19 @@ async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() 
 async fn a_webhook_is_asked_before_each_step_and_a_refusal_pauses() {
     let hook = Backend::http().await;
     hook.respond(500, "not yet");
-    let s = Server::with_pools(&[("example.com.", ZONE)], "", &pool("", "")).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(&pool("", ""))
+        .start()
+        .await;
     let plan = format!(
         r#"{{"from": "blue", "to": "green", "steps": [{{"set_weight": 50}}, {{"pause": "manual"}}], "slack": "0s", "webhook": {{"url": "http://{}/approve"}}}}"#,
         hook.addr()
     );
     assert_eq!(
-        http(
+        api(
             &s,
-            "POST",
+            Method::POST,
             "/v1/pools/app.example.com/rollouts",
             Some(&plan)
         )
@@ -622,7 +571,7 @@ async fn a_webhook_is_asked_before_each_step_and_a_refusal_pauses() {
         "{st}"
     );
     assert_eq!(hook.seen()[0].path, "/approve");
-    let (_, audit) = http(&s, "GET", "/v1/audit?limit=1", None).await;
+    let (_, audit) = api(&s, Method::GET, "/v1/audit?limit=1", None).await;
     assert!(
         audit["records"][0]["reason"]
             .as_str()
@@ -632,12 +581,7 @@ async fn a_webhook_is_asked_before_each_step_and_a_refusal_pauses() {
     );
     // Approved, the step goes through after resume.
     hook.respond(200, "ok");
-    assert_eq!(
-        http(&s, "POST", "/v1/pools/app.example.com/rollout/resume", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(command(&s, "resume").await, 200);
     until_weight(&s, 50, 5).await;
     let asked = hook.requests();
     tokio::time::sleep(Duration::from_secs(40)).await;

@@ -117,7 +117,11 @@ fn rrl_config(slip: usize) -> String {
 
 #[tokio::test]
 async fn a_flood_from_one_prefix_is_limited_and_nobody_else_is() {
-    let s = Server::with(&[("example.com.", ZONE)], &rrl_config(2)).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .dns(&rrl_config(2))
+        .start()
+        .await;
     let (flood1, elapsed) = flood(s.addr, "127.0.0.1", 400, |i| packet(i, WWW, &[])).await;
     assert!(
         flood1.answered >= RATE * WINDOW && flood1.answered <= bound(elapsed),
@@ -180,7 +184,11 @@ async fn a_flood_from_one_prefix_is_limited_and_nobody_else_is() {
 #[tokio::test]
 async fn slip_zero_drops_and_slip_one_truncates_every_limited_response() {
     for (slip, want_slipped) in [(0, false), (1, true)] {
-        let s = Server::with(&[("example.com.", ZONE)], &rrl_config(slip)).await;
+        let s = Server::builder()
+            .zone("example.com.", ZONE)
+            .dns(&rrl_config(slip))
+            .start()
+            .await;
         let (t, elapsed) = flood(s.addr, "127.0.0.1", 100, |i| packet(i, WWW, &[])).await;
         assert!(t.answered <= bound(elapsed), "{t:?}");
         let limited = 100 - t.answered;
@@ -195,7 +203,11 @@ async fn slip_zero_drops_and_slip_one_truncates_every_limited_response() {
 
 #[tokio::test]
 async fn cookies_learned_returned_and_judged_per_rfc7873() {
-    let s = Server::with(&[("example.com.", ZONE)], &rrl_config(1)).await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .dns(&rrl_config(1))
+        .start()
+        .await;
     let client = *b"\x24\x64\xc4\xab\xcf\x10\xc9\x57";
     let ask = |p: Vec<u8>| {
         let s = &s;
@@ -310,12 +322,10 @@ async fn dig_learns_a_server_cookie_and_is_accepted_with_it() {
 /// a server that rotated to a new secret still accepts cookies of the previous one.
 #[tokio::test]
 async fn a_shared_secret_file_makes_cookies_interoperable_and_rotation_keeps_them() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_secret(&path, text);
         format!("cookie_secret_file = \"{}\"\n", path.display())
     };
     let old = write("old", "e5e973e5a6b2a43f48e7dc849e37bfcf\n");
@@ -323,9 +333,21 @@ async fn a_shared_secret_file_makes_cookies_interoperable_and_rotation_keeps_the
         "rotated",
         "445536bcd2513298075a5d379663c962\ne5e973e5a6b2a43f48e7dc849e37bfcf\n",
     );
-    let a = Server::with(&[("example.com.", ZONE)], &old).await;
-    let b = Server::with(&[("example.com.", ZONE)], &old).await;
-    let c = Server::with(&[("example.com.", ZONE)], &rotated).await;
+    let a = Server::builder()
+        .zone("example.com.", ZONE)
+        .dns(&old)
+        .start()
+        .await;
+    let b = Server::builder()
+        .zone("example.com.", ZONE)
+        .dns(&old)
+        .start()
+        .await;
+    let c = Server::builder()
+        .zone("example.com.", ZONE)
+        .dns(&rotated)
+        .start()
+        .await;
     let client = *b"\x01\x02\x03\x04\x05\x06\x07\x08";
     let first = a.udp_raw(&packet(1, WWW, &client)).await.unwrap();
     let (cookie, _) = reply_cookie(&first, &client).unwrap();

@@ -3,11 +3,13 @@
 //! implementation independent of weir's own wire code.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+pub(crate) use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -44,80 +46,199 @@ sub     NS  ns1.sub
 ns1.sub A   192.0.2.153
 "#;
 
-pub(crate) struct Server {
-    pub(crate) addr: SocketAddr,
-    running: Option<weir::app::Running>,
-    _dir: tempfile::TempDir,
+/// How a query travels to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Udp,
+    Tcp,
 }
 
-impl Server {
-    /// Serves `ZONE` as example.com.
-    pub(crate) async fn start() -> Server {
-        Server::with(&[("example.com.", ZONE)], "").await
+impl Transport {
+    pub(crate) const BOTH: [Transport; 2] = [Transport::Udp, Transport::Tcp];
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })
+    }
+}
+
+/// The weir.toml of a test server, field by field: zones (written beside it), DNS listen
+/// addresses, more `[dns]` keys, admin tokens and TLS, and `[[pool]]` tables. The admin API
+/// listens on 127.0.0.1 port 0; DNS on 127.0.0.1 port 0 unless told otherwise, with one UDP
+/// worker.
+#[derive(Debug, Default)]
+pub(crate) struct ServerBuilder {
+    zones: Vec<(String, String)>,
+    listen: Vec<String>,
+    dns: Vec<String>,
+    admin: Vec<String>,
+    pools: String,
+}
+
+impl ServerBuilder {
+    /// Serves `text` as the zone `origin`.
+    pub(crate) fn zone(mut self, origin: &str, text: &str) -> ServerBuilder {
+        self.zones.push((origin.to_string(), text.to_string()));
+        self
     }
 
-    /// Serves the given zones; `dns_extra` is appended to the [dns] table.
-    pub(crate) async fn with(zones: &[(&str, &str)], dns_extra: &str) -> Server {
-        Server::with_pools(zones, dns_extra, "").await
+    /// DNS listens on `addrs` instead of 127.0.0.1 port 0.
+    pub(crate) fn listen(mut self, addrs: &[&str]) -> ServerBuilder {
+        self.listen = addrs.iter().map(|a| a.to_string()).collect();
+        self
     }
 
-    /// Serves zones and the given `[[pool]]` tables.
-    pub(crate) async fn with_pools(zones: &[(&str, &str)], dns_extra: &str, pools: &str) -> Server {
-        // `dns_extra` may bring its own listen addresses.
-        let listen = if dns_extra.contains("listen") {
-            ""
+    /// More `[dns]` keys (and `[dns.*]` tables after them), as TOML.
+    pub(crate) fn dns(mut self, toml: &str) -> ServerBuilder {
+        self.dns.push(toml.to_string());
+        self
+    }
+
+    /// Bearer tokens for the admin API (`admin.token_file`).
+    pub(crate) fn admin_tokens(mut self, file: &Path) -> ServerBuilder {
+        self.admin
+            .push(format!("token_file = {}", toml_string(file.display())));
+        self
+    }
+
+    /// HTTPS for the admin API with `cert` (`admin.tls_cert`, `admin.tls_key`).
+    pub(crate) fn admin_tls(mut self, cert: &AdminCert) -> ServerBuilder {
+        for (key, path) in [("tls_cert", &cert.cert), ("tls_key", &cert.key)] {
+            self.admin
+                .push(format!("{key} = {}", toml_string(path.display())));
+        }
+        self
+    }
+
+    /// `[[pool]]` tables, as TOML.
+    pub(crate) fn pools(mut self, toml: &str) -> ServerBuilder {
+        self.pools.push_str(toml);
+        self
+    }
+
+    /// The config; zone `i` is read from `zone_file(i)`.
+    fn toml(&self) -> String {
+        let listen: Vec<String> = if self.listen.is_empty() {
+            vec![toml_string("127.0.0.1:0")]
         } else {
-            "listen = [\"127.0.0.1:0\"]\n"
+            self.listen.iter().map(toml_string).collect()
         };
-        let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
-        Server::configured(
-            zones,
-            &format!("{admin}[dns]\n{listen}udp_workers = 1\n{dns_extra}\n"),
-            pools,
-        )
-        .await
-    }
-
-    /// Serves zones and pools with the given `[admin]` table.
-    pub(crate) async fn with_admin(zones: &[(&str, &str)], admin: &str, pools: &str) -> Server {
-        Server::configured(
-            zones,
-            &format!("{admin}[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n"),
-            pools,
-        )
-        .await
-    }
-
-    /// Writes `head` (top-level tables), the zones and `pools` as a config and starts it.
-    async fn configured(zones: &[(&str, &str)], head: &str, pools: &str) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = head.to_string();
-        for (i, (origin, text)) in zones.iter().enumerate() {
-            let file = format!("zone{i}.zone");
-            std::fs::write(dir.path().join(&file), text).unwrap();
+        let mut config = String::from("[admin]\nlisten = \"127.0.0.1:0\"\n");
+        for line in &self.admin {
+            config.push_str(&format!("{line}\n"));
+        }
+        config.push_str(&format!(
+            "[dns]\nlisten = [{}]\nudp_workers = 1\n",
+            listen.join(", ")
+        ));
+        for toml in &self.dns {
+            config.push_str(&format!("{toml}\n"));
+        }
+        for (i, (origin, _)) in self.zones.iter().enumerate() {
             config.push_str(&format!(
-                "[[zone]]\norigin = \"{origin}\"\nfile = \"{file}\"\n"
+                "[[zone]]\norigin = {}\nfile = {}\n",
+                toml_string(origin),
+                toml_string(zone_file(i))
             ));
         }
-        config.push_str(pools);
+        config.push_str(&self.pools);
+        config
+    }
+
+    /// Writes the config and zones to a temp folder and starts the server in this process.
+    pub(crate) async fn start(self) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, (_, text)) in self.zones.iter().enumerate() {
+            std::fs::write(dir.path().join(zone_file(i)), text).unwrap();
+        }
         let path = dir.path().join("weir.toml");
-        std::fs::write(&path, config).unwrap();
+        std::fs::write(&path, self.toml()).unwrap();
         let loaded = weir::state::load(&path).unwrap();
         let store = weir::app::open_store(&loaded, false).unwrap();
         let running = weir::app::start(loaded, store).unwrap();
         Server {
             addr: running.dns_addrs[0],
             running: Some(running),
-            _dir: dir,
+            dir,
         }
+    }
+}
+
+/// A self-signed admin certificate for 127.0.0.1, written to a folder as admin.pem and
+/// admin.key.
+#[derive(Debug)]
+pub(crate) struct AdminCert {
+    /// The certificate, PEM: what a client trusts.
+    pub(crate) pem: String,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+}
+
+impl AdminCert {
+    pub(crate) fn new(dir: &Path) -> AdminCert {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let (cert, key) = (dir.join("admin.pem"), dir.join("admin.key"));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        AdminCert {
+            pem: certified.cert.pem(),
+            cert,
+            key,
+        }
+    }
+}
+
+/// Writes `text` to `path` readable by its owner only (weir refuses secrets others can read).
+pub(crate) fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn zone_file(i: usize) -> String {
+    format!("zone{i}.zone")
+}
+
+/// `text` as a TOML string (quoted, escaped).
+fn toml_string(text: impl std::fmt::Display) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    running: Option<weir::app::Running>,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Serves `ZONE` as example.com.
+    pub(crate) async fn start() -> Server {
+        Server::builder().zone("example.com.", ZONE).start().await
+    }
+
+    pub(crate) fn builder() -> ServerBuilder {
+        ServerBuilder::default()
     }
 
     pub(crate) fn running(&self) -> &weir::app::Running {
         self.running.as_ref().unwrap()
     }
 
+    pub(crate) fn admin(&self) -> SocketAddr {
+        self.running().admin_addr.unwrap()
+    }
+
     pub(crate) fn metrics(&self) -> String {
-        self.running.as_ref().unwrap().metrics.render()
+        self.running().metrics.render()
+    }
+
+    /// The config the server loaded, which a reload reads again (`weir ctl` tests).
+    pub(crate) fn config_path(&self) -> PathBuf {
+        self.dir.path().join("weir.toml")
     }
 
     pub(crate) async fn stop(mut self) {
@@ -175,11 +296,10 @@ impl Server {
         .unwrap()
     }
 
-    /// Asks over `transport` ("udp" or "tcp").
-    pub(crate) async fn ask(&self, transport: &str, msg: &Message) -> Message {
+    pub(crate) async fn ask(&self, transport: Transport, msg: &Message) -> Message {
         match transport {
-            "udp" => self.udp(msg).await,
-            _ => self.tcp(msg).await,
+            Transport::Udp => self.udp(msg).await,
+            Transport::Tcp => self.tcp(msg).await,
         }
     }
 }
@@ -270,52 +390,112 @@ pub(crate) const RCODE_MASK: u16 = 0x000F;
 pub(crate) const TC: u16 = 0x0200;
 pub(crate) const AA: u16 = 0x0400;
 
-/// A plain HTTP/1.1 GET; returns (status, body).
-pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+/// The tests' one HTTP client: reqwest as weir's own clients use it (rustls on ring), with no
+/// proxy and no connection kept for reuse, so every request has a connection of its own. No
+/// deadline either: a test that wants one sets it (under a paused clock it would fire at once).
+/// It trusts no certificate but `trusted` (the system's roots are not even read: loading them
+/// takes longer than a test's request).
+pub(crate) fn http_client(trusted: &[&str]) -> reqwest::Client {
+    // reqwest is built without a rustls provider (see `health::probe::install_crypto_provider`).
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    let trusted = trusted
+        .iter()
+        .map(|pem| reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .pool_idle_timeout(None)
+        .tls_certs_only(trusted)
+        .build()
+        .unwrap()
 }
 
-/// One HTTP/1.1 exchange with a JSON body (or none), within 10 s; None if the server did not
-/// answer (stopped, killed, restarting). A body that is not JSON comes back as a string.
+/// Sends `request`: (status, body), or the error if there was no answer.
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> reqwest::Result<(u16, String)> {
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
+}
+
+/// A body as JSON, or as a JSON string when it is not JSON.
+pub(crate) fn json_or_string(text: String) -> Value {
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
+/// `method path` (the path with its query) to the plain-HTTP server at `addr`, with `headers`
+/// and a JSON `body`.
+pub(crate) fn http_request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let mut request = http_client(&[]).request(method, format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+    }
+    request
+}
+
+/// One request that must be answered: (status, body as JSON, or a string when it is not JSON).
+pub(crate) async fn http(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, Value) {
+    let (status, text) = send(http_request(addr, method.clone(), path, headers, body))
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    (status, json_or_string(text))
+}
+
+/// A GET that must be answered: (status, body).
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    send(http_request(addr, Method::GET, path, &[], None))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// One request with a JSON body (or none), within 10 s; None if the server did not answer
+/// (stopped, killed, restarting). A body that is not JSON comes back as a string.
 pub(crate) async fn http_maybe(
     addr: SocketAddr,
-    method: &str,
+    method: Method,
     path: &str,
     body: Option<Value>,
 ) -> Option<(u16, Value)> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let text = String::from_utf8_lossy(&response).to_string();
-        let status = text.get(9..12)?.parse().ok()?;
-        let raw = text.split_once("\r\n\r\n")?.1.to_string();
-        Some((
-            status,
-            serde_json::from_str(&raw).unwrap_or(Value::String(raw)),
-        ))
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
+    let body = body.map(|b| b.to_string());
+    let exchange = send(http_request(addr, method, path, &[], body.as_deref()));
+    let (status, text) = tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
-        .ok()
-        .flatten()
+        .ok()?
+        .ok()?;
+    Some((status, json_or_string(text)))
+}
+
+/// The sorted set of addresses answered for `name` A over `n` queries pipelined on one TCP
+/// connection.
+pub(crate) async fn answered(dns: SocketAddr, name: &str, n: usize) -> Vec<String> {
+    let q = query(name, RecordType::A).to_vec().unwrap();
+    let mut seen: Vec<String> = tcp_pipeline(dns, &vec![q; n])
+        .await
+        .iter()
+        .flat_map(|r| r.answers.iter().map(|a| a.data.to_string()))
+        .collect();
+    seen.sort();
+    seen.dedup();
+    seen
 }
 
 /// Sends `queries` pipelined on one TCP connection and returns the replies in order.
@@ -346,10 +526,11 @@ pub(crate) async fn tcp_pipeline(addr: SocketAddr, queries: &[Vec<u8>]) -> Vec<M
     replies
 }
 
-impl Server {
-    pub(crate) fn admin(&self) -> SocketAddr {
-        self.running.as_ref().unwrap().admin_addr.unwrap()
-    }
+/// The `fields` of a JSON log line (its `message` among them); None for a line that is not
+/// JSON.
+pub(crate) fn log_fields(line: &str) -> Option<Value> {
+    let mut line: Value = serde_json::from_str(line).ok()?;
+    Some(line["fields"].take())
 }
 
 /// A real `weir serve` process, killed when dropped (so a failing test never leaves it running,
@@ -367,13 +548,13 @@ pub(crate) struct WeirProcess {
 impl WeirProcess {
     /// Starts `weir serve --config <config>` (plus `extra` args) and waits for its startup line.
     /// The config must set `[log] format = "json"`. Returns the stderr text on failure to start.
-    pub(crate) fn start(config: &std::path::Path, extra: &[&str]) -> Result<WeirProcess, String> {
+    pub(crate) fn start(config: &Path, extra: &[&str]) -> Result<WeirProcess, String> {
         WeirProcess::start_limited(config, extra, None)
     }
 
     /// `start`, with RLIMIT_NOFILE set to `nofile` (soft, hard) in the child when given.
     pub(crate) fn start_limited(
-        config: &std::path::Path,
+        config: &Path,
         extra: &[&str],
         nofile: Option<(u64, u64)>,
     ) -> Result<WeirProcess, String> {
@@ -409,24 +590,28 @@ impl WeirProcess {
         let mut seen = Vec::new();
         let started = loop {
             match lines.next() {
-                Some(Ok(line)) if line.contains("weir serving DNS") => break line,
-                Some(Ok(line)) => seen.push(line),
+                Some(Ok(line)) => match log_fields(&line) {
+                    Some(fields)
+                        if fields["message"]
+                            .as_str()
+                            .is_some_and(|m| m.starts_with("weir serving DNS")) =>
+                    {
+                        break fields;
+                    }
+                    _ => seen.push(line),
+                },
                 _ => {
                     let _ = child.wait();
                     return Err(seen.join("\n"));
                 }
             }
         };
-        let field = |name: &str| {
-            started
-                .split(&format!("\"{name}\":\""))
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.parse().ok())
-        };
-        let dns = field("listen").unwrap();
-        let admin = field("admin");
+        // `listen` is every DNS address, comma-separated; `admin` is an address or "off".
+        let dns = started["listen"]
+            .as_str()
+            .and_then(|listen| listen.split(',').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no DNS address in {started}"));
+        let admin = started["admin"].as_str().and_then(|a| a.parse().ok());
         let (tx, log) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
@@ -462,12 +647,5 @@ impl Drop for WeirProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-/// For `weir ctl` tests (ctl.rs): the config a server loaded, which a reload reads again.
-impl Server {
-    pub(crate) fn config_path(&self) -> std::path::PathBuf {
-        self._dir.path().join("weir.toml")
     }
 }

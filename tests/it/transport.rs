@@ -26,13 +26,16 @@ fn big_zone() -> String {
     z
 }
 
-async fn big_server(extra: &str) -> Server {
-    Server::with(&[("big.test.", &big_zone())], extra).await
+async fn big_server() -> Server {
+    Server::builder()
+        .zone("big.test.", &big_zone())
+        .start()
+        .await
 }
 
 #[tokio::test]
 async fn udp_answers_that_do_not_fit_are_truncated_and_tcp_gets_them_whole() {
-    let s = big_server("").await;
+    let s = big_server().await;
     let q = query("big.big.test.", RecordType::TXT);
     // No EDNS: 512 bytes.
     let reply = s.udp_raw(&q.to_vec().unwrap()).await.unwrap();
@@ -62,7 +65,7 @@ async fn udp_answers_that_do_not_fit_are_truncated_and_tcp_gets_them_whole() {
 
 #[tokio::test]
 async fn udp_limit_is_the_smaller_of_client_buffer_and_1232() {
-    let s = big_server("").await;
+    let s = big_server().await;
     let q = query("mx.big.test.", RecordType::MX);
     // Below 512, the client means 512 (RFC 6891 6.2.5), where 30 MX records do not fit.
     let reply = s
@@ -190,7 +193,11 @@ async fn tcp_idle_and_slow_connections_are_closed_without_affecting_others() {
 
 #[tokio::test]
 async fn tcp_connections_over_the_cap_are_closed_at_once() {
-    let s = Server::with(&[("example.com.", ZONE)], "tcp_max_connections = 2").await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .dns("tcp_max_connections = 2")
+        .start()
+        .await;
     let q = query("www.example.com.", RecordType::A).to_vec().unwrap();
     let mut first = TcpStream::connect(s.addr).await.unwrap();
     let mut second = TcpStream::connect(s.addr).await.unwrap();
@@ -223,11 +230,11 @@ async fn tcp_connections_over_the_cap_are_closed_at_once() {
 
 #[tokio::test]
 async fn ipv6_and_ipv4_listeners_serve_udp_and_tcp() {
-    let s = Server::with(
-        &[("example.com.", ZONE)],
-        "listen = [\"127.0.0.1:0\", \"[::1]:0\"]",
-    )
-    .await;
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .listen(&["127.0.0.1:0", "[::1]:0"])
+        .start()
+        .await;
     let v6 = s.running().dns_addrs[1];
     assert!(v6.is_ipv6());
     let q = query("www.example.com.", RecordType::AAAA)
