@@ -775,15 +775,12 @@ async fn every_acknowledged_change_survives_kill_9() {
     for round in 0..3u64 {
         let weir = WeirProcess::start(&config, &[]).unwrap();
         let admin = weir.admin.unwrap();
-        // Kill at a random moment while updates stream in.
-        let kill_after = std::time::Duration::from_millis(50 + fastrand::u64(0..200));
-        let killer = {
-            let pid = weir.pid();
-            std::thread::spawn(move || {
-                std::thread::sleep(kill_after);
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            })
-        };
+        // Kill at a random moment while updates stream in: 10-210 ms after the first one is
+        // acknowledged (counting from start-up instead let a slow first write on a loaded
+        // machine lose the race, and the round then tested nothing).
+        let kill_after = std::time::Duration::from_millis(10 + fastrand::u64(0..200));
+        let pid = weir.pid();
+        let mut killer = None;
         let mut acked: Vec<(u64, u64)> = Vec::new();
         for i in 1..=100_000u64 {
             let weight = round * 1000 + i;
@@ -799,12 +796,21 @@ async fn every_acknowledged_change_survives_kill_9() {
             .await
             {
                 Ok(Some((200, reply))) => {
-                    acked.push((reply["generation"].as_u64().unwrap(), weight))
+                    acked.push((reply["generation"].as_u64().unwrap(), weight));
+                    killer.get_or_insert_with(|| {
+                        std::thread::spawn(move || {
+                            std::thread::sleep(kill_after);
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                        })
+                    });
                 }
                 _ => break,
             }
         }
-        killer.join().unwrap();
+        killer
+            .expect("the first update was acknowledged, which starts the killer")
+            .join()
+            .unwrap();
         drop(weir);
         assert!(
             !acked.is_empty(),

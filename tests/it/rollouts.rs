@@ -68,6 +68,17 @@ async fn until_weight(s: &Server, weight: u64, limit: u64) -> u64 {
     );
 }
 
+/// `GET /v1/audit?{query}` with the clock running. Audit pages are built on a SCHED_IDLE
+/// thread; with the clock paused, tokio jumps to the request deadline whenever the runtime
+/// idles while that thread waits for a core on a busy host, and the read fails spuriously.
+async fn audit_page(s: &Server, query: &str) -> Value {
+    tokio::time::resume();
+    let (code, audit) = api(s, Method::GET, &format!("/v1/audit?{query}"), None).await;
+    tokio::time::pause();
+    assert_eq!(code, 200, "{audit}");
+    audit
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_canary_walks_its_steps_honouring_settle_times_and_pauses() {
     let s = Server::builder()
@@ -119,7 +130,7 @@ async fn a_canary_walks_its_steps_honouring_settle_times_and_pauses() {
     tokio::time::sleep(Duration::from_secs(37)).await;
     assert_eq!(status(&s).await["state"], "done");
 
-    let (_, audit) = api(&s, Method::GET, "/v1/audit?pool=app.example.com", None).await;
+    let audit = audit_page(&s, "pool=app.example.com").await;
     let actions: Vec<&str> = audit["records"]
         .as_array()
         .unwrap()
@@ -187,7 +198,7 @@ async fn a_down_canary_endpoint_aborts_and_traffic_returns() {
         m.contains("weir_rollout_weight{pool=\"app.example.com.\"} 0"),
         "{m}"
     );
-    let (_, audit) = api(&s, Method::GET, "/v1/audit?limit=1", None).await;
+    let audit = audit_page(&s, "limit=1").await;
     assert_eq!(audit["records"][0]["action"], "rollout-step");
     assert!(
         audit["records"][0]["reason"]
@@ -571,7 +582,7 @@ async fn a_webhook_is_asked_before_each_step_and_a_refusal_pauses() {
         "{st}"
     );
     assert_eq!(hook.seen()[0].path, "/approve");
-    let (_, audit) = api(&s, Method::GET, "/v1/audit?limit=1", None).await;
+    let audit = audit_page(&s, "limit=1").await;
     assert!(
         audit["records"][0]["reason"]
             .as_str()
