@@ -1154,11 +1154,18 @@ mod tests {
         answer.await.unwrap()
     }
 
-    /// Issue 12: a commit that never returned wedged the writer (no flips, reloads or
-    /// shutdown). Now it answers after the deadline, the writer goes on, and a commit that
-    /// completes late is adopted.
-    #[tokio::test]
-    async fn a_wedged_commit_never_stops_the_writer() {
+    /// A running writer over the one-pool config `CONFIG` and `store`.
+    struct Running {
+        events: mpsc::Sender<StateEvent>,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        health: StoreHealth,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// Starts a writer over `store`, after `prepare` has set it up.
+    fn run_writer(store: Arc<Wedged>, prepare: impl FnOnce(&mut Writer)) -> Running {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("z.zone"),
@@ -1173,11 +1180,6 @@ mod tests {
              endpoints = [{ address = \"192.0.2.10\" }]\n",
         )
         .unwrap();
-        let (release, gate) = std::sync::mpsc::channel();
-        let store = Arc::new(Wedged {
-            gate: Mutex::new(Some(gate)),
-            ..Wedged::default()
-        });
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
         let (flips, flips_rx) = mpsc::channel(8);
@@ -1185,19 +1187,88 @@ mod tests {
         let mut writer = Writer::start(
             load(&config).unwrap(),
             Stored::default(),
-            Backend::local(store.clone()),
-            metrics.clone(),
+            Backend::local(store),
+            metrics,
             monitor,
             Arc::new(AtomicBool::new(false)),
         )
         .unwrap();
-        writer.set_commit_deadline(Duration::from_millis(300));
-        let health = writer.store_health();
+        prepare(&mut writer);
         let snapshot = writer.snapshot();
+        let health = writer.store_health();
         let (events, rx) = mpsc::channel(8);
         let (_due, due_rx) = mpsc::channel(8);
         let (_remote, remote_rx) = mpsc::channel(8);
         let task = tokio::spawn(writer.run(rx, flips_rx, due_rx, remote_rx, shutdown.clone()));
+        Running {
+            events,
+            snapshot,
+            health,
+            shutdown,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// The writer's contract with the API: an accepted change is in the store when its reply
+    /// comes and is what the published snapshot serves; a refused one stores and publishes
+    /// nothing; forgetting a node without a cluster knows no node and changes nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_comes_after_the_commit_and_a_refusal_changes_nothing() {
+        let store = Arc::new(Wedged::default());
+        let w = run_writer(store.clone(), |_| {});
+        let blue = |snapshot: &Snapshot| snapshot.view.pools[0].groups[0].weight;
+        let generation = change(&w.events, 7).await.unwrap();
+        assert_eq!(generation, 1);
+        assert_eq!(
+            store.load().unwrap().generation,
+            1,
+            "stored before the reply"
+        );
+        let app = Name::parse("app.example.com.").unwrap();
+        assert_eq!(store.load().unwrap().overlay.group_weights[&app]["blue"], 7);
+        let served = w.snapshot.load();
+        assert_eq!((served.view.generation, blue(&served)), (1, 7));
+        let publication = served.generation;
+
+        // Zero total weight without `force`: 409, and nothing moves.
+        let error = change(&w.events, 0).await.unwrap_err();
+        assert!(matches!(error, ChangeError::Conflict(_)), "{error:?}");
+        assert_eq!(store.load().unwrap().generation, 1);
+        let served = w.snapshot.load();
+        assert_eq!((served.generation, blue(&served)), (publication, 7));
+
+        let (reply, answer) = oneshot::channel();
+        w.events
+            .send(StateEvent::Forget {
+                node_id: "ns9".into(),
+                reply,
+            })
+            .await
+            .unwrap();
+        assert!(!answer.await.unwrap().unwrap());
+        assert_eq!(w.snapshot.load().generation, publication);
+        w.shutdown.cancel();
+    }
+
+    /// Issue 12: a commit that never returned wedged the writer (no flips, reloads or
+    /// shutdown). Now it answers after the deadline, the writer goes on, and a commit that
+    /// completes late is adopted.
+    #[tokio::test]
+    async fn a_wedged_commit_never_stops_the_writer() {
+        let (release, gate) = std::sync::mpsc::channel();
+        let store = Arc::new(Wedged {
+            gate: Mutex::new(Some(gate)),
+            ..Wedged::default()
+        });
+        let Running {
+            events,
+            snapshot,
+            health,
+            shutdown,
+            task,
+            _dir,
+        } = run_writer(store, |w| w.set_commit_deadline(Duration::from_millis(300)));
 
         let error = change(&events, 5).await.unwrap_err();
         assert!(matches!(error, ChangeError::Store(_)), "{error:?}");
