@@ -496,6 +496,18 @@ impl Registrar<'_> {
         self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("metric"))
     }
 
+    /// A counter per value of one label, resolved here so that counting is an atomic add.
+    fn counters<const N: usize>(
+        &self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: [&str; N],
+    ) -> [IntCounter; N] {
+        let family = self.counter_vec(name, help, &[label]);
+        values.map(|value| family.with_label_values(&[value]))
+    }
+
     fn gauge(&self, name: &str, help: &str) -> IntGauge {
         self.add(IntGauge::new(name, help).expect("metric"))
     }
@@ -551,54 +563,40 @@ struct DnsMetrics {
 
 impl DnsMetrics {
     fn new(r: &Registrar<'_>) -> Self {
+        let transports = TRANSPORTS.map(|(_, t)| t);
         let responses = r.counter_vec(
             "dns_responses_total",
             "DNS responses sent, by transport and RCODE",
             &["transport", "rcode"],
-        );
-        let truncated = r.counter_vec(
-            "dns_truncated_total",
-            "Responses sent with TC=1, by transport",
-            &["transport"],
-        );
-        let dropped = r.counter_vec(
-            "dns_dropped_total",
-            "Packets dropped without an answer, by reason",
-            &["reason"],
-        );
-        let send_failed = r.counter_vec(
-            "dns_send_failed_total",
-            "Responses that could not be sent",
-            &["transport"],
         );
         let queries = r.counter_vec(
             "dns_queries_total",
             "Parsed queries, by QTYPE (uncommon types as \"other\")",
             &["qtype"],
         );
-        let rrl_limited = r.counter_vec(
-            "dns_rrl_limited_total",
-            "UDP responses over their rate limit (dropped or slipped), by response class",
-            &["class"],
-        );
-        let rrl_slipped = r.counter_vec(
-            "dns_rrl_slipped_total",
-            "Rate-limited UDP responses sent as a minimal TC=1 (or BADCOOKIE) reply, by class",
-            &["class"],
-        );
-        let cookies = r.counter_vec(
-            "dns_cookies_total",
-            "Queries with a DNS COOKIE option, by what it proved (client_only, invalid, valid)",
-            &["result"],
-        );
         DnsMetrics {
-            responses: TRANSPORTS
+            responses: transports
                 .iter()
-                .map(|(_, t)| RCODES.map(|(_, rc)| responses.with_label_values(&[*t, rc])))
+                .map(|t| RCODES.map(|(_, rc)| responses.with_label_values(&[*t, rc])))
                 .collect(),
-            truncated: TRANSPORTS.map(|(_, t)| truncated.with_label_values(&[t])),
-            dropped: DROP_REASONS.map(|(_, reason)| dropped.with_label_values(&[reason])),
-            send_failed: TRANSPORTS.map(|(_, t)| send_failed.with_label_values(&[t])),
+            truncated: r.counters(
+                "dns_truncated_total",
+                "Responses sent with TC=1, by transport",
+                "transport",
+                transports,
+            ),
+            dropped: r.counters(
+                "dns_dropped_total",
+                "Packets dropped without an answer, by reason",
+                "reason",
+                DROP_REASONS.map(|(_, reason)| reason),
+            ),
+            send_failed: r.counters(
+                "dns_send_failed_total",
+                "Responses that could not be sent",
+                "transport",
+                transports,
+            ),
             tcp_open: r.gauge("dns_tcp_connections_open", "Open TCP connections"),
             tcp_refused: r.counter(
                 "dns_tcp_connections_refused_total",
@@ -609,9 +607,24 @@ impl DnsMetrics {
                 .map(|(code, name)| (*code, queries.with_label_values(&[name])))
                 .collect(),
             queries_other: queries.with_label_values(&["other"]),
-            rrl_limited: RRL_CLASSES.map(|c| rrl_limited.with_label_values(&[c])),
-            rrl_slipped: RRL_CLASSES.map(|c| rrl_slipped.with_label_values(&[c])),
-            cookies: COOKIE_RESULTS.map(|result| cookies.with_label_values(&[result])),
+            rrl_limited: r.counters(
+                "dns_rrl_limited_total",
+                "UDP responses over their rate limit (dropped or slipped), by response class",
+                "class",
+                RRL_CLASSES,
+            ),
+            rrl_slipped: r.counters(
+                "dns_rrl_slipped_total",
+                "Rate-limited UDP responses sent as a minimal TC=1 (or BADCOOKIE) reply, by class",
+                "class",
+                RRL_CLASSES,
+            ),
+            cookies: r.counters(
+                "dns_cookies_total",
+                "Queries with a DNS COOKIE option, by what it proved (client_only, invalid, valid)",
+                "result",
+                COOKIE_RESULTS,
+            ),
         }
     }
 }

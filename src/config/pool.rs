@@ -1047,6 +1047,16 @@ mod tests {
 
     const ZONE: &str = "[[zone]]\norigin = \"example.com.\"\nfile = \"x\"\n";
 
+    /// Every problem of `want` starts one of `got`.
+    fn assert_found(got: &[String], want: &[&str]) {
+        for w in want {
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in {got:#?}"
+            );
+        }
+    }
+
     fn problems(pools: &str) -> Vec<String> {
         match super::super::parse(&format!("{ZONE}{pools}"), Path::new("w.toml")) {
             Ok(_) => Vec::new(),
@@ -1188,12 +1198,7 @@ endpoints = [{ address = "192.0.2.5", weight = 0 }]
             "w.toml: pool[2].on_all_down: fallback cycle: c.example.com. -> d.example.com. -> c.example.com.",
             "w.toml: pool[3].on_all_down: fallback cycle: d.example.com. -> c.example.com. -> d.example.com.",
         ];
-        for w in want {
-            assert!(
-                got.iter().any(|g| g.starts_with(w)),
-                "missing {w:?} in {got:#?}"
-            );
-        }
+        assert_found(&got, &want);
         let got = problems(
             "[[pool]]\nname = \"a.example.com.\"\n[pool.check]\nkind = \"http\"\nexpect = [\"20\", \"6xx\", \"ok\", 99]\n[[pool.group]]\nname = \"g\"\nendpoints = [{ address = \"0.0.0.0\" }, { address = \"255.255.255.255\" }, { address = \"224.0.0.1\" }, { address = \"::\" }, { address = \"ff02::1\" }, { address = \"192.0.2.1\" }]\n",
         );
@@ -1208,12 +1213,7 @@ endpoints = [{ address = "192.0.2.5", weight = 0 }]
             "w.toml: pool[0].group[0].endpoints[3].address: :: is the unspecified address",
             "w.toml: pool[0].group[0].endpoints[4].address: ff02::1 is a multicast address",
         ];
-        for w in want {
-            assert!(
-                got.iter().any(|g| g.starts_with(w)),
-                "missing {w:?} in {got:#?}"
-            );
-        }
+        assert_found(&got, &want);
         // pool[0] was rejected, so its unknown fallback is not followed; check it alone.
         let got = problems(
             "[[pool]]\nname = \"a.example.com.\"\non_all_down = \"fallback:nowhere.example.com.\"\n[[pool.group]]\nname = \"g\"\nendpoints = [{ address = \"192.0.2.1\" }]\n",
