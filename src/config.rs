@@ -1,6 +1,7 @@
 //! The configuration file: TOML -> `RawConfig` (serde, `deny_unknown_fields`) -> `validate()` ->
-//! typed `Config`. Every semantic problem is collected and reported with its key path, so an
-//! operator fixes a file in one pass. Touches no sockets and no runtime state.
+//! typed `Config`. Every semantic problem is collected (one `Collector` per validation) and
+//! reported with its key path, so an operator fixes a file in one pass. Touches no sockets and no
+//! runtime state.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,7 +18,8 @@ pub use pool::{MAX_WEIGHT, RawPlan, RawStep, plan};
 /// One problem found while loading configuration or zones: where, and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    /// `file:line`, `file: key.path` or `file: name` (whatever pins the problem down best).
+    /// `file:line`, `file: key.path` or `file: name` (whatever pins the problem down best); a
+    /// bare `key.path` in a rollout plan sent to the admin API.
     pub location: String,
     pub message: String,
 }
@@ -31,6 +33,15 @@ impl fmt::Display for Problem {
 /// Every problem found, in file order. Never empty.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    /// Each problem as (location, message).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .map(|p| (p.location.as_str(), p.message.as_str()))
+    }
+}
 
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -426,17 +437,59 @@ fn drop_key_in(value: &mut toml::de::DeValue<'_>, span: &std::ops::Range<usize>)
     }
 }
 
+/// Every problem one validation finds, in the order found: the one way config checks report.
+/// A problem is pushed with its key path (`dns.listen[1]`) and shown as `file: key`; a plan sent
+/// to the admin API has no file, so its keys stand alone.
 struct Collector<'a> {
-    file: &'a str,
+    file: Option<&'a str>,
     problems: Vec<Problem>,
 }
 
-impl Collector<'_> {
+impl<'a> Collector<'a> {
+    /// Problems of the config file `file`.
+    fn new(file: &'a str) -> Self {
+        Collector {
+            file: Some(file),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Problems of something that is not a file (a rollout plan in an API request).
+    fn standalone() -> Self {
+        Collector {
+            file: None,
+            problems: Vec::new(),
+        }
+    }
+
     fn push(&mut self, key: &str, message: impl Into<String>) {
+        let location = match self.file {
+            Some(file) => format!("{file}: {key}"),
+            None => key.to_string(),
+        };
+        self.push_at(location, message);
+    }
+
+    /// A problem pinned down by something other than a key path, such as another file's line.
+    fn push_at(&mut self, location: String, message: impl Into<String>) {
         self.problems.push(Problem {
-            location: format!("{}: {key}", self.file),
+            location,
             message: message.into(),
         });
+    }
+
+    /// How many problems were found so far: compare two counts to learn whether a part added any.
+    fn found(&self) -> usize {
+        self.problems.len()
+    }
+
+    /// `value` if nothing was found, else every problem.
+    fn finish<T>(self, value: T) -> Result<T, Problems> {
+        if self.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(Problems(self.problems))
+        }
     }
 
     fn int_in(&mut self, key: &str, value: i64, min: i64, max: i64) -> i64 {
@@ -459,25 +512,113 @@ impl Collector<'_> {
             }
         }
     }
+
+    /// The value `text` names among `choices`; None (and a problem listing them) for another.
+    fn choice<T: Copy>(&mut self, key: &str, text: &str, choices: &[(&str, T)]) -> Option<T> {
+        let found = choices.iter().find(|(name, _)| *name == text);
+        if found.is_none() {
+            let names: Vec<String> = choices
+                .iter()
+                .map(|(name, _)| format!("\"{name}\""))
+                .collect();
+            self.push(key, format!("`{text}` is not one of {}", names.join(", ")));
+        }
+        found.map(|(_, value)| *value)
+    }
 }
 
+/// A file named in the config, resolved against the config file's folder; None if unset or "".
+fn file_path(base: &Path, value: Option<&str>) -> Option<PathBuf> {
+    value.filter(|f| !f.is_empty()).map(|f| base.join(f))
+}
+
+/// Checks every section in the order config/weir.toml shows them, so the problems come in the
+/// order an operator reads them.
 fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
     let file = path.display().to_string();
-    let mut c = Collector {
-        file: &file,
-        problems: Vec::new(),
-    };
+    let mut c = Collector::new(&file);
     let base = path.parent().unwrap_or(Path::new("."));
+    let dns = dns(&mut c, raw.dns.unwrap_or_default(), base);
+    let admin = admin(&mut c, raw.admin.unwrap_or_default(), base);
+    let store = store(&mut c, raw.store.unwrap_or_default(), base);
+    let log = log(&mut c, raw.log.unwrap_or_default());
+    let zones = zones(&mut c, &raw.zone, base);
+    let pools = pool::validate(&mut c, &raw.pool);
+    c.finish(Config {
+        path: path.to_path_buf(),
+        dns,
+        admin,
+        store,
+        log,
+        zones,
+        pools,
+    })
+}
 
-    let dns = raw.dns.unwrap_or_default();
-    let listen_text = dns
-        .listen
-        .unwrap_or_else(|| vec![defaults::LISTEN.to_string()]);
-    if listen_text.is_empty() {
+/// `[dns]`.
+fn dns(c: &mut Collector<'_>, raw: RawDns, base: &Path) -> DnsConfig {
+    let listen = listen(
+        c,
+        &raw.listen
+            .unwrap_or_else(|| vec![defaults::LISTEN.to_string()]),
+    );
+    let udp_workers = c.int_in(
+        "dns.udp_workers",
+        raw.udp_workers.unwrap_or(defaults::UDP_WORKERS),
+        0,
+        256,
+    ) as usize;
+    let udp_max_payload = c.int_in(
+        "dns.udp_max_payload",
+        raw.udp_max_payload.unwrap_or(defaults::UDP_MAX_PAYLOAD),
+        512,
+        4096,
+    ) as u16;
+    let tcp_max_connections = c.int_in(
+        "dns.tcp_max_connections",
+        raw.tcp_max_connections
+            .unwrap_or(defaults::TCP_MAX_CONNECTIONS),
+        1,
+        1_000_000,
+    ) as usize;
+    let tcp_idle_timeout = c.duration(
+        "dns.tcp_idle_timeout",
+        raw.tcp_idle_timeout
+            .as_deref()
+            .unwrap_or(defaults::TCP_IDLE_TIMEOUT),
+    );
+    let tcp_io_timeout = c.duration(
+        "dns.tcp_io_timeout",
+        raw.tcp_io_timeout
+            .as_deref()
+            .unwrap_or(defaults::TCP_IO_TIMEOUT),
+    );
+    let rrl = rrl(c, raw.rrl.unwrap_or_default());
+    let cookie_secret_file = file_path(base, raw.cookie_secret_file.as_deref());
+    let cookie_secrets = cookie_secret_file
+        .as_deref()
+        .and_then(|path| read_cookie_secrets(c, path));
+    DnsConfig {
+        listen,
+        udp_workers,
+        udp_max_payload,
+        tcp_max_connections,
+        tcp_idle_timeout,
+        tcp_io_timeout,
+        track_convergence: raw.track_convergence.unwrap_or(defaults::TRACK_CONVERGENCE),
+        rrl,
+        cookie_secret_file,
+        cookie_secrets,
+    }
+}
+
+/// `[dns] listen`: at least one address, each once.
+fn listen(c: &mut Collector<'_>, texts: &[String]) -> Vec<SocketAddr> {
+    if texts.is_empty() {
         c.push("dns.listen", "needs at least one address");
     }
     let mut listen = Vec::new();
-    for (i, text) in listen_text.iter().enumerate() {
+    for (i, text) in texts.iter().enumerate() {
         match text.parse::<SocketAddr>() {
             Ok(addr) if listen.contains(&addr) => {
                 c.push(&format!("dns.listen[{i}]"), format!("`{text}` is listed twice"));
@@ -489,70 +630,40 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
             ),
         }
     }
-    let udp_workers = c.int_in(
-        "dns.udp_workers",
-        dns.udp_workers.unwrap_or(defaults::UDP_WORKERS),
-        0,
-        256,
-    ) as usize;
-    let udp_max_payload = c.int_in(
-        "dns.udp_max_payload",
-        dns.udp_max_payload.unwrap_or(defaults::UDP_MAX_PAYLOAD),
-        512,
-        4096,
-    ) as u16;
-    let tcp_max_connections = c.int_in(
-        "dns.tcp_max_connections",
-        dns.tcp_max_connections
-            .unwrap_or(defaults::TCP_MAX_CONNECTIONS),
-        1,
-        1_000_000,
-    ) as usize;
-    let tcp_idle_timeout = c.duration(
-        "dns.tcp_idle_timeout",
-        dns.tcp_idle_timeout
-            .as_deref()
-            .unwrap_or(defaults::TCP_IDLE_TIMEOUT),
-    );
-    let tcp_io_timeout = c.duration(
-        "dns.tcp_io_timeout",
-        dns.tcp_io_timeout
-            .as_deref()
-            .unwrap_or(defaults::TCP_IO_TIMEOUT),
-    );
-    let raw_rrl = dns.rrl.unwrap_or_default();
+    listen
+}
+
+/// `[dns.rrl]`.
+fn rrl(c: &mut Collector<'_>, raw: RawRrl) -> RrlConfig {
     let rate = c.int_in(
         "dns.rrl.rate",
-        raw_rrl.rate.unwrap_or(defaults::RRL_RATE),
+        raw.rate.unwrap_or(defaults::RRL_RATE),
         0,
         1_000_000,
     ) as u32;
     let window = c.duration(
         "dns.rrl.window",
-        raw_rrl.window.as_deref().unwrap_or(defaults::RRL_WINDOW),
+        raw.window.as_deref().unwrap_or(defaults::RRL_WINDOW),
     );
     if window.subsec_nanos() != 0 || window.as_secs() > 60 {
         c.push("dns.rrl.window", "must be whole seconds, from 1s to 60s");
     }
     let window = window.as_secs().clamp(1, 60) as u32;
-    if u64::from(rate) * u64::from(window) > RRL_MAX_BURST {
+    let burst = u64::from(rate) * u64::from(window);
+    if burst > RRL_MAX_BURST {
         c.push(
             "dns.rrl",
-            format!(
-                "rate × window is {}; at most {} responses fit a bucket",
-                u64::from(rate) * u64::from(window),
-                RRL_MAX_BURST
-            ),
+            format!("rate × window is {burst}; at most {RRL_MAX_BURST} responses fit a bucket"),
         );
     }
     let slip = c.int_in(
         "dns.rrl.slip",
-        raw_rrl.slip.unwrap_or(defaults::RRL_SLIP),
+        raw.slip.unwrap_or(defaults::RRL_SLIP),
         0,
         10,
     ) as u32;
     let mut exempt = Vec::new();
-    for (i, text) in raw_rrl.exempt.unwrap_or_default().iter().enumerate() {
+    for (i, text) in raw.exempt.unwrap_or_default().iter().enumerate() {
         match crate::model::Prefix::parse(text) {
             Some(p) => exempt.push(p),
             None => c.push(
@@ -561,31 +672,46 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
             ),
         }
     }
-    let rrl = RrlConfig {
+    RrlConfig {
         rate,
         window,
         slip,
         exempt,
-    };
-    let cookie_secret_file = dns
-        .cookie_secret_file
-        .filter(|f| !f.is_empty())
-        .map(|f| base.join(f));
-    let cookie_secrets = cookie_secret_file
-        .as_deref()
-        .and_then(|path| read_cookie_secrets(&mut c, path));
+    }
+}
 
-    let raw_admin = raw.admin.unwrap_or_default();
-    let token_file = raw_admin
-        .token_file
-        .filter(|f| !f.is_empty())
-        .map(|f| base.join(f));
+/// `[admin]`.
+fn admin(c: &mut Collector<'_>, raw: RawAdmin, base: &Path) -> AdminConfig {
+    let token_file = file_path(base, raw.token_file.as_deref());
     let tokens = match &token_file {
-        Some(path) => read_tokens(&mut c, path),
+        Some(path) => read_tokens(c, path),
         None => Vec::new(),
     };
-    let nonempty = |v: Option<String>| v.filter(|f| !f.is_empty()).map(|f| base.join(f));
-    let tls = match (nonempty(raw_admin.tls_cert), nonempty(raw_admin.tls_key)) {
+    let tls = admin_tls(
+        c,
+        file_path(base, raw.tls_cert.as_deref()),
+        file_path(base, raw.tls_key.as_deref()),
+    );
+    let listen = admin_listen(
+        c,
+        raw.listen.as_deref().unwrap_or(defaults::ADMIN_LISTEN),
+        !tokens.is_empty() && tls.is_some(),
+    );
+    AdminConfig {
+        listen,
+        tokens,
+        token_file,
+        tls,
+    }
+}
+
+/// `[admin] tls_cert` and `tls_key`: both or neither.
+fn admin_tls(
+    c: &mut Collector<'_>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Option<TlsFiles> {
+    match (cert, key) {
         (Some(cert), Some(key)) => {
             for (k, path) in [("admin.tls_cert", &cert), ("admin.tls_key", &key)] {
                 if let Err(e) = std::fs::metadata(path) {
@@ -599,84 +725,241 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
             c.push("admin", "tls_cert and tls_key go together");
             None
         }
-    };
-    let admin_text = raw_admin
-        .listen
-        .unwrap_or_else(|| defaults::ADMIN_LISTEN.to_string());
-    let admin_listen = match admin_text.as_str() {
-        "" => None,
-        text => match text.parse::<SocketAddr>() {
-            Ok(addr) if addr.ip().is_loopback() || (!tokens.is_empty() && tls.is_some()) => {
-                Some(addr)
-            }
-            // Tokens travel in the clear without TLS: beyond loopback both are required.
-            Ok(addr) => {
-                c.push(
-                    "admin.listen",
-                    format!("{addr} is not a loopback address; listening beyond loopback needs admin.token_file and admin.tls_cert/tls_key"),
-                );
-                None
-            }
-            Err(_) => {
-                c.push(
-                    "admin.listen",
-                    format!("`{text}` is not an address with a port (or \"\" to disable)"),
-                );
-                None
-            }
-        },
-    };
+    }
+}
 
-    let raw_store = raw.store.unwrap_or_default();
-    let store_path = raw_store
-        .path
-        .clone()
-        .unwrap_or_else(|| defaults::STORE_PATH.to_string());
-    if store_path.is_empty() {
+/// `[admin] listen`; "" disables the API. `secured`: tokens and TLS are both configured.
+fn admin_listen(c: &mut Collector<'_>, text: &str, secured: bool) -> Option<SocketAddr> {
+    if text.is_empty() {
+        return None;
+    }
+    match text.parse::<SocketAddr>() {
+        Ok(addr) if addr.ip().is_loopback() || secured => Some(addr),
+        // Tokens travel in the clear without TLS: beyond loopback both are required.
+        Ok(addr) => {
+            c.push(
+                "admin.listen",
+                format!("{addr} is not a loopback address; listening beyond loopback needs admin.token_file and admin.tls_cert/tls_key"),
+            );
+            None
+        }
+        Err(_) => {
+            c.push(
+                "admin.listen",
+                format!("`{text}` is not an address with a port (or \"\" to disable)"),
+            );
+            None
+        }
+    }
+}
+
+/// `[store]`.
+fn store(c: &mut Collector<'_>, raw: RawStore, base: &Path) -> StoreConfig {
+    let path = raw.path.as_deref().unwrap_or(defaults::STORE_PATH);
+    if path.is_empty() {
         c.push("store.path", "is empty");
     }
     let audit_retention = c.int_in(
         "store.audit_retention",
-        raw_store
-            .audit_retention
-            .unwrap_or(defaults::AUDIT_RETENTION),
+        raw.audit_retention.unwrap_or(defaults::AUDIT_RETENTION),
         1,
         100_000_000,
     ) as usize;
-    let etcd = store_backend(&mut c, &raw_store, base);
+    let etcd = uses_etcd(c, &raw).then(|| etcd(c, &raw.etcd.unwrap_or_default(), base));
+    StoreConfig {
+        path: base.join(path),
+        audit_retention,
+        etcd,
+    }
+}
 
-    let log = raw.log.unwrap_or_default();
-    let level = log.level.unwrap_or_else(|| defaults::LOG_LEVEL.into());
+/// `[store] backend`: true for "etcd" (then `[store.etcd]` is read).
+fn uses_etcd(c: &mut Collector<'_>, raw: &RawStore) -> bool {
+    let backend = raw.backend.as_deref().unwrap_or(defaults::STORE_BACKEND);
+    match c.choice("store.backend", backend, &[("sled", false), ("etcd", true)]) {
+        Some(true) => {
+            if !cfg!(feature = "etcd") {
+                c.push(
+                    "store.backend",
+                    "this weir was built without etcd support; build it with `cargo build --release --features etcd`",
+                );
+            }
+            true
+        }
+        Some(false) => {
+            if raw.etcd.is_some() {
+                c.push(
+                    "store.etcd",
+                    "is set but store.backend is \"sled\"; set backend = \"etcd\" to use it",
+                );
+            }
+            false
+        }
+        None => false,
+    }
+}
+
+/// `[store.etcd]`: where the shared state lives and who this node is.
+fn etcd(c: &mut Collector<'_>, raw: &RawEtcd, base: &Path) -> EtcdConfig {
+    let endpoints = raw
+        .endpoints
+        .clone()
+        .unwrap_or_else(|| vec![defaults::ETCD_ENDPOINT.to_string()]);
+    if endpoints.is_empty() {
+        c.push(
+            "store.etcd.endpoints",
+            "is empty; list at least one etcd client URL",
+        );
+    }
+    for (i, e) in endpoints.iter().enumerate() {
+        if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 10 {
+            c.push(
+                &format!("store.etcd.endpoints[{i}]"),
+                format!("`{e}` is not a URL like \"http://10.0.0.1:2379\""),
+            );
+        }
+    }
+    let prefix = raw
+        .prefix
+        .clone()
+        .unwrap_or_else(|| defaults::ETCD_PREFIX.into());
+    if prefix.is_empty() || !prefix.ends_with('/') {
+        c.push(
+            "store.etcd.prefix",
+            format!("`{prefix}` must be non-empty and end with `/`"),
+        );
+    }
+    let node_id = node_id(c, raw.node_id.clone().unwrap_or_else(hostname));
+    let lease_ttl = c.duration(
+        "store.etcd.lease_ttl",
+        raw.lease_ttl.as_deref().unwrap_or(defaults::ETCD_LEASE_TTL),
+    );
+    if lease_ttl < Duration::from_secs(2) {
+        c.push("store.etcd.lease_ttl", "must be at least 2s");
+    }
+    let timeout = c.duration(
+        "store.etcd.timeout",
+        raw.timeout.as_deref().unwrap_or(defaults::ETCD_TIMEOUT),
+    );
+    let health = c
+        .choice(
+            "store.etcd.health",
+            raw.health.as_deref().unwrap_or(defaults::ETCD_HEALTH),
+            &[("local", HealthMode::Local), ("shared", HealthMode::Shared)],
+        )
+        .unwrap_or(HealthMode::Local);
+    let tls = etcd_tls(c, raw, base);
+    if tls.is_some() && endpoints.iter().any(|e| e.starts_with("http://")) {
+        c.push(
+            "store.etcd.endpoints",
+            "use https:// URLs when ca_file is set",
+        );
+    }
+    EtcdConfig {
+        endpoints,
+        prefix,
+        node_id,
+        lease_ttl,
+        timeout,
+        health,
+        tls,
+    }
+}
+
+/// `[store.etcd] node_id`: 1 to 64 characters that are safe in an etcd key.
+fn node_id(c: &mut Collector<'_>, node_id: String) -> String {
+    if node_id.is_empty()
+        || node_id.len() > 64
+        || !node_id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+    {
+        c.push(
+            "store.etcd.node_id",
+            format!("`{node_id}` must be 1 to 64 letters, digits, `-`, `_` or `.`"),
+        );
+    }
+    node_id
+}
+
+/// `[store.etcd] ca_file`, `cert_file` and `key_file`: TLS when `ca_file` is set.
+fn etcd_tls(c: &mut Collector<'_>, raw: &RawEtcd, base: &Path) -> Option<EtcdTls> {
+    let mut file = |key: &str, value: &Option<String>| {
+        let path = file_path(base, value.as_deref())?;
+        if !path.is_file() {
+            c.push(key, format!("{} is not a readable file", path.display()));
+        }
+        Some(path)
+    };
+    let ca_file = file("store.etcd.ca_file", &raw.ca_file);
+    let cert_file = file("store.etcd.cert_file", &raw.cert_file);
+    let key_file = file("store.etcd.key_file", &raw.key_file);
+    if cert_file.is_some() != key_file.is_some() {
+        c.push(
+            "store.etcd.cert_file",
+            "cert_file and key_file go together (a client certificate needs its key)",
+        );
+    }
+    let Some(ca_file) = ca_file else {
+        if cert_file.is_some() {
+            c.push(
+                "store.etcd.ca_file",
+                "a client certificate needs ca_file too (the CA of the etcd members)",
+            );
+        }
+        return None;
+    };
+    Some(EtcdTls {
+        ca_file,
+        cert_file,
+        key_file,
+    })
+}
+
+/// This machine's host name, the default node id.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `[log]`.
+fn log(c: &mut Collector<'_>, raw: RawLog) -> LogConfig {
+    let level = raw.level.unwrap_or_else(|| defaults::LOG_LEVEL.into());
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
         c.push("log.level", format!("`{level}` is not a log filter: {e}"));
     }
-    let json = match log.format.as_deref().unwrap_or(defaults::LOG_FORMAT) {
-        "text" => false,
-        "json" => true,
-        other => {
-            c.push(
-                "log.format",
-                format!("`{other}` is not one of \"text\", \"json\""),
-            );
-            false
-        }
-    };
-    let query_sample = log.query_sample.unwrap_or(defaults::LOG_QUERY_SAMPLE);
+    let json = c
+        .choice(
+            "log.format",
+            raw.format.as_deref().unwrap_or(defaults::LOG_FORMAT),
+            &[("text", false), ("json", true)],
+        )
+        .unwrap_or(false);
+    let query_sample = raw.query_sample.unwrap_or(defaults::LOG_QUERY_SAMPLE);
     if !(0.0..=1.0).contains(&query_sample) {
         c.push(
             "log.query_sample",
             format!("{query_sample} is out of range 0.0..=1.0 (the fraction of queries logged)"),
         );
     }
+    LogConfig {
+        level,
+        json,
+        query_sample,
+    }
+}
 
-    if raw.zone.is_empty() {
+/// `[[zone]]`: at least one, each origin once.
+fn zones(c: &mut Collector<'_>, raw: &[RawZone], base: &Path) -> Vec<ZoneConfig> {
+    if raw.is_empty() {
         c.push(
             "zone",
             "no [[zone]] is configured; weir would answer REFUSED to everything",
         );
     }
     let mut zones: Vec<ZoneConfig> = Vec::new();
-    for (i, z) in raw.zone.iter().enumerate() {
+    for (i, z) in raw.iter().enumerate() {
         let key = format!("zone[{i}]");
         let origin = match Name::parse(&z.origin) {
             Ok(origin) => origin,
@@ -708,205 +991,9 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
             file: base.join(&z.file),
         });
     }
-
-    let pools = pool::validate(&mut c, &raw.pool);
-
-    if !c.problems.is_empty() {
-        return Err(Problems(c.problems));
-    }
-    Ok(Config {
-        path: path.to_path_buf(),
-        dns: DnsConfig {
-            listen,
-            udp_workers,
-            udp_max_payload,
-            tcp_max_connections,
-            tcp_idle_timeout,
-            tcp_io_timeout,
-            track_convergence: dns.track_convergence.unwrap_or(defaults::TRACK_CONVERGENCE),
-            rrl,
-            cookie_secret_file,
-            cookie_secrets,
-        },
-        admin: AdminConfig {
-            listen: admin_listen,
-            tokens,
-            token_file,
-            tls,
-        },
-        store: StoreConfig {
-            path: base.join(store_path),
-            audit_retention,
-            etcd,
-        },
-        log: LogConfig {
-            level,
-            json,
-            query_sample,
-        },
-        zones,
-        pools,
-    })
+    zones
 }
 
-/// `[store] backend` and `[store.etcd]`: Some(etcd settings) for `backend = "etcd"`.
-fn store_backend(c: &mut Collector<'_>, raw: &RawStore, base: &Path) -> Option<EtcdConfig> {
-    let backend = raw.backend.as_deref().unwrap_or(defaults::STORE_BACKEND);
-    let etcd = raw.etcd.as_ref();
-    match backend {
-        "sled" => {
-            if etcd.is_some() {
-                c.push(
-                    "store.etcd",
-                    "is set but store.backend is \"sled\"; set backend = \"etcd\" to use it",
-                );
-            }
-            return None;
-        }
-        "etcd" => {}
-        other => {
-            c.push(
-                "store.backend",
-                format!("`{other}` is not one of \"sled\", \"etcd\""),
-            );
-            return None;
-        }
-    }
-    if !cfg!(feature = "etcd") {
-        c.push(
-            "store.backend",
-            "this weir was built without etcd support; build it with `cargo build --release --features etcd`",
-        );
-    }
-    let default = RawEtcd::default();
-    let etcd = etcd.unwrap_or(&default);
-    let endpoints = etcd
-        .endpoints
-        .clone()
-        .unwrap_or_else(|| vec![defaults::ETCD_ENDPOINT.to_string()]);
-    if endpoints.is_empty() {
-        c.push(
-            "store.etcd.endpoints",
-            "is empty; list at least one etcd client URL",
-        );
-    }
-    for (i, e) in endpoints.iter().enumerate() {
-        if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 10 {
-            c.push(
-                &format!("store.etcd.endpoints[{i}]"),
-                format!("`{e}` is not a URL like \"http://10.0.0.1:2379\""),
-            );
-        }
-    }
-    let prefix = etcd
-        .prefix
-        .clone()
-        .unwrap_or_else(|| defaults::ETCD_PREFIX.into());
-    if prefix.is_empty() || !prefix.ends_with('/') {
-        c.push(
-            "store.etcd.prefix",
-            format!("`{prefix}` must be non-empty and end with `/`"),
-        );
-    }
-    let node_id = match etcd.node_id.clone() {
-        Some(id) => id,
-        None => hostname(),
-    };
-    if node_id.is_empty()
-        || node_id.len() > 64
-        || !node_id
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-    {
-        c.push(
-            "store.etcd.node_id",
-            format!("`{node_id}` must be 1 to 64 letters, digits, `-`, `_` or `.`"),
-        );
-    }
-    let lease_ttl = c.duration(
-        "store.etcd.lease_ttl",
-        etcd.lease_ttl
-            .as_deref()
-            .unwrap_or(defaults::ETCD_LEASE_TTL),
-    );
-    if lease_ttl < Duration::from_secs(2) {
-        c.push("store.etcd.lease_ttl", "must be at least 2s");
-    }
-    let timeout = c.duration(
-        "store.etcd.timeout",
-        etcd.timeout.as_deref().unwrap_or(defaults::ETCD_TIMEOUT),
-    );
-    let health = match etcd.health.as_deref().unwrap_or(defaults::ETCD_HEALTH) {
-        "local" => HealthMode::Local,
-        "shared" => HealthMode::Shared,
-        other => {
-            c.push(
-                "store.etcd.health",
-                format!("`{other}` is not one of \"local\", \"shared\""),
-            );
-            HealthMode::Local
-        }
-    };
-    let file = |key: &str, value: &Option<String>, c: &mut Collector<'_>| match value.as_deref() {
-        None | Some("") => None,
-        Some(v) => {
-            let path = base.join(v);
-            if !path.is_file() {
-                c.push(key, format!("{} is not a readable file", path.display()));
-            }
-            Some(path)
-        }
-    };
-    let ca_file = file("store.etcd.ca_file", &etcd.ca_file, c);
-    let cert_file = file("store.etcd.cert_file", &etcd.cert_file, c);
-    let key_file = file("store.etcd.key_file", &etcd.key_file, c);
-    if cert_file.is_some() != key_file.is_some() {
-        c.push(
-            "store.etcd.cert_file",
-            "cert_file and key_file go together (a client certificate needs its key)",
-        );
-    }
-    let tls = match ca_file {
-        Some(ca_file) => Some(EtcdTls {
-            ca_file,
-            cert_file,
-            key_file,
-        }),
-        None => {
-            if cert_file.is_some() {
-                c.push(
-                    "store.etcd.ca_file",
-                    "a client certificate needs ca_file too (the CA of the etcd members)",
-                );
-            }
-            None
-        }
-    };
-    if tls.is_some() && endpoints.iter().any(|e| e.starts_with("http://")) {
-        c.push(
-            "store.etcd.endpoints",
-            "use https:// URLs when ca_file is set",
-        );
-    }
-    Some(EtcdConfig {
-        endpoints,
-        prefix,
-        node_id,
-        lease_ttl,
-        timeout,
-        health,
-        tls,
-    })
-}
-
-/// This machine's host name, the default node id.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// Reads `NAME SCOPE TOKEN` lines. The file must not be readable by group or others.
 /// Reads `[dns] cookie_secret_file`: mode 0600 like the token file, one or two lines of 32 hex
 /// digits (the current secret, then the previous one during a rotation).
 fn read_cookie_secrets(c: &mut Collector<'_>, path: &Path) -> Option<crate::model::CookieSecrets> {
@@ -937,17 +1024,28 @@ fn read_cookie_secrets(c: &mut Collector<'_>, path: &Path) -> Option<crate::mode
     }
 }
 
+/// Why a cookie secret file holds no usable secrets.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CookieSecretsError {
+    /// The 1-based line that is not a secret.
+    #[error("line {0}: a secret is 32 hex digits (16 bytes)")]
+    NotASecret(usize),
+    #[error("holds no secret (32 hex digits)")]
+    Empty,
+    #[error("holds more than two secrets (current, then previous)")]
+    TooMany,
+}
+
 /// Parses a cookie secret file: one or two lines of 32 hex digits (current, then previous);
 /// blank lines and `#` comments are skipped.
-pub fn parse_cookie_secrets(text: &str) -> Result<crate::model::CookieSecrets, String> {
+pub fn parse_cookie_secrets(text: &str) -> Result<crate::model::CookieSecrets, CookieSecretsError> {
     let mut secrets = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let secret = parse_hex16(line)
-            .ok_or_else(|| format!("line {}: a secret is 32 hex digits (16 bytes)", i + 1))?;
+        let secret = parse_hex16(line).ok_or(CookieSecretsError::NotASecret(i + 1))?;
         secrets.push(secret);
     }
     match secrets[..] {
@@ -959,8 +1057,8 @@ pub fn parse_cookie_secrets(text: &str) -> Result<crate::model::CookieSecrets, S
             current,
             previous: Some(previous),
         }),
-        [] => Err("holds no secret (32 hex digits)".into()),
-        _ => Err("holds more than two secrets (current, then previous)".into()),
+        [] => Err(CookieSecretsError::Empty),
+        _ => Err(CookieSecretsError::TooMany),
     }
 }
 
@@ -977,19 +1075,21 @@ fn parse_hex16(text: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// Reads `NAME SCOPE TOKEN` lines. The file must not be readable by group or others.
 fn read_tokens(c: &mut Collector<'_>, path: &Path) -> Vec<Token> {
     use std::os::unix::fs::PermissionsExt;
+    const KEY: &str = "admin.token_file";
     let shown = path.display();
     let mode = match std::fs::metadata(path) {
         Ok(m) => m.permissions().mode(),
         Err(e) => {
-            c.push("admin.token_file", format!("cannot read {shown}: {e}"));
+            c.push(KEY, format!("cannot read {shown}: {e}"));
             return Vec::new();
         }
     };
     if mode & 0o077 != 0 {
         c.push(
-            "admin.token_file",
+            KEY,
             format!(
                 "{shown} has mode {:o}; it holds secrets, so it must be 0600 (chmod 600 {shown})",
                 mode & 0o777
@@ -1000,7 +1100,7 @@ fn read_tokens(c: &mut Collector<'_>, path: &Path) -> Vec<Token> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            c.push("admin.token_file", format!("cannot read {shown}: {e}"));
+            c.push(KEY, format!("cannot read {shown}: {e}"));
             return Vec::new();
         }
     };
@@ -1010,50 +1110,40 @@ fn read_tokens(c: &mut Collector<'_>, path: &Path) -> Vec<Token> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let at = format!("{shown}:{}", i + 1);
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [name, scope, secret] = fields[..] else {
-            c.problems.push(Problem {
-                location: at,
-                message: "expected `NAME SCOPE TOKEN`".into(),
-            });
-            continue;
-        };
-        let scope = match scope {
-            "read" => Scope::Read,
-            "write" => Scope::Write,
-            other => {
-                c.problems.push(Problem {
-                    location: at,
-                    message: format!("scope `{other}` is not one of `read`, `write`"),
-                });
-                continue;
-            }
-        };
-        if secret.len() < 16 {
-            c.problems.push(Problem {
-                location: at,
-                message: "the token is shorter than 16 characters".into(),
-            });
-            continue;
+        match token(line, &tokens) {
+            Ok(t) => tokens.push(t),
+            Err(message) => c.push_at(format!("{shown}:{}", i + 1), message),
         }
-        if tokens.iter().any(|t| t.name == name) {
-            c.problems.push(Problem {
-                location: at,
-                message: format!("token name `{name}` is used twice"),
-            });
-            continue;
-        }
-        tokens.push(Token {
-            name: name.to_string(),
-            scope,
-            secret: secret.to_string(),
-        });
     }
-    if tokens.is_empty() && c.problems.is_empty() {
-        c.push("admin.token_file", format!("{shown} holds no token"));
+    // Only while nothing at all was found wrong: a line with a problem leaves no token either.
+    if tokens.is_empty() && c.found() == 0 {
+        c.push(KEY, format!("{shown} holds no token"));
     }
     tokens
+}
+
+/// One `NAME SCOPE TOKEN` line, new among `tokens`; the problem with it otherwise.
+fn token(line: &str, tokens: &[Token]) -> Result<Token, String> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let [name, scope, secret] = fields[..] else {
+        return Err("expected `NAME SCOPE TOKEN`".into());
+    };
+    let scope = match scope {
+        "read" => Scope::Read,
+        "write" => Scope::Write,
+        other => return Err(format!("scope `{other}` is not one of `read`, `write`")),
+    };
+    if secret.len() < 16 {
+        return Err("the token is shorter than 16 characters".into());
+    }
+    if tokens.iter().any(|t| t.name == name) {
+        return Err(format!("token name `{name}` is used twice"));
+    }
+    Ok(Token {
+        name: name.to_string(),
+        scope,
+        secret: secret.to_string(),
+    })
 }
 
 #[cfg(test)]

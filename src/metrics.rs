@@ -1,5 +1,7 @@
-//! Every metric weir exports, on weir's own Prometheus registry. Label values are resolved once
-//! at start-up into plain counter handles, so the query path only does an atomic add.
+//! Every metric weir exports, on weir's own Prometheus registry, made family by family (DNS,
+//! zones, health, reloads, pools, rollouts, convergence, store; the per-endpoint series in
+//! `fleet`). Label values are resolved once at start-up into plain counter handles, so the query
+//! path only does an atomic add.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,6 +17,7 @@ mod fleet;
 pub use fleet::AnswerCounter;
 
 /// The fleet's series, registered through an `Arc` so that `Metrics` keeps its handle.
+#[derive(Clone)]
 struct SharedFleet(Arc<fleet::Fleet>);
 
 impl prometheus::core::Collector for SharedFleet {
@@ -84,54 +87,6 @@ fn transport_index(t: Transport) -> usize {
     }
 }
 
-#[derive(Debug)]
-pub struct Metrics {
-    registry: Registry,
-    responses: Vec<[IntCounter; RCODES.len()]>,
-    truncated: [IntCounter; 2],
-    dropped: [IntCounter; 2],
-    send_failed: [IntCounter; 2],
-    tcp_open: IntGauge,
-    tcp_refused: IntCounter,
-    snapshot_generation: IntGauge,
-    /// Health flips per publication, the time to rebuild and publish it, and the time from a
-    /// flipping probe result to the publication that serves it.
-    health_batch_flips: Histogram,
-    health_batch_seconds: Histogram,
-    flip_publish_seconds: Histogram,
-    reloads: IntCounterVec,
-    probe_duration: HistogramVec,
-    /// Every per-endpoint and per-target series.
-    fleet: Arc<fleet::Fleet>,
-    pool_degraded: IntGaugeVec,
-    /// Queries by QTYPE: the common types by name, everything else as "other".
-    queries: Vec<(u16, IntCounter)>,
-    queries_other: IntCounter,
-    store_commit: HistogramVec,
-    store: StoreGauges,
-    group_share: GaugeVec,
-    rollout_weight: IntGaugeVec,
-    rollout_step: IntGaugeVec,
-    rollout_state: IntGaugeVec,
-    rollout_aborts: IntCounterVec,
-    admin_requests: IntCounterVec,
-    /// Answered queries by the zone their name falls in.
-    zone_queries: IntCounterVec,
-    /// `zone_queries{zone="none"}`, resolved once.
-    zone_none: IntCounter,
-    /// The zone labels currently exported, so a reload can remove the series of dropped zones.
-    zone_labels: Mutex<HashSet<String>>,
-    last_reload_success: IntGauge,
-    last_reload_timestamp: Gauge,
-    query_log_dropped: IntCounter,
-    convergence: ConvergenceMetrics,
-    /// Rate-limited UDP responses by class (`RRL_CLASSES` order), all and slipped.
-    rrl_limited: [IntCounter; RRL_CLASSES.len()],
-    rrl_slipped: [IntCounter; RRL_CLASSES.len()],
-    /// Queries with a COOKIE option by verdict (`COOKIE_RESULTS` order).
-    cookies: [IntCounter; COOKIE_RESULTS.len()],
-}
-
 /// The `class` label values of the rate-limiting counters, in `dns::rrl::Class` order.
 pub const RRL_CLASSES: [&str; 6] = [
     "answer", "wildcard", "nxdomain", "nodata", "referral", "error",
@@ -172,6 +127,23 @@ impl Drop for OpenConnection<'_> {
     }
 }
 
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    dns: DnsMetrics,
+    zones: ZoneMetrics,
+    health: HealthMetrics,
+    reload: ReloadMetrics,
+    pools: PoolMetrics,
+    /// Every per-endpoint and per-target series.
+    fleet: Arc<fleet::Fleet>,
+    store: StoreMetrics,
+    rollout: RolloutMetrics,
+    convergence: ConvergenceMetrics,
+    admin_requests: IntCounterVec,
+    query_log_dropped: IntCounter,
+}
+
 impl Metrics {
     #[allow(
         clippy::expect_used,
@@ -179,316 +151,38 @@ impl Metrics {
     )]
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("weir".into()), None).expect("registry");
-        let register = |c: Box<dyn prometheus::core::Collector>| {
-            registry.register(c).expect("unique metric");
-        };
-        let responses_vec = IntCounterVec::new(
-            Opts::new(
-                "dns_responses_total",
-                "DNS responses sent, by transport and RCODE",
-            ),
-            &["transport", "rcode"],
-        )
-        .expect("metric");
-        let truncated_vec = IntCounterVec::new(
-            Opts::new(
-                "dns_truncated_total",
-                "Responses sent with TC=1, by transport",
-            ),
-            &["transport"],
-        )
-        .expect("metric");
-        let dropped_vec = IntCounterVec::new(
-            Opts::new(
-                "dns_dropped_total",
-                "Packets dropped without an answer, by reason",
-            ),
-            &["reason"],
-        )
-        .expect("metric");
-        let send_failed_vec = IntCounterVec::new(
-            Opts::new("dns_send_failed_total", "Responses that could not be sent"),
-            &["transport"],
-        )
-        .expect("metric");
-        let tcp_open =
-            IntGauge::new("dns_tcp_connections_open", "Open TCP connections").expect("metric");
-        let tcp_refused = IntCounter::new(
-            "dns_tcp_connections_refused_total",
-            "TCP connections closed at once because the connection cap was reached",
-        )
-        .expect("metric");
-        let health_batch_flips = Histogram::with_opts(
-            HistogramOpts::new(
-                "health_batch_flips",
-                "Health flips applied together in one snapshot publication",
-            )
-            .buckets(vec![1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0]),
-        )
-        .expect("metric");
-        let health_batch_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "health_batch_seconds",
-                "Time to rebuild the pools a batch of health flips touches and publish",
-            )
-            .buckets(vec![
-                0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
-            ]),
-        )
-        .expect("metric");
-        let flip_publish_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "health_flip_publish_seconds",
-                "From the probe result that flips an endpoint to the snapshot that serves it",
-            )
-            .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
-        )
-        .expect("metric");
-        let snapshot_generation = IntGauge::new(
-            "snapshot_generation",
-            "Generation of the snapshot being served",
-        )
-        .expect("metric");
-        let reloads = IntCounterVec::new(
-            Opts::new("reloads_total", "Config and zone reloads, by result"),
-            &["result"],
-        )
-        .expect("metric");
-
-        let responses = TRANSPORTS
-            .iter()
-            .map(|(_, t)| RCODES.map(|(_, r)| responses_vec.with_label_values(&[*t, r])))
-            .collect();
-        let truncated = TRANSPORTS.map(|(_, t)| truncated_vec.with_label_values(&[t]));
-        let dropped = DROP_REASONS.map(|(_, r)| dropped_vec.with_label_values(&[r]));
-        let send_failed = TRANSPORTS.map(|(_, t)| send_failed_vec.with_label_values(&[t]));
-        let probe_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "probe_duration_seconds",
-                "Health probe duration, by kind (one histogram per target cost ~1 KiB of memory per target; a target's last duration is in the admin API)",
-            )
-            .buckets(vec![
-                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-            &["kind"],
-        )
-        .expect("metric");
-        let pool_degraded = IntGaugeVec::new(
-            Opts::new(
-                "pool_degraded",
-                "1 while the pool's up weight is below min_healthy and on_all_down applies",
-            ),
-            &["pool", "family"],
-        )
-        .expect("metric");
-        let queries_vec = IntCounterVec::new(
-            Opts::new(
-                "dns_queries_total",
-                "Parsed queries, by QTYPE (uncommon types as \"other\")",
-            ),
-            &["qtype"],
-        )
-        .expect("metric");
-        let queries = COUNTED_QTYPES
-            .iter()
-            .map(|(code, name)| (*code, queries_vec.with_label_values(&[name])))
-            .collect();
-        let queries_other = queries_vec.with_label_values(&["other"]);
-        let store_commit = HistogramVec::new(
-            HistogramOpts::new(
-                "store_commit_seconds",
-                "Time to store a change durably (flushed), by result",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-            ]),
-            &["result"],
-        )
-        .expect("metric");
-        register(Box::new(store_commit.clone()));
-        let store = StoreGauges::new(&registry);
-        let group_share = GaugeVec::new(
-            Opts::new(
-                "pool_group_share",
-                "Share of a pool's answers per group: kind=\"intended\" from weights and health now, kind=\"observed\" over the last window",
-            ),
-            &["pool", "group", "kind"],
-        )
-        .expect("metric");
-        register(Box::new(group_share.clone()));
-        let rollout_weight = IntGaugeVec::new(
-            Opts::new(
-                "rollout_weight",
-                "A rollout's `to` share in percent (canary, blue-green)",
-            ),
-            &["pool"],
-        )
-        .expect("metric");
-        let rollout_step = IntGaugeVec::new(
-            Opts::new(
-                "rollout_step",
-                "Index of a rollout's next step (or batch, for rolling updates)",
-            ),
-            &["pool"],
-        )
-        .expect("metric");
-        let rollout_state = IntGaugeVec::new(
-            Opts::new(
-                "rollout_state",
-                "1 for the state a pool's rollout is in, 0 for the others",
-            ),
-            &["pool", "state"],
-        )
-        .expect("metric");
-        let rollout_aborts = IntCounterVec::new(
-            Opts::new(
-                "rollout_aborts_total",
-                "Rollouts aborted, by pool and cause (health, metric, webhook, operator)",
-            ),
-            &["pool", "cause"],
-        )
-        .expect("metric");
-        register(Box::new(rollout_weight.clone()));
-        register(Box::new(rollout_step.clone()));
-        register(Box::new(rollout_state.clone()));
-        register(Box::new(rollout_aborts.clone()));
-        let admin_requests = IntCounterVec::new(
-            Opts::new(
+        let r = Registrar(&registry);
+        let fleet = r.add(SharedFleet(Arc::new(fleet::Fleet::new()))).0;
+        Metrics {
+            dns: DnsMetrics::new(&r),
+            zones: ZoneMetrics::new(&r),
+            health: HealthMetrics::new(&r),
+            reload: ReloadMetrics::new(&r),
+            pools: PoolMetrics::new(&r),
+            fleet,
+            store: StoreMetrics::new(&r),
+            rollout: RolloutMetrics::new(&r),
+            convergence: ConvergenceMetrics::new(&r),
+            admin_requests: r.counter_vec(
                 "admin_requests_total",
                 "Admin API requests, by route and status",
+                &["route", "status"],
             ),
-            &["route", "status"],
-        )
-        .expect("metric");
-        register(Box::new(admin_requests.clone()));
-        let zone_queries = IntCounterVec::new(
-            Opts::new(
-                "dns_zone_queries_total",
-                "Answered queries by the zone that answered them; zone=\"none\" for names outside every zone, classes other than IN, and queries rejected before the lookup (FORMERR, NOTIMP, BADVERS)",
+            query_log_dropped: r.counter(
+                "query_log_dropped_total",
+                "Sampled query log records dropped because the log's queue was full",
             ),
-            &["zone"],
-        )
-        .expect("metric");
-        let zone_none = zone_queries.with_label_values(&[NO_ZONE]);
-        register(Box::new(zone_queries.clone()));
-        let last_reload_success = IntGauge::new(
-            "last_reload_success",
-            "1 if the last config and zone load (start-up or reload) succeeded, 0 if it failed",
-        )
-        .expect("metric");
-        let last_reload_timestamp = Gauge::new(
-            "last_reload_timestamp_seconds",
-            "Unix time of the last config and zone load attempt (start-up or reload)",
-        )
-        .expect("metric");
-        // Metrics are made once the start-up load has succeeded (`app::start`): that load counts
-        // as the first successful reload.
-        last_reload_success.set(1);
-        last_reload_timestamp.set(unix_now());
-        register(Box::new(last_reload_success.clone()));
-        register(Box::new(last_reload_timestamp.clone()));
-        let query_log_dropped = IntCounter::new(
-            "query_log_dropped_total",
-            "Sampled query log records dropped because the log's queue was full",
-        )
-        .expect("metric");
-        register(Box::new(query_log_dropped.clone()));
-        let convergence = ConvergenceMetrics::new(&registry);
-        let rrl_limited_vec = IntCounterVec::new(
-            Opts::new(
-                "dns_rrl_limited_total",
-                "UDP responses over their rate limit (dropped or slipped), by response class",
-            ),
-            &["class"],
-        )
-        .expect("metric");
-        let rrl_slipped_vec = IntCounterVec::new(
-            Opts::new(
-                "dns_rrl_slipped_total",
-                "Rate-limited UDP responses sent as a minimal TC=1 (or BADCOOKIE) reply, by class",
-            ),
-            &["class"],
-        )
-        .expect("metric");
-        let cookies_vec = IntCounterVec::new(
-            Opts::new(
-                "dns_cookies_total",
-                "Queries with a DNS COOKIE option, by what it proved (client_only, invalid, valid)",
-            ),
-            &["result"],
-        )
-        .expect("metric");
-        let rrl_limited = RRL_CLASSES.map(|c| rrl_limited_vec.with_label_values(&[c]));
-        let rrl_slipped = RRL_CLASSES.map(|c| rrl_slipped_vec.with_label_values(&[c]));
-        let cookies = COOKIE_RESULTS.map(|r| cookies_vec.with_label_values(&[r]));
-        register(Box::new(rrl_limited_vec));
-        register(Box::new(rrl_slipped_vec));
-        register(Box::new(cookies_vec));
-        register(Box::new(queries_vec));
-        for result in ["ok", "failed"] {
-            reloads.with_label_values(&[result]);
-        }
-        register(Box::new(responses_vec));
-        register(Box::new(truncated_vec));
-        register(Box::new(dropped_vec));
-        register(Box::new(send_failed_vec));
-        register(Box::new(tcp_open.clone()));
-        register(Box::new(tcp_refused.clone()));
-        register(Box::new(snapshot_generation.clone()));
-        register(Box::new(health_batch_flips.clone()));
-        register(Box::new(health_batch_seconds.clone()));
-        register(Box::new(flip_publish_seconds.clone()));
-        register(Box::new(reloads.clone()));
-        register(Box::new(probe_duration.clone()));
-        register(Box::new(pool_degraded.clone()));
-        let fleet = Arc::new(fleet::Fleet::new());
-        register(Box::new(SharedFleet(fleet.clone())));
-        Metrics {
-            fleet,
             registry,
-            responses,
-            truncated,
-            dropped,
-            send_failed,
-            tcp_open,
-            tcp_refused,
-            snapshot_generation,
-            health_batch_flips,
-            health_batch_seconds,
-            flip_publish_seconds,
-            reloads,
-            probe_duration,
-            pool_degraded,
-            queries,
-            queries_other,
-            store_commit,
-            store,
-            group_share,
-            rollout_weight,
-            rollout_step,
-            rollout_state,
-            rollout_aborts,
-            admin_requests,
-            zone_queries,
-            zone_none,
-            zone_labels: Mutex::new(HashSet::new()),
-            last_reload_success,
-            last_reload_timestamp,
-            query_log_dropped,
-            convergence,
-            rrl_limited,
-            rrl_slipped,
-            cookies,
         }
     }
 
     /// A UDP response over its rate limit, of class `class` (`RRL_CLASSES` index).
     #[inline]
     pub fn rrl_limited(&self, class: usize, slipped: bool) {
-        if let Some(c) = self.rrl_limited.get(class) {
+        if let Some(c) = self.dns.rrl_limited.get(class) {
             c.inc();
         }
-        if slipped && let Some(c) = self.rrl_slipped.get(class) {
+        if slipped && let Some(c) = self.dns.rrl_slipped.get(class) {
             c.inc();
         }
     }
@@ -496,7 +190,7 @@ impl Metrics {
     /// A query's COOKIE option judged `result` (`COOKIE_RESULTS` index).
     #[inline]
     pub fn cookie(&self, result: usize) {
-        if let Some(c) = self.cookies.get(result) {
+        if let Some(c) = self.dns.cookies.get(result) {
             c.inc();
         }
     }
@@ -507,15 +201,16 @@ impl Metrics {
     pub fn zone_queries(&self, origins: &[Name]) -> Vec<IntCounter> {
         let labels: HashSet<String> = origins.iter().map(ToString::to_string).collect();
         let mut exported = self
-            .zone_labels
+            .zones
+            .labels
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         for gone in exported.difference(&labels) {
-            let _ = self.zone_queries.remove_label_values(&[gone]);
+            let _ = self.zones.queries.remove_label_values(&[gone]);
         }
         let counters = origins
             .iter()
-            .map(|o| self.zone_queries.with_label_values(&[&o.to_string()]))
+            .map(|o| self.zones.queries.with_label_values(&[&o.to_string()]))
             .collect();
         *exported = labels;
         counters
@@ -523,7 +218,7 @@ impl Metrics {
 
     /// The queries counter of `zone="none"`.
     pub fn outside_zones(&self) -> &IntCounter {
-        &self.zone_none
+        &self.zones.none
     }
 
     /// A sampled query log record was dropped (queue full).
@@ -566,10 +261,12 @@ impl Metrics {
 
     /// A pool's rollout as published: weight, step and state.
     pub fn rollout(&self, pool: &str, weight: u32, step: usize, state: &str) {
-        self.rollout_weight
+        self.rollout
+            .weight
             .with_label_values(&[pool])
             .set(i64::from(weight));
-        self.rollout_step
+        self.rollout
+            .step
             .with_label_values(&[pool])
             .set(step as i64);
         for s in [
@@ -579,7 +276,8 @@ impl Metrics {
             "done",
             "aborted",
         ] {
-            self.rollout_state
+            self.rollout
+                .state
                 .with_label_values(&[pool, s])
                 .set(i64::from(s == state));
         }
@@ -587,7 +285,7 @@ impl Metrics {
 
     /// A rollout aborted; `cause` is "health", "metric", "webhook" or "operator".
     pub fn rollout_aborted(&self, pool: &str, cause: &str) {
-        self.rollout_aborts.with_label_values(&[pool, cause]).inc();
+        self.rollout.aborts.with_label_values(&[pool, cause]).inc();
     }
 
     /// Answers counted so far for `endpoints` of one pool group.
@@ -600,17 +298,18 @@ impl Metrics {
 
     /// A group's intended share, and its observed share when the window saw answers.
     pub fn group_share(&self, pool: &str, group: &str, intended: f64, observed: Option<f64>) {
-        self.group_share
+        self.pools
+            .group_share
             .with_label_values(&[pool, group, "intended"])
             .set(intended);
         if let Some(observed) = observed {
-            self.group_share
+            self.pools
+                .group_share
                 .with_label_values(&[pool, group, "observed"])
                 .set(observed);
         }
     }
 
-    /// One store commit took `seconds`.
     /// The intent generation this node serves (comparable across nodes sharing a store).
     pub fn applied_generation(&self, generation: u64) {
         self.store.applied.set(generation as i64);
@@ -628,17 +327,19 @@ impl Metrics {
         self.store.healthy.set(i64::from(healthy));
     }
 
+    /// One store commit took `seconds`.
     pub fn store_commit(&self, seconds: f64, ok: bool) {
-        self.store_commit
+        self.store
+            .commit
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .observe(seconds);
     }
 
     /// One parsed query of type `qtype`.
     pub fn query(&self, qtype: u16) {
-        match self.queries.iter().find(|(code, _)| *code == qtype) {
+        match self.dns.queries.iter().find(|(code, _)| *code == qtype) {
             Some((_, counter)) => counter.inc(),
-            None => self.queries_other.inc(),
+            None => self.dns.queries_other.inc(),
         }
     }
 
@@ -658,7 +359,7 @@ impl Metrics {
     }
 
     pub fn pool_degraded(&self, pool: &str, family: &str, degraded: bool) {
-        let gauge = self.pool_degraded.with_label_values(&[pool, family]);
+        let gauge = self.pools.degraded.with_label_values(&[pool, family]);
         if (gauge.get() == 1) != degraded {
             if degraded {
                 tracing::warn!(pool, family, "pool degraded: on_all_down applies");
@@ -671,9 +372,9 @@ impl Metrics {
 
     pub fn answered(&self, transport: Transport, rcode: Rcode, truncated: bool) {
         let t = transport_index(transport);
-        self.responses[t][rcode_index(rcode)].inc();
+        self.dns.responses[t][rcode_index(rcode)].inc();
         if truncated {
-            self.truncated[t].inc();
+            self.dns.truncated[t].inc();
         }
     }
 
@@ -682,20 +383,20 @@ impl Metrics {
             .iter()
             .position(|(r, _)| *r == reason)
             .unwrap_or(0);
-        self.dropped[i].inc();
+        self.dns.dropped[i].inc();
     }
 
     pub fn send_failed(&self, transport: Transport) {
-        self.send_failed[transport_index(transport)].inc();
+        self.dns.send_failed[transport_index(transport)].inc();
     }
 
     pub fn tcp_open(&self) -> OpenConnection<'_> {
-        self.tcp_open.inc();
-        OpenConnection(&self.tcp_open)
+        self.dns.tcp_open.inc();
+        OpenConnection(&self.dns.tcp_open)
     }
 
     pub fn tcp_refused(&self) {
-        self.tcp_refused.inc();
+        self.dns.tcp_refused.inc();
     }
 
     /// A batch of health flips was published: its size, its build time, and each flip's wait.
@@ -705,33 +406,35 @@ impl Metrics {
         took: std::time::Duration,
         arrived: &[tokio::time::Instant],
     ) {
-        self.health_batch_flips.observe(flips as f64);
-        self.health_batch_seconds.observe(took.as_secs_f64());
+        self.health.batch_flips.observe(flips as f64);
+        self.health.batch_seconds.observe(took.as_secs_f64());
         let now = tokio::time::Instant::now();
         for at in arrived {
-            self.flip_publish_seconds
+            self.health
+                .flip_publish_seconds
                 .observe(now.saturating_duration_since(*at).as_secs_f64());
         }
     }
 
     pub fn published(&self, generation: u64) {
-        self.snapshot_generation.set(generation as i64);
+        self.reload.snapshot_generation.set(generation as i64);
     }
 
     /// A reload finished: counted by result, and the last result and its time are set.
     pub fn reloaded(&self, ok: bool) {
-        self.reloads
+        self.reload
+            .reloads
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
-        self.last_reload_success.set(i64::from(ok));
-        self.last_reload_timestamp.set(unix_now());
+        self.reload.last_success.set(i64::from(ok));
+        self.reload.last_timestamp.set(unix_now());
     }
 
     /// A probe kind's duration series, resolved once by the probe scheduler so that a probe
     /// does no label lookup when it succeeds.
     pub fn probe_series(&self, kind: &str) -> ProbeSeries {
         ProbeSeries {
-            duration: self.probe_duration.with_label_values(&[kind]),
+            duration: self.health.probe_duration.with_label_values(&[kind]),
         }
     }
 
@@ -769,6 +472,330 @@ impl Default for Metrics {
     }
 }
 
+/// Makes each metric and registers it on weir's registry (which adds the `weir_` prefix).
+struct Registrar<'r>(&'r Registry);
+
+#[allow(
+    clippy::expect_used,
+    reason = "metric names are constants; a bad one is a bug caught by every test"
+)]
+impl Registrar<'_> {
+    /// Registers `metric` and hands it back (a handle shares the registered series).
+    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("unique metric");
+        metric
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("metric"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("metric"))
+    }
+
+    /// A counter per value of one label, resolved here so that counting is an atomic add.
+    fn counters<const N: usize>(
+        &self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: [&str; N],
+    ) -> [IntCounter; N] {
+        let family = self.counter_vec(name, help, &[label]);
+        values.map(|value| family.with_label_values(&[value]))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("metric"))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("metric"))
+    }
+
+    fn float_gauge(&self, name: &str, help: &str) -> Gauge {
+        self.add(Gauge::new(name, help).expect("metric"))
+    }
+
+    fn float_gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        self.add(GaugeVec::new(Opts::new(name, help), labels).expect("metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(Histogram::with_opts(opts).expect("metric"))
+    }
+
+    fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+        labels: &[&str],
+    ) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("metric"))
+    }
+}
+
+/// What the DNS listeners count: responses by transport and RCODE, drops, TCP connections,
+/// queries by QTYPE, rate limiting and cookies. Label values are resolved here, once.
+#[derive(Debug)]
+struct DnsMetrics {
+    responses: Vec<[IntCounter; RCODES.len()]>,
+    truncated: [IntCounter; 2],
+    dropped: [IntCounter; 2],
+    send_failed: [IntCounter; 2],
+    tcp_open: IntGauge,
+    tcp_refused: IntCounter,
+    /// Queries by QTYPE: the common types by name, everything else as "other".
+    queries: Vec<(u16, IntCounter)>,
+    queries_other: IntCounter,
+    /// Rate-limited UDP responses by class (`RRL_CLASSES` order), all and slipped.
+    rrl_limited: [IntCounter; RRL_CLASSES.len()],
+    rrl_slipped: [IntCounter; RRL_CLASSES.len()],
+    /// Queries with a COOKIE option by verdict (`COOKIE_RESULTS` order).
+    cookies: [IntCounter; COOKIE_RESULTS.len()],
+}
+
+impl DnsMetrics {
+    fn new(r: &Registrar<'_>) -> Self {
+        let transports = TRANSPORTS.map(|(_, t)| t);
+        let responses = r.counter_vec(
+            "dns_responses_total",
+            "DNS responses sent, by transport and RCODE",
+            &["transport", "rcode"],
+        );
+        let queries = r.counter_vec(
+            "dns_queries_total",
+            "Parsed queries, by QTYPE (uncommon types as \"other\")",
+            &["qtype"],
+        );
+        DnsMetrics {
+            responses: transports
+                .iter()
+                .map(|t| RCODES.map(|(_, rc)| responses.with_label_values(&[*t, rc])))
+                .collect(),
+            truncated: r.counters(
+                "dns_truncated_total",
+                "Responses sent with TC=1, by transport",
+                "transport",
+                transports,
+            ),
+            dropped: r.counters(
+                "dns_dropped_total",
+                "Packets dropped without an answer, by reason",
+                "reason",
+                DROP_REASONS.map(|(_, reason)| reason),
+            ),
+            send_failed: r.counters(
+                "dns_send_failed_total",
+                "Responses that could not be sent",
+                "transport",
+                transports,
+            ),
+            tcp_open: r.gauge("dns_tcp_connections_open", "Open TCP connections"),
+            tcp_refused: r.counter(
+                "dns_tcp_connections_refused_total",
+                "TCP connections closed at once because the connection cap was reached",
+            ),
+            queries: COUNTED_QTYPES
+                .iter()
+                .map(|(code, name)| (*code, queries.with_label_values(&[name])))
+                .collect(),
+            queries_other: queries.with_label_values(&["other"]),
+            rrl_limited: r.counters(
+                "dns_rrl_limited_total",
+                "UDP responses over their rate limit (dropped or slipped), by response class",
+                "class",
+                RRL_CLASSES,
+            ),
+            rrl_slipped: r.counters(
+                "dns_rrl_slipped_total",
+                "Rate-limited UDP responses sent as a minimal TC=1 (or BADCOOKIE) reply, by class",
+                "class",
+                RRL_CLASSES,
+            ),
+            cookies: r.counters(
+                "dns_cookies_total",
+                "Queries with a DNS COOKIE option, by what it proved (client_only, invalid, valid)",
+                "result",
+                COOKIE_RESULTS,
+            ),
+        }
+    }
+}
+
+/// Answered queries by the zone their name falls in.
+#[derive(Debug)]
+struct ZoneMetrics {
+    queries: IntCounterVec,
+    /// `queries{zone="none"}`, resolved once.
+    none: IntCounter,
+    /// The zone labels currently exported, so a reload can remove the series of dropped zones.
+    labels: Mutex<HashSet<String>>,
+}
+
+impl ZoneMetrics {
+    fn new(r: &Registrar<'_>) -> Self {
+        let queries = r.counter_vec(
+            "dns_zone_queries_total",
+            "Answered queries by the zone that answered them; zone=\"none\" for names outside every zone, classes other than IN, and queries rejected before the lookup (FORMERR, NOTIMP, BADVERS)",
+            &["zone"],
+        );
+        ZoneMetrics {
+            none: queries.with_label_values(&[NO_ZONE]),
+            queries,
+            labels: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// Health probes and the publication of health flips: flips per publication, the time to
+/// rebuild and publish it, and the time from a flipping probe result to the publication that
+/// serves it. (The per-target series are in `fleet`.)
+#[derive(Debug)]
+struct HealthMetrics {
+    batch_flips: Histogram,
+    batch_seconds: Histogram,
+    flip_publish_seconds: Histogram,
+    probe_duration: HistogramVec,
+}
+
+impl HealthMetrics {
+    fn new(r: &Registrar<'_>) -> Self {
+        HealthMetrics {
+            batch_flips: r.histogram(
+                "health_batch_flips",
+                "Health flips applied together in one snapshot publication",
+                &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0],
+            ),
+            batch_seconds: r.histogram(
+                "health_batch_seconds",
+                "Time to rebuild the pools a batch of health flips touches and publish",
+                &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0],
+            ),
+            flip_publish_seconds: r.histogram(
+                "health_flip_publish_seconds",
+                "From the probe result that flips an endpoint to the snapshot that serves it",
+                &[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
+            ),
+            probe_duration: r.histogram_vec(
+                "probe_duration_seconds",
+                "Health probe duration, by kind (one histogram per target cost ~1 KiB of memory per target; a target's last duration is in the admin API)",
+                &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                &["kind"],
+            ),
+        }
+    }
+}
+
+/// The snapshot served and the loads that made it.
+#[derive(Debug)]
+struct ReloadMetrics {
+    snapshot_generation: IntGauge,
+    reloads: IntCounterVec,
+    last_success: IntGauge,
+    last_timestamp: Gauge,
+}
+
+impl ReloadMetrics {
+    fn new(r: &Registrar<'_>) -> Self {
+        let reloads = r.counter_vec(
+            "reloads_total",
+            "Config and zone reloads, by result",
+            &["result"],
+        );
+        for result in ["ok", "failed"] {
+            reloads.with_label_values(&[result]);
+        }
+        let last_success = r.gauge(
+            "last_reload_success",
+            "1 if the last config and zone load (start-up or reload) succeeded, 0 if it failed",
+        );
+        let last_timestamp = r.float_gauge(
+            "last_reload_timestamp_seconds",
+            "Unix time of the last config and zone load attempt (start-up or reload)",
+        );
+        // Metrics are made once the start-up load has succeeded (`app::start`): that load counts
+        // as the first successful reload.
+        last_success.set(1);
+        last_timestamp.set(unix_now());
+        ReloadMetrics {
+            snapshot_generation: r.gauge(
+                "snapshot_generation",
+                "Generation of the snapshot being served",
+            ),
+            reloads,
+            last_success,
+            last_timestamp,
+        }
+    }
+}
+
+/// What a pool serves as a whole: degraded or not, and each group's share of the answers.
+#[derive(Debug)]
+struct PoolMetrics {
+    degraded: IntGaugeVec,
+    group_share: GaugeVec,
+}
+
+impl PoolMetrics {
+    fn new(r: &Registrar<'_>) -> Self {
+        PoolMetrics {
+            degraded: r.gauge_vec(
+                "pool_degraded",
+                "1 while the pool's up weight is below min_healthy and on_all_down applies",
+                &["pool", "family"],
+            ),
+            group_share: r.float_gauge_vec(
+                "pool_group_share",
+                "Share of a pool's answers per group: kind=\"intended\" from weights and health now, kind=\"observed\" over the last window",
+                &["pool", "group", "kind"],
+            ),
+        }
+    }
+}
+
+/// Each pool's rollout: where it stands, and why it aborted.
+#[derive(Debug)]
+struct RolloutMetrics {
+    weight: IntGaugeVec,
+    step: IntGaugeVec,
+    state: IntGaugeVec,
+    aborts: IntCounterVec,
+}
+
+impl RolloutMetrics {
+    fn new(r: &Registrar<'_>) -> Self {
+        RolloutMetrics {
+            weight: r.gauge_vec(
+                "rollout_weight",
+                "A rollout's `to` share in percent (canary, blue-green)",
+                &["pool"],
+            ),
+            step: r.gauge_vec(
+                "rollout_step",
+                "Index of a rollout's next step (or batch, for rolling updates)",
+                &["pool"],
+            ),
+            state: r.gauge_vec(
+                "rollout_state",
+                "1 for the state a pool's rollout is in, 0 for the others",
+                &["pool", "state"],
+            ),
+            aborts: r.counter_vec(
+                "rollout_aborts_total",
+                "Rollouts aborted, by pool and cause (health, metric, webhook, operator)",
+                &["pool", "cause"],
+            ),
+        }
+    }
+}
+
 /// Cache convergence (`convergence`): per pool, the re-fetched share since the last change
 /// and the last completed convergence time; records the query path could not keep.
 #[derive(Debug)]
@@ -779,93 +806,67 @@ struct ConvergenceMetrics {
 }
 
 impl ConvergenceMetrics {
-    #[allow(
-        clippy::expect_used,
-        reason = "metric names are constants; a bad one is a bug caught by every test"
-    )]
-    fn new(registry: &Registry) -> Self {
-        let refetched = GaugeVec::new(
-            Opts::new(
+    fn new(r: &Registrar<'_>) -> Self {
+        ConvergenceMetrics {
+            refetched: r.float_gauge_vec(
                 "pool_refetched_ratio",
                 "Share of the pool's queries (by volume in the window before its last change) from resolvers that have queried it again since the change; 1 when nobody had queried",
+                &["pool"],
             ),
-            &["pool"],
-        )
-        .expect("metric");
-        let seconds = GaugeVec::new(
-            Opts::new(
+            seconds: r.float_gauge_vec(
                 "pool_convergence_seconds",
                 "Seconds from the pool's last completed change to 99% re-fetched",
+                &["pool"],
             ),
-            &["pool"],
-        )
-        .expect("metric");
-        let dropped = IntCounter::new(
-            "convergence_dropped_total",
-            "Pool queries not counted for convergence because a worker's fixed-size table was full",
-        )
-        .expect("metric");
-        for c in [
-            Box::new(refetched.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(seconds.clone()),
-            Box::new(dropped.clone()),
-        ] {
-            registry.register(c).expect("unique metric");
-        }
-        ConvergenceMetrics {
-            refetched,
-            seconds,
-            dropped,
+            dropped: r.counter(
+                "convergence_dropped_total",
+                "Pool queries not counted for convergence because a worker's fixed-size table was full",
+            ),
         }
     }
 }
 
-/// Gauges of the state store as a whole (for several nameservers, the shared store).
+/// The state store as a whole (for several nameservers, the shared store): commit times and
+/// its link and health gauges.
 #[derive(Debug)]
-struct StoreGauges {
+struct StoreMetrics {
+    commit: HistogramVec,
     applied: IntGauge,
     healthy: IntGauge,
     connected: IntGauge,
-    staleness: prometheus::Gauge,
+    staleness: Gauge,
 }
 
-impl StoreGauges {
-    #[allow(
-        clippy::expect_used,
-        reason = "metric names are constants; a bad one is a bug caught by every test"
-    )]
-    fn new(registry: &Registry) -> Self {
-        let applied = IntGauge::new(
+impl StoreMetrics {
+    fn new(r: &Registrar<'_>) -> Self {
+        let commit = r.histogram_vec(
+            "store_commit_seconds",
+            "Time to store a change durably (flushed), by result",
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ],
+            &["result"],
+        );
+        let applied = r.gauge(
             "store_applied_generation",
             "Intent generation this node serves; equal on every node once a change is INSYNC",
-        )
-        .expect("metric");
-        let connected = IntGauge::new(
+        );
+        let connected = r.gauge(
             "store_connected",
             "1 while the state store answers (always 1 for the local sled store)",
-        )
-        .expect("metric");
-        let healthy = IntGauge::new(
+        );
+        let healthy = r.gauge(
             "store_healthy",
             "1 while the state store can take a change; 0 after a commit failed or while its disk is too full, until a check or commit succeeds",
-        )
-        .expect("metric");
-        let staleness = prometheus::Gauge::new(
+        );
+        let staleness = r.float_gauge(
             "store_staleness_seconds",
             "Seconds since the shared store last answered; 0 while connected",
-        )
-        .expect("metric");
-        for c in [
-            Box::new(applied.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(connected.clone()),
-            Box::new(healthy.clone()),
-            Box::new(staleness.clone()),
-        ] {
-            registry.register(c).expect("unique metric");
-        }
+        );
         connected.set(1);
         healthy.set(1);
-        StoreGauges {
+        StoreMetrics {
+            commit,
             applied,
             healthy,
             connected,

@@ -1,27 +1,54 @@
-//! `[[pool]]` tables: raw TOML shapes and their validation into `model::Pool`. Checks that need
-//! the zones (pool inside a zone, no clash with static records) live in `state::load`.
+//! `[[pool]]` tables: raw TOML shapes and their validation into `model::Pool`, and rollout plans
+//! (`[pool.rollout]`, or a plan sent to the admin API) into `model::RolloutPlan`. Checks that
+//! need the zones (pool inside a zone, no clash with static records) live in `state::load`.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::Collector;
+use super::{Collector, Problems};
 use crate::model::Webhook;
 use crate::model::{
     BatchSize, Check, CheckKind, Endpoint, Group, Health, MetricGate, Name, OnAllDown, Override,
     Pool, ProbeKey, RollingPlan, RolloutPlan, Step, Sticky,
 };
 
+/// Defaults of the keys below, written once here; config/weir.toml shows them.
 mod defaults {
     pub(crate) const TTL: i64 = 30;
     pub(crate) const ANSWERS: i64 = 1;
+    pub(crate) const STICKY: &str = "none";
+    pub(crate) const ON_ALL_DOWN: &str = "serve-all";
+    pub(crate) const MIN_HEALTHY: f64 = 0.0;
     pub(crate) const DEGRADED_TTL: i64 = 10;
+    pub(crate) const WEIGHT: i64 = 1;
+
+    // [pool.check]
+    pub(crate) const HTTP_PORT: u16 = 80;
+    pub(crate) const HTTPS_PORT: u16 = 443;
+    pub(crate) const PATH: &str = "/";
+    pub(crate) const EXPECT: (u16, u16) = (200, 399);
+    pub(crate) const TLS_VERIFY: bool = true;
     pub(crate) const INTERVAL: &str = "5s";
     pub(crate) const TIMEOUT: &str = "2s";
     pub(crate) const RISE: i64 = 3;
     pub(crate) const FALL: i64 = 3;
-    pub(crate) const WEIGHT: i64 = 1;
+    pub(crate) const INITIAL: &str = "up";
+
+    // [pool.rollout]
+    pub(crate) const KIND: &str = "canary";
+    pub(crate) const BATCH: usize = 1;
+    pub(crate) const MAX_UNAVAILABLE: &str = "25%";
+    pub(crate) const PAUSE: &str = "manual";
+    pub(crate) const HEALTH_TIMEOUT: &str = "10m";
+    pub(crate) const SLACK: &str = "5s";
+    pub(crate) const CONVERGE_TIMEOUT: &str = "5m";
+    pub(crate) const ROLLOUT_TTL: &str = "5s";
+    pub(crate) const GATE_INTERVAL: &str = "30s";
+    pub(crate) const GATE_FAILURE_LIMIT: i64 = 3;
+    pub(crate) const WEBHOOK_ON_FAILURE: &str = "pause";
 }
 
 /// Largest weight accepted for a group or an endpoint.
@@ -87,23 +114,23 @@ pub struct RawPlan {
 
 /// A plan duration: `text` parsed, at most `model::MAX_DURATION_SECS` (so no deadline built
 /// from it can overflow), in whole seconds.
-fn plan_secs(key: &str, text: &str, problems: &mut Vec<(String, String)>) -> Option<u64> {
+fn plan_secs(c: &mut Collector<'_>, key: &str, text: &str) -> Option<u64> {
     match humantime::parse_duration(text) {
         Ok(d) if d.as_secs() <= crate::model::MAX_DURATION_SECS => Some(d.as_secs()),
         Ok(_) => {
-            problems.push((
-                key.into(),
+            c.push(
+                key,
                 format!(
                     "`{text}` is longer than the maximum of {}",
                     humantime::format_duration(std::time::Duration::from_secs(
                         crate::model::MAX_DURATION_SECS
                     ))
                 ),
-            ));
+            );
             None
         }
         Err(e) => {
-            problems.push((key.into(), format!("`{text}` is not a duration: {e}")));
+            c.push(key, format!("`{text}` is not a duration: {e}"));
             None
         }
     }
@@ -136,268 +163,323 @@ pub struct RawStep {
     pub pause: Option<String>,
 }
 
-/// Turns a raw plan into a `RolloutPlan`; every problem as (key suffix, message).
-pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Vec<(String, String)>> {
-    let mut problems = Vec::new();
-    let mut steps = Vec::new();
-    let (blue_green, rolling) = match raw.kind.as_deref().unwrap_or("canary") {
-        "canary" => (false, false),
-        "blue-green" => (true, false),
-        "rolling" => (false, true),
-        other => {
-            problems.push((
-                "kind".into(),
-                format!("`{other}` is not one of \"canary\", \"blue-green\", \"rolling\""),
-            ));
-            (false, false)
-        }
-    };
-    let mut rolling_plan = None;
-    if rolling {
-        let percent = |k: &str, text: &str, problems: &mut Vec<(String, String)>| match text
-            .strip_suffix('%')
-            .and_then(|n| n.trim().parse::<u32>().ok())
-        {
-            Some(p) if (1..=100).contains(&p) => p,
-            _ => {
-                problems.push((
-                    k.into(),
-                    format!("`{text}` is not a percentage like \"25%\""),
-                ));
-                25
-            }
-        };
-        let batch = match &raw.batch {
-            None => BatchSize::Count(1),
-            Some(toml::Value::Integer(n)) if *n >= 1 => BatchSize::Count(*n as usize),
-            Some(toml::Value::String(p)) => BatchSize::Percent(percent("batch", p, &mut problems)),
-            Some(other) => {
-                problems.push((
-                    "batch".into(),
-                    format!("`{other}` is not a count >= 1 or a percentage like \"50%\""),
-                ));
-                BatchSize::Count(1)
-            }
-        };
-        let max_unavailable = percent(
-            "max_unavailable",
-            raw.max_unavailable.as_deref().unwrap_or("25%"),
-            &mut problems,
-        );
-        let pause = match raw.pause.as_deref().unwrap_or("manual") {
-            "manual" => None,
-            text => plan_secs("pause", text, &mut problems),
-        };
-        let health_timeout = plan_secs(
-            "health_timeout",
-            raw.health_timeout.as_deref().unwrap_or("10m"),
-            &mut problems,
+/// Turns a raw plan sent to the admin API into a `RolloutPlan`; each problem's location is its
+/// key in the plan (`steps[0]`, `webhook.url`).
+pub fn plan(raw: &RawPlan) -> Result<RolloutPlan, Problems> {
+    let mut c = Collector::standalone();
+    let plan = rollout_plan(&mut c, "", raw);
+    c.finish(plan)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Canary,
+    BlueGreen,
+    Rolling,
+}
+
+/// Checks a raw plan, every problem at `{at}{key}` (`at` is "pool[0].rollout." in a config
+/// file, "" in an API request). The plan means something only if no problem was found.
+fn rollout_plan(c: &mut Collector<'_>, at: &str, raw: &RawPlan) -> RolloutPlan {
+    let key = |k: &str| format!("{at}{k}");
+    let kinds = [
+        ("canary", Kind::Canary),
+        ("blue-green", Kind::BlueGreen),
+        ("rolling", Kind::Rolling),
+    ];
+    let kind = c
+        .choice(
+            &key("kind"),
+            raw.kind.as_deref().unwrap_or(defaults::KIND),
+            &kinds,
         )
-        .unwrap_or(600);
-        match raw.group.as_deref() {
-            Some(group) if !group.is_empty() => {
-                rolling_plan = Some(RollingPlan {
-                    group: group.to_string(),
-                    batch,
-                    max_unavailable,
-                    pause,
-                    health_timeout,
-                });
-            }
-            _ => problems.push((
-                "group".into(),
-                "a rolling update names the `group` it updates".into(),
-            )),
-        }
-        if !raw.steps.is_empty() || !raw.from.is_empty() || !raw.to.is_empty() {
-            problems.push((
-                "steps".into(),
-                "a rolling update takes `group` and batches, not from/to/steps".into(),
-            ));
-        }
-    } else if raw.group.is_some()
+        .unwrap_or(Kind::Canary);
+    let (rolling, steps) = match kind {
+        Kind::Rolling => (rolling(c, at, raw), Vec::new()),
+        Kind::Canary => (None, shift(c, at, raw, false)),
+        Kind::BlueGreen => (None, shift(c, at, raw, true)),
+    };
+    // Where a duration has a problem, the plan is rejected: the value put in its place is unused.
+    let slack = plan_secs(
+        c,
+        &key("slack"),
+        raw.slack.as_deref().unwrap_or(defaults::SLACK),
+    )
+    .unwrap_or_default();
+    let converged = converged(c, at, raw);
+    let ramp_ttl = ramp_ttl(c, at, raw);
+    let metric_gate = raw
+        .metric_gate
+        .as_ref()
+        .and_then(|g| metric_gate(c, &key("metric_gate."), g));
+    let webhook = raw
+        .webhook
+        .as_ref()
+        .map(|w| webhook(c, &key("webhook."), w));
+    let (from, to) = match &rolling {
+        Some(r) => (r.group.clone(), r.group.clone()),
+        None => (raw.from.clone(), raw.to.clone()),
+    };
+    RolloutPlan {
+        from,
+        to,
+        steps,
+        slack,
+        ramp_ttl,
+        metric_gate,
+        rolling,
+        webhook,
+        converged,
+    }
+}
+
+/// A canary or blue-green rollout: traffic shifts from `from` to `to` in steps (a blue-green
+/// rollout's are fixed).
+fn shift(c: &mut Collector<'_>, at: &str, raw: &RawPlan, blue_green: bool) -> Vec<Step> {
+    let key = |k: &str| format!("{at}{k}");
+    if raw.group.is_some()
         || raw.batch.is_some()
         || raw.max_unavailable.is_some()
         || raw.pause.is_some()
     {
-        problems.push((
-            "group".into(),
-            "group, batch, max_unavailable and pause are for kind = \"rolling\"".into(),
-        ));
+        c.push(
+            &key("group"),
+            "group, batch, max_unavailable and pause are for kind = \"rolling\"",
+        );
     } else if raw.from.is_empty() || raw.to.is_empty() {
-        problems.push((
-            "from".into(),
-            "a canary or blue-green rollout names `from` and `to`".into(),
-        ));
+        c.push(
+            &key("from"),
+            "a canary or blue-green rollout names `from` and `to`",
+        );
     }
-    if blue_green {
+    let steps = if blue_green {
         if !raw.steps.is_empty() {
-            problems.push((
-                "steps".into(),
-                "a blue-green rollout has fixed steps; leave `steps` out".into(),
-            ));
+            c.push(
+                &key("steps"),
+                "a blue-green rollout has fixed steps; leave `steps` out",
+            );
         }
-        // Wait (test `to` on the preview name), flip everything, keep `from` warm for a rollback
-        // until promoted once more (finalize).
-        steps = vec![Step::Pause(None), Step::SetWeight(100), Step::Pause(None)];
+        // Wait (test `to` on the preview name), flip everything, keep `from` warm for a
+        // rollback until promoted once more (finalize).
+        vec![Step::Pause(None), Step::SetWeight(100), Step::Pause(None)]
+    } else {
+        canary_steps(c, at, &raw.steps)
+    };
+    if raw.from == raw.to {
+        c.push(&key("to"), "`from` and `to` must be different groups");
     }
-    for (i, step) in raw
-        .steps
-        .iter()
-        .enumerate()
-        .filter(|_| !blue_green && !rolling)
+    steps
+}
+
+/// `kind = "rolling"`: the group updated in place and how fast; None without a group.
+fn rolling(c: &mut Collector<'_>, at: &str, raw: &RawPlan) -> Option<RollingPlan> {
+    let key = |k: &str| format!("{at}{k}");
+    let batch = match &raw.batch {
+        None => BatchSize::Count(defaults::BATCH),
+        Some(toml::Value::Integer(n)) if *n >= 1 => BatchSize::Count(*n as usize),
+        Some(toml::Value::String(p)) => BatchSize::Percent(percent(c, &key("batch"), p)),
+        Some(other) => {
+            c.push(
+                &key("batch"),
+                format!("`{other}` is not a count >= 1 or a percentage like \"50%\""),
+            );
+            BatchSize::Count(defaults::BATCH)
+        }
+    };
+    let max_unavailable = percent(
+        c,
+        &key("max_unavailable"),
+        raw.max_unavailable
+            .as_deref()
+            .unwrap_or(defaults::MAX_UNAVAILABLE),
+    );
+    let pause = match raw.pause.as_deref().unwrap_or(defaults::PAUSE) {
+        "manual" => None,
+        text => plan_secs(c, &key("pause"), text),
+    };
+    let health_timeout = plan_secs(
+        c,
+        &key("health_timeout"),
+        raw.health_timeout
+            .as_deref()
+            .unwrap_or(defaults::HEALTH_TIMEOUT),
+    )
+    .unwrap_or_default();
+    let group = raw.group.as_deref().filter(|g| !g.is_empty());
+    if group.is_none() {
+        c.push(
+            &key("group"),
+            "a rolling update names the `group` it updates",
+        );
+    }
+    if !raw.steps.is_empty() || !raw.from.is_empty() || !raw.to.is_empty() {
+        c.push(
+            &key("steps"),
+            "a rolling update takes `group` and batches, not from/to/steps",
+        );
+    }
+    group.map(|group| RollingPlan {
+        group: group.to_string(),
+        batch,
+        max_unavailable,
+        pause,
+        health_timeout,
+    })
+}
+
+/// A percentage of 1 to 100 written like "25%"; 0 for anything else (reported, so the plan is
+/// rejected and the 0 unused).
+fn percent(c: &mut Collector<'_>, key: &str, text: &str) -> u32 {
+    match text
+        .strip_suffix('%')
+        .and_then(|n| n.trim().parse::<u32>().ok())
     {
-        let key = format!("steps[{i}]");
+        Some(p) if (1..=100).contains(&p) => p,
+        _ => {
+            c.push(key, format!("`{text}` is not a percentage like \"25%\""));
+            0
+        }
+    }
+}
+
+/// A canary's steps: at least one, each a weight or a pause.
+fn canary_steps(c: &mut Collector<'_>, at: &str, raw: &[RawStep]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (i, step) in raw.iter().enumerate() {
+        let key = format!("{at}steps[{i}]");
         match (step.set_weight, step.pause.as_deref()) {
             (Some(w), None) if (0..=100).contains(&w) => steps.push(Step::SetWeight(w as u32)),
-            (Some(w), None) => {
-                problems.push((key, format!("set_weight {w} is out of range 0..=100")))
-            }
+            (Some(w), None) => c.push(&key, format!("set_weight {w} is out of range 0..=100")),
             (None, Some("manual")) => steps.push(Step::Pause(None)),
-            (None, Some(text)) if humantime::parse_duration(text).is_err() => problems.push((
-                key,
+            (None, Some(text)) if humantime::parse_duration(text).is_err() => c.push(
+                &key,
                 format!("pause `{text}` is not \"manual\" or a duration like \"10m\""),
-            )),
+            ),
             (None, Some(text)) => {
-                if let Some(secs) = plan_secs(&key, text, &mut problems) {
+                if let Some(secs) = plan_secs(c, &key, text) {
                     steps.push(Step::Pause(Some(secs)));
                 }
             }
-            _ => problems.push((
-                key,
-                "a step is either { set_weight = N } or { pause = \"10m\" | \"manual\" }".into(),
-            )),
+            _ => c.push(
+                &key,
+                "a step is either { set_weight = N } or { pause = \"10m\" | \"manual\" }",
+            ),
         }
     }
-    if raw.steps.is_empty() && !blue_green && !rolling {
-        problems.push(("steps".into(), "a rollout needs at least one step".into()));
+    if raw.is_empty() {
+        c.push(&format!("{at}steps"), "a rollout needs at least one step");
     }
-    if raw.from == raw.to && !rolling {
-        problems.push((
-            "to".into(),
-            "`from` and `to` must be different groups".into(),
-        ));
-    }
-    let slack =
-        plan_secs("slack", raw.slack.as_deref().unwrap_or("5s"), &mut problems).unwrap_or(0);
-    let converged = match (raw.converged, raw.converge_timeout.as_deref()) {
+    steps
+}
+
+/// `converged` and `converge_timeout`: the measured convergence gate, if asked for.
+fn converged(c: &mut Collector<'_>, at: &str, raw: &RawPlan) -> Option<crate::model::Converged> {
+    let key = |k: &str| format!("{at}{k}");
+    match (raw.converged, raw.converge_timeout.as_deref()) {
         (None, None) => None,
         (None, Some(_)) => {
-            problems.push((
-                "converge_timeout".into(),
-                "only applies with `converged`".into(),
-            ));
+            c.push(&key("converge_timeout"), "only applies with `converged`");
             None
         }
         (Some(share), _) if !(share > 0.0 && share <= 1.0) => {
-            problems.push((
-                "converged".into(),
+            c.push(
+                &key("converged"),
                 format!("{share} is not a share in (0, 1], like 0.99"),
-            ));
+            );
             None
         }
-        (Some(share), timeout) => {
-            plan_secs("converge_timeout", timeout.unwrap_or("5m"), &mut problems)
-                .map(|timeout| crate::model::Converged { share, timeout })
-        }
-    };
-    let ramp_ttl = match (raw.ttl_ramp, raw.rollout_ttl.as_deref()) {
+        (Some(share), timeout) => plan_secs(
+            c,
+            &key("converge_timeout"),
+            timeout.unwrap_or(defaults::CONVERGE_TIMEOUT),
+        )
+        .map(|timeout| crate::model::Converged { share, timeout }),
+    }
+}
+
+/// `ttl_ramp` and `rollout_ttl`: the TTL served during the rollout, if ramped.
+fn ramp_ttl(c: &mut Collector<'_>, at: &str, raw: &RawPlan) -> Option<u32> {
+    let key = format!("{at}rollout_ttl");
+    match (raw.ttl_ramp, raw.rollout_ttl.as_deref()) {
         (false, None) => None,
         (false, Some(_)) => {
-            problems.push((
-                "rollout_ttl".into(),
-                "only applies with ttl_ramp = true".into(),
-            ));
+            c.push(&key, "only applies with ttl_ramp = true");
             None
         }
-        (true, text) => plan_secs("rollout_ttl", text.unwrap_or("5s"), &mut problems)
+        (true, text) => plan_secs(c, &key, text.unwrap_or(defaults::ROLLOUT_TTL))
             .map(|secs| u32::try_from(secs).unwrap_or(u32::MAX)),
-    };
-    let metric_gate = raw.metric_gate.as_ref().and_then(|g| {
-        let mut bad = |k: &str, m: String| problems.push((format!("metric_gate.{k}"), m));
-        if !(g.url.starts_with("http://") || g.url.starts_with("https://")) {
-            bad("url", format!("`{}` is not an http(s) URL", g.url));
-        }
-        let (op, value) = g.condition.trim().split_at(
-            g.condition
-                .trim()
-                .find(|c: char| !"<>=".contains(c))
-                .unwrap_or(0),
-        );
-        let value = value.trim().parse::<f64>();
-        if !["<", "<=", ">", ">="].contains(&op) || value.is_err() {
-            bad(
-                "condition",
-                format!(
-                    "`{}` is not like \"< 0.01\" (<, <=, >, >= and a number)",
-                    g.condition
-                ),
-            );
-        }
-        let interval = humantime::parse_duration(g.interval.as_deref().unwrap_or("30s"));
-        if interval.as_ref().map_or(true, |d| {
-            d.as_secs() == 0 || d.as_secs() > crate::model::MAX_DURATION_SECS
-        }) {
-            bad("interval", "must be a duration from 1s to 30 days".into());
-        }
-        let failure_limit = g.failure_limit.unwrap_or(3);
-        if !(1..=1000).contains(&failure_limit) {
-            bad(
-                "failure_limit",
-                format!("{failure_limit} is out of range 1..=1000"),
-            );
-        }
-        Some(MetricGate {
-            url: g.url.clone(),
-            query: g.query.clone(),
-            op: op.to_string(),
-            value: value.ok()?,
-            interval: interval.ok()?.as_secs(),
-            failure_limit: failure_limit as u32,
-        })
-    });
-    let webhook = raw.webhook.as_ref().map(|w| {
-        if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-            problems.push((
-                "webhook.url".into(),
-                format!("`{}` is not an http(s) URL", w.url),
-            ));
-        }
-        let abort_on_failure = match w.on_failure.as_deref().unwrap_or("pause") {
-            "pause" => false,
-            "abort" => true,
-            other => {
-                problems.push((
-                    "webhook.on_failure".into(),
-                    format!("`{other}` is not one of \"pause\", \"abort\""),
-                ));
-                false
-            }
-        };
-        Webhook {
-            url: w.url.clone(),
-            abort_on_failure,
-        }
-    });
-    if problems.is_empty() {
-        let (from, to) = match &rolling_plan {
-            Some(r) => (r.group.clone(), r.group.clone()),
-            None => (raw.from.clone(), raw.to.clone()),
-        };
-        Ok(RolloutPlan {
-            from,
-            to,
-            steps,
-            slack,
-            ramp_ttl,
-            metric_gate,
-            rolling: rolling_plan,
-            webhook,
-            converged,
-        })
-    } else {
-        Err(problems)
     }
+}
+
+/// `metric_gate`, its keys at `{at}{key}`; None if it has problems.
+fn metric_gate(c: &mut Collector<'_>, at: &str, g: &RawGate) -> Option<MetricGate> {
+    let key = |k: &str| format!("{at}{k}");
+    if !is_http_url(&g.url) {
+        c.push(&key("url"), format!("`{}` is not an http(s) URL", g.url));
+    }
+    let (op, value) = g.condition.trim().split_at(
+        g.condition
+            .trim()
+            .find(|c: char| !"<>=".contains(c))
+            .unwrap_or(0),
+    );
+    let value = value.trim().parse::<f64>();
+    if !["<", "<=", ">", ">="].contains(&op) || value.is_err() {
+        c.push(
+            &key("condition"),
+            format!(
+                "`{}` is not like \"< 0.01\" (<, <=, >, >= and a number)",
+                g.condition
+            ),
+        );
+    }
+    let interval =
+        humantime::parse_duration(g.interval.as_deref().unwrap_or(defaults::GATE_INTERVAL));
+    if interval.as_ref().map_or(true, |d| {
+        d.as_secs() == 0 || d.as_secs() > crate::model::MAX_DURATION_SECS
+    }) {
+        c.push(&key("interval"), "must be a duration from 1s to 30 days");
+    }
+    let failure_limit = g.failure_limit.unwrap_or(defaults::GATE_FAILURE_LIMIT);
+    if !(1..=1000).contains(&failure_limit) {
+        c.push(
+            &key("failure_limit"),
+            format!("{failure_limit} is out of range 1..=1000"),
+        );
+    }
+    Some(MetricGate {
+        url: g.url.clone(),
+        query: g.query.clone(),
+        op: op.to_string(),
+        value: value.ok()?,
+        interval: interval.ok()?.as_secs(),
+        failure_limit: failure_limit as u32,
+    })
+}
+
+/// `webhook`, its keys at `{at}{key}`.
+fn webhook(c: &mut Collector<'_>, at: &str, w: &RawWebhook) -> Webhook {
+    let key = |k: &str| format!("{at}{k}");
+    if !is_http_url(&w.url) {
+        c.push(&key("url"), format!("`{}` is not an http(s) URL", w.url));
+    }
+    let abort_on_failure = c
+        .choice(
+            &key("on_failure"),
+            w.on_failure
+                .as_deref()
+                .unwrap_or(defaults::WEBHOOK_ON_FAILURE),
+            &[("pause", false), ("abort", true)],
+        )
+        .unwrap_or(false);
+    Webhook {
+        url: w.url.clone(),
+        abort_on_failure,
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -488,47 +570,88 @@ fn check(
     own: &RawCheck,
     has_probe: bool,
 ) -> Option<Check> {
-    let before = c.problems.len();
+    let at = |k: &str| format!("{key}.{k}");
+    let before = c.found();
+    let kinds = [
+        ("http", CheckKind::Http),
+        ("https", CheckKind::Https),
+        ("tcp", CheckKind::Tcp),
+    ];
     let kind = match raw.kind.as_deref() {
-        Some("http") => CheckKind::Http,
-        Some("https") => CheckKind::Https,
-        Some("tcp") => CheckKind::Tcp,
-        Some(other) => {
-            c.push(
-                &format!("{key}.kind"),
-                format!("`{other}` is not one of \"http\", \"https\", \"tcp\""),
-            );
-            CheckKind::Tcp
-        }
+        Some(text) => c.choice(&at("kind"), text, &kinds),
         None => {
-            c.push(
-                &format!("{key}.kind"),
-                "is required (\"http\", \"https\" or \"tcp\")",
-            );
-            CheckKind::Tcp
+            c.push(&at("kind"), "is required (\"http\", \"https\" or \"tcp\")");
+            None
         }
-    };
+    }
+    .unwrap_or(CheckKind::Tcp);
     let port = match (raw.port, kind) {
-        (Some(p), _) => c.int_in(&format!("{key}.port"), p, 1, 65535) as u16,
-        (None, CheckKind::Http) => 80,
-        (None, CheckKind::Https) => 443,
+        (Some(p), _) => c.int_in(&at("port"), p, 1, 65535) as u16,
+        (None, CheckKind::Http) => defaults::HTTP_PORT,
+        (None, CheckKind::Https) => defaults::HTTPS_PORT,
         (None, CheckKind::Tcp) => {
             if !has_probe {
-                c.push(&format!("{key}.port"), "is required for a tcp check");
+                c.push(&at("port"), "is required for a tcp check");
             }
             0
         }
     };
-    let path = raw.path.clone().unwrap_or_else(|| "/".into());
+    let path = raw.path.clone().unwrap_or_else(|| defaults::PATH.into());
     if !path.starts_with('/') {
+        c.push(&at("path"), format!("`{path}` must start with `/`"));
+    }
+    let expect = expect(c, key, raw.expect.as_deref().unwrap_or_default());
+    let interval = c.duration(
+        &at("interval"),
+        raw.interval.as_deref().unwrap_or(defaults::INTERVAL),
+    );
+    let timeout = c.duration(
+        &at("timeout"),
+        raw.timeout.as_deref().unwrap_or(defaults::TIMEOUT),
+    );
+    if timeout >= interval {
         c.push(
-            &format!("{key}.path"),
-            format!("`{path}` must start with `/`"),
+            &at("timeout"),
+            format!("{timeout:?} must be shorter than interval ({interval:?})"),
         );
     }
+    let rise = c.int_in(&at("rise"), raw.rise.unwrap_or(defaults::RISE), 1, 100) as u32;
+    let fall = c.int_in(&at("fall"), raw.fall.unwrap_or(defaults::FALL), 1, 100) as u32;
+    let initial = c
+        .choice(
+            &at("initial"),
+            raw.initial.as_deref().unwrap_or(defaults::INITIAL),
+            &[("up", Health::Up), ("down", Health::Down)],
+        )
+        .unwrap_or(Health::Up);
+    if kind == CheckKind::Tcp
+        && (own.path.is_some() || own.body_contains.is_some() || own.expect.is_some())
+    {
+        c.push(
+            key,
+            "path, expect and body_contains apply to http and https checks only",
+        );
+    }
+    (c.found() == before).then(|| Check {
+        kind,
+        port,
+        path,
+        host: raw.host.clone(),
+        expect,
+        body_contains: raw.body_contains.clone(),
+        tls_verify: raw.tls_verify.unwrap_or(defaults::TLS_VERIFY),
+        interval,
+        timeout,
+        rise,
+        fall,
+        initial,
+    })
+}
+
+/// A check's `expect` list as (low, high) status ranges; the default range if it is empty.
+fn expect(c: &mut Collector<'_>, key: &str, raw: &[RawExpect]) -> Vec<(u16, u16)> {
     let mut expect = Vec::new();
-    for (i, e) in raw.expect.iter().flatten().enumerate() {
-        let at = format!("{key}.expect[{i}]");
+    for (i, e) in raw.iter().enumerate() {
         let range = match e {
             RawExpect::Code(code) => Some((*code, *code)),
             RawExpect::Range(text) => expect_text(text),
@@ -538,73 +661,15 @@ fn check(
                 expect.push((lo as u16, hi as u16));
             }
             _ => c.push(
-                &at,
+                &format!("{key}.expect[{i}]"),
                 "must be a status code 100..=599 (200 or \"200\"), a range like \"200-299\", or a class like \"2xx\"",
             ),
         }
     }
     if expect.is_empty() {
-        expect.push((200, 399));
+        expect.push(defaults::EXPECT);
     }
-    let interval = c.duration(
-        &format!("{key}.interval"),
-        raw.interval.as_deref().unwrap_or(defaults::INTERVAL),
-    );
-    let timeout = c.duration(
-        &format!("{key}.timeout"),
-        raw.timeout.as_deref().unwrap_or(defaults::TIMEOUT),
-    );
-    if timeout >= interval {
-        c.push(
-            &format!("{key}.timeout"),
-            format!("{timeout:?} must be shorter than interval ({interval:?})"),
-        );
-    }
-    let rise = c.int_in(
-        &format!("{key}.rise"),
-        raw.rise.unwrap_or(defaults::RISE),
-        1,
-        100,
-    ) as u32;
-    let fall = c.int_in(
-        &format!("{key}.fall"),
-        raw.fall.unwrap_or(defaults::FALL),
-        1,
-        100,
-    ) as u32;
-    let initial = match raw.initial.as_deref().unwrap_or("up") {
-        "up" => Health::Up,
-        "down" => Health::Down,
-        other => {
-            c.push(
-                &format!("{key}.initial"),
-                format!("`{other}` is not one of \"up\", \"down\""),
-            );
-            Health::Up
-        }
-    };
-    if kind == CheckKind::Tcp
-        && (own.path.is_some() || own.body_contains.is_some() || own.expect.is_some())
-    {
-        c.push(
-            key,
-            "path, expect and body_contains apply to http and https checks only",
-        );
-    }
-    (c.problems.len() == before).then(|| Check {
-        kind,
-        port,
-        path,
-        host: raw.host.clone(),
-        expect,
-        body_contains: raw.body_contains.clone(),
-        tls_verify: raw.tls_verify.unwrap_or(true),
-        interval,
-        timeout,
-        rise,
-        fall,
-        initial,
-    })
+    expect
 }
 
 pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
@@ -615,237 +680,299 @@ pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
     // reported as missing.
     let mut names: Vec<Name> = Vec::new();
     for (i, rp) in raw.iter().enumerate() {
-        let key = format!("pool[{i}]");
-        let before = c.problems.len();
-        let name = match Name::parse(&rp.name) {
-            Ok(n) => n,
-            Err(e) => {
-                c.push(&format!("{key}.name"), format!("`{}`: {e}", rp.name));
-                continue;
-            }
-        };
-        let twice = names.contains(&name);
-        names.push(name.clone());
-        if twice {
-            c.push(
-                &format!("{key}.name"),
-                format!("pool `{name}` is configured twice"),
-            );
-        }
-        let ttl = c.int_in(
-            &format!("{key}.ttl"),
-            rp.ttl.unwrap_or(defaults::TTL),
-            0,
-            604_800,
-        ) as u32;
-        let answers = c.int_in(
-            &format!("{key}.answers"),
-            rp.answers.unwrap_or(defaults::ANSWERS),
-            1,
-            16,
-        ) as usize;
-        let sticky = match rp.sticky.as_deref().unwrap_or("none") {
-            "none" => Sticky::None,
-            "client-subnet" => Sticky::ClientSubnet,
-            other => {
-                c.push(
-                    &format!("{key}.sticky"),
-                    format!("`{other}` is not one of \"none\", \"client-subnet\""),
-                );
-                Sticky::None
-            }
-        };
-        let on_all_down = match rp.on_all_down.as_deref().unwrap_or("serve-all") {
-            "serve-all" => OnAllDown::ServeAll,
-            "nodata" => OnAllDown::NoData,
-            "servfail" => OnAllDown::ServFail,
-            other => match other.strip_prefix("fallback:").map(Name::parse) {
-                Some(Ok(target)) => OnAllDown::Fallback(target),
-                _ => {
-                    c.push(
-                        &format!("{key}.on_all_down"),
-                        format!("`{other}` is not one of \"serve-all\", \"fallback:<pool name>\", \"nodata\", \"servfail\""),
-                    );
-                    OnAllDown::ServeAll
-                }
-            },
-        };
-        let min_healthy = rp.min_healthy.unwrap_or(0.0);
-        if !(0.0..=1.0).contains(&min_healthy) {
-            c.push(
-                &format!("{key}.min_healthy"),
-                format!("{min_healthy} is out of range 0.0..=1.0"),
-            );
-        }
-        let degraded_ttl = c.int_in(
-            &format!("{key}.degraded_ttl"),
-            rp.degraded_ttl.unwrap_or(defaults::DEGRADED_TTL),
-            0,
-            604_800,
-        ) as u32;
-
-        let pool_check = rp.check.clone();
-        let default_check = pool_check
-            .as_ref()
-            .and_then(|rc| check(c, &format!("{key}.check"), rc, rc, true))
-            .map(std::sync::Arc::new);
-        let mut groups: Vec<Group> = Vec::new();
-        let mut seen = HashSet::new();
-        let mut total_weight = 0i64;
-        if rp.group.is_empty() {
-            c.push(&key, "has no [[pool.group]]: a pool needs endpoints");
-        }
-        for (g, rg) in rp.group.iter().enumerate() {
-            let gkey = format!("{key}.group[{g}]");
-            if rg.name.is_empty() || rg.name.contains(['/', ' ']) {
-                c.push(
-                    &format!("{gkey}.name"),
-                    format!("`{}` must be non-empty, without spaces or `/`", rg.name),
-                );
-            }
-            if groups.iter().any(|other| other.name == rg.name) {
-                c.push(
-                    &format!("{gkey}.name"),
-                    format!("group `{}` is configured twice", rg.name),
-                );
-            }
-            let weight = c.int_in(
-                &format!("{gkey}.weight"),
-                rg.weight.unwrap_or(defaults::WEIGHT),
-                0,
-                MAX_WEIGHT,
-            );
-            let mut endpoints = Vec::new();
-            let mut group_weight = 0;
-            for (e, re) in rg.endpoints.iter().enumerate() {
-                let ekey = format!("{gkey}.endpoints[{e}]");
-                let Ok(address) = re.address.parse::<IpAddr>() else {
-                    c.push(
-                        &format!("{ekey}.address"),
-                        format!("`{}` is not an IP address", re.address),
-                    );
-                    continue;
-                };
-                if let Some(why) = crate::model::unservable(address) {
-                    c.push(&format!("{ekey}.address"), why);
-                    continue;
-                }
-                if !seen.insert(address) {
-                    c.push(
-                        &format!("{ekey}.address"),
-                        format!("{address} appears twice in the pool"),
-                    );
-                }
-                let ew = c.int_in(
-                    &format!("{ekey}.weight"),
-                    re.weight.unwrap_or(defaults::WEIGHT),
-                    0,
-                    MAX_WEIGHT,
-                );
-                group_weight += ew;
-                let probe_addr = match re.probe.as_deref().map(str::parse::<SocketAddr>) {
-                    None => None,
-                    Some(Ok(a)) => Some(a),
-                    Some(Err(_)) => {
-                        c.push(
-                            &format!("{ekey}.probe"),
-                            format!(
-                                "`{}` is not an address with a port, like \"10.0.0.5:8080\"",
-                                re.probe.as_deref().unwrap_or("")
-                            ),
-                        );
-                        None
-                    }
-                };
-                let probe = match (&re.check, &default_check) {
-                    // The endpoint's own keys over the pool's, validated as one check.
-                    (Some(own), _) => {
-                        let merged = match &pool_check {
-                            Some(base) => own.over(base),
-                            None => own.clone(),
-                        };
-                        check(c, &format!("{ekey}.check"), &merged, own, probe_addr.is_some())
-                            .map(std::sync::Arc::new)
-                    }
-                    (None, Some(pool)) => {
-                        if pool.port == 0 && probe_addr.is_none() {
-                            c.push(
-                                &format!("{ekey}.probe"),
-                                "the pool's tcp check has no port: give the check a port or this endpoint a probe address",
-                            );
-                        }
-                        Some(pool.clone())
-                    }
-                    // No check anywhere (or an invalid pool check, reported once above).
-                    (None, None) => None,
-                }
-                .map(|check| ProbeKey {
-                    target: probe_addr.unwrap_or(SocketAddr::new(address, check.port)),
-                    check,
-                });
-                endpoints.push(Endpoint {
-                    address,
-                    weight: ew as u32,
-                    probe,
-                    force: Override::Auto,
-                });
-            }
-            if group_weight > 0 {
-                total_weight += weight;
-            }
-            groups.push(Group {
-                name: rg.name.clone(),
-                weight: weight as u32,
-                endpoints,
-            });
-        }
-        if !rp.group.is_empty() && groups.iter().all(|g| g.endpoints.is_empty()) {
-            c.push(&key, "has no endpoints");
-        } else if !rp.group.is_empty() && total_weight == 0 {
-            c.push(
-                &key,
-                "every group or endpoint weight is 0: the pool would never answer",
-            );
-        }
-        let rollout = rp.rollout.as_ref().and_then(|raw| match plan(raw) {
-            Ok(p) => {
-                for group in [&p.from, &p.to] {
-                    if !groups.iter().any(|g| g.name == *group) {
-                        c.push(
-                            &format!("{key}.rollout"),
-                            format!("no group `{group}` in this pool"),
-                        );
-                    }
-                }
-                Some(p)
-            }
-            Err(problems) => {
-                for (k, message) in problems {
-                    c.push(&format!("{key}.rollout.{k}"), message);
-                }
-                None
-            }
-        });
-        if c.problems.len() == before {
-            pools.push((
-                i,
-                Pool {
-                    check: default_check.clone(),
-                    rollout: rollout.clone(),
-                    name,
-                    ttl,
-                    answers,
-                    sticky,
-                    on_all_down,
-                    min_healthy,
-                    degraded_ttl: degraded_ttl.min(ttl),
-                    groups,
-                },
-            ));
+        if let Some(p) = pool(c, i, rp, &mut names) {
+            pools.push((i, p));
         }
     }
-    // Fallbacks name existing pools, never themselves, never in a cycle.
-    for (i, pool) in &pools {
+    check_fallbacks(c, &pools, &names);
+    let previews = previews(c, raw, &pools);
+    pools.into_iter().map(|(_, p)| p).chain(previews).collect()
+}
+
+/// The `i`th `[[pool]]`; None if it has problems (each reported). Its name, once it parses,
+/// joins `names`.
+fn pool(c: &mut Collector<'_>, i: usize, rp: &RawPool, names: &mut Vec<Name>) -> Option<Pool> {
+    let key = format!("pool[{i}]");
+    let at = |k: &str| format!("{key}.{k}");
+    let before = c.found();
+    let name = match Name::parse(&rp.name) {
+        Ok(n) => n,
+        Err(e) => {
+            c.push(&at("name"), format!("`{}`: {e}", rp.name));
+            return None;
+        }
+    };
+    if names.contains(&name) {
+        c.push(&at("name"), format!("pool `{name}` is configured twice"));
+    }
+    names.push(name.clone());
+    let ttl = c.int_in(&at("ttl"), rp.ttl.unwrap_or(defaults::TTL), 0, 604_800) as u32;
+    let answers = c.int_in(
+        &at("answers"),
+        rp.answers.unwrap_or(defaults::ANSWERS),
+        1,
+        16,
+    );
+    let sticky = c
+        .choice(
+            &at("sticky"),
+            rp.sticky.as_deref().unwrap_or(defaults::STICKY),
+            &[
+                ("none", Sticky::None),
+                ("client-subnet", Sticky::ClientSubnet),
+            ],
+        )
+        .unwrap_or(Sticky::None);
+    let on_all_down = on_all_down(
+        c,
+        &at("on_all_down"),
+        rp.on_all_down.as_deref().unwrap_or(defaults::ON_ALL_DOWN),
+    );
+    let min_healthy = rp.min_healthy.unwrap_or(defaults::MIN_HEALTHY);
+    if !(0.0..=1.0).contains(&min_healthy) {
+        c.push(
+            &at("min_healthy"),
+            format!("{min_healthy} is out of range 0.0..=1.0"),
+        );
+    }
+    let degraded_ttl = c.int_in(
+        &at("degraded_ttl"),
+        rp.degraded_ttl.unwrap_or(defaults::DEGRADED_TTL),
+        0,
+        604_800,
+    ) as u32;
+    let check = rp
+        .check
+        .as_ref()
+        .and_then(|rc| check(c, &at("check"), rc, rc, true))
+        .map(Arc::new);
+    let groups = groups(c, &key, rp, check.as_ref());
+    let rollout = rp
+        .rollout
+        .as_ref()
+        .and_then(|raw| pool_rollout(c, &key, raw, &groups));
+    (c.found() == before).then(|| Pool {
+        check,
+        rollout,
+        name,
+        ttl,
+        answers: answers as usize,
+        sticky,
+        on_all_down,
+        min_healthy,
+        degraded_ttl: degraded_ttl.min(ttl),
+        groups,
+    })
+}
+
+/// `on_all_down`: what a pool answers when too little of it is up.
+fn on_all_down(c: &mut Collector<'_>, key: &str, text: &str) -> OnAllDown {
+    match text {
+        "serve-all" => OnAllDown::ServeAll,
+        "nodata" => OnAllDown::NoData,
+        "servfail" => OnAllDown::ServFail,
+        other => match other.strip_prefix("fallback:").map(Name::parse) {
+            Some(Ok(target)) => OnAllDown::Fallback(target),
+            _ => {
+                c.push(
+                    key,
+                    format!("`{other}` is not one of \"serve-all\", \"fallback:<pool name>\", \"nodata\", \"servfail\""),
+                );
+                OnAllDown::ServeAll
+            }
+        },
+    }
+}
+
+/// A pool's `[[pool.group]]`s: named once each, every address once in the pool, some weight
+/// that answers. `check` is the pool's own valid check, if any.
+fn groups(
+    c: &mut Collector<'_>,
+    key: &str,
+    rp: &RawPool,
+    check: Option<&Arc<Check>>,
+) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut total_weight = 0i64;
+    if rp.group.is_empty() {
+        c.push(key, "has no [[pool.group]]: a pool needs endpoints");
+    }
+    for (g, rg) in rp.group.iter().enumerate() {
+        let gkey = format!("{key}.group[{g}]");
+        if rg.name.is_empty() || rg.name.contains(['/', ' ']) {
+            c.push(
+                &format!("{gkey}.name"),
+                format!("`{}` must be non-empty, without spaces or `/`", rg.name),
+            );
+        }
+        if groups.iter().any(|other| other.name == rg.name) {
+            c.push(
+                &format!("{gkey}.name"),
+                format!("group `{}` is configured twice", rg.name),
+            );
+        }
+        let weight = c.int_in(
+            &format!("{gkey}.weight"),
+            rg.weight.unwrap_or(defaults::WEIGHT),
+            0,
+            MAX_WEIGHT,
+        );
+        let mut endpoints = Vec::new();
+        for (e, re) in rg.endpoints.iter().enumerate() {
+            let ekey = format!("{gkey}.endpoints[{e}]");
+            if let Some(endpoint) = endpoint(c, &ekey, re, rp.check.as_ref(), check, &mut seen) {
+                endpoints.push(endpoint);
+            }
+        }
+        if endpoints.iter().any(|e| e.weight > 0) {
+            total_weight += weight;
+        }
+        groups.push(Group {
+            name: rg.name.clone(),
+            weight: weight as u32,
+            endpoints,
+        });
+    }
+    if !rp.group.is_empty() && groups.iter().all(|g| g.endpoints.is_empty()) {
+        c.push(key, "has no endpoints");
+    } else if !rp.group.is_empty() && total_weight == 0 {
+        c.push(
+            key,
+            "every group or endpoint weight is 0: the pool would never answer",
+        );
+    }
+    groups
+}
+
+/// One endpoint at `key`; None if its address is not one to serve. `seen`: the addresses of the
+/// pool so far; `pool_raw` and `pool_check` as for `probe`.
+fn endpoint(
+    c: &mut Collector<'_>,
+    key: &str,
+    re: &RawEndpoint,
+    pool_raw: Option<&RawCheck>,
+    pool_check: Option<&Arc<Check>>,
+    seen: &mut HashSet<IpAddr>,
+) -> Option<Endpoint> {
+    let Ok(address) = re.address.parse::<IpAddr>() else {
+        c.push(
+            &format!("{key}.address"),
+            format!("`{}` is not an IP address", re.address),
+        );
+        return None;
+    };
+    if let Some(why) = crate::model::unservable(address) {
+        c.push(&format!("{key}.address"), why);
+        return None;
+    }
+    if !seen.insert(address) {
+        c.push(
+            &format!("{key}.address"),
+            format!("{address} appears twice in the pool"),
+        );
+    }
+    let weight = c.int_in(
+        &format!("{key}.weight"),
+        re.weight.unwrap_or(defaults::WEIGHT),
+        0,
+        MAX_WEIGHT,
+    );
+    let probe = probe(c, key, re, address, pool_raw, pool_check);
+    Some(Endpoint {
+        address,
+        weight: weight as u32,
+        probe,
+        force: Override::Auto,
+    })
+}
+
+/// What probes the endpoint at `key` (serving `address`), and where: its own check keys over the
+/// pool's, else the pool's check; at its `probe` address, else at `address`. `pool_raw` and
+/// `pool_check`: the pool's check as written and as validated.
+fn probe(
+    c: &mut Collector<'_>,
+    key: &str,
+    re: &RawEndpoint,
+    address: IpAddr,
+    pool_raw: Option<&RawCheck>,
+    pool_check: Option<&Arc<Check>>,
+) -> Option<ProbeKey> {
+    let probe_addr = match re.probe.as_deref().map(str::parse::<SocketAddr>) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(_)) => {
+            c.push(
+                &format!("{key}.probe"),
+                format!(
+                    "`{}` is not an address with a port, like \"10.0.0.5:8080\"",
+                    re.probe.as_deref().unwrap_or("")
+                ),
+            );
+            None
+        }
+    };
+    let check = match (&re.check, pool_check) {
+        // The endpoint's own keys over the pool's, validated as one check.
+        (Some(own), _) => {
+            let merged = match pool_raw {
+                Some(base) => own.over(base),
+                None => own.clone(),
+            };
+            check(
+                c,
+                &format!("{key}.check"),
+                &merged,
+                own,
+                probe_addr.is_some(),
+            )
+            .map(Arc::new)
+        }
+        (None, Some(pool)) => {
+            if pool.port == 0 && probe_addr.is_none() {
+                c.push(
+                    &format!("{key}.probe"),
+                    "the pool's tcp check has no port: give the check a port or this endpoint a probe address",
+                );
+            }
+            Some(pool.clone())
+        }
+        // No check anywhere (or an invalid pool check, reported once above).
+        (None, None) => None,
+    };
+    check.map(|check| ProbeKey {
+        target: probe_addr.unwrap_or(SocketAddr::new(address, check.port)),
+        check,
+    })
+}
+
+/// `[pool.rollout]` at `key`.rollout: a plan whose groups are in this pool; None if it has
+/// problems (each reported).
+fn pool_rollout(
+    c: &mut Collector<'_>,
+    key: &str,
+    raw: &RawPlan,
+    groups: &[Group],
+) -> Option<RolloutPlan> {
+    let before = c.found();
+    let plan = rollout_plan(c, &format!("{key}.rollout."), raw);
+    if c.found() != before {
+        return None;
+    }
+    for group in [&plan.from, &plan.to] {
+        if !groups.iter().any(|g| g.name == *group) {
+            c.push(
+                &format!("{key}.rollout"),
+                format!("no group `{group}` in this pool"),
+            );
+        }
+    }
+    Some(plan)
+}
+
+/// Fallbacks name existing pools, never themselves, never in a cycle.
+fn check_fallbacks(c: &mut Collector<'_>, pools: &[(usize, Pool)], names: &[Name]) {
+    for (i, pool) in pools {
         let mut seen = vec![&pool.name];
         let mut at = pool;
         while let OnAllDown::Fallback(target) = &at.on_all_down {
@@ -872,9 +999,12 @@ pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
             at = next;
         }
     }
-    // Blue-green preview names: a pool of their own answering only from the `to` group.
+}
+
+/// Blue-green preview names: a pool of their own answering only from the `to` group.
+fn previews(c: &mut Collector<'_>, raw: &[RawPool], pools: &[(usize, Pool)]) -> Vec<Pool> {
     let mut previews = Vec::new();
-    for (i, pool) in &pools {
+    for (i, pool) in pools {
         let Some(name) = raw[*i]
             .rollout
             .as_ref()
@@ -908,7 +1038,7 @@ pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
             ..pool.clone()
         });
     }
-    pools.into_iter().map(|(_, p)| p).chain(previews).collect()
+    previews
 }
 
 #[cfg(test)]
@@ -917,11 +1047,54 @@ mod tests {
 
     const ZONE: &str = "[[zone]]\norigin = \"example.com.\"\nfile = \"x\"\n";
 
+    /// Every problem of `want` starts one of `got`.
+    fn assert_found(got: &[String], want: &[&str]) {
+        for w in want {
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in {got:#?}"
+            );
+        }
+    }
+
     fn problems(pools: &str) -> Vec<String> {
         match super::super::parse(&format!("{ZONE}{pools}"), Path::new("w.toml")) {
             Ok(_) => Vec::new(),
             Err(p) => p.0.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn a_plan_from_the_api_names_each_problem_by_its_key_alone() {
+        let raw: super::RawPlan = toml::from_str(
+            "kind = \"linear\"\nfrom = \"a\"\nto = \"a\"\nsteps = [{ set_weight = 1 }]\nwebhook = { url = \"ftp://x\" }\n",
+        )
+        .unwrap();
+        let got: Vec<(String, String)> = super::plan(&raw)
+            .unwrap_err()
+            .iter()
+            .map(|(k, m)| (k.to_string(), m.to_string()))
+            .collect();
+        let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["kind", "to", "webhook.url"], "{got:?}");
+
+        let raw: super::RawPlan =
+            toml::from_str("kind = \"rolling\"\ngroup = \"g\"\nttl_ramp = true\nconverged = 0.5\n")
+                .unwrap();
+        let plan = super::plan(&raw).unwrap();
+        let rolling = plan.rolling.as_ref().unwrap();
+        assert_eq!((plan.from.as_str(), plan.to.as_str()), ("g", "g"));
+        assert_eq!(rolling.batch, crate::model::BatchSize::Count(1));
+        assert_eq!(
+            (
+                rolling.max_unavailable,
+                rolling.pause,
+                rolling.health_timeout
+            ),
+            (25, None, 600)
+        );
+        assert_eq!((plan.slack, plan.ramp_ttl), (5, Some(5)));
+        assert_eq!(plan.converged.unwrap().timeout, 300);
     }
 
     #[test]
@@ -1025,12 +1198,7 @@ endpoints = [{ address = "192.0.2.5", weight = 0 }]
             "w.toml: pool[2].on_all_down: fallback cycle: c.example.com. -> d.example.com. -> c.example.com.",
             "w.toml: pool[3].on_all_down: fallback cycle: d.example.com. -> c.example.com. -> d.example.com.",
         ];
-        for w in want {
-            assert!(
-                got.iter().any(|g| g.starts_with(w)),
-                "missing {w:?} in {got:#?}"
-            );
-        }
+        assert_found(&got, &want);
         let got = problems(
             "[[pool]]\nname = \"a.example.com.\"\n[pool.check]\nkind = \"http\"\nexpect = [\"20\", \"6xx\", \"ok\", 99]\n[[pool.group]]\nname = \"g\"\nendpoints = [{ address = \"0.0.0.0\" }, { address = \"255.255.255.255\" }, { address = \"224.0.0.1\" }, { address = \"::\" }, { address = \"ff02::1\" }, { address = \"192.0.2.1\" }]\n",
         );
@@ -1045,12 +1213,7 @@ endpoints = [{ address = "192.0.2.5", weight = 0 }]
             "w.toml: pool[0].group[0].endpoints[3].address: :: is the unspecified address",
             "w.toml: pool[0].group[0].endpoints[4].address: ff02::1 is a multicast address",
         ];
-        for w in want {
-            assert!(
-                got.iter().any(|g| g.starts_with(w)),
-                "missing {w:?} in {got:#?}"
-            );
-        }
+        assert_found(&got, &want);
         // pool[0] was rejected, so its unknown fallback is not followed; check it alone.
         let got = problems(
             "[[pool]]\nname = \"a.example.com.\"\non_all_down = \"fallback:nowhere.example.com.\"\n[[pool.group]]\nname = \"g\"\nendpoints = [{ address = \"192.0.2.1\" }]\n",
