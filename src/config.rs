@@ -24,6 +24,22 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// The line this problem is at when it is located `{file}:{line}`.
+    fn line_in(&self, file: &str) -> Option<usize> {
+        self.location
+            .strip_prefix(file)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .and_then(|line| line.parse().ok())
+    }
+}
+
+/// Puts `problems` in file order: those located at a line of `file` by line, the others after
+/// them in the order they came.
+pub fn sort_by_line(problems: &mut [Problem], file: &str) {
+    problems.sort_by_key(|p| p.line_in(file).unwrap_or(usize::MAX));
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.location, self.message)
@@ -361,13 +377,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Problems> {
         }
     };
     // Unknown keys in file order (serde finds them table by table).
-    problems.sort_by_key(|p| {
-        p.location
-            .strip_prefix(&file)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .and_then(|line| line.parse::<usize>().ok())
-            .unwrap_or(usize::MAX)
-    });
+    sort_by_line(&mut problems, &file);
     match raw.map(|raw| validate(raw, path)) {
         Some(Ok(config)) if problems.is_empty() => Ok(config),
         Some(Err(Problems(more))) => {
@@ -1105,6 +1115,7 @@ fn read_tokens(c: &mut Collector<'_>, path: &Path) -> Vec<Token> {
         }
     };
     let mut tokens: Vec<Token> = Vec::new();
+    let before = c.found();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -1115,8 +1126,9 @@ fn read_tokens(c: &mut Collector<'_>, path: &Path) -> Vec<Token> {
             Err(message) => c.push_at(format!("{shown}:{}", i + 1), message),
         }
     }
-    // Only while nothing at all was found wrong: a line with a problem leaves no token either.
-    if tokens.is_empty() && c.found() == 0 {
+    // Only when no line of this file had a problem: such a line already says why no token is
+    // left (problems elsewhere in the config do not hide an empty token file).
+    if tokens.is_empty() && c.found() == before {
         c.push(KEY, format!("{shown} holds no token"));
     }
     tokens

@@ -283,13 +283,7 @@ pub fn from_text(text: &str, path: &Path, origin: &Name) -> Result<Zone, Problem
     }
     // In file order: `file:line` locations by line, the rest (no line: a missing record)
     // after them.
-    problems.sort_by_key(|p| {
-        p.location
-            .strip_prefix(&file)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .and_then(|line| line.parse::<usize>().ok())
-            .unwrap_or(usize::MAX)
-    });
+    crate::config::sort_by_line(&mut problems, &file);
     if problems.is_empty() {
         Ok(zone)
     } else {

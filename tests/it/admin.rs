@@ -561,6 +561,21 @@ async fn tokens_gate_the_api() {
     .unwrap();
     let err = weir::config::load(&config).unwrap_err().to_string();
     assert!(err.contains("must be 0600"), "{err}");
+
+    // A token file with no token is named even when another table has a problem too.
+    std::fs::write(&tokens, "# nobody yet\n").unwrap();
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[dns]\nudp_max_payload = 100\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let err = weir::config::load(&config).unwrap_err().to_string();
+    assert!(err.contains("udp_max_payload"), "{err}");
+    assert!(err.contains("holds no token"), "{err}");
 }
 
 /// A config and zone on disk for real-process tests; the store lives beside them.
