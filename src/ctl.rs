@@ -301,8 +301,46 @@ struct WaitArgs {
     wait_timeout: std::time::Duration,
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 30s: {e}"))
+/// An argument value `weir ctl` cannot take; clap shows it after "invalid value 'X' for
+/// '--flag':" and `main` exits 64.
+#[derive(Debug, thiserror::Error)]
+enum ArgError {
+    #[error("`{text}` is not a duration like 30s: {error}")]
+    Duration {
+        text: String,
+        error: humantime::DurationError,
+    },
+    #[error("`{text}`: {error}")]
+    Url {
+        text: String,
+        error: <Url as std::str::FromStr>::Err,
+    },
+    #[error("`{0}` is not an http:// or https:// URL")]
+    NotHttp(String),
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("{0} holds no JSON object")]
+    NotObject(String),
+    #[error("{path} is not JSON: {error}")]
+    NotJson {
+        path: String,
+        error: serde_json::Error,
+    },
+    #[error(
+        "{path}: a plan needs \"from\", \"to\" and \"steps\"; missing \"{}\"",
+        missing.join("\", \"")
+    )]
+    Incomplete {
+        path: String,
+        missing: Vec<&'static str>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, ArgError> {
+    humantime::parse_duration(text).map_err(|error| ArgError::Duration {
+        text: text.into(),
+        error,
+    })
 }
 
 /// The health override to set.
@@ -675,22 +713,30 @@ async fn rollout(client: &Client, command: Rollout, json: bool) -> Result<String
 /// checks the plan itself). A file that cannot be read, is not a JSON object or lacks `from`,
 /// `to` or `steps` is a usage error: the API reads a body without a plan as "use
 /// [pool.rollout]", which is not what `--plan` asks for.
-fn read_plan(path: &str) -> Result<Map<String, Value>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+fn read_plan(path: &str) -> Result<Map<String, Value>, ArgError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ArgError::Read {
+        path: path.into(),
+        error,
+    })?;
     let plan = match serde_json::from_str(&text) {
         Ok(Value::Object(plan)) => plan,
-        Ok(_) => return Err(format!("{path} holds no JSON object")),
-        Err(e) => return Err(format!("{path} is not JSON: {e}")),
+        Ok(_) => return Err(ArgError::NotObject(path.into())),
+        Err(error) => {
+            return Err(ArgError::NotJson {
+                path: path.into(),
+                error,
+            });
+        }
     };
     let missing: Vec<&str> = ["from", "to", "steps"]
         .into_iter()
         .filter(|k| !plan.contains_key(*k))
         .collect();
     if !missing.is_empty() {
-        return Err(format!(
-            "{path}: a plan needs \"from\", \"to\" and \"steps\"; missing \"{}\"",
-            missing.join("\", \"")
-        ));
+        return Err(ArgError::Incomplete {
+            path: path.into(),
+            missing,
+        });
     }
     Ok(plan)
 }
@@ -715,10 +761,13 @@ fn token(flag: Option<String>, file: Option<&Path>) -> Result<Option<String>, Ct
     Ok(token.filter(|t| !t.is_empty()))
 }
 
-fn parse_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("`{text}`: {e}"))?;
+fn parse_url(text: &str) -> Result<Url, ArgError> {
+    let url = Url::parse(text).map_err(|error| ArgError::Url {
+        text: text.into(),
+        error,
+    })?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-        return Err(format!("`{text}` is not an http:// or https:// URL"));
+        return Err(ArgError::NotHttp(text.into()));
     }
     Ok(url)
 }
@@ -777,7 +826,7 @@ mod tests {
             (r#"{"from": "a", "to": "b"}"#, "missing \"steps\""),
         ] {
             std::fs::write(&path, text).unwrap();
-            let e = read_plan(name).unwrap_err();
+            let e = read_plan(name).unwrap_err().to_string();
             assert!(e.contains(want), "{text}: {e}");
         }
         let missing = dir.path().join("missing.json");
