@@ -1097,6 +1097,80 @@ mod tests {
         );
     }
 
+    /// A rolling update's status: batches of one group instead of weights between two.
+    fn rolling_at(state: &str, batch: u64, phase: Value) -> Value {
+        let mut body = rollout_at(state, 1, 0, 1023);
+        body["plan"] = json!([{"pause": "manual"}]);
+        body["rolling"] = json!({
+            "group": "web", "batch": batch, "phase": phase,
+            "batches": [["192.0.2.1", "192.0.2.2"], ["192.0.2.3"]],
+            "drained": ["192.0.2.1", "192.0.2.2"],
+            "safe_to_upgrade_at": 1_023_000, "safe_to_upgrade": false,
+        });
+        body
+    }
+
+    #[test]
+    fn rolling_status() {
+        let mut draining = with_next(
+            rolling_at("running", 0, json!("draining")),
+            "safe to upgrade",
+            Some(1023),
+        );
+        draining["converged"] = json!({"share": 0.99});
+        assert_eq!(
+            rollout(&draining),
+            "pool             app.example.com.\n\
+             rollout          blue -> green\n\
+             state            running\n\
+             group            web\n\
+             batch            1 of 2: draining (waiting for cached answers to expire)\n\
+             drained          192.0.2.1, 192.0.2.2\n\
+             changed          12s ago, settles at 1970-01-01T00:17:03.000Z (in 23.0s)\n\
+             caches           not measured yet (gate 99%)\n\
+             safe to upgrade  not yet: at 1970-01-01T00:17:03.000Z (in 23.0s)\n\
+             next             safe to upgrade in 23.0s\n\
+             generation       7\n\
+             batches          [>] 192.0.2.1, 192.0.2.2\n\
+             \x20                [ ] 192.0.2.3\n"
+        );
+        let mut safe = rolling_at("waiting for promote", 1, json!("safe_to_upgrade"));
+        safe["rolling"]["safe_to_upgrade"] = json!(true);
+        safe["rolling"]["drained"] = json!([]);
+        let lines: Vec<String> = rollout(&safe).lines().map(str::to_string).collect();
+        assert_eq!(lines[4], "batch            2 of 2: safe to upgrade");
+        assert_eq!(lines[5], "drained          -");
+        assert_eq!(
+            lines[7],
+            "safe to upgrade  yes, since 1970-01-01T00:17:03.000Z"
+        );
+        assert_eq!(
+            lines[10..],
+            [
+                "batches          [x] 192.0.2.1, 192.0.2.2",
+                "                 [>] 192.0.2.3"
+            ]
+        );
+        let healthy = rolling_at("running", 1, json!({"waiting_healthy": {"since": 1}}));
+        assert!(
+            rollout(&healthy)
+                .contains("batch            2 of 2: upgraded: waiting for health checks to pass\n")
+        );
+        // Done: every batch is marked done, the current one (past the last) included.
+        for (state, batch, marks) in [
+            ("done", 1, ["[x]", "[x]"]),
+            ("done", 2, ["[x]", "[x]"]),
+            ("aborted", 1, ["[x]", "[ ]"]),
+        ] {
+            let out = rollout(&rolling_at(state, batch, json!("draining")));
+            let found: Vec<&str> = out
+                .lines()
+                .filter_map(|l| l.find('[').map(|i| &l[i..i + 3]))
+                .collect();
+            assert_eq!(found, marks, "{state} at batch {batch}");
+        }
+    }
+
     #[test]
     fn spans_and_steps() {
         for (s, want) in [
