@@ -2,7 +2,7 @@
 //! subcommand's arguments, what each command asks, and what people read: aligned tables for
 //! reads (`ctl/table.rs`), one line per acknowledged change. What each change and rollout
 //! command sends (method, path, body, confirmation line) is one row of a table
-//! (`Change::request`, `Rollout::request`). `--json` prints the API's JSON as it came, for
+//! (`Change::request`, `rollout`). `--json` prints the API's JSON as it came, for
 //! scripts. `weir ctl rollout ...` drives canary rollouts (see `rollout`): start
 //! (the pool's `[pool.rollout]` or a JSON plan file), a progress view, the operator commands.
 //! The HTTP calls (reqwest on rustls+ring, 10 s per request, no proxy) and the error kinds are
@@ -614,66 +614,6 @@ impl Change {
     }
 }
 
-impl Rollout {
-    /// The table of rollout commands, each a POST whose body carries the reason: path below
-    /// the pool, body, reason and confirmation, one row per command. `status` is a read: `Err`
-    /// with its pool.
-    fn request(self) -> Result<PoolChange, String> {
-        let (pool, path, body, reason, what): (_, &[&str], _, _, _) = match self {
-            Rollout::Status { pool } => return Err(pool),
-            Rollout::Start { pool, plan, change } => {
-                let what = started(plan.as_ref());
-                let body = Value::Object(plan.unwrap_or_default());
-                (pool, &["rollouts"], body, change.reason, what)
-            }
-            Rollout::Promote { pool, full, change } => {
-                let what = if full { "promoted to 100%" } else { "promoted" };
-                let body = json!({ "full": full });
-                (
-                    pool,
-                    &["rollout", "promote"],
-                    body,
-                    change.reason,
-                    what.into(),
-                )
-            }
-            Rollout::Pause { pool, change } => (
-                pool,
-                &["rollout", "pause"],
-                json!({}),
-                change.reason,
-                "paused".into(),
-            ),
-            Rollout::Resume { pool, change } => (
-                pool,
-                &["rollout", "resume"],
-                json!({}),
-                change.reason,
-                "resumed".into(),
-            ),
-            Rollout::Abort { pool, reason } => (
-                pool,
-                &["rollout", "abort"],
-                json!({}),
-                reason,
-                "aborted".into(),
-            ),
-            Rollout::Undo { pool, change } => {
-                let what = "undone to the previous weight (paused)".into();
-                (pool, &["rollout", "undo"], json!({}), change.reason, what)
-            }
-        };
-        Ok(PoolChange {
-            method: Method::POST,
-            pool,
-            path: path.iter().map(ToString::to_string).collect(),
-            body: Some(body),
-            what: format!("rollout {what}"),
-            args: ChangeArgs::reason_only(reason),
-        })
-    }
-}
-
 /// What `rollout start` says it started (after `rollout `).
 fn started(plan: Option<&Map<String, Value>>) -> String {
     match plan.map(|p| (p.get("from"), p.get("to"))) {
@@ -698,15 +638,66 @@ async fn submit(client: &Client, change: PoolChange, json: bool) -> Result<Strin
         .await
 }
 
-/// `rollout ...`: the status view, or one rollout command and its confirmation line.
+/// `rollout ...`: the status view, or one rollout command, each a POST whose body carries the
+/// reason, and its confirmation line. The table of rollout commands: path below the pool, body,
+/// reason and confirmation, one row per command.
 async fn rollout(client: &Client, command: Rollout, json: bool) -> Result<String, CtlError> {
-    match command.request() {
-        Ok(change) => submit(client, change, json).await,
-        Err(pool) => {
+    let (pool, path, body, reason, what): (_, &[&str], _, _, _) = match command {
+        Rollout::Status { pool } => {
             let path = ["v1", "pools", &pool, "rollout"];
-            show(client, &path, &[], table::rollout, json).await
+            return show(client, &path, &[], table::rollout, json).await;
         }
-    }
+        Rollout::Start { pool, plan, change } => {
+            let what = started(plan.as_ref());
+            let body = Value::Object(plan.unwrap_or_default());
+            (pool, &["rollouts"], body, change.reason, what)
+        }
+        Rollout::Promote { pool, full, change } => {
+            let what = if full { "promoted to 100%" } else { "promoted" };
+            let body = json!({ "full": full });
+            (
+                pool,
+                &["rollout", "promote"],
+                body,
+                change.reason,
+                what.into(),
+            )
+        }
+        Rollout::Pause { pool, change } => (
+            pool,
+            &["rollout", "pause"],
+            json!({}),
+            change.reason,
+            "paused".into(),
+        ),
+        Rollout::Resume { pool, change } => (
+            pool,
+            &["rollout", "resume"],
+            json!({}),
+            change.reason,
+            "resumed".into(),
+        ),
+        Rollout::Abort { pool, reason } => (
+            pool,
+            &["rollout", "abort"],
+            json!({}),
+            reason,
+            "aborted".into(),
+        ),
+        Rollout::Undo { pool, change } => {
+            let what = "undone to the previous weight (paused)".into();
+            (pool, &["rollout", "undo"], json!({}), change.reason, what)
+        }
+    };
+    let change = PoolChange {
+        method: Method::POST,
+        pool,
+        path: path.iter().map(ToString::to_string).collect(),
+        body: Some(body),
+        what: format!("rollout {what}"),
+        args: ChangeArgs::reason_only(reason),
+    };
+    submit(client, change, json).await
 }
 
 /// `--plan FILE.json`: the file's JSON object, sent as the start request's body (the API
