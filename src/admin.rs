@@ -43,14 +43,18 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use arc_swap::ArcSwap;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::rejection::{ExtensionRejection, JsonRejection};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
@@ -386,7 +390,94 @@ fn bearer(credentials: &str) -> Option<&str> {
         .then(|| token.trim_start_matches(' '))
 }
 
-/// Fields every mutation accepts.
+/// What every write handler takes besides its path and body: the context, who is calling
+/// (attached by `authenticate`) and the raw `If-Match`. `reason` and `If-Match` are checked
+/// only when the change is sent, after the handler has checked its body and path: a request
+/// with several problems is refused for the first of body, path, reason, If-Match.
+struct Write {
+    ctx: AdminContext,
+    caller: Caller,
+    if_match: Option<HeaderValue>,
+}
+
+impl FromRequestParts<AdminContext> for Write {
+    type Rejection = ExtensionRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &AdminContext,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::Extension(caller) = axum::Extension::from_request_parts(parts, ctx).await?;
+        Ok(Write {
+            ctx: ctx.clone(),
+            caller,
+            if_match: parts.headers.get(header::IF_MATCH).cloned(),
+        })
+    }
+}
+
+impl Write {
+    /// Sends a change to the writer and answers with the new generation once it is stored.
+    async fn change(self, change: Change, meta: Meta) -> Result<Response, ApiError> {
+        check_reason(&meta.reason)?;
+        let request = ChangeRequest {
+            change,
+            actor: self.caller.name,
+            source: self.caller.source,
+            reason: meta.reason,
+            if_match: if_match(self.if_match.as_ref())?,
+            force: meta.force,
+        };
+        let generation =
+            ask_writer(&self.ctx, |reply| StateEvent::Change { request, reply }).await??;
+        Ok(generation_response(generation))
+    }
+
+    /// Sends a rollout command and answers with the new generation once it is stored.
+    async fn rollout(
+        self,
+        pool: Name,
+        command: crate::rollout::Command,
+        reason: String,
+    ) -> Result<Response, ApiError> {
+        check_reason(&reason)?;
+        let generation = ask_writer(&self.ctx, |reply| StateEvent::Rollout {
+            pool,
+            command,
+            actor: self.caller.name,
+            source: self.caller.source,
+            reason,
+            reply: Some(reply),
+        })
+        .await??;
+        Ok(generation_response(generation))
+    }
+}
+
+/// A write's fields: its JSON body, or for DELETE (which has no body) its query string.
+/// Fields that do not parse get 400, a body over the limit 413.
+struct Fields<T>(T);
+
+impl<T: DeserializeOwned> FromRequest<AdminContext> for Fields<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, ctx: &AdminContext) -> Result<Self, ApiError> {
+        if request.method() == axum::http::Method::DELETE {
+            let Query(fields) =
+                Query::try_from_uri(request.uri()).map_err(|e| bad_request(e.body_text()))?;
+            return Ok(Fields(fields));
+        }
+        match Json::from_request(request, ctx).await {
+            Ok(Json(fields)) => Ok(Fields(fields)),
+            Err(e @ JsonRejection::BytesRejection(_)) => {
+                Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.body_text()))
+            }
+            Err(e) => Err(bad_request(e.body_text())),
+        }
+    }
+}
+
+/// Fields every mutation accepts: in the JSON body, or as query parameters for DELETE.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Meta {
@@ -397,8 +488,8 @@ struct Meta {
 }
 
 /// Reads `If-Match: <generation>` (quoted or not).
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
+fn if_match(value: Option<&HeaderValue>) -> Result<Option<u64>, ApiError> {
+    let Some(value) = value else {
         return Ok(None);
     };
     let text = value.to_str().unwrap_or("").trim().trim_matches('"');
@@ -406,13 +497,6 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         bad_request(format!(
             "If-Match must be a generation number, not `{text}`"
         ))
-    })
-}
-
-fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    payload.map(|Json(t)| t).map_err(|e| match e {
-        JsonRejection::BytesRejection(_) => ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.body_text()),
-        _ => bad_request(e.body_text()),
     })
 }
 
@@ -449,48 +533,26 @@ fn check_reason(reason: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Sends a change to the writer and answers with the new generation once it is stored.
-async fn submit(
+/// Sends the event `make` builds to the state writer and returns its reply, which comes once
+/// the change is stored and published (or refused).
+async fn ask_writer<T>(
     ctx: &AdminContext,
-    caller: Caller,
-    headers: &HeaderMap,
-    change: Change,
-    meta: Meta,
-) -> Result<Response, ApiError> {
-    check_reason(&meta.reason)?;
-    let request = ChangeRequest {
-        change,
-        actor: caller.name,
-        source: caller.source,
-        reason: meta.reason,
-        if_match: if_match(headers)?,
-        force: meta.force,
-    };
-    ask_writer(ctx, |reply| StateEvent::Change { request, reply }).await
-}
-
-/// Sends the event `make` builds to the state writer and answers with the generation it
-/// replies once the change is stored and published.
-async fn ask_writer(
-    ctx: &AdminContext,
-    make: impl FnOnce(oneshot::Sender<Result<u64, ChangeError>>) -> StateEvent,
-) -> Result<Response, ApiError> {
-    let (reply, answer) = oneshot::channel();
-    let unavailable = || {
+    make: impl FnOnce(oneshot::Sender<T>) -> StateEvent,
+) -> Result<T, ApiError> {
+    fn unavailable<E>(_: E) -> ApiError {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "the state writer is not running".into(),
         )
-    };
-    ctx.events
-        .send(make(reply))
-        .await
-        .map_err(|_| unavailable())?;
-    let generation = answer.await.map_err(|_| unavailable())??;
-    Ok(with_generation(
-        generation,
-        json!({ "generation": generation }),
-    ))
+    }
+    let (reply, answer) = oneshot::channel();
+    ctx.events.send(make(reply)).await.map_err(unavailable)?;
+    answer.await.map_err(unavailable)
+}
+
+/// `{"generation": N}` with the generation as the ETag: a write's answer.
+fn generation_response(generation: u64) -> Response {
+    with_generation(generation, json!({ "generation": generation }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -502,19 +564,16 @@ struct WeightBody {
 }
 
 async fn group_weight(
-    State(ctx): State<AdminContext>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    write: Write,
     Path((pool, group)): Path<(String, String)>,
-    headers: HeaderMap,
-    payload: Result<Json<WeightBody>, JsonRejection>,
+    Fields(b): Fields<WeightBody>,
 ) -> Result<Response, ApiError> {
-    let b = body(payload)?;
     let change = Change::GroupWeight {
         pool: pool_name(&pool)?,
         group,
         weight: weight(b.weight)?,
     };
-    submit(&ctx, caller, &headers, change, b.meta).await
+    write.change(change, b.meta).await
 }
 
 /// `{"weight": N}` sets the weight; `{"reset": true}` goes back to the configured one.
@@ -529,13 +588,10 @@ struct EndpointWeightBody {
 }
 
 async fn endpoint_weight(
-    State(ctx): State<AdminContext>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    write: Write,
     Path((pool, addr)): Path<(String, String)>,
-    headers: HeaderMap,
-    payload: Result<Json<EndpointWeightBody>, JsonRejection>,
+    Fields(b): Fields<EndpointWeightBody>,
 ) -> Result<Response, ApiError> {
-    let b = body(payload)?;
     let weight = match (b.weight, b.reset) {
         (Some(w), false) => Some(weight(w)?),
         (None, true) => None,
@@ -550,7 +606,7 @@ async fn endpoint_weight(
         address: address(&addr)?,
         weight,
     };
-    submit(&ctx, caller, &headers, change, b.meta).await
+    write.change(change, b.meta).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -562,19 +618,16 @@ struct OverrideBody {
 }
 
 async fn endpoint_override(
-    State(ctx): State<AdminContext>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    write: Write,
     Path((pool, addr)): Path<(String, String)>,
-    headers: HeaderMap,
-    payload: Result<Json<OverrideBody>, JsonRejection>,
+    Fields(b): Fields<OverrideBody>,
 ) -> Result<Response, ApiError> {
-    let b = body(payload)?;
     let change = Change::Override {
         pool: pool_name(&pool)?,
         address: address(&addr)?,
         health: b.health,
     };
-    submit(&ctx, caller, &headers, change, b.meta).await
+    write.change(change, b.meta).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -592,77 +645,37 @@ fn one() -> u64 {
 }
 
 async fn add_endpoint(
-    State(ctx): State<AdminContext>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    write: Write,
     Path((pool, group)): Path<(String, String)>,
-    headers: HeaderMap,
-    payload: Result<Json<AddBody>, JsonRejection>,
+    Fields(b): Fields<AddBody>,
 ) -> Result<Response, ApiError> {
-    let b = body(payload)?;
     let change = Change::AddEndpoint {
         pool: pool_name(&pool)?,
         group,
         address: address(&b.address)?,
         weight: weight(b.weight)?,
     };
-    submit(&ctx, caller, &headers, change, b.meta).await
+    write.change(change, b.meta).await
 }
 
 /// DELETE takes its reason and force as query parameters.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeleteQuery {
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    force: bool,
-}
-
 async fn remove_endpoint(
-    State(ctx): State<AdminContext>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    write: Write,
     Path((pool, addr)): Path<(String, String)>,
-    headers: HeaderMap,
-    query: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
+    Fields(meta): Fields<Meta>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
     let change = Change::RemoveEndpoint {
         pool: pool_name(&pool)?,
         address: address(&addr)?,
     };
-    let meta = Meta {
-        reason: q.reason,
-        force: q.force,
-    };
-    submit(&ctx, caller, &headers, change, meta).await
-}
-
-/// Sends a rollout command and answers with the new generation once it is stored.
-async fn submit_rollout(
-    ctx: &AdminContext,
-    caller: Caller,
-    pool: Name,
-    command: crate::rollout::Command,
-    reason: String,
-) -> Result<Response, ApiError> {
-    check_reason(&reason)?;
-    ask_writer(ctx, |reply| StateEvent::Rollout {
-        pool,
-        command,
-        actor: caller.name,
-        source: caller.source,
-        reason,
-        reply: Some(reply),
-    })
-    .await
+    write.change(change, meta).await
 }
 
 /// `POST /v1/pools/{pool}/rollouts`: an inline plan (`kind`, `from`, `to`, `steps`, `slack`,
 /// `ttl_ramp`, `rollout_ttl`, `metric_gate`), or a body with nothing but an optional `reason`
 /// for the pool's `[pool.rollout]`. A partial plan is refused, never silently replaced.
 async fn rollout_start(
-    State(ctx): State<AdminContext>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    write: Write,
     Path(pool): Path<String>,
     raw: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -682,37 +695,44 @@ async fn rollout_start(
         Some(_) => return Err(bad_request("`reason` must be a string")),
     };
     let plan = if fields.is_empty() {
-        let snapshot = ctx.snapshot.load();
-        let configured = snapshot
-            .view
-            .config_pools
-            .iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no pool `{name}`")))?;
-        configured.rollout.clone().ok_or_else(|| {
-            bad_request(format!("pool `{name}` has no [pool.rollout]; send a plan"))
-        })?
+        configured_plan(&write.ctx, &name)?
     } else {
-        let raw: crate::config::RawPlan = serde_json::from_value(Value::Object(fields))
-            .map_err(|e| bad_request(format!("bad rollout plan: {e}")))?;
-        if raw.preview_name.is_some() {
-            return Err(bad_request(
-                "preview_name can only be set in [pool.rollout]",
-            ));
-        }
-        crate::config::plan(&raw).map_err(|problems| {
-            let list: Vec<String> = problems.iter().map(|(k, m)| format!("{k}: {m}")).collect();
-            bad_request(list.join("; "))
-        })?
+        inline_plan(fields)?
     };
-    submit_rollout(
-        &ctx,
-        caller,
-        name,
-        crate::rollout::Command::Start(Box::new(plan)),
-        reason,
-    )
-    .await
+    let command = crate::rollout::Command::Start(Box::new(plan));
+    write.rollout(name, command, reason).await
+}
+
+/// The pool's `[pool.rollout]`: 404 for an unknown pool, 400 for one without a plan.
+fn configured_plan(ctx: &AdminContext, name: &Name) -> Result<crate::model::RolloutPlan, ApiError> {
+    let snapshot = ctx.snapshot.load();
+    let configured = snapshot
+        .view
+        .config_pools
+        .iter()
+        .find(|p| p.name == *name)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no pool `{name}`")))?;
+    configured
+        .rollout
+        .clone()
+        .ok_or_else(|| bad_request(format!("pool `{name}` has no [pool.rollout]; send a plan")))
+}
+
+/// A plan sent in the request, checked as `[pool.rollout]` is (every problem in one 400).
+fn inline_plan(
+    fields: serde_json::Map<String, Value>,
+) -> Result<crate::model::RolloutPlan, ApiError> {
+    let raw: crate::config::RawPlan = serde_json::from_value(Value::Object(fields))
+        .map_err(|e| bad_request(format!("bad rollout plan: {e}")))?;
+    if raw.preview_name.is_some() {
+        return Err(bad_request(
+            "preview_name can only be set in [pool.rollout]",
+        ));
+    }
+    crate::config::plan(&raw).map_err(|problems| {
+        let list: Vec<String> = problems.iter().map(|(k, m)| format!("{k}: {m}")).collect();
+        bad_request(list.join("; "))
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -725,8 +745,7 @@ struct CommandBody {
 }
 
 async fn rollout_command(
-    State(ctx): State<AdminContext>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    write: Write,
     Path((pool, action)): Path<(String, String)>,
     raw: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -756,22 +775,11 @@ async fn rollout_command(
             ));
         }
     };
-    submit_rollout(&ctx, caller, name, command, body.reason).await
+    write.rollout(name, command, body.reason).await
 }
 
 async fn reload(State(ctx): State<AdminContext>) -> Result<Response, ApiError> {
-    let (reply, answer) = oneshot::channel();
-    let unavailable = || {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the state writer is not running".into(),
-        )
-    };
-    ctx.events
-        .send(StateEvent::Reload { reply: Some(reply) })
-        .await
-        .map_err(|_| unavailable())?;
-    match answer.await.map_err(|_| unavailable())? {
+    match ask_writer(&ctx, |reply| StateEvent::Reload { reply: Some(reply) }).await? {
         Ok(done) => Ok(with_generation(
             done.generation,
             json!({ "generation": done.generation, "restart_required": done.restart_required }),

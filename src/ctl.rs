@@ -1,7 +1,9 @@
 //! `weir ctl`: the operator's client for the admin API (`admin.rs` lists the endpoints). Owns the
 //! subcommand's arguments, what each command asks, and what people read: aligned tables for
-//! reads (`ctl/table.rs`), one line per acknowledged change. `--json` prints the API's JSON as
-//! it came, for scripts. `weir ctl rollout ...` drives canary rollouts (see `rollout`): start
+//! reads (`ctl/table.rs`), one line per acknowledged change. What each change and rollout
+//! command sends (method, path, body, confirmation line) is one row of a table
+//! (`Change::request`, `rollout`). `--json` prints the API's JSON as it came, for
+//! scripts. `weir ctl rollout ...` drives canary rollouts (see `rollout`): start
 //! (the pool's `[pool.rollout]` or a JSON plan file), a progress view, the operator commands.
 //! The HTTP calls (reqwest on rustls+ring, 10 s per request, no proxy) and the error kinds are
 //! in `ctl/client.rs`.
@@ -76,6 +78,46 @@ enum Command {
         /// The pool's name, e.g. app.example.com.
         pool: String,
     },
+    // set-weight, drain, undrain, force, add, remove: listed here, in this order.
+    #[command(flatten)]
+    Change(Change),
+    /// The audit log, newest first.
+    Audit {
+        /// Only this pool's changes.
+        #[arg(long)]
+        pool: Option<String>,
+        /// At most this many records (the server's default is 100).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Reload config and zones; on failure the previous config keeps serving.
+    Reload,
+    /// Every nameserver sharing the state and the generation it serves (one, this one, with
+    /// the local sled store).
+    Nodes,
+    /// Whether a change (by its generation) is live on every nameserver: INSYNC or PENDING.
+    Changes {
+        /// The generation a write answered with.
+        generation: u64,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Forget a nameserver that is gone for good, so it stops holding changes PENDING.
+    Forget {
+        /// The node's id (`weir ctl nodes`).
+        node: String,
+    },
+    /// Canary rollouts: move a pool's traffic from one group to another in steps.
+    Rollout {
+        #[command(subcommand)]
+        command: Rollout,
+    },
+}
+
+/// The changes to a pool's weights, overrides and endpoints; `Change::request` says what each
+/// one sends.
+#[derive(Debug, Subcommand)]
+enum Change {
     /// Set a group's weight (0 takes the group out of answers).
     SetWeight {
         /// The pool's name, e.g. app.example.com.
@@ -138,37 +180,6 @@ enum Command {
         address: IpAddr,
         #[command(flatten)]
         change: ChangeArgs,
-    },
-    /// The audit log, newest first.
-    Audit {
-        /// Only this pool's changes.
-        #[arg(long)]
-        pool: Option<String>,
-        /// At most this many records (the server's default is 100).
-        #[arg(long)]
-        limit: Option<usize>,
-    },
-    /// Reload config and zones; on failure the previous config keeps serving.
-    Reload,
-    /// Every nameserver sharing the state and the generation it serves (one, this one, with
-    /// the local sled store).
-    Nodes,
-    /// Whether a change (by its generation) is live on every nameserver: INSYNC or PENDING.
-    Changes {
-        /// The generation a write answered with.
-        generation: u64,
-        #[command(flatten)]
-        wait: WaitArgs,
-    },
-    /// Forget a nameserver that is gone for good, so it stops holding changes PENDING.
-    Forget {
-        /// The node's id (`weir ctl nodes`).
-        node: String,
-    },
-    /// Canary rollouts: move a pool's traffic from one group to another in steps.
-    Rollout {
-        #[command(subcommand)]
-        command: Rollout,
     },
 }
 
@@ -262,6 +273,22 @@ struct ChangeArgs {
     wait: WaitArgs,
 }
 
+impl ChangeArgs {
+    /// A rollout command's: a reason, nothing else (the API takes no `force` or If-Match for
+    /// rollouts, and `--wait` is not offered).
+    fn reason_only(reason: Option<String>) -> ChangeArgs {
+        ChangeArgs {
+            reason,
+            force: false,
+            if_match: None,
+            wait: WaitArgs {
+                wait: false,
+                wait_timeout: std::time::Duration::ZERO,
+            },
+        }
+    }
+}
+
 /// Waiting for a change to be served by every nameserver.
 #[derive(Debug, clap::Args)]
 struct WaitArgs {
@@ -274,8 +301,46 @@ struct WaitArgs {
     wait_timeout: std::time::Duration,
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 30s: {e}"))
+/// An argument value `weir ctl` cannot take; clap shows it after "invalid value 'X' for
+/// '--flag':" and `main` exits 64.
+#[derive(Debug, thiserror::Error)]
+enum ArgError {
+    #[error("`{text}` is not a duration like 30s: {error}")]
+    Duration {
+        text: String,
+        error: humantime::DurationError,
+    },
+    #[error("`{text}`: {error}")]
+    Url {
+        text: String,
+        error: <Url as std::str::FromStr>::Err,
+    },
+    #[error("`{0}` is not an http:// or https:// URL")]
+    NotHttp(String),
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("{0} holds no JSON object")]
+    NotObject(String),
+    #[error("{path} is not JSON: {error}")]
+    NotJson {
+        path: String,
+        error: serde_json::Error,
+    },
+    #[error(
+        "{path}: a plan needs \"from\", \"to\" and \"steps\"; missing \"{}\"",
+        missing.join("\", \"")
+    )]
+    Incomplete {
+        path: String,
+        missing: Vec<&'static str>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, ArgError> {
+    humantime::parse_duration(text).map_err(|error| ArgError::Duration {
+        text: text.into(),
+        error,
+    })
 }
 
 /// The health override to set.
@@ -334,181 +399,44 @@ async fn execute(args: Args) -> Result<String, CtlError> {
     let json = args.json;
     match *args.command {
         Command::Status => status(&client, json).await,
-        Command::Pools => {
-            let (text, body) = client.read(&["v1", "pools"], &[]).await?;
-            Ok(if json { raw(text) } else { table::pools(&body) })
+        Command::Pools => show(&client, &["v1", "pools"], &[], table::pools, json).await,
+        Command::Pool { name } => {
+            let render = |body: &Value| table::pool(body, crate::clock::wall_secs());
+            show(&client, &["v1", "pools", &name], &[], render, json).await
         }
         Command::Convergence { pool } => {
-            let (text, body) = client
-                .read(&["v1", "pools", &pool, "convergence"], &[])
-                .await?;
-            Ok(if json {
-                raw(text)
-            } else {
-                table::convergence(&body)
-            })
-        }
-        Command::Pool { name } => {
-            let (text, body) = client.read(&["v1", "pools", &name], &[]).await?;
-            Ok(if json {
-                raw(text)
-            } else {
-                table::pool(&body, crate::clock::wall_secs())
-            })
+            let path = ["v1", "pools", &pool, "convergence"];
+            show(&client, &path, &[], table::convergence, json).await
         }
         Command::Audit { pool, limit } => {
-            let mut query = Vec::new();
-            if let Some(p) = pool {
-                query.push(("pool", p));
-            }
-            if let Some(n) = limit {
-                query.push(("limit", n.to_string()));
-            }
-            let (text, body) = client.read(&["v1", "audit"], &query).await?;
-            Ok(if json { raw(text) } else { table::audit(&body) })
+            let query: Vec<(&str, String)> = [
+                pool.map(|p| ("pool", p)),
+                limit.map(|n| ("limit", n.to_string())),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            show(&client, &["v1", "audit"], &query, table::audit, json).await
         }
-        Command::SetWeight {
-            pool,
-            group,
-            weight,
-            change,
-        } => {
-            let path = ["v1", "pools", &pool, "groups", &group, "weight"];
-            let body = json!({ "weight": weight });
-            let what = format!("{}: group {group} weight -> {weight}", shown(&pool));
-            client
-                .change(Method::PUT, &path, Some(body), &change, json, &what)
-                .await
-        }
-        Command::Drain {
-            pool,
-            address,
-            change,
-        } => {
-            let address = address.to_string();
-            let path = ["v1", "pools", &pool, "endpoints", &address, "weight"];
-            let what = format!("{}: endpoint {address} weight -> 0 (drained)", shown(&pool));
-            let body = json!({ "weight": 0 });
-            client
-                .change(Method::PUT, &path, Some(body), &change, json, &what)
-                .await
-        }
-        Command::Undrain {
-            pool,
-            address,
-            change,
-        } => {
-            let address = address.to_string();
-            let path = ["v1", "pools", &pool, "endpoints", &address, "weight"];
-            let what = format!(
-                "{}: endpoint {address} weight -> as configured",
-                shown(&pool)
-            );
-            let body = json!({ "reset": true });
-            client
-                .change(Method::PUT, &path, Some(body), &change, json, &what)
-                .await
-        }
-        Command::Force {
-            pool,
-            address,
-            health,
-            change,
-        } => {
-            let address = address.to_string();
-            let path = ["v1", "pools", &pool, "endpoints", &address, "override"];
-            let what = format!(
-                "{}: endpoint {address} override -> {}",
-                shown(&pool),
-                health.as_str()
-            );
-            let body = json!({ "health": health.as_str() });
-            client
-                .change(Method::PUT, &path, Some(body), &change, json, &what)
-                .await
-        }
-        Command::Add {
-            pool,
-            group,
-            address,
-            weight,
-            change,
-        } => {
-            let path = ["v1", "pools", &pool, "groups", &group, "endpoints"];
-            let what = format!(
-                "{}: endpoint {address} added to group {group} with weight {weight}",
-                shown(&pool)
-            );
-            let body = json!({ "address": address.to_string(), "weight": weight });
-            client
-                .change(Method::POST, &path, Some(body), &change, json, &what)
-                .await
-        }
-        Command::Remove {
-            pool,
-            address,
-            change,
-        } => {
-            let address = address.to_string();
-            let path = ["v1", "pools", &pool, "endpoints", &address];
-            let what = format!("{}: endpoint {address} removed", shown(&pool));
-            client
-                .change(Method::DELETE, &path, None, &change, json, &what)
-                .await
-        }
+        Command::Nodes => show(&client, &["v1", "nodes"], &[], table::nodes, json).await,
+        Command::Changes { generation, wait } => changes(&client, generation, &wait, json).await,
+        Command::Change(change) => submit(&client, change.request(), json).await,
         Command::Rollout { command } => rollout(&client, command, json).await,
-        Command::Nodes => {
-            let (text, body) = client.read(&["v1", "nodes"], &[]).await?;
-            Ok(if json { raw(text) } else { table::nodes(&body) })
-        }
-        Command::Changes { generation, wait } => {
-            let body = if wait.wait {
-                client.wait_insync(generation, wait.wait_timeout).await?
-            } else {
-                client
-                    .read(&["v1", "changes", &generation.to_string()], &[])
-                    .await?
-                    .1
-            };
-            Ok(if json {
-                format!("{body}\n")
-            } else {
-                table::change_status(&body)
-            })
-        }
-        Command::Forget { node } => {
-            let url = client.url(&["v1", "nodes", &node], &[]);
-            client.expect_ok(Method::DELETE, url, None, None).await?;
-            Ok(if json {
-                "{}\n".into()
-            } else {
-                format!("nameserver {node} forgotten\n")
-            })
-        }
-        Command::Reload => {
-            let url = client.url(&["v1", "reload"], &[]);
-            let (text, body) = client
-                .expect_ok(Method::POST, url.clone(), None, None)
-                .await?;
-            let generation = generation(&body, &url)?;
-            let restart: Vec<&str> = body["restart_required"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t.as_str())
-                .collect();
-            Ok(if json {
-                raw(text)
-            } else if restart.is_empty() {
-                format!("reloaded (generation {generation})\n")
-            } else {
-                format!(
-                    "reloaded (generation {generation}); restart weir to apply the changed [{}] settings\n",
-                    restart.join("], [")
-                )
-            })
-        }
+        Command::Forget { node } => forget(&client, &node, json).await,
+        Command::Reload => reload(&client, json).await,
     }
+}
+
+/// A read: the API's JSON as it came with `--json`, else `render`'s view of it.
+async fn show(
+    client: &Client,
+    path: &[&str],
+    query: &[(&str, String)],
+    render: impl FnOnce(&Value) -> String,
+    json: bool,
+) -> Result<String, CtlError> {
+    let (text, body) = client.read(path, query).await?;
+    Ok(if json { raw(text) } else { render(&body) })
 }
 
 /// `status`: readiness (which is plain text, 200 or 503) plus the zone and pool lists.
@@ -538,94 +466,268 @@ async fn status(client: &Client, json: bool) -> Result<String, CtlError> {
     Ok(table::status(ready, ready_text, &zones, &pools, &nodes))
 }
 
-/// `rollout ...`: the status view, or one rollout command (each a POST whose body carries the
-/// reason) and its confirmation line.
+/// `changes GENERATION [--wait]`: whether the change is live on every nameserver.
+async fn changes(
+    client: &Client,
+    generation: u64,
+    wait: &WaitArgs,
+    json: bool,
+) -> Result<String, CtlError> {
+    let body = if wait.wait {
+        client.wait_insync(generation, wait.wait_timeout).await?
+    } else {
+        client
+            .read(&["v1", "changes", &generation.to_string()], &[])
+            .await?
+            .1
+    };
+    Ok(if json {
+        format!("{body}\n")
+    } else {
+        table::change_status(&body)
+    })
+}
+
+/// `forget NODE`: a DELETE whose answer has no body.
+async fn forget(client: &Client, node: &str, json: bool) -> Result<String, CtlError> {
+    let url = client.url(&["v1", "nodes", node], &[]);
+    client.expect_ok(Method::DELETE, url, None, None).await?;
+    Ok(if json {
+        "{}\n".into()
+    } else {
+        format!("nameserver {node} forgotten\n")
+    })
+}
+
+/// `reload`: the new generation, and the settings that only a restart applies.
+async fn reload(client: &Client, json: bool) -> Result<String, CtlError> {
+    let url = client.url(&["v1", "reload"], &[]);
+    let (text, body) = client
+        .expect_ok(Method::POST, url.clone(), None, None)
+        .await?;
+    let generation = generation(&body, &url)?;
+    let restart: Vec<&str> = body["restart_required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str())
+        .collect();
+    Ok(if json {
+        raw(text)
+    } else if restart.is_empty() {
+        format!("reloaded (generation {generation})\n")
+    } else {
+        format!(
+            "reloaded (generation {generation}); restart weir to apply the changed [{}] settings\n",
+            restart.join("], [")
+        )
+    })
+}
+
+/// One change to one pool: what a change or rollout command sends, and what its
+/// confirmation line says.
+#[derive(Debug)]
+struct PoolChange {
+    method: Method,
+    pool: String,
+    /// The path below `v1/pools/{pool}`.
+    path: Vec<String>,
+    /// The JSON object sent, to which reason and force are added. None (DELETE): they go in
+    /// the query.
+    body: Option<Value>,
+    /// The confirmation line after `POOL: `, before ` (generation N)`.
+    what: String,
+    args: ChangeArgs,
+}
+
+/// Path segments from anything shown as text (names, addresses).
+macro_rules! segments {
+    ($($segment:expr),* $(,)?) => {
+        vec![$($segment.to_string()),*]
+    };
+}
+
+impl Change {
+    /// The table of changes: what each command sends and what its confirmation says, one row
+    /// per command (method, path below the pool, body, summary).
+    fn request(self) -> PoolChange {
+        let (method, path, body, what) = match &self {
+            Change::SetWeight { group, weight, .. } => (
+                Method::PUT,
+                segments!["groups", group, "weight"],
+                Some(json!({ "weight": weight })),
+                format!("group {group} weight -> {weight}"),
+            ),
+            Change::Drain { address, .. } => (
+                Method::PUT,
+                segments!["endpoints", address, "weight"],
+                Some(json!({ "weight": 0 })),
+                format!("endpoint {address} weight -> 0 (drained)"),
+            ),
+            Change::Undrain { address, .. } => (
+                Method::PUT,
+                segments!["endpoints", address, "weight"],
+                Some(json!({ "reset": true })),
+                format!("endpoint {address} weight -> as configured"),
+            ),
+            Change::Force {
+                address, health, ..
+            } => (
+                Method::PUT,
+                segments!["endpoints", address, "override"],
+                Some(json!({ "health": health.as_str() })),
+                format!("endpoint {address} override -> {}", health.as_str()),
+            ),
+            Change::Add {
+                group,
+                address,
+                weight,
+                ..
+            } => (
+                Method::POST,
+                segments!["groups", group, "endpoints"],
+                Some(json!({ "address": address.to_string(), "weight": weight })),
+                format!("endpoint {address} added to group {group} with weight {weight}"),
+            ),
+            Change::Remove { address, .. } => (
+                Method::DELETE,
+                segments!["endpoints", address],
+                None,
+                format!("endpoint {address} removed"),
+            ),
+        };
+        // What every change has: its pool and the flags it shares with the others.
+        let (Change::SetWeight { pool, change, .. }
+        | Change::Drain { pool, change, .. }
+        | Change::Undrain { pool, change, .. }
+        | Change::Force { pool, change, .. }
+        | Change::Add { pool, change, .. }
+        | Change::Remove { pool, change, .. }) = self;
+        PoolChange {
+            method,
+            pool,
+            path,
+            body,
+            what,
+            args: change,
+        }
+    }
+}
+
+/// What `rollout start` says it started (after `rollout `).
+fn started(plan: Option<&Map<String, Value>>) -> String {
+    match plan.map(|p| (p.get("from"), p.get("to"))) {
+        Some((Some(Value::String(from)), Some(Value::String(to)))) => {
+            format!("{from} -> {to} started")
+        }
+        Some(_) => "started".into(),
+        None => "started (plan from [pool.rollout])".into(),
+    }
+}
+
+/// Sends one change to a pool and returns its confirmation line `POOL: what (generation N)`,
+/// or the API's JSON with `--json` (see `Client::change`).
+async fn submit(client: &Client, change: PoolChange, json: bool) -> Result<String, CtlError> {
+    let path: Vec<&str> = ["v1", "pools", &change.pool]
+        .into_iter()
+        .chain(change.path.iter().map(String::as_str))
+        .collect();
+    let what = format!("{}: {}", shown(&change.pool), change.what);
+    client
+        .change(change.method, &path, change.body, &change.args, json, &what)
+        .await
+}
+
+/// `rollout ...`: the status view, or one rollout command, each a POST whose body carries the
+/// reason, and its confirmation line. The table of rollout commands: path below the pool, body,
+/// reason and confirmation, one row per command.
 async fn rollout(client: &Client, command: Rollout, json: bool) -> Result<String, CtlError> {
-    let (pool, action, body, reason, what) = match command {
+    let (pool, path, body, reason, what): (_, &[&str], _, _, _) = match command {
         Rollout::Status { pool } => {
-            let (text, body) = client.read(&["v1", "pools", &pool, "rollout"], &[]).await?;
-            return Ok(if json {
-                raw(text)
-            } else {
-                table::rollout(&body)
-            });
+            let path = ["v1", "pools", &pool, "rollout"];
+            return show(client, &path, &[], table::rollout, json).await;
         }
         Rollout::Start { pool, plan, change } => {
-            let what = match plan.as_ref().map(|p| (p.get("from"), p.get("to"))) {
-                Some((Some(Value::String(from)), Some(Value::String(to)))) => {
-                    format!("rollout {from} -> {to} started")
-                }
-                Some(_) => "rollout started".into(),
-                None => "rollout started (plan from [pool.rollout])".into(),
-            };
+            let what = started(plan.as_ref());
             let body = Value::Object(plan.unwrap_or_default());
-            (pool, None, body, change.reason, what)
+            (pool, &["rollouts"], body, change.reason, what)
         }
         Rollout::Promote { pool, full, change } => {
-            let what = if full {
-                "rollout promoted to 100%"
-            } else {
-                "rollout promoted"
-            };
+            let what = if full { "promoted to 100%" } else { "promoted" };
             let body = json!({ "full": full });
-            (pool, Some("promote"), body, change.reason, what.into())
+            (
+                pool,
+                &["rollout", "promote"],
+                body,
+                change.reason,
+                what.into(),
+            )
         }
-        Rollout::Pause { pool, change } => {
-            let what = "rollout paused".into();
-            (pool, Some("pause"), json!({}), change.reason, what)
-        }
-        Rollout::Resume { pool, change } => {
-            let what = "rollout resumed".into();
-            (pool, Some("resume"), json!({}), change.reason, what)
-        }
-        Rollout::Abort { pool, reason } => {
-            let what = "rollout aborted".into();
-            (pool, Some("abort"), json!({}), reason, what)
-        }
+        Rollout::Pause { pool, change } => (
+            pool,
+            &["rollout", "pause"],
+            json!({}),
+            change.reason,
+            "paused".into(),
+        ),
+        Rollout::Resume { pool, change } => (
+            pool,
+            &["rollout", "resume"],
+            json!({}),
+            change.reason,
+            "resumed".into(),
+        ),
+        Rollout::Abort { pool, reason } => (
+            pool,
+            &["rollout", "abort"],
+            json!({}),
+            reason,
+            "aborted".into(),
+        ),
         Rollout::Undo { pool, change } => {
-            let what = "rollout undone to the previous weight (paused)".into();
-            (pool, Some("undo"), json!({}), change.reason, what)
+            let what = "undone to the previous weight (paused)".into();
+            (pool, &["rollout", "undo"], json!({}), change.reason, what)
         }
     };
-    let path: Vec<&str> = match action {
-        Some(action) => vec!["v1", "pools", &pool, "rollout", action],
-        None => vec!["v1", "pools", &pool, "rollouts"],
+    let change = PoolChange {
+        method: Method::POST,
+        pool,
+        path: path.iter().map(ToString::to_string).collect(),
+        body: Some(body),
+        what: format!("rollout {what}"),
+        args: ChangeArgs::reason_only(reason),
     };
-    let change = ChangeArgs {
-        reason,
-        force: false,
-        if_match: None,
-        wait: WaitArgs {
-            wait: false,
-            wait_timeout: std::time::Duration::ZERO,
-        },
-    };
-    let what = format!("{}: {what}", shown(&pool));
-    client
-        .change(Method::POST, &path, Some(body), &change, json, &what)
-        .await
+    submit(client, change, json).await
 }
 
 /// `--plan FILE.json`: the file's JSON object, sent as the start request's body (the API
 /// checks the plan itself). A file that cannot be read, is not a JSON object or lacks `from`,
 /// `to` or `steps` is a usage error: the API reads a body without a plan as "use
 /// [pool.rollout]", which is not what `--plan` asks for.
-fn read_plan(path: &str) -> Result<Map<String, Value>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+fn read_plan(path: &str) -> Result<Map<String, Value>, ArgError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ArgError::Read {
+        path: path.into(),
+        error,
+    })?;
     let plan = match serde_json::from_str(&text) {
         Ok(Value::Object(plan)) => plan,
-        Ok(_) => return Err(format!("{path} holds no JSON object")),
-        Err(e) => return Err(format!("{path} is not JSON: {e}")),
+        Ok(_) => return Err(ArgError::NotObject(path.into())),
+        Err(error) => {
+            return Err(ArgError::NotJson {
+                path: path.into(),
+                error,
+            });
+        }
     };
     let missing: Vec<&str> = ["from", "to", "steps"]
         .into_iter()
         .filter(|k| !plan.contains_key(*k))
         .collect();
     if !missing.is_empty() {
-        return Err(format!(
-            "{path}: a plan needs \"from\", \"to\" and \"steps\"; missing \"{}\"",
-            missing.join("\", \"")
-        ));
+        return Err(ArgError::Incomplete {
+            path: path.into(),
+            missing,
+        });
     }
     Ok(plan)
 }
@@ -650,10 +752,13 @@ fn token(flag: Option<String>, file: Option<&Path>) -> Result<Option<String>, Ct
     Ok(token.filter(|t| !t.is_empty()))
 }
 
-fn parse_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("`{text}`: {e}"))?;
+fn parse_url(text: &str) -> Result<Url, ArgError> {
+    let url = Url::parse(text).map_err(|error| ArgError::Url {
+        text: text.into(),
+        error,
+    })?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-        return Err(format!("`{text}` is not an http:// or https:// URL"));
+        return Err(ArgError::NotHttp(text.into()));
     }
     Ok(url)
 }
@@ -712,11 +817,13 @@ mod tests {
             (r#"{"from": "a", "to": "b"}"#, "missing \"steps\""),
         ] {
             std::fs::write(&path, text).unwrap();
-            let e = read_plan(name).unwrap_err();
+            let e = read_plan(name).unwrap_err().to_string();
             assert!(e.contains(want), "{text}: {e}");
         }
         let missing = dir.path().join("missing.json");
-        let e = read_plan(missing.to_str().unwrap()).unwrap_err();
+        let e = read_plan(missing.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("cannot read "), "{e}");
     }
 

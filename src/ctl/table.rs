@@ -23,6 +23,11 @@ impl Table {
         self.rows.push(cells);
     }
 
+    /// A summary's `name  value` row.
+    fn field(&mut self, name: &str, value: String) {
+        self.row(vec![name.into(), value]);
+    }
+
     fn render(&self, out: &mut String) {
         let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..columns)
@@ -247,13 +252,12 @@ pub(super) fn convergence(body: &Value) -> String {
         None => "no".into(),
     };
     let mut summary = Table::default();
-    let mut field = |name: &str, value: String| summary.row(vec![name.into(), value]);
-    field("pool", pool);
-    field(
+    summary.field("pool", pool);
+    summary.field(
         "changed",
         format!("{ago} (generation {})", cell(&c["generation"])),
     );
-    field(
+    summary.field(
         "re-fetched",
         format!(
             "{share} of {} queries; {} of {} resolvers",
@@ -262,13 +266,13 @@ pub(super) fn convergence(body: &Value) -> String {
             cell(&c["resolvers_before"])
         ),
     );
-    field(
+    summary.field(
         "window",
         c["window_ms"]
             .as_u64()
             .map_or("-".into(), |ms| format!("{} before the change", millis(ms))),
     );
-    field("converged", converged);
+    summary.field("converged", converged);
     let mut out = String::new();
     summary.render(&mut out);
     let silent = list(&c["silent"]);
@@ -288,10 +292,9 @@ pub(super) fn pool(body: &Value, now: u64) -> String {
     let status = &body["status"];
     let mut out = String::new();
     let mut summary = Table::default();
-    let mut field = |name: &str, value: String| summary.row(vec![name.into(), value]);
-    field("pool", cell(&body["name"]));
-    field("generation", cell(&body["generation"]));
-    field(
+    summary.field("pool", cell(&body["name"]));
+    summary.field("generation", cell(&body["generation"]));
+    summary.field(
         "ttl",
         format!(
             "{} (while degraded {})",
@@ -299,20 +302,20 @@ pub(super) fn pool(body: &Value, now: u64) -> String {
             cell(&body["degraded_ttl"])
         ),
     );
-    field("answers", cell(&body["answers"]));
-    field("sticky", cell(&body["sticky"]));
-    field("on_all_down", cell(&body["on_all_down"]));
-    field("min_healthy", cell(&body["min_healthy"]));
+    summary.field("answers", cell(&body["answers"]));
+    summary.field("sticky", cell(&body["sticky"]));
+    summary.field("on_all_down", cell(&body["on_all_down"]));
+    summary.field("min_healthy", cell(&body["min_healthy"]));
     for family in ["ipv4", "ipv6"] {
-        field(family, cell(&status[family]["outcome"]));
+        summary.field(family, cell(&status[family]["outcome"]));
     }
-    field(
+    summary.field(
         "degraded",
         degraded(&status["ipv4"]["degraded"], &status["ipv6"]["degraded"]),
     );
     let removed: Vec<String> = list(&body["removed"]).iter().map(cell).collect();
     if !removed.is_empty() {
-        field("removed", removed.join(", "));
+        summary.field("removed", removed.join(", "));
     }
     summary.render(&mut out);
 
@@ -543,145 +546,165 @@ fn caches(body: &Value) -> Option<String> {
     Some(out)
 }
 
-/// `weir ctl rollout status POOL`: a summary, then the plan's steps marked done `[x]`, current
-/// `[>]` (the one the rollout waits on) or to come `[ ]`. Times count from the server's `now`.
+/// `weir ctl rollout status POOL`: a summary, then the plan's steps (a rolling update's
+/// batches) marked done `[x]`, current `[>]` (the one the rollout waits on) or to come `[ ]`.
+/// Times count from the server's `now`.
 pub(super) fn rollout(body: &Value) -> String {
     let state = body["state"].as_str().unwrap_or("-");
-    let plan = list(&body["plan"]);
-    let current = body["step"]
-        .as_u64()
-        .map_or(plan.len(), |s| usize::try_from(s).unwrap_or(usize::MAX));
     let active = matches!(state, "running" | "waiting for promote" | "paused");
+    // A rolling update: batches of one group instead of weights between two.
+    let rolling = Some(&body["rolling"]).filter(|r| r.is_object());
+    let now = body["now"].as_u64();
     let mut t = Table::default();
-    let mut field = |name: &str, value: String| t.row(vec![name.into(), value]);
-    field("pool", cell(&body["pool"]));
-    field(
+    t.field("pool", cell(&body["pool"]));
+    t.field(
         "rollout",
         format!("{} -> {}", cell(&body["from"]), cell(&body["to"])),
     );
-    field(
-        "state",
-        match (body["reason"].as_str(), body["abort_cause"].as_str()) {
-            (Some(reason), Some(cause)) if !reason.is_empty() => {
-                format!("{state} ({cause}): {reason}")
-            }
-            (Some(reason), _) if !reason.is_empty() => format!("{state}: {reason}"),
-            _ => match body["hold"].as_str() {
-                Some(hold) => format!("{state}: {hold}"),
-                None => state.into(),
-            },
+    t.field("state", rollout_state(body, state));
+    match rolling {
+        Some(rolling) => batch_fields(&mut t, rolling),
+        None => t.field("weight", weight_split(body)),
+    }
+    t.field("changed", changed(body));
+    if let Some(caches) = caches(body) {
+        t.field("caches", caches);
+    }
+    match rolling {
+        Some(r) => t.field(
+            "safe to upgrade",
+            safe(&r["safe_to_upgrade"], &r["safe_to_upgrade_at"], now),
+        ),
+        None if body["weight"] == 100 => t.field(
+            "safe to remove",
+            format!(
+                "{}: {}",
+                cell(&body["from"]),
+                safe(&body["safe_to_remove"], &body["safe_to_remove_at"], now)
+            ),
+        ),
+        None => {}
+    }
+    t.field("next", next(body));
+    t.field("generation", cell(&body["generation"]));
+    match rolling {
+        Some(r) => {
+            let batches = list(&r["batches"]).iter().map(|b| {
+                let addresses: Vec<String> = list(b).iter().map(cell).collect();
+                addresses.join(", ")
+            });
+            // The last batch stays current once the update is done.
+            let done = state == "done";
+            checklist(&mut t, "batches", batches, batch(r), active, done);
+        }
+        None => {
+            let plan = list(&body["plan"]);
+            let current = body["step"]
+                .as_u64()
+                .map_or(plan.len(), |s| usize::try_from(s).unwrap_or(usize::MAX));
+            checklist(
+                &mut t,
+                "steps",
+                plan.iter().map(step),
+                current,
+                active,
+                false,
+            );
+        }
+    }
+    let mut out = String::new();
+    t.render(&mut out);
+    out
+}
+
+/// A rollout's state, with why it stopped or is held.
+fn rollout_state(body: &Value, state: &str) -> String {
+    match (body["reason"].as_str(), body["abort_cause"].as_str()) {
+        (Some(reason), Some(cause)) if !reason.is_empty() => {
+            format!("{state} ({cause}): {reason}")
+        }
+        (Some(reason), _) if !reason.is_empty() => format!("{state}: {reason}"),
+        _ => match body["hold"].as_str() {
+            Some(hold) => format!("{state}: {hold}"),
+            None => state.into(),
         },
-    );
-    // `from_drained`: everything is on `to` and that has settled, so `from` gets no traffic.
+    }
+}
+
+/// A weight shift's split: "5% green, 95% blue", and once `from` gets no traffic at all
+/// (`from_drained`: everything is on `to` and that has settled) " (blue drained)".
+fn weight_split(body: &Value) -> String {
     let drained = if body["from_drained"].as_bool() == Some(true) {
         format!(" ({} drained)", cell(&body["from"]))
     } else {
         String::new()
     };
-    let rolling = &body["rolling"];
-    if rolling.is_object() {
-        // A rolling update: batches of one group instead of weights between two.
-        let batches = list(&rolling["batches"]);
-        let at = rolling["batch"].as_u64().unwrap_or(0) as usize;
-        let phase = match rolling["phase"].as_str() {
-            Some("draining") => "draining (waiting for cached answers to expire)".to_string(),
-            Some("safe_to_upgrade") => "safe to upgrade".to_string(),
-            _ if rolling["phase"]["waiting_healthy"].is_object() => {
-                "upgraded: waiting for health checks to pass".to_string()
-            }
-            other => other.unwrap_or("-").to_string(),
-        };
-        field("group", cell(&rolling["group"]));
-        field(
-            "batch",
-            format!(
-                "{} of {}: {phase}",
-                (at + 1).min(batches.len()),
-                batches.len()
-            ),
-        );
-        let drained: Vec<String> = list(&rolling["drained"]).iter().map(cell).collect();
-        field(
-            "drained",
-            if drained.is_empty() {
-                "-".into()
-            } else {
-                drained.join(", ")
-            },
-        );
-        field("changed", changed(body));
-        if let Some(caches) = caches(body) {
-            field("caches", caches);
-        }
-        field(
-            "safe to upgrade",
-            safe(
-                &rolling["safe_to_upgrade"],
-                &rolling["safe_to_upgrade_at"],
-                body["now"].as_u64(),
-            ),
-        );
-        field("next", next(body));
-        field("generation", cell(&body["generation"]));
-        for (i, b) in batches.iter().enumerate() {
-            let mark = match i.cmp(&at) {
-                std::cmp::Ordering::Less => "[x]",
-                std::cmp::Ordering::Equal if active => "[>]",
-                std::cmp::Ordering::Equal if state == "done" => "[x]",
-                _ => "[ ]",
-            };
-            let addrs: Vec<String> = list(b).iter().map(cell).collect();
-            let name = if i == 0 { "batches" } else { "" };
-            t.row(vec![name.into(), format!("{mark} {}", addrs.join(", "))]);
-        }
-        let mut out = String::new();
-        t.render(&mut out);
-        return out;
+    match body["weight"].as_u64() {
+        Some(w) => format!(
+            "{w}% {}, {}% {}{drained}",
+            cell(&body["to"]),
+            100u64.saturating_sub(w),
+            cell(&body["from"])
+        ),
+        None => "-".into(),
     }
-    field(
-        "weight",
-        match body["weight"].as_u64() {
-            Some(w) => format!(
-                "{w}% {}, {}% {}{drained}",
-                cell(&body["to"]),
-                100u64.saturating_sub(w),
-                cell(&body["from"])
-            ),
-            None => "-".into(),
+}
+
+/// The batch a rolling update is working on (the number of batches once done).
+fn batch(rolling: &Value) -> usize {
+    rolling["batch"].as_u64().unwrap_or(0) as usize
+}
+
+/// A rolling update's group, batch and phase, and the endpoints drained so far.
+fn batch_fields(t: &mut Table, rolling: &Value) {
+    let batches = list(&rolling["batches"]).len();
+    let phase = match rolling["phase"].as_str() {
+        Some("draining") => "draining (waiting for cached answers to expire)".to_string(),
+        Some("safe_to_upgrade") => "safe to upgrade".to_string(),
+        _ if rolling["phase"]["waiting_healthy"].is_object() => {
+            "upgraded: waiting for health checks to pass".to_string()
+        }
+        other => other.unwrap_or("-").to_string(),
+    };
+    t.field("group", cell(&rolling["group"]));
+    t.field(
+        "batch",
+        format!(
+            "{} of {batches}: {phase}",
+            (batch(rolling) + 1).min(batches)
+        ),
+    );
+    let drained: Vec<String> = list(&rolling["drained"]).iter().map(cell).collect();
+    t.field(
+        "drained",
+        if drained.is_empty() {
+            "-".into()
+        } else {
+            drained.join(", ")
         },
     );
-    field("changed", changed(body));
-    if let Some(caches) = caches(body) {
-        field("caches", caches);
-    }
-    if body["weight"] == 100 {
-        field(
-            "safe to remove",
-            format!(
-                "{}: {}",
-                cell(&body["from"]),
-                safe(
-                    &body["safe_to_remove"],
-                    &body["safe_to_remove_at"],
-                    body["now"].as_u64(),
-                )
-            ),
-        );
-    }
-    field("next", next(body));
-    field("generation", cell(&body["generation"]));
-    for (i, s) in plan.iter().enumerate() {
+}
+
+/// `items` under `label`, one a row: done `[x]`, `current` `[>]` while the rollout is
+/// `active` (`[x]` once it is `done`), to come `[ ]`.
+fn checklist(
+    t: &mut Table,
+    label: &str,
+    items: impl Iterator<Item = String>,
+    current: usize,
+    active: bool,
+    done: bool,
+) {
+    for (i, item) in items.enumerate() {
         let mark = match i.cmp(&current) {
             std::cmp::Ordering::Less => "[x]",
             std::cmp::Ordering::Equal if active => "[>]",
+            std::cmp::Ordering::Equal if done => "[x]",
             _ => "[ ]",
         };
-        let name = if i == 0 { "steps" } else { "" };
-        t.row(vec![name.into(), format!("{mark} {}", step(s))]);
+        let name = if i == 0 { label } else { "" };
+        t.row(vec![name.into(), format!("{mark} {item}")]);
     }
-    let mut out = String::new();
-    t.render(&mut out);
-    out
 }
 
 /// `weir ctl nodes`: one line per nameserver.
@@ -1095,6 +1118,80 @@ mod tests {
         assert!(
             rollout(&json!({})).starts_with("pool        -\nrollout     - -> -\nstate       -\n")
         );
+    }
+
+    /// A rolling update's status: batches of one group instead of weights between two.
+    fn rolling_at(state: &str, batch: u64, phase: Value) -> Value {
+        let mut body = rollout_at(state, 1, 0, 1023);
+        body["plan"] = json!([{"pause": "manual"}]);
+        body["rolling"] = json!({
+            "group": "web", "batch": batch, "phase": phase,
+            "batches": [["192.0.2.1", "192.0.2.2"], ["192.0.2.3"]],
+            "drained": ["192.0.2.1", "192.0.2.2"],
+            "safe_to_upgrade_at": 1_023_000, "safe_to_upgrade": false,
+        });
+        body
+    }
+
+    #[test]
+    fn rolling_status() {
+        let mut draining = with_next(
+            rolling_at("running", 0, json!("draining")),
+            "safe to upgrade",
+            Some(1023),
+        );
+        draining["converged"] = json!({"share": 0.99});
+        assert_eq!(
+            rollout(&draining),
+            "pool             app.example.com.\n\
+             rollout          blue -> green\n\
+             state            running\n\
+             group            web\n\
+             batch            1 of 2: draining (waiting for cached answers to expire)\n\
+             drained          192.0.2.1, 192.0.2.2\n\
+             changed          12s ago, settles at 1970-01-01T00:17:03.000Z (in 23.0s)\n\
+             caches           not measured yet (gate 99%)\n\
+             safe to upgrade  not yet: at 1970-01-01T00:17:03.000Z (in 23.0s)\n\
+             next             safe to upgrade in 23.0s\n\
+             generation       7\n\
+             batches          [>] 192.0.2.1, 192.0.2.2\n\
+             \x20                [ ] 192.0.2.3\n"
+        );
+        let mut safe = rolling_at("waiting for promote", 1, json!("safe_to_upgrade"));
+        safe["rolling"]["safe_to_upgrade"] = json!(true);
+        safe["rolling"]["drained"] = json!([]);
+        let lines: Vec<String> = rollout(&safe).lines().map(str::to_string).collect();
+        assert_eq!(lines[4], "batch            2 of 2: safe to upgrade");
+        assert_eq!(lines[5], "drained          -");
+        assert_eq!(
+            lines[7],
+            "safe to upgrade  yes, since 1970-01-01T00:17:03.000Z"
+        );
+        assert_eq!(
+            lines[10..],
+            [
+                "batches          [x] 192.0.2.1, 192.0.2.2",
+                "                 [>] 192.0.2.3"
+            ]
+        );
+        let healthy = rolling_at("running", 1, json!({"waiting_healthy": {"since": 1}}));
+        assert!(
+            rollout(&healthy)
+                .contains("batch            2 of 2: upgraded: waiting for health checks to pass\n")
+        );
+        // Done: every batch is marked done, the current one (past the last) included.
+        for (state, batch, marks) in [
+            ("done", 1, ["[x]", "[x]"]),
+            ("done", 2, ["[x]", "[x]"]),
+            ("aborted", 1, ["[x]", "[ ]"]),
+        ] {
+            let out = rollout(&rolling_at(state, batch, json!("draining")));
+            let found: Vec<&str> = out
+                .lines()
+                .filter_map(|l| l.find('[').map(|i| &l[i..i + 3]))
+                .collect();
+            assert_eq!(found, marks, "{state} at batch {batch}");
+        }
     }
 
     #[test]
