@@ -74,7 +74,7 @@ mod serve;
 
 use read::{audit, metrics, pool, pools, readyz, with_generation, zones};
 use serve::Peer;
-pub use serve::{MAX_CONNECTIONS, Placement, run, spawn, tls_acceptor};
+pub(crate) use serve::{MAX_CONNECTIONS, Placement, run, spawn, tls_acceptor};
 
 /// In-flight admin requests allowed at once; the admin API runs on its own tasks, never on
 /// the UDP workers, and this bound keeps a flood of admin requests from eating the runtime.
@@ -87,7 +87,7 @@ const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// slowest legitimate request (a write that waits for a reload on a large zone set).
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Previews computed at once (each may take a core for a while); more get 429.
-pub const MAX_PREVIEWS: usize = 2;
+pub(crate) const MAX_PREVIEWS: usize = 2;
 /// Audit pages read, encoded and sent at once; more wait their turn (a largest page takes
 /// ~50 ms to build). With `AUDIT_MAX` records of ~1 KB each a page is ~15 MB of records while
 /// it is built and ~8 MB of JSON while it is sent, so this bounds the memory audit reads take
@@ -99,7 +99,7 @@ const AUDIT_MAX: usize = 10_000;
 
 /// What the admin handlers use.
 #[derive(Clone, Debug)]
-pub struct AdminContext {
+pub(crate) struct AdminContext {
     pub metrics: Arc<Metrics>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     /// Set by the state writer once every probe has reported at least once.
@@ -121,7 +121,7 @@ pub struct AdminContext {
 
 impl AdminContext {
     /// Fresh permits for the expensive reads (previews, audit pages).
-    pub fn read_limits() -> (Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>) {
+    pub(crate) fn read_limits() -> (Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>) {
         (
             Arc::new(tokio::sync::Semaphore::new(MAX_PREVIEWS)),
             Arc::new(tokio::sync::Semaphore::new(MAX_AUDIT_READS)),
@@ -166,7 +166,7 @@ impl From<ChangeError> for ApiError {
     }
 }
 
-pub fn router(ctx: AdminContext) -> Router {
+pub(crate) fn router(ctx: AdminContext) -> Router {
     let v1 = Router::new()
         .route("/v1/zones", get(zones))
         .route("/v1/pools", get(pools))
@@ -219,21 +219,9 @@ async fn forget_node(
     State(ctx): State<AdminContext>,
     Path(node): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (reply, answer) = oneshot::channel();
-    let unavailable = || {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the state writer is not running".into(),
-        )
-    };
-    let forget = StateEvent::Forget {
-        node_id: node.clone(),
-        reply,
-    };
-    ctx.events.send(forget).await.map_err(|_| unavailable())?;
-    let found = answer
-        .await
-        .map_err(|_| unavailable())?
+    let node_id = node.clone();
+    let found = ask_writer(&ctx, |reply| StateEvent::Forget { node_id, reply })
+        .await?
         .map_err(read::store_error)?;
     if !found {
         return Err(ApiError(
@@ -247,7 +235,7 @@ async fn forget_node(
 /// The admin API while weir waits for its shared state store at start-up (nothing safe to
 /// serve yet): `/healthz` says the process is alive, everything else, `/readyz` included, is
 /// 503 with the reason.
-pub fn waiting_router(why: Arc<str>) -> Router {
+pub(crate) fn waiting_router(why: Arc<str>) -> Router {
     let unavailable = move || {
         let why = why.clone();
         async move {
@@ -521,7 +509,7 @@ fn address(text: &str) -> Result<IpAddr, ApiError> {
 /// The longest `reason` a change may carry, in bytes. Audit records stay small: sled stores
 /// a node over ~128 KiB as a file of its own, the path that wedged the writer on a full disk
 /// (issue 12), and a reason is a sentence, not a document.
-pub const MAX_REASON: usize = 1024;
+pub(crate) const MAX_REASON: usize = 1024;
 
 fn check_reason(reason: &str) -> Result<(), ApiError> {
     if reason.len() > MAX_REASON {

@@ -1,6 +1,6 @@
 //! weir: an authoritative DNS traffic manager. See ARCHITECTURE.md for the map.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
 pub mod clock;
 pub mod config;

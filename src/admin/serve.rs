@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 pub(super) struct Peer(pub(super) SocketAddr);
 
 /// Loads a PEM certificate chain and private key into a TLS acceptor.
-pub fn tls_acceptor(files: &crate::config::TlsFiles) -> Result<tokio_rustls::TlsAcceptor, String> {
+pub(crate) fn tls_acceptor(
+    files: &crate::config::TlsFiles,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
@@ -51,7 +53,7 @@ pub fn tls_acceptor(files: &crate::config::TlsFiles) -> Result<tokio_rustls::Tls
 /// been idle longest (connected or answered, and no request since) is closed to make room, so
 /// idle or silent connections can never lock out a prober; a connection in the middle of a
 /// request is never evicted.
-pub const MAX_CONNECTIONS: usize = 1024;
+pub(crate) const MAX_CONNECTIONS: usize = 1024;
 /// Connections held open at once from one source (an IPv4 address or an IPv6 /64): one
 /// client cannot evict everyone else's connections. Beyond it a connection is closed at once.
 pub(super) const MAX_PER_SOURCE: usize = 64;
@@ -347,7 +349,7 @@ pub enum Placement {
 }
 
 /// `run` where `placement` says; the handle ends when the server does.
-pub fn spawn(
+pub(crate) fn spawn(
     placement: Placement,
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -386,7 +388,7 @@ pub fn spawn(
 }
 
 /// Serves `router` on `listener` (over TLS with `tls`) until `shutdown`, with the default caps.
-pub async fn run(
+pub(crate) async fn run(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
