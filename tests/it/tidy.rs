@@ -17,6 +17,25 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Every source file under `src/`, by its name relative to the crate (`src/dns/wire.rs`).
+fn source_files() -> Vec<(String, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources(&root.join("src"), &mut files);
+    assert!(files.len() > 20, "found the sources");
+    files
+        .into_iter()
+        .map(|path| {
+            let name = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            (name, path)
+        })
+        .collect()
+}
+
 /// The file's code without its unit tests and comments: what the rules are about.
 fn code(text: &str) -> String {
     let text = match text.find("#[cfg(test)]\nmod tests") {
@@ -133,14 +152,7 @@ fn the_layer_table_is_the_one_architecture_md_states() {
         stated, table,
         "ARCHITECTURE.md's numbered list after `Layers, lowest first` must match tests/it/tidy.rs LAYERS"
     );
-    let mut files = Vec::new();
-    sources(&root.join("src"), &mut files);
-    for path in files {
-        let name = path
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+    for (name, _) in source_files() {
         let module = module_of(&name);
         assert!(
             layer(module).is_some() || module == "main" || module == "lib",
@@ -151,16 +163,8 @@ fn the_layer_table_is_the_one_architecture_md_states() {
 
 #[test]
 fn no_module_imports_one_above_it() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    sources(&root.join("src"), &mut files);
     let mut problems = Vec::new();
-    for path in &files {
-        let name = path
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
+    for (name, path) in source_files() {
         let module = module_of(&name);
         let Some(mine) = layer(module) else { continue };
         let code = code(&std::fs::read_to_string(path).unwrap());
@@ -188,17 +192,8 @@ fn the_use_reader_sees_grouped_and_nested_paths() {
 
 #[test]
 fn the_code_map_holds() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    sources(&root.join("src"), &mut files);
-    assert!(files.len() > 20, "found the sources");
     let mut problems = Vec::new();
-    for path in &files {
-        let name = path
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
+    for (name, path) in source_files() {
         let text = std::fs::read_to_string(path).unwrap();
         if !text.starts_with("//!") {
             problems.push(format!(
