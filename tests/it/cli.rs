@@ -71,30 +71,20 @@ fn check_accepts_the_shipped_config() {
 
 #[test]
 fn check_lists_every_problem_and_exits_78() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("a.zone"),
-        "$TTL 60\n@ SOA ns hm 1 2 3 4 5\nwww A 192.0.2.1\nwww CNAME x\nalias CNAME www\nalias CNAME elsewhere.example.\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("b.zone"),
-        "$TTL 60\n@ SOA ns hm 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\nx A not-an-address\n",
-    )
-    .unwrap();
-    let config = dir.path().join("weir.toml");
-    std::fs::write(
-        &config,
-        "[[zone]]\norigin = \"a.test.\"\nfile = \"a.zone\"\n[[zone]]\norigin = \"b.test.\"\nfile = \"b.zone\"\n[[zone]]\norigin = \"c.test.\"\nfile = \"missing.zone\"\n",
-    )
-    .unwrap();
-    let out = weir()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_dir, config, err) = check_refuses(&[
+        (
+            "a.zone",
+            "$TTL 60\n@ SOA ns hm 1 2 3 4 5\nwww A 192.0.2.1\nwww CNAME x\nalias CNAME www\nalias CNAME elsewhere.example.\n",
+        ),
+        (
+            "b.zone",
+            "$TTL 60\n@ SOA ns hm 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\nx A not-an-address\n",
+        ),
+        (
+            "weir.toml",
+            "[[zone]]\norigin = \"a.test.\"\nfile = \"a.zone\"\n[[zone]]\norigin = \"b.test.\"\nfile = \"b.zone\"\n[[zone]]\norigin = \"c.test.\"\nfile = \"missing.zone\"\n",
+        ),
+    ]);
     for want in [
         "5 problems:",
         "a.zone:6: alias.a.test.: more than one CNAME record (the first is at ",
@@ -129,25 +119,16 @@ fn check_lists_every_problem_and_exits_78() {
 /// problems named the owner instead of file:line. All at once now, zone problems by line.
 #[test]
 fn check_reports_unknown_keys_pool_and_zone_problems_in_one_pass() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("bad.zone"),
-        "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\n@ NS ns2\nns A 192.0.2.1\nalias CNAME www\nalias A 192.0.2.7\nold DNAME other.example.net.\nsub SOA ns hm 1 2 3 4 60\nout.example.net. A 192.0.2.9\nchaos CH TXT \"x\"\n",
-    )
-    .unwrap();
-    let config = dir.path().join("weir.toml");
-    std::fs::write(
-        &config,
-        "[dns]\nlisten = [\"127.0.0.1:5353\"]\nbogus_one = 1\n[admin]\nbogus_two = 2\n[store]\nbogus_three = 3\n[[zone]]\norigin = \"example.com.\"\nfile = \"bad.zone\"\n[[pool]]\nname = \"app.example.com.\"\nanswers = 0\n[[pool.group]]\nname = \"blue\"\nweight = 0\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool]]\nname = \"app.example.com.\"\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n",
-    )
-    .unwrap();
-    let out = weir()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (dir, config, err) = check_refuses(&[
+        (
+            "bad.zone",
+            "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\n@ NS ns2\nns A 192.0.2.1\nalias CNAME www\nalias A 192.0.2.7\nold DNAME other.example.net.\nsub SOA ns hm 1 2 3 4 60\nout.example.net. A 192.0.2.9\nchaos CH TXT \"x\"\n",
+        ),
+        (
+            "weir.toml",
+            "[dns]\nlisten = [\"127.0.0.1:5353\"]\nbogus_one = 1\n[admin]\nbogus_two = 2\n[store]\nbogus_three = 3\n[[zone]]\norigin = \"example.com.\"\nfile = \"bad.zone\"\n[[pool]]\nname = \"app.example.com.\"\nanswers = 0\n[[pool.group]]\nname = \"blue\"\nweight = 0\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool]]\nname = \"app.example.com.\"\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n",
+        ),
+    ]);
     let lines: Vec<&str> = err.lines().map(str::trim).collect();
     let (toml, zone) = (
         config.display().to_string(),
@@ -264,4 +245,22 @@ impl Probe {
                 .answers,
         )
     }
+}
+
+/// Writes `files` (the config is `weir.toml`) into a new folder, runs `weir check` on them,
+/// asserts it refuses with exit code 78, and returns the folder, the config and stderr.
+fn check_refuses(files: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let config = dir.path().join("weir.toml");
+    let out = weir()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (dir, config, err)
 }
