@@ -68,6 +68,15 @@ async fn until_weight(s: &Server, weight: u64, limit: u64) -> u64 {
     );
 }
 
+/// A server for the example zone with `pools`.
+async fn serve(pools: &str) -> Server {
+    Server::builder()
+        .zone("example.com.", ZONE)
+        .pools(pools)
+        .start()
+        .await
+}
+
 /// `GET /v1/audit?{query}` with the clock running. Audit pages are built on a SCHED_IDLE
 /// thread; with the clock paused, tokio jumps to the request deadline whenever the runtime
 /// idles while that thread waits for a core on a busy host, and the read fails spuriously.
@@ -81,11 +90,7 @@ async fn audit_page(s: &Server, query: &str) -> Value {
 
 #[tokio::test(start_paused = true)]
 async fn a_canary_walks_its_steps_honouring_settle_times_and_pauses() {
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(&pool("", ""))
-        .start()
-        .await;
+    let s = serve(&pool("", "")).await;
     assert_eq!(green_share(&s).await, 0.0);
     let (code, body) = api(&s, Method::POST, "/v1/pools/app.example.com/rollouts", None).await;
     assert_eq!(code, 200, "{body}");
@@ -159,11 +164,7 @@ async fn a_down_canary_endpoint_aborts_and_traffic_returns() {
         ", probe = \"{}\", check = {{ kind = \"tcp\", interval = \"1s\", timeout = \"500ms\", rise = 1, fall = 2 }}",
         backend.addr()
     );
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(&pool("", &green))
-        .start()
-        .await;
+    let s = serve(&pool("", &green)).await;
     let plan = r#"{"from": "blue", "to": "green", "steps": [{"set_weight": 50}, {"pause": "manual"}], "slack": "0s", "reason": "v2"}"#;
     let (code, body) = api(
         &s,
@@ -211,11 +212,7 @@ async fn a_down_canary_endpoint_aborts_and_traffic_returns() {
 
 #[tokio::test]
 async fn rollout_requests_are_checked() {
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(&pool("", ""))
-        .start()
-        .await;
+    let s = serve(&pool("", "")).await;
     let cases: [(Method, &str, Option<&str>, u16); 10] = [
         (
             Method::POST,
@@ -305,11 +302,7 @@ async fn rollout_requests_are_checked() {
 #[tokio::test(start_paused = true)]
 async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 30\n[pool.rollout]\nkind = \"blue-green\"\nfrom = \"blue\"\nto = \"green\"\npreview_name = \"preview.app.example.com.\"\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }]\n";
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(pool)
-        .start()
-        .await;
+    let s = serve(pool).await;
     assert_eq!(
         answered(s.addr, "app.example.com.", 100).await,
         ["192.0.2.10"]
@@ -359,11 +352,7 @@ async fn blue_green_previews_flips_keeps_from_warm_and_finalizes() {
 #[tokio::test(start_paused = true)]
 async fn a_ttl_ramp_lowers_the_ttl_waits_for_the_old_one_and_restores_it() {
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 300\n[pool.rollout]\nfrom = \"blue\"\nto = \"green\"\nslack = \"0s\"\nttl_ramp = true\nrollout_ttl = \"5s\"\nsteps = [{ set_weight = 50 }, { pause = \"10s\" }, { set_weight = 100 }]\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }]\n";
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(pool)
-        .start()
-        .await;
+    let s = serve(pool).await;
     let answer_ttl = async |s: &Server| {
         s.tcp(&query("app.example.com.", RecordType::A))
             .await
@@ -396,11 +385,7 @@ fn prometheus(value: &str) -> String {
 async fn a_failing_metric_gate_aborts_after_its_failure_limit() {
     let prom = Backend::http().await;
     prom.respond(200, &prometheus("0.001"));
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(&pool("", ""))
-        .start()
-        .await;
+    let s = serve(&pool("", "")).await;
     let plan = format!(
         r#"{{"from": "blue", "to": "green", "steps": [{{"set_weight": 50}}, {{"pause": "manual"}}], "slack": "0s",
             "metric_gate": {{"url": "http://{}", "query": "rate(errors[1m])", "condition": "< 0.01", "interval": "2s", "failure_limit": 3}}}}"#,
@@ -448,11 +433,7 @@ async fn a_failing_metric_gate_aborts_after_its_failure_limit() {
 #[tokio::test(start_paused = true)]
 async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 10\nanswers = 4\n[pool.rollout]\nkind = \"rolling\"\ngroup = \"web\"\nbatch = \"50%\"\nmax_unavailable = \"25%\"\nslack = \"0s\"\n[[pool.group]]\nname = \"web\"\nendpoints = [{ address = \"192.0.2.1\" }, { address = \"192.0.2.2\" }, { address = \"192.0.2.3\" }, { address = \"192.0.2.4\" }]\n";
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(pool)
-        .start()
-        .await;
+    let s = serve(pool).await;
     let all = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"];
     assert_eq!(answered(s.addr, "app.example.com.", 100).await, all);
     assert_eq!(start_rollout(&s).await, 200);
@@ -496,11 +477,7 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
 async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() {
     use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 1\nsticky = \"client-subnet\"\n[pool.rollout]\nfrom = \"blue\"\nto = \"green\"\nslack = \"0s\"\nsteps = [{ set_weight = 5 }, { pause = \"manual\" }, { set_weight = 25 }, { pause = \"manual\" }, { set_weight = 50 }, { pause = \"manual\" }, { set_weight = 100 }]\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }, { address = \"192.0.2.11\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }, { address = \"192.0.2.21\" }]\n";
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(pool)
-        .start()
-        .await;
+    let s = serve(pool).await;
     let queries: Vec<Vec<u8>> = (0..500u32)
         .map(|i| {
             let mut m = with_edns(query("app.example.com.", RecordType::A), 1232);
@@ -553,11 +530,7 @@ async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() 
 async fn a_webhook_is_asked_before_each_step_and_a_refusal_pauses() {
     let hook = Backend::http().await;
     hook.respond(500, "not yet");
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(&pool("", ""))
-        .start()
-        .await;
+    let s = serve(&pool("", "")).await;
     let plan = format!(
         r#"{{"from": "blue", "to": "green", "steps": [{{"set_weight": 50}}, {{"pause": "manual"}}], "slack": "0s", "webhook": {{"url": "http://{}/approve"}}}}"#,
         hook.addr()
