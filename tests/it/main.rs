@@ -23,6 +23,7 @@ mod docs;
 mod etcd;
 mod health;
 mod managed_health;
+mod mmdb;
 mod observability;
 mod pools;
 mod protocol;
