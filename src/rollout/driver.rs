@@ -257,7 +257,6 @@ async fn run_gates(
         }
         for (pool, r) in gated {
             let Some(gate) = &r.metric_gate else { continue };
-            let name = pool.clone();
             let interval = Duration::from_secs(gate.interval.max(1));
             let w = match watched.get_mut(&pool) {
                 Some(w) if w.started <= r.changed_at && w.started != 0 => w,
@@ -276,7 +275,7 @@ async fn run_gates(
                         }
                         Err(e) if r.state != RolloutState::Paused => {
                             let why = format!("metric gate client could not be built: {e}");
-                            if signals.send(Signal::Hold(name, why)).await.is_err() {
+                            if signals.send(Signal::Hold(pool.clone(), why)).await.is_err() {
                                 return;
                             }
                         }
@@ -311,7 +310,7 @@ async fn run_gates(
                 let reason = format!("metric gate failed {} times: {why}", w.failures);
                 w.failures = 0;
                 if signals
-                    .send(Signal::GateFailed(name, reason))
+                    .send(Signal::GateFailed(pool.clone(), reason))
                     .await
                     .is_err()
                 {

@@ -35,11 +35,7 @@ fn endpoint<'a>(pool: &'a Value, group: usize, address: &str) -> &'a Value {
 
 #[tokio::test]
 async fn reads_changes_and_audit_end_to_end() {
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(POOL)
-        .start()
-        .await;
+    let s = Server::serving(ZONE, POOL).await;
     let admin = s.admin();
     assert_eq!(
         get(admin, "/v1/zones").await,
@@ -211,11 +207,7 @@ async fn reads_changes_and_audit_end_to_end() {
 
 #[tokio::test]
 async fn bad_requests_get_a_4xx_and_change_nothing() {
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(POOL)
-        .start()
-        .await;
+    let s = Server::serving(ZONE, POOL).await;
     let admin = s.admin();
     let big = format!("{{\"weight\": 1, \"reason\": \"{}\"}}", "x".repeat(70_000));
     // (method, path, body, headers, expected status, expected message part)
@@ -1081,11 +1073,7 @@ async fn a_rollout_resumes_at_the_same_step_after_kill_9() {
 /// generation; bad generations get 400 or 404.
 #[tokio::test]
 async fn change_status_and_feed_on_the_local_store() {
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(POOL)
-        .start()
-        .await;
+    let s = Server::serving(ZONE, POOL).await;
     let admin = s.admin();
     for weight in [20, 30] {
         let (status, _) = put(

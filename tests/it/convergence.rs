@@ -138,11 +138,7 @@ fn silent(change: &Value) -> Vec<(String, u64)> {
 
 #[tokio::test]
 async fn refetched_share_silent_resolvers_and_convergence_time() {
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(POOL)
-        .start()
-        .await;
+    let s = Server::serving(ZONE, POOL).await;
     let (dns, admin) = (s.addr, s.admin());
 
     // Before any change: nothing to report. Unknown pools are 404.
@@ -283,11 +279,7 @@ async fn a_rollout_gated_on_convergence_waits_for_resolvers_and_pauses_past_its_
     // TTL 1, slack 0: the start settles 2 s after it is published; then the step waits until
     // 99% of the volume came back, and pauses 2 s after settling if it has not.
     let fast = POOL.replace("ttl = 30", "ttl = 1");
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(&fast)
-        .start()
-        .await;
+    let s = Server::serving(ZONE, &fast).await;
     let (dns, admin) = (s.addr, s.admin());
     let plan = json!({
         "from": "blue", "to": "green", "slack": "0s", "converged": 0.99, "converge_timeout": "2s",

@@ -18,11 +18,7 @@ const READ_TOKEN: &str = "reader-token-0123456789";
 const WRITE_TOKEN: &str = "writer-token-0123456789";
 
 async fn server() -> Server {
-    Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(POOLS)
-        .start()
-        .await
+    Server::serving(ZONE, POOLS).await
 }
 
 #[derive(Debug)]

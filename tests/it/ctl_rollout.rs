@@ -46,11 +46,7 @@ endpoints = [{ address = "192.0.2.31" }]
 const POOL: &str = "app.example.com.";
 
 async fn server() -> Server {
-    Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(POOLS)
-        .start()
-        .await
+    Server::serving(ZONE, POOLS).await
 }
 
 /// `rollout status POOL` as text.

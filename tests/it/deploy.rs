@@ -357,11 +357,7 @@ endpoints = [{{ address = "192.0.2.20", probe = "{up}" }}]
         up = up.addr(),
         dead = closed_port(),
     );
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(&pools)
-        .start()
-        .await;
+    let s = Server::serving(ZONE, &pools).await;
     for (name, rtype) in [
         (pool, RecordType::A),
         ("example.com.", RecordType::SOA),

@@ -51,11 +51,7 @@ async fn dead_backends_leave_the_answers_and_come_back() {
     let mut http = Backend::http().await;
     http.respond(200, "ok");
     let mut tcp = Backend::tcp().await;
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(&pool(&http, &tcp))
-        .start()
-        .await;
+    let s = Server::serving(ZONE, &pool(&http, &tcp)).await;
     let both = ["192.0.2.10", "192.0.2.20"];
     assert_eq!(
         answered(&s).await,
@@ -112,11 +108,7 @@ async fn a_flapping_backend_stays_out() {
         bad: 500,
     });
     let tcp = Backend::tcp().await;
-    let s = Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(&pool(&http, &tcp))
-        .start()
-        .await;
+    let s = Server::serving(ZONE, &pool(&http, &tcp)).await;
     tokio::time::sleep(INTERVAL * 3).await;
     // Alternating results never give `fall` failures in a row: still up, as hysteresis intends.
     assert_eq!(answered(&s).await, ["192.0.2.10", "192.0.2.20"]);

@@ -13,11 +13,7 @@ use crate::support::*;
 const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\napp TXT \"managed\"\n";
 
 async fn server(pools: &str) -> Server {
-    Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(pools)
-        .start()
-        .await
+    Server::serving(ZONE, pools).await
 }
 
 fn split(blue: u32, green: u32, extra: &str) -> String {

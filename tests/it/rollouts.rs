@@ -70,11 +70,7 @@ async fn until_weight(s: &Server, weight: u64, limit: u64) -> u64 {
 
 /// A server for the example zone with `pools`.
 async fn serve(pools: &str) -> Server {
-    Server::builder()
-        .zone("example.com.", ZONE)
-        .pools(pools)
-        .start()
-        .await
+    Server::serving(ZONE, pools).await
 }
 
 /// `GET /v1/audit?{query}` with the clock running. Audit pages are built on a SCHED_IDLE

@@ -224,6 +224,15 @@ impl Server {
         ServerBuilder::default()
     }
 
+    /// A server for `example.com.` with `zone` as its file and `pools`.
+    pub(crate) async fn serving(zone: &str, pools: &str) -> Server {
+        Server::builder()
+            .zone("example.com.", zone)
+            .pools(pools)
+            .start()
+            .await
+    }
+
     pub(crate) fn running(&self) -> &weir::app::Running {
         self.running.as_ref().unwrap()
     }
