@@ -477,6 +477,66 @@ impl fmt::Display for Prefix {
     }
 }
 
+/// A two-letter code as the databases write it (ISO 3166-1 country, or one of the seven
+/// continent codes AF AN AS EU NA OC SA), upper case.
+pub type Code = [u8; 2];
+
+/// An ISO 3166-2 subdivision, `US-CA`: its country and its code (1 to 3 characters, upper
+/// case, padded with zero bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Subdivision {
+    pub country: Code,
+    pub code: [u8; 3],
+}
+
+impl fmt::Display for Subdivision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let end = self.code.iter().position(|&b| b == 0).unwrap_or(3);
+        let code = std::str::from_utf8(&self.code[..end]).unwrap_or("?");
+        let country = std::str::from_utf8(&self.country).unwrap_or("??");
+        write!(f, "{country}-{code}")
+    }
+}
+
+/// One rule of a routed name: the clients it matches and the pool it selects. A rule with no
+/// criteria is the catch-all (config puts exactly one, last).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rule {
+    /// The selected pool's label inside the name (`eu` of `eu@www.example.com.`).
+    pub pool: String,
+    /// Client subnets: across all rules of a name, the longest prefix holding the client
+    /// decides, before any geography.
+    pub subnets: Vec<Prefix>,
+    pub continents: Vec<Code>,
+    pub countries: Vec<Code>,
+    pub subdivisions: Vec<Subdivision>,
+    /// Autonomous system numbers (from the ASN database).
+    pub asns: Vec<u32>,
+}
+
+impl Rule {
+    /// Matches every client.
+    pub fn is_catch_all(&self) -> bool {
+        self.subnets.is_empty()
+            && self.continents.is_empty()
+            && self.countries.is_empty()
+            && self.subdivisions.is_empty()
+            && self.asns.is_empty()
+    }
+
+    /// Needs the geography database (continent, country or subdivision criteria).
+    pub fn uses_geography(&self) -> bool {
+        !(self.continents.is_empty() && self.countries.is_empty() && self.subdivisions.is_empty())
+    }
+}
+
+/// A routed name: ordered rules selecting among the name's pools.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    pub name: Name,
+    pub rules: Vec<Rule>,
+}
+
 /// The DNS cookie secrets (RFC 9018): server cookies are made with `current` and accepted when
 /// made with `current` or `previous` (a rotation in progress). Debug never shows them.
 #[derive(Clone, PartialEq, Eq)]
