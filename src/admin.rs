@@ -15,6 +15,12 @@
 //!   sticky pools the share of client subnets that would move. Changes nothing. Computed on a
 //!   blocking thread, never on the runtime; at most `MAX_PREVIEWS` at once (beyond: 429 with
 //!   `Retry-After`); 422 when the enumeration would exceed its bound (checked before any work).
+//! - `GET /v1/routes`, `GET /v1/routes/{name}`: routed names: each rule (criteria, the pool it
+//!   selects, queries matched) and each pool (how it answers now, its fallback, up endpoints),
+//!   and the databases rules read. `GET /v1/routes/{name}/preview?client=ADDR&ecs=PREFIX` (plus
+//!   the pool preview's `weights`, `down`, `family`): the rule a client matches, its pool, the
+//!   ECS scope of the answer, and that pool's preview. A pool inside a route is
+//!   `label@name` wherever a pool is named (`/v1/pools/eu@www.example.com./...`).
 //! - `GET /v1/pools/{pool}/convergence`: since the pool's last change of answers, the share of
 //!   its query volume (from the window before the change) whose resolvers have queried again,
 //!   the largest still silent, and when 99% was reached (see `convergence`; read scope).
@@ -63,7 +69,7 @@ use crate::config::{MAX_WEIGHT, Scope, Token};
 use crate::convergence::Convergence;
 use crate::health::LastResults;
 use crate::metrics::Metrics;
-use crate::model::{Name, Override};
+use crate::model::{Override, PoolId};
 use crate::snapshot::Snapshot;
 use crate::state::change::{Change, ChangeError, ChangeRequest};
 use crate::state::{StateEvent, StoreHealth};
@@ -193,6 +199,9 @@ pub(crate) fn router(ctx: AdminContext) -> Router {
         .route("/v1/pools/{pool}/preview", get(read::preview))
         .route("/v1/pools/{pool}/convergence", get(read::convergence))
         .route("/v1/pools/{pool}/rollout/{action}", post(rollout_command))
+        .route("/v1/routes", get(read::routes))
+        .route("/v1/routes/{name}", get(read::route))
+        .route("/v1/routes/{name}/preview", get(read::route_preview))
         .route("/v1/reload", post(reload))
         .route("/v1/audit", get(audit))
         .route("/v1/changes/{generation}", get(read::change_status))
@@ -424,7 +433,7 @@ impl Write {
     /// Sends a rollout command and answers with the new generation once it is stored.
     async fn rollout(
         self,
-        pool: Name,
+        pool: PoolId,
         command: crate::rollout::Command,
         reason: String,
     ) -> Result<Response, ApiError> {
@@ -497,8 +506,8 @@ fn weight(w: u64) -> Result<u32, ApiError> {
     Ok(w as u32)
 }
 
-fn pool_name(name: &str) -> Result<Name, ApiError> {
-    Name::parse(name).map_err(|e| bad_request(format!("pool name `{name}`: {e}")))
+fn pool_name(name: &str) -> Result<PoolId, ApiError> {
+    PoolId::parse(name).map_err(|e| bad_request(format!("pool name `{name}`: {e}")))
 }
 
 fn address(text: &str) -> Result<IpAddr, ApiError> {
@@ -692,7 +701,10 @@ async fn rollout_start(
 }
 
 /// The pool's `[pool.rollout]`: 404 for an unknown pool, 400 for one without a plan.
-fn configured_plan(ctx: &AdminContext, name: &Name) -> Result<crate::model::RolloutPlan, ApiError> {
+fn configured_plan(
+    ctx: &AdminContext,
+    name: &PoolId,
+) -> Result<crate::model::RolloutPlan, ApiError> {
     let snapshot = ctx.snapshot.load();
     let configured = snapshot
         .view

@@ -13,7 +13,9 @@ use serde::Deserialize;
 use crate::model::{Name, Pool};
 
 mod pool;
+mod route;
 pub use pool::{MAX_WEIGHT, RawPlan, RawStep, plan};
+pub use route::Routing;
 
 /// One problem found while loading configuration or zones: where, and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +83,9 @@ struct RawConfig {
     zone: Vec<RawZone>,
     #[serde(default)]
     pool: Vec<pool::RawPool>,
+    geo: Option<route::RawGeo>,
+    #[serde(default)]
+    route: Vec<route::RawRoute>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,7 +168,9 @@ pub struct Config {
     pub store: StoreConfig,
     pub log: LogConfig,
     pub zones: Vec<ZoneConfig>,
+    /// Every pool: the `[[pool]]`s, the pools of each `[[route]]`, and blue-green previews.
     pub pools: Vec<Pool>,
+    pub routing: Routing,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -378,7 +385,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Problems> {
     };
     // Unknown keys in file order (serde finds them table by table).
     sort_by_line(&mut problems, &file);
-    match raw.map(|raw| validate(raw, path)) {
+    let line_of = |key: &str| line_of(root.get_ref(), text, key);
+    match raw.map(|raw| validate(raw, path, &line_of)) {
         Some(Ok(config)) if problems.is_empty() => Ok(config),
         Some(Err(Problems(more))) => {
             problems.extend(more);
@@ -424,6 +432,40 @@ pub fn zone_configs(path: &Path) -> Vec<ZoneConfig> {
     zones
 }
 
+/// The line of `text` where the value at key path `key` (`route[0].rule[1].countries`,
+/// `dns.listen[0]`) is written; for a key not written there, the line of the nearest table
+/// holding it. None when not even the first part of the path is in the file.
+fn line_of(root: &toml::de::DeTable<'_>, text: &str, key: &str) -> Option<usize> {
+    use toml::de::DeValue;
+    let mut table = Some(root);
+    let mut found = None;
+    for part in key.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let Some((_, value)) = table.and_then(|t| t.iter().find(|(k, _)| k.get_ref() == name))
+        else {
+            break;
+        };
+        let value = match (index, value.get_ref()) {
+            (None, _) => value,
+            (Some(i), DeValue::Array(items)) => match items.get(i) {
+                Some(item) => item,
+                None => break,
+            },
+            (Some(_), _) => break,
+        };
+        found = Some(value.span());
+        table = match value.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => None,
+        };
+    }
+    let start = found?.start.min(text.len());
+    Some(text[..start].matches('\n').count() + 1)
+}
+
 /// Unknown keys reported at most in one pass (each costs a deserialization of the file).
 const MAX_UNKNOWN_KEYS: usize = 100;
 
@@ -452,14 +494,17 @@ fn drop_key_in(value: &mut toml::de::DeValue<'_>, span: &std::ops::Range<usize>)
 /// to the admin API has no file, so its keys stand alone.
 struct Collector<'a> {
     file: Option<&'a str>,
+    /// The line a key path is written at, when it is written in the file.
+    line_of: Option<&'a dyn Fn(&str) -> Option<usize>>,
     problems: Vec<Problem>,
 }
 
 impl<'a> Collector<'a> {
-    /// Problems of the config file `file`.
-    fn new(file: &'a str) -> Self {
+    /// Problems of the config file `file`, located at a line by `line_of` where they can be.
+    fn new(file: &'a str, line_of: &'a dyn Fn(&str) -> Option<usize>) -> Self {
         Collector {
             file: Some(file),
+            line_of: Some(line_of),
             problems: Vec::new(),
         }
     }
@@ -468,16 +513,26 @@ impl<'a> Collector<'a> {
     fn standalone() -> Self {
         Collector {
             file: None,
+            line_of: None,
             problems: Vec::new(),
         }
     }
 
+    /// A problem with the value at `key` (a key path, `pool[0].group[1].weight`): located
+    /// `file:line` with the key path starting the message where the key (or the table holding
+    /// it) is written, else `file: key`.
     fn push(&mut self, key: &str, message: impl Into<String>) {
-        let location = match self.file {
-            Some(file) => format!("{file}: {key}"),
-            None => key.to_string(),
-        };
-        self.push_at(location, message);
+        let line = self.line_of.and_then(|line_of| line_of(key));
+        match (self.file, line) {
+            (Some(file), Some(line)) => {
+                self.push_at(
+                    format!("{file}:{line}"),
+                    format!("{key}: {}", message.into()),
+                );
+            }
+            (Some(file), None) => self.push_at(format!("{file}: {key}"), message),
+            (None, _) => self.push_at(key.to_string(), message),
+        }
     }
 
     /// A problem pinned down by something other than a key path, such as another file's line.
@@ -544,16 +599,33 @@ fn file_path(base: &Path, value: Option<&str>) -> Option<PathBuf> {
 
 /// Checks every section in the order config/weir.toml shows them, so the problems come in the
 /// order an operator reads them.
-fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
+fn validate(
+    raw: RawConfig,
+    path: &Path,
+    line_of: &dyn Fn(&str) -> Option<usize>,
+) -> Result<Config, Problems> {
     let file = path.display().to_string();
-    let mut c = Collector::new(&file);
+    let mut c = Collector::new(&file, line_of);
     let base = path.parent().unwrap_or(Path::new("."));
     let dns = dns(&mut c, raw.dns.unwrap_or_default(), base);
     let admin = admin(&mut c, raw.admin.unwrap_or_default(), base);
     let store = store(&mut c, raw.store.unwrap_or_default(), base);
     let log = log(&mut c, raw.log.unwrap_or_default());
     let zones = zones(&mut c, &raw.zone, base);
-    let pools = pool::validate(&mut c, &raw.pool);
+    let (geo, asn) = route::geo(&mut c, &raw.geo.unwrap_or_default(), base);
+    let route_names = route::names(&mut c, &raw.route);
+    let served: Vec<String> = raw.pool.iter().map(|p| p.name.clone()).collect();
+    let (routes, route_pools) =
+        route::validate(&mut c, &raw.route, &route_names, &served, (&geo, &asn));
+    let placed: Vec<pool::Placed<'_>> = (raw.pool.iter().enumerate())
+        .map(|(i, raw)| pool::Placed {
+            key: format!("pool[{i}]"),
+            raw,
+            route: None,
+        })
+        .chain(route_pools)
+        .collect();
+    let pools = pool::validate(&mut c, &placed);
     c.finish(Config {
         path: path.to_path_buf(),
         dns,
@@ -562,6 +634,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, Problems> {
         log,
         zones,
         pools,
+        routing: Routing { routes, geo, asn },
     })
 }
 
@@ -1287,7 +1360,7 @@ mod tests {
     }
 
     #[test]
-    fn every_semantic_problem_is_reported_with_its_key_path() {
+    fn every_semantic_problem_is_reported_with_its_line_and_key_path() {
         let got = problems(
             r#"
 [dns]
@@ -1308,13 +1381,13 @@ file = "y"
 "#,
         );
         let want = [
-            "/etc/weir/weir.toml: dns.listen[1]: `localhost` is not an address with a port",
-            "/etc/weir/weir.toml: dns.listen[2]: `127.0.0.1:53` is listed twice",
-            "/etc/weir/weir.toml: dns.udp_max_payload: 100 is out of range 512..=4096",
-            "/etc/weir/weir.toml: dns.tcp_idle_timeout: `soon` is not a duration",
-            "/etc/weir/weir.toml: log.format: `xml` is not one of",
-            "/etc/weir/weir.toml: zone[0].origin: `a..b`",
-            "/etc/weir/weir.toml: zone[2].origin: zone `example.com.` is configured twice",
+            "/etc/weir/weir.toml:3: dns.listen[1]: `localhost` is not an address with a port",
+            "/etc/weir/weir.toml:3: dns.listen[2]: `127.0.0.1:53` is listed twice",
+            "/etc/weir/weir.toml:4: dns.udp_max_payload: 100 is out of range 512..=4096",
+            "/etc/weir/weir.toml:5: dns.tcp_idle_timeout: `soon` is not a duration",
+            "/etc/weir/weir.toml:7: log.format: `xml` is not one of",
+            "/etc/weir/weir.toml:9: zone[0].origin: `a..b`",
+            "/etc/weir/weir.toml:15: zone[2].origin: zone `example.com.` is configured twice",
         ];
         assert_eq!(got.len(), want.len(), "{got:#?}");
         for (g, w) in got.iter().zip(want) {
@@ -1338,7 +1411,7 @@ file = "y"
             "{got:?}"
         );
         assert!(
-            got[2].starts_with("/etc/weir/weir.toml: log.format"),
+            got[2].starts_with("/etc/weir/weir.toml:6: log.format"),
             "{got:?}"
         );
         assert!(got[3].starts_with("/etc/weir/weir.toml: zone"), "{got:?}");
@@ -1366,8 +1439,9 @@ file = "y"
         }
         for (value, shown) in [("1.5", "1.5"), ("2", "2"), ("-0.1", "-0.1"), ("nan", "NaN")] {
             let got = problems(&format!("[log]\nquery_sample = {value}\n{zone}"));
-            let want =
-                format!("/etc/weir/weir.toml: log.query_sample: {shown} is out of range 0.0..=1.0");
+            let want = format!(
+                "/etc/weir/weir.toml:2: log.query_sample: {shown} is out of range 0.0..=1.0"
+            );
             assert_eq!(got.len(), 1, "{value}: {got:?}");
             assert!(got[0].starts_with(&want), "{got:?}");
         }

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::dns::track::{Resolver, Sample, Tables};
 use crate::metrics::Metrics;
-use crate::model::Name;
+use crate::model::PoolId;
 use crate::snapshot::Snapshot;
 
 /// How often the tables are drained and the snapshot looked at.
@@ -97,7 +97,7 @@ pub struct Silent {
     pub queries: u64,
 }
 
-type Report = HashMap<Name, PoolConvergence>;
+type Report = HashMap<PoolId, PoolConvergence>;
 
 /// The read side, for the admin API and the rollout engine. Cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -117,14 +117,14 @@ impl Convergence {
 
     /// The pool's convergence since its last change; None when tracking is off, the pool is
     /// unknown, or its answers have not changed since weir started.
-    pub fn pool(&self, pool: &Name) -> Option<PoolConvergence> {
+    pub fn pool(&self, pool: &PoolId) -> Option<PoolConvergence> {
         self.report.as_ref()?.load().get(pool).cloned()
     }
 
     /// The pool's convergence if its last change was published at or after `since_ms` (Unix
     /// ms), e.g. a rollout step's change time: None while weir has not yet seen a change that
     /// recent (or tracking is off).
-    pub fn since(&self, pool: &Name, since_ms: u64) -> Option<PoolConvergence> {
+    pub fn since(&self, pool: &PoolId, since_ms: u64) -> Option<PoolConvergence> {
         self.pool(pool).filter(|p| p.changed_at_ms >= since_ms)
     }
 }
@@ -209,7 +209,7 @@ struct Observed {
 
 #[derive(Clone, Debug)]
 struct ObservedPool {
-    name: Name,
+    name: PoolId,
     fingerprint: u64,
     ttl: u32,
 }
@@ -352,20 +352,20 @@ impl PoolTrack {
 struct Tracker {
     /// The last snapshot generation observed.
     generation: Option<u64>,
-    pools: HashMap<Name, PoolTrack>,
+    pools: HashMap<PoolId, PoolTrack>,
     /// Pool names by snapshot index since generation `names_since`, and before it.
-    names: Vec<Name>,
+    names: Vec<PoolId>,
     names_since: u64,
-    previous_names: Vec<Name>,
+    previous_names: Vec<PoolId>,
     ticks: u32,
 }
 
 impl Tracker {
     /// Takes in a new snapshot: a pool whose fingerprint changed starts a change. Returns the
     /// pools no longer served.
-    fn observe(&mut self, obs: &Observed) -> Vec<Name> {
+    fn observe(&mut self, obs: &Observed) -> Vec<PoolId> {
         self.generation = Some(obs.generation);
-        let names: Vec<Name> = obs.pools.iter().map(|p| p.name.clone()).collect();
+        let names: Vec<PoolId> = obs.pools.iter().map(|p| p.name.clone()).collect();
         if names != self.names {
             self.previous_names = std::mem::replace(&mut self.names, names);
             self.names_since = obs.generation;
@@ -561,8 +561,8 @@ mod tests {
         })
     }
 
-    fn name(n: &str) -> Name {
-        Name::parse(n).unwrap()
+    fn name(n: &str) -> PoolId {
+        PoolId::parse(n).unwrap()
     }
 
     fn observed(generation: u64, at: u64, pools: &[(&str, u64, u32)]) -> Observed {

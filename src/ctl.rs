@@ -72,6 +72,20 @@ enum Command {
         /// The pool's name, e.g. app.example.com.
         name: String,
     },
+    /// Every routed name: its rules (criteria, pool, queries matched) and its pools' health.
+    Routes,
+    /// One routed name; with --client or --ecs, which rule that client matches, the pool it
+    /// gets, the ECS scope of its answers and that pool's answer probabilities.
+    Route {
+        /// The routed name, e.g. www.example.com.
+        name: String,
+        /// A client (resolver) address to ask for.
+        #[arg(long)]
+        client: Option<IpAddr>,
+        /// An EDNS Client Subnet prefix to ask for, e.g. 198.51.100.0/24.
+        #[arg(long)]
+        ecs: Option<String>,
+    },
     /// Cache convergence since the pool's last change of answers: the share of its query
     /// volume whose resolvers have asked again, the largest still silent, the time to 99%.
     Convergence {
@@ -403,6 +417,27 @@ async fn execute(args: Args) -> Result<String, CtlError> {
         Command::Pool { name } => {
             let render = |body: &Value| table::pool(body, crate::clock::wall_secs());
             show(&client, &["v1", "pools", &name], &[], render, json).await
+        }
+        Command::Routes => show(&client, &["v1", "routes"], &[], table::routes, json).await,
+        Command::Route {
+            name,
+            client: None,
+            ecs: None,
+        } => show(&client, &["v1", "routes", &name], &[], table::route, json).await,
+        Command::Route {
+            name,
+            client: addr,
+            ecs,
+        } => {
+            let query: Vec<(&str, String)> = [
+                addr.map(|a| ("client", a.to_string())),
+                ecs.map(|e| ("ecs", e)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let path = ["v1", "routes", &name, "preview"];
+            show(&client, &path, &query, table::route_preview, json).await
         }
         Command::Convergence { pool } => {
             let path = ["v1", "pools", &pool, "convergence"];

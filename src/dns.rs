@@ -520,7 +520,7 @@ mod tests {
         let config = crate::config::parse(pools, Path::new("w.toml")).unwrap();
         let origin = crate::model::Name::parse("example.com").unwrap();
         let zones = vec![crate::zones::from_text(zone, Path::new("z"), &origin).unwrap()];
-        let index = crate::snapshot::index(&zones, &config.pools);
+        let index = crate::snapshot::index(&zones, &config.pools, &config.routing);
         let view = crate::model::View {
             pools: config.pools.clone().into(),
             ..Default::default()

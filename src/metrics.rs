@@ -11,7 +11,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::model::{DropReason, Health, Name, Rcode};
+use crate::model::{DropReason, Health, Name, PoolId, Rcode};
 
 mod fleet;
 pub use fleet::AnswerCounter;
@@ -132,6 +132,7 @@ pub struct Metrics {
     registry: Registry,
     dns: DnsMetrics,
     zones: ZoneMetrics,
+    routes: RouteMetrics,
     health: HealthMetrics,
     reload: ReloadMetrics,
     pools: PoolMetrics,
@@ -156,6 +157,7 @@ impl Metrics {
         Metrics {
             dns: DnsMetrics::new(&r),
             zones: ZoneMetrics::new(&r),
+            routes: RouteMetrics::new(&r),
             health: HealthMetrics::new(&r),
             reload: ReloadMetrics::new(&r),
             pools: PoolMetrics::new(&r),
@@ -211,6 +213,44 @@ impl Metrics {
         let counters = origins
             .iter()
             .map(|o| self.zones.queries.with_label_values(&[&o.to_string()]))
+            .collect();
+        *exported = labels;
+        counters
+    }
+
+    /// The queries counter of each rule of each routed name: `routes[r][i]` is rule `i` of route
+    /// `r`, selecting pool `routes[r][i].1`. Resolved once per load so the query path only
+    /// increments; series of rules a reload dropped are removed.
+    pub fn route_queries(&self, routes: &[(&Name, Vec<&PoolId>)]) -> Vec<Vec<IntCounter>> {
+        let labels: HashSet<[String; 3]> = routes
+            .iter()
+            .flat_map(|(name, pools)| {
+                pools
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, pool)| [name.to_string(), (i + 1).to_string(), pool.to_string()])
+            })
+            .collect();
+        let mut exported = self
+            .routes
+            .labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for gone in exported.difference(&labels) {
+            let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+            let _ = self.routes.queries.remove_label_values(&gone);
+        }
+        let counters = routes
+            .iter()
+            .map(|(name, pools)| {
+                let name = name.to_string();
+                (pools.iter().enumerate())
+                    .map(|(i, pool)| {
+                        let rule = (i + 1).to_string();
+                        (self.routes.queries).with_label_values(&[&name, &rule, &pool.to_string()])
+                    })
+                    .collect()
+            })
             .collect();
         *exported = labels;
         counters
@@ -649,6 +689,28 @@ impl ZoneMetrics {
         ZoneMetrics {
             none: queries.with_label_values(&[NO_ZONE]),
             queries,
+            labels: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// Queries of routed names by the rule that matched (rules are numbered from 1 in config
+/// order) and the pool it selected.
+#[derive(Debug)]
+struct RouteMetrics {
+    queries: IntCounterVec,
+    /// The (name, rule, pool) label sets currently exported.
+    labels: Mutex<HashSet<[String; 3]>>,
+}
+
+impl RouteMetrics {
+    fn new(r: &Registrar<'_>) -> Self {
+        RouteMetrics {
+            queries: r.counter_vec(
+                "route_queries_total",
+                "A and AAAA queries of routed names, by the rule that matched (numbered from 1 in config order) and the pool it selected (before any fallback)",
+                &["name", "rule", "pool"],
+            ),
             labels: Mutex::new(HashSet::new()),
         }
     }

@@ -140,6 +140,88 @@ impl Name {
     }
 }
 
+/// A pool's identity. A served pool is its name (`app.example.com.`); a pool inside a routed
+/// name is `label@name` (`eu@www.example.com.`), chosen by the name's rules. Stored, shown,
+/// labelled in metrics and addressed in the admin API as that text.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolId {
+    pub name: Name,
+    /// The pool's label inside a routed name; None for a served pool.
+    pub label: Option<Box<str>>,
+}
+
+/// Why text is not a pool (`PoolId::parse`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PoolIdError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("pool label `{0}` must be 1 to 63 of a-z, 0-9, `-` and `_`")]
+    Label(String),
+}
+
+impl PoolId {
+    /// The pool serving `name` itself.
+    pub fn served(name: Name) -> Self {
+        PoolId { name, label: None }
+    }
+
+    /// Pool `label` of routed name `name`.
+    pub fn inside(name: Name, label: &str) -> Result<Self, PoolIdError> {
+        let ok = (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(PoolIdError::Label(label.into()));
+        }
+        Ok(PoolId {
+            name,
+            label: Some(label.into()),
+        })
+    }
+
+    /// `app.example.com.` or `eu@www.example.com.`.
+    pub fn parse(text: &str) -> Result<Self, PoolIdError> {
+        match text.split_once('@') {
+            Some((label, name)) => PoolId::inside(Name::parse(name)?, label),
+            None => Ok(PoolId::served(Name::parse(text)?)),
+        }
+    }
+
+    /// The name this pool answers for directly: a served pool's name; None inside a route.
+    pub fn served_name(&self) -> Option<&Name> {
+        self.label.is_none().then_some(&self.name)
+    }
+}
+
+impl fmt::Display for PoolId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.label {
+            Some(label) => write!(f, "{label}@{}", self.name),
+            None => write!(f, "{}", self.name),
+        }
+    }
+}
+
+impl fmt::Debug for PoolId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PoolId({self})")
+    }
+}
+
+impl serde::Serialize for PoolId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PoolId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        PoolId::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Offsets of every label start in a wire name, from the first label to the root label.
 pub fn label_starts(wire: &[u8]) -> impl Iterator<Item = usize> + '_ {
     let mut at = Some(0usize);
@@ -336,7 +418,7 @@ pub enum OnAllDown {
     /// Answer as if every endpoint were up (the Route 53 / gdnsd default).
     ServeAll,
     /// Answer from another pool.
-    Fallback(Name),
+    Fallback(PoolId),
     NoData,
     ServFail,
 }
@@ -366,7 +448,7 @@ impl fmt::Display for OnAllDown {
 /// A managed name: its A and AAAA answers come from weighted endpoints.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pool {
-    pub name: Name,
+    pub name: PoolId,
     pub ttl: u32,
     /// Distinct endpoints per answer.
     pub answers: usize,
@@ -576,7 +658,7 @@ pub enum Override {
 
 /// Per pool, per endpoint address: how the overlay keys what it holds about endpoints.
 pub type ByEndpoint<V> =
-    std::collections::BTreeMap<Name, std::collections::BTreeMap<std::net::IpAddr, V>>;
+    std::collections::BTreeMap<PoolId, std::collections::BTreeMap<std::net::IpAddr, V>>;
 
 /// Runtime intent: what operators changed through the admin API, stored as a layer over the
 /// config (never health). Keyed by typed pool names and addresses; stored in presentation
@@ -586,7 +668,7 @@ pub type ByEndpoint<V> =
 pub struct Overlay {
     /// pool -> group -> weight.
     #[serde(default)]
-    pub group_weights: std::collections::BTreeMap<Name, std::collections::BTreeMap<String, u32>>,
+    pub group_weights: std::collections::BTreeMap<PoolId, std::collections::BTreeMap<String, u32>>,
     /// pool -> endpoint address -> weight.
     #[serde(default)]
     pub endpoint_weights: ByEndpoint<u32>,
@@ -598,10 +680,10 @@ pub struct Overlay {
     pub added: ByEndpoint<AddedEndpoint>,
     /// pool -> config endpoint addresses removed at runtime.
     #[serde(default)]
-    pub removed: std::collections::BTreeMap<Name, std::collections::BTreeSet<std::net::IpAddr>>,
+    pub removed: std::collections::BTreeMap<PoolId, std::collections::BTreeSet<std::net::IpAddr>>,
     /// pool -> its rollout (running or finished; the latest one is kept).
     #[serde(default)]
-    pub rollouts: std::collections::BTreeMap<Name, Rollout>,
+    pub rollouts: std::collections::BTreeMap<PoolId, Rollout>,
 }
 
 /// An endpoint added through the admin API; it uses its pool's check.
@@ -948,7 +1030,7 @@ mod tests {
             "overrides":{"app.example.com.":{"192.0.2.10":"down"}},
             "removed":{"app.example.com.":["192.0.2.11"]}}"#;
         let overlay: Overlay = serde_json::from_str(stored).unwrap();
-        let app = Name::parse("app.example.com").unwrap();
+        let app = PoolId::parse("app.example.com").unwrap();
         let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
         assert_eq!(overlay.group_weights[&app]["blue"], 3);
         assert_eq!(overlay.endpoint_weights[&app][&v6], 0);

@@ -17,7 +17,7 @@
 //! clock (`clock::now_ms`) so paused-clock tests drive them; every sum saturates instead of wrapping.
 
 use crate::model::{
-    AbortCause, AuditRecord, Endpoint, Name, Overlay, Phase, Pool, Rollout, RolloutState, View,
+    AbortCause, AuditRecord, Endpoint, Overlay, Phase, Pool, PoolId, Rollout, RolloutState, View,
 };
 
 mod driver;
@@ -149,7 +149,7 @@ pub(crate) struct Ttls {
 
 /// The TTLs a change to `pool` settles under, from the published snapshot: the pool's
 /// configured TTL and its zone's negative TTL.
-pub(crate) fn ttls(snapshot: &crate::snapshot::Snapshot, pool: &crate::model::Name) -> Ttls {
+pub(crate) fn ttls(snapshot: &crate::snapshot::Snapshot, pool: &crate::model::PoolId) -> Ttls {
     Ttls {
         pool: snapshot
             .view
@@ -157,7 +157,7 @@ pub(crate) fn ttls(snapshot: &crate::snapshot::Snapshot, pool: &crate::model::Na
             .iter()
             .find(|p| p.name == *pool)
             .map_or(0, |p| p.ttl),
-        negative: snapshot.negative_ttl(pool),
+        negative: snapshot.negative_ttl(&pool.name),
     }
 }
 
@@ -495,7 +495,7 @@ pub(crate) fn drained(r: &Rollout) -> &[std::net::IpAddr] {
 /// Writes the weights `r` serves into `overlay` (pool `pool`): a weight shift as the two
 /// groups' weights (`from` = 100 - w, `to` = w), a rolling update as its drained batch
 /// (endpoint weight 0) and nothing else in the group.
-pub(crate) fn weights(r: &Rollout, overlay: &mut Overlay, pool: &Name) {
+pub(crate) fn weights(r: &Rollout, overlay: &mut Overlay, pool: &PoolId) {
     match &r.rolling {
         Some(rl) => {
             let drained = drained(r);

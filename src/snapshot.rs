@@ -12,13 +12,15 @@ use smallvec::SmallVec;
 
 use crate::metrics::Metrics;
 use crate::model::{
-    CLASS_ANY, CLASS_IN, MAX_NAME_LEN, Name, Pool, ProbeKey, RRset, Rcode, Rdata, View,
+    CLASS_ANY, CLASS_IN, MAX_NAME_LEN, Name, Pool, PoolId, ProbeKey, RRset, Rcode, Rdata, View,
     label_starts, rtype,
 };
 use crate::zones::Zone;
 
 mod pool;
+mod route;
 pub use pool::{Client, FamilyStatus, PoolStatus, Preview, PreviewError, Subnet};
+pub use route::Decision;
 
 /// Longest CNAME chain followed inside a zone before answering with what we have (as Knot).
 const MAX_CNAME_CHAIN: usize = 8;
@@ -30,6 +32,16 @@ pub struct Question<'q> {
     pub qtype: u16,
     pub qclass: u16,
     pub client: Client,
+}
+
+/// A routed name as the admin API shows it.
+#[derive(Debug)]
+pub struct RouteStatus<'a> {
+    pub route: &'a crate::model::Route,
+    /// Per rule, the pool it selects.
+    pub selects: &'a [PoolId],
+    /// Per rule, the queries it matched since start.
+    pub queries: Vec<u64>,
 }
 
 /// Whose name a record is written under.
@@ -100,8 +112,17 @@ struct Node {
     rrsets: Vec<RRset>,
     /// A delegation point: NS records below the apex (RFC 1034 4.2.1 zone cut).
     cut: bool,
-    /// A managed name: A and AAAA come from `Snapshot::pools[i]`.
-    pool: Option<usize>,
+    /// A managed name: A and AAAA come from a pool, or from the pool a route's rules choose.
+    serves: Option<Serves>,
+}
+
+/// What answers a managed name's A and AAAA questions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Serves {
+    /// `Snapshot::pools[i]`.
+    Pool(usize),
+    /// `ZoneIndex::routes[r]`.
+    Route(usize),
 }
 
 impl Node {
@@ -131,6 +152,12 @@ pub struct ZoneIndex {
     /// `weir_dns_zone_queries_total` per zone id, resolved by the first `build` with this index
     /// (one `Metrics` per process), so health flips do not resolve them again.
     queries: OnceLock<Arc<[IntCounter]>>,
+    /// Routed names, in config order: rules only change with a load, so they live here.
+    routes: Vec<route::RouteNode>,
+    /// The routes and databases this index was built from (admin API).
+    routing: crate::config::Routing,
+    /// `weir_route_queries_total` per route and rule, resolved like `queries`.
+    route_queries: OnceLock<Arc<[Box<[IntCounter]>]>>,
 }
 
 /// Everything the query path needs, immutable once built.
@@ -154,18 +181,27 @@ pub struct Snapshot {
     /// query path increments them without a label lookup.
     zone_queries: Arc<[IntCounter]>,
     outside_zones: IntCounter,
+    /// Per route, per rule (shared with the index).
+    route_queries: Arc<[Box<[IntCounter]>]>,
 }
 
 /// Indexes checked zones (`zones::load_all` guarantees an apex SOA and NS) with a node for each
-/// pool's name (`zones::check_pools` guarantees each lies in a zone, clear of static data and
-/// cuts). `pools` must be the list later given to `build`.
-pub fn index(zones: &[Zone], pools: &[Pool]) -> Arc<ZoneIndex> {
+/// served pool's name and each routed name (`zones::check_pools` guarantees each lies in a zone,
+/// clear of static data and cuts). `pools` must be the list later given to `build`; every pool a
+/// route names is in it (config guarantees).
+pub fn index(zones: &[Zone], pools: &[Pool], routing: &crate::config::Routing) -> Arc<ZoneIndex> {
     let mut map: FxHashMap<Box<[u8]>, ZoneData> = FxHashMap::default();
     for (id, zone) in zones.iter().enumerate() {
         map.insert(zone.origin.wire().into(), build_zone(id, zone));
     }
-    for (i, p) in pools.iter().enumerate() {
-        let wire = p.name.wire();
+    let served = pools
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Some((p.name.served_name()?, Serves::Pool(i))));
+    let routed =
+        (routing.routes.iter().enumerate()).map(|(r, route)| (&route.name, Serves::Route(r)));
+    for (name, serves) in served.chain(routed) {
+        let wire = name.wire();
         let Some(at) = label_starts(wire).find(|&at| map.contains_key(&wire[at..])) else {
             continue;
         };
@@ -173,17 +209,20 @@ pub fn index(zones: &[Zone], pools: &[Pool]) -> Arc<ZoneIndex> {
             continue;
         };
         let origin = zone.origin.clone();
-        let mut up = p.name.parent();
+        let mut up = name.parent();
         while let Some(parent) = up.filter(|n| n.is_at_or_below(&origin)) {
             zone.nodes.entry(parent.wire().into()).or_default();
             up = parent.parent();
         }
-        zone.nodes.entry(wire.into()).or_default().pool = Some(i);
+        zone.nodes.entry(wire.into()).or_default().serves = Some(serves);
     }
     Arc::new(ZoneIndex {
         zones: map,
         origins: zones.iter().map(|z| z.origin.clone()).collect(),
         queries: OnceLock::new(),
+        routes: route::nodes(routing, pools),
+        route_queries: OnceLock::new(),
+        routing: routing.clone(),
     })
 }
 
@@ -196,7 +235,7 @@ pub fn build(
     generation: u64,
 ) -> Snapshot {
     let pools = &view.pools;
-    let by_name: HashMap<&Name, &Pool> = pools.iter().map(|p| (&p.name, p)).collect();
+    let by_name: HashMap<&PoolId, &Pool> = pools.iter().map(|p| (&p.name, p)).collect();
     let health_of = |k: &ProbeKey| view.probe_health(k);
     let nodes = pools
         .iter()
@@ -225,7 +264,7 @@ pub fn rebuild_health(
     touched.sort_unstable();
     touched.dedup();
     let pools = &view.pools;
-    let by_name: HashMap<&Name, &Pool> = pools.iter().map(|p| (&p.name, p)).collect();
+    let by_name: HashMap<&PoolId, &Pool> = pools.iter().map(|p| (&p.name, p)).collect();
     let health_of = |k: &ProbeKey| view.probe_health(k);
     let mut nodes = prev.pools.clone();
     for &i in &touched {
@@ -247,7 +286,7 @@ pub fn rebuild_health(
 /// For every probe, the pools whose view depends on its health: the pools with an endpoint it
 /// checks, and, following `fallback:` chains backwards, every pool that may answer from them.
 fn dependents(pools: &[Pool]) -> HashMap<ProbeKey, Vec<usize>> {
-    let index: HashMap<&Name, usize> = pools
+    let index: HashMap<&PoolId, usize> = pools
         .iter()
         .enumerate()
         .map(|(i, p)| (&p.name, i))
@@ -299,6 +338,10 @@ fn assemble(
         .queries
         .get_or_init(|| metrics.zone_queries(&index.origins).into())
         .clone();
+    let route_queries = index
+        .route_queries
+        .get_or_init(|| route::counters(&index.routing, &index.routes, metrics).into())
+        .clone();
     Snapshot {
         generation,
         published_ms: crate::clock::now_ms(),
@@ -308,6 +351,7 @@ fn assemble(
         view,
         zone_queries,
         outside_zones: metrics.outside_zones().clone(),
+        route_queries,
     }
 }
 
@@ -393,7 +437,8 @@ impl Snapshot {
     /// What `proposed` (a served pool with hypothetical weights or health) would answer for
     /// `qtype` (A or AAAA), compared with how the pool answers now (admin preview).
     pub fn pool_preview(&self, proposed: &Pool, qtype: u16) -> Result<Preview, PreviewError> {
-        let by_name: HashMap<&Name, &Pool> = self.view.pools.iter().map(|p| (&p.name, p)).collect();
+        let by_name: HashMap<&PoolId, &Pool> =
+            self.view.pools.iter().map(|p| (&p.name, p)).collect();
         let health_of = |k: &ProbeKey| self.view.probe_health(k);
         let current = self
             .view
@@ -413,8 +458,56 @@ impl Snapshot {
         self.pools.get(i).map(|p| p.fingerprint())
     }
 
+    /// The pool answering a managed name's question: its own, or the one its route's rules
+    /// choose for `client` (counted under the rule, with the rule's ECS scope in `ans`).
+    #[inline]
+    fn pool_for(&self, serves: Serves, client: &Client, ans: &mut Answer<'_>) -> Option<usize> {
+        match serves {
+            Serves::Pool(i) => Some(i),
+            Serves::Route(r) => {
+                let counters = self.route_queries.get(r).map(|c| &**c);
+                self.index.routes.get(r)?.choose(client, counters, ans)
+            }
+        }
+    }
+
+    /// Every routed name, in config order, with its rules' query counts (admin API).
+    pub fn routes(&self) -> impl Iterator<Item = RouteStatus<'_>> {
+        let routes = self.index.routing.routes.iter().zip(&self.index.routes);
+        routes.enumerate().map(|(r, (route, node))| RouteStatus {
+            route,
+            selects: &node.selects,
+            queries: (self.route_queries.get(r).into_iter().flatten())
+                .map(IntCounter::get)
+                .collect(),
+        })
+    }
+
+    /// The rule of routed name `name` that `client` matches, the ECS scope an answer would
+    /// carry (the rule's, or a sticky pool's when longer), and the pool it selects. None if
+    /// `name` is not routed.
+    pub fn route_decision(&self, name: &Name, client: &Client) -> Option<(Decision, &PoolId)> {
+        let r = (self.index.routing.routes.iter()).position(|route| route.name == *name)?;
+        let node = self.index.routes.get(r)?;
+        let (mut d, pool) = node.decide(client);
+        if pool
+            .and_then(|i| self.pools.get(i))
+            .is_some_and(|p| p.is_sticky())
+        {
+            d.scope = d.scope.max(pool::sticky_key(client).1);
+        }
+        Some((d, node.selects.get(d.rule)?))
+    }
+
+    /// The databases routing rules read: (what, database) for `[geo] database` and
+    /// `asn_database` when set.
+    pub fn databases(&self) -> impl Iterator<Item = (&'static str, &crate::geo::GeoDb)> {
+        let r = &self.index.routing;
+        (r.geo.iter().map(|d| ("geography", d))).chain(r.asn.iter().map(|d| ("asn", d)))
+    }
+
     /// How a pool answers right now, per family (for the admin API).
-    pub fn pool_status(&self, name: &Name) -> Option<PoolStatus> {
+    pub fn pool_status(&self, name: &PoolId) -> Option<PoolStatus> {
         let i = self.view.pools.iter().position(|p| p.name == *name)?;
         self.pools.get(i).map(|p| p.status())
     }
@@ -462,9 +555,10 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
                 }
             },
         };
-        if let Some(i) = node.pool
-            && let Some(pool) = snapshot.pools.get(i)
+        if let Some(serves) = node.serves
             && matches!(q.qtype, rtype::A | rtype::AAAA | rtype::ANY)
+            && let Some(i) = snapshot.pool_for(serves, &q.client, &mut ans)
+            && let Some(pool) = snapshot.pools.get(i)
         {
             ans.pool = Some(i);
             if pool.answer(q.qtype, owner, &q.client, &mut ans) {

@@ -19,7 +19,7 @@ use crate::config::{self, Config, Problem, Problems};
 use crate::health;
 use crate::metrics::Metrics;
 use crate::model::{
-    AbortCause, AuditRecord, Health, HealthMap, Name, Overlay, Pool, ProbeKey, View,
+    AbortCause, AuditRecord, Health, HealthMap, Overlay, Pool, PoolId, ProbeKey, View,
 };
 use crate::rollout;
 use crate::snapshot::{self, Snapshot, ZoneIndex};
@@ -50,7 +50,7 @@ pub enum StateEvent {
     /// A rollout command: from an operator (admin API, replied to once stored and published)
     /// or the rollout driver (`Tick`, when a step is due; no reply).
     Rollout {
-        pool: Name,
+        pool: PoolId,
         command: rollout::Command,
         actor: String,
         source: String,
@@ -111,7 +111,7 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
-    let index = snapshot::index(&zones, &config.pools);
+    let index = snapshot::index(&zones, &config.pools, &config.routing);
     Ok(Loaded {
         config,
         zones,
@@ -873,7 +873,7 @@ impl Writer {
     /// ran the same due step): catch up and decide again on the newer state.
     async fn rollout(
         &mut self,
-        pool: Name,
+        pool: PoolId,
         command: rollout::Command,
         actor: String,
         source: String,
@@ -897,7 +897,7 @@ impl Writer {
 
     async fn rollout_once(
         &mut self,
-        pool: &Name,
+        pool: &PoolId,
         command: &rollout::Command,
         actor: &str,
         source: &str,
@@ -1130,7 +1130,7 @@ mod tests {
     fn weight(weight: u32) -> ChangeRequest {
         ChangeRequest {
             change: Change::GroupWeight {
-                pool: Name::parse("app.example.com.").unwrap(),
+                pool: PoolId::parse("app.example.com.").unwrap(),
                 group: "blue".into(),
                 weight,
             },
@@ -1225,7 +1225,7 @@ mod tests {
             1,
             "stored before the reply"
         );
-        let app = Name::parse("app.example.com.").unwrap();
+        let app = PoolId::parse("app.example.com.").unwrap();
         assert_eq!(store.load().unwrap().overlay.group_weights[&app]["blue"], 7);
         let served = w.snapshot.load();
         assert_eq!((served.view.generation, blue(&served)), (1, 7));
@@ -1485,7 +1485,7 @@ mod batching {
         let (reply, answer) = oneshot::channel();
         let request = ChangeRequest {
             change: change::Change::GroupWeight {
-                pool: Name::parse("p3.example.com.").unwrap(),
+                pool: PoolId::parse("p3.example.com.").unwrap(),
                 group: "g".into(),
                 weight: 40,
             },

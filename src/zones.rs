@@ -45,30 +45,31 @@ pub fn load_each(configs: &[ZoneConfig]) -> Result<Vec<Zone>, Problems> {
     }
 }
 
-/// Checks pools against the zones they live in: inside a served zone, not beside static
-/// A/AAAA/CNAME data, not at or below a delegation.
+/// Checks served pools and routed names against the zones they live in: inside a served zone,
+/// not beside static A/AAAA/CNAME data, not at or below a delegation.
 pub fn check_pools(config: &Config, zones: &[Zone]) -> Vec<Problem> {
     let file = config.path.display().to_string();
+    let served = (config.pools.iter().enumerate())
+        .filter_map(|(i, p)| Some((format!("pool[{i}].name"), "pool", p.name.served_name()?)));
+    let routed = (config.routing.routes.iter().enumerate())
+        .map(|(i, r)| (format!("route[{i}].name"), "route", &r.name));
     let mut problems = Vec::new();
-    for (i, pool) in config.pools.iter().enumerate() {
+    for (key, what, name) in served.chain(routed) {
         let mut push = |message: String| {
             problems.push(Problem {
-                location: format!("{file}: pool[{i}].name"),
+                location: format!("{file}: {key}"),
                 message,
             })
         };
         let Some(zone) = zones
             .iter()
-            .filter(|z| pool.name.is_at_or_below(&z.origin))
+            .filter(|z| name.is_at_or_below(&z.origin))
             .max_by_key(|z| z.origin.wire().len())
         else {
-            push(format!(
-                "pool `{}` is not inside any configured zone",
-                pool.name
-            ));
+            push(format!("{what} `{name}` is not inside any configured zone"));
             continue;
         };
-        if let Some(sets) = zone.rrsets.get(&pool.name) {
+        if let Some(sets) = zone.rrsets.get(name) {
             let clash: Vec<String> = sets
                 .iter()
                 .filter(|s| matches!(s.rtype, rtype::A | rtype::AAAA | rtype::CNAME))
@@ -76,23 +77,21 @@ pub fn check_pools(config: &Config, zones: &[Zone]) -> Vec<Problem> {
                 .collect();
             if !clash.is_empty() {
                 push(format!(
-                    "pool `{}` clashes with static {} data in the zone file of `{}`",
-                    pool.name,
+                    "{what} `{name}` clashes with static {} data in the zone file of `{}`",
                     clash.join("/"),
                     zone.origin
                 ));
             }
         }
-        let mut up = Some(pool.name.clone());
-        while let Some(name) = up.filter(|n| *n != zone.origin) {
-            if zone.get(&name, rtype::NS).is_some() {
+        let mut up = Some(name.clone());
+        while let Some(at) = up.filter(|n| *n != zone.origin) {
+            if zone.get(&at, rtype::NS).is_some() {
                 push(format!(
-                    "pool `{}` lies at or below the delegation `{name}`",
-                    pool.name
+                    "{what} `{name}` lies at or below the delegation `{at}`"
                 ));
                 break;
             }
-            up = name.parent();
+            up = at.parent();
         }
     }
     problems

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::{
     AUDIT_DEFAULT, AUDIT_MAX, AdminContext, ApiError, MAX_PREVIEWS, bad_request, pool_name,
 };
-use crate::model::{Name, Override, Pool};
+use crate::model::{Override, Pool, PoolId};
 
 pub(super) async fn readyz(State(ctx): State<AdminContext>) -> impl IntoResponse {
     let snapshot = ctx.snapshot.load();
@@ -88,7 +88,8 @@ pub(super) async fn pools(State(ctx): State<AdminContext>) -> Response {
 }
 
 fn find_pool<'a>(pools: &'a [Pool], name: &str) -> Result<&'a Pool, ApiError> {
-    let parsed = Name::parse(name).map_err(|e| bad_request(format!("pool name `{name}`: {e}")))?;
+    let parsed =
+        PoolId::parse(name).map_err(|e| bad_request(format!("pool name `{name}`: {e}")))?;
     pools
         .iter()
         .find(|p| p.name == parsed)
@@ -267,6 +268,10 @@ pub(super) struct PreviewQuery {
     down: Option<String>,
     /// "ipv4" (default) or "ipv6".
     family: Option<String>,
+    /// Route previews: the resolver's address (the client itself without `ecs`).
+    client: Option<String>,
+    /// Route previews: an ECS prefix, `198.51.100.0/24`.
+    ecs: Option<String>,
 }
 
 /// The exact probability of each endpoint and answer set under proposed weights and a
@@ -280,7 +285,86 @@ pub(super) async fn preview(
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
     let snapshot = ctx.snapshot.load();
-    let mut proposed = find_pool(&snapshot.view.pools, &name)?.clone();
+    let proposed = propose(find_pool(&snapshot.view.pools, &name)?.clone(), &q)?;
+    let extra = json!({ "pool": proposed.name.to_string() });
+    compute_preview(&ctx, proposed, qtype(&q)?, extra).await
+}
+
+/// `GET /v1/routes/{name}/preview?client=ADDR&ecs=PREFIX&weights=..&down=..&family=..`:
+/// which rule a client matches, the pool it selects and the ECS scope, then that pool's
+/// preview under the proposed weights and health.
+pub(super) async fn route_preview(
+    State(ctx): State<AdminContext>,
+    Path(name): Path<String>,
+    query: Result<Query<PreviewQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
+    let name = route_name(&name)?;
+    let client = preview_client(&q)?;
+    let snapshot = ctx.snapshot.load();
+    let (decision, pool) = snapshot
+        .route_decision(&name, &client)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no route `{name}`")))?;
+    let pool = snapshot
+        .view
+        .pools
+        .iter()
+        .find(|p| p.name == *pool)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no pool `{pool}`")))?;
+    let proposed = propose(pool.clone(), &q)?;
+    let extra = json!({
+        "name": name.to_string(),
+        "client": q.client,
+        "ecs": q.ecs,
+        "rule": decision.rule + 1,
+        "pool": proposed.name.to_string(),
+        "ecs_scope": decision.scope,
+    });
+    compute_preview(&ctx, proposed, qtype(&q)?, extra).await
+}
+
+/// The client a route preview asks for: `ecs` (a prefix, as a resolver would send it) and/or
+/// `client` (the resolver's address; without `ecs`, the client itself).
+fn preview_client(q: &PreviewQuery) -> Result<crate::snapshot::Client, ApiError> {
+    let addr = match &q.client {
+        Some(text) => text
+            .parse()
+            .map_err(|_| bad_request(format!("client: `{text}` is not an IP address")))?,
+        None => std::net::IpAddr::from([0, 0, 0, 0]),
+    };
+    let ecs = match &q.ecs {
+        Some(text) => {
+            let p = crate::model::Prefix::parse(text).ok_or_else(|| {
+                bad_request(format!(
+                    "ecs: `{text}` is not an address prefix (198.51.100.0/24; no bits set past the length)"
+                ))
+            })?;
+            let (family, addr) = match p.addr {
+                std::net::IpAddr::V4(a) => {
+                    let mut b = [0; 16];
+                    b[..4].copy_from_slice(&a.octets());
+                    (1, b)
+                }
+                std::net::IpAddr::V6(a) => (2, a.octets()),
+            };
+            Some(crate::snapshot::Subnet {
+                family,
+                source_prefix: p.len,
+                addr,
+            })
+        }
+        None => None,
+    };
+    if q.client.is_none() && ecs.is_none() {
+        return Err(bad_request(
+            "a route preview needs client=ADDRESS or ecs=PREFIX",
+        ));
+    }
+    Ok(crate::snapshot::Client { addr, ecs })
+}
+
+/// `pool` with the preview's proposed weights and down endpoints.
+fn propose(mut proposed: Pool, q: &PreviewQuery) -> Result<Pool, ApiError> {
     for pair in q
         .weights
         .iter()
@@ -315,11 +399,25 @@ pub(super) async fn preview(
             .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no endpoint {address}")))?;
         e.force = Override::Down;
     }
-    let qtype = match q.family.as_deref().unwrap_or("ipv4") {
-        "ipv4" => crate::model::rtype::A,
-        "ipv6" => crate::model::rtype::AAAA,
-        other => return Err(bad_request(format!("family `{other}` is not ipv4 or ipv6"))),
-    };
+    Ok(proposed)
+}
+
+fn qtype(q: &PreviewQuery) -> Result<u16, ApiError> {
+    match q.family.as_deref().unwrap_or("ipv4") {
+        "ipv4" => Ok(crate::model::rtype::A),
+        "ipv6" => Ok(crate::model::rtype::AAAA),
+        other => Err(bad_request(format!("family `{other}` is not ipv4 or ipv6"))),
+    }
+}
+
+/// Runs a preview of `proposed` on the preview workers; the body is `extra` plus the
+/// generation and the preview.
+async fn compute_preview(
+    ctx: &AdminContext,
+    proposed: Pool,
+    qtype: u16,
+    extra: Value,
+) -> Result<Response, ApiError> {
     // Held by the blocking task, so a client that hangs up does not free its slot early.
     let Ok(permit) = ctx.previews.clone().try_acquire_owned() else {
         let error = format!("{MAX_PREVIEWS} previews are being computed; retry in a moment");
@@ -336,15 +434,11 @@ pub(super) async fn preview(
     let body = on_workers(&PREVIEWS, "weir-preview", MAX_PREVIEWS, move || {
         let _permit = permit;
         let preview = snapshot.pool_preview(&proposed, qtype)?;
+        let mut body = extra;
+        body["generation"] = json!(snapshot.view.generation);
+        body["preview"] = json!(preview);
         // Serialized here too: a large preview's JSON is work of its own.
-        Ok::<_, crate::snapshot::PreviewError>(
-            json!({
-                "pool": proposed.name.to_string(),
-                "generation": snapshot.view.generation,
-                "preview": preview,
-            })
-            .to_string(),
-        )
+        Ok::<_, crate::snapshot::PreviewError>(body.to_string())
     })
     .await?
     .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
@@ -353,6 +447,97 @@ pub(super) async fn preview(
         body,
     )
         .into_response())
+}
+
+fn route_name(text: &str) -> Result<crate::model::Name, ApiError> {
+    crate::model::Name::parse(text).map_err(|e| bad_request(format!("route name `{text}`: {e}")))
+}
+
+/// One routed name for the admin API: its rules (criteria, pool, queries matched) and its
+/// pools (how each answers now, its fallback, queries selected).
+fn route_json(snapshot: &crate::snapshot::Snapshot, r: &crate::snapshot::RouteStatus<'_>) -> Value {
+    let codes = |codes: &[crate::model::Code]| -> Vec<String> {
+        codes
+            .iter()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect()
+    };
+    let rules: Vec<Value> = (r.route.rules.iter().zip(r.selects).enumerate())
+        .map(|(i, (rule, pool))| {
+            json!({
+                "rule": i + 1,
+                "pool": pool.to_string(),
+                "catch_all": rule.is_catch_all(),
+                "subnets": rule.subnets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "continents": codes(&rule.continents),
+                "countries": codes(&rule.countries),
+                "subdivisions": rule.subdivisions.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "asns": rule.asns,
+                "queries": r.queries.get(i).copied().unwrap_or(0),
+            })
+        })
+        .collect();
+    let view = &snapshot.view;
+    let pools: Vec<Value> = (view.pools.iter())
+        .filter(|p| p.name.label.is_some() && p.name.name == r.route.name)
+        .map(|p| {
+            let endpoints = p.groups.iter().flat_map(|g| &g.endpoints);
+            let selected: u64 = (r.selects.iter().zip(&r.queries))
+                .filter(|(s, _)| **s == p.name)
+                .map(|(_, q)| q)
+                .sum();
+            json!({
+                "pool": p.name.to_string(),
+                "on_all_down": p.on_all_down.to_string(),
+                "endpoints": endpoints.clone().count(),
+                "up": endpoints.filter(|e| view.endpoint_up(e)).count(),
+                "status": snapshot.pool_status(&p.name),
+                "queries": selected,
+            })
+        })
+        .collect();
+    json!({ "name": r.route.name.to_string(), "rules": rules, "pools": pools })
+}
+
+/// `GET /v1/routes`: every routed name, and the databases their rules read.
+pub(super) async fn routes(State(ctx): State<AdminContext>) -> Response {
+    let snapshot = ctx.snapshot.load();
+    let routes: Vec<Value> = snapshot
+        .routes()
+        .map(|r| route_json(&snapshot, &r))
+        .collect();
+    let databases: Vec<Value> = snapshot
+        .databases()
+        .map(|(kind, db)| {
+            json!({
+                "kind": kind,
+                "path": db.path().display().to_string(),
+                "type": db.database_type(),
+                "build_epoch": db.build_epoch(),
+            })
+        })
+        .collect();
+    let generation = snapshot.view.generation;
+    with_generation(
+        generation,
+        json!({ "generation": generation, "routes": routes, "databases": databases }),
+    )
+}
+
+/// `GET /v1/routes/{name}`.
+pub(super) async fn route(
+    State(ctx): State<AdminContext>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let name = route_name(&name)?;
+    let snapshot = ctx.snapshot.load();
+    let r = (snapshot.routes())
+        .find(|r| r.route.name == name)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no route `{name}`")))?;
+    let mut body = route_json(&snapshot, &r);
+    let generation = snapshot.view.generation;
+    body["generation"] = json!(generation);
+    Ok(with_generation(generation, body))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,7 +12,7 @@ use super::{Collector, Problems};
 use crate::model::Webhook;
 use crate::model::{
     BatchSize, Check, CheckKind, Endpoint, Group, Health, MetricGate, Name, OnAllDown, Override,
-    Pool, ProbeKey, RollingPlan, RolloutPlan, Step, Sticky,
+    Pool, PoolId, ProbeKey, RollingPlan, RolloutPlan, Step, Sticky,
 };
 
 /// Defaults of the keys below, written once here; config/weir.toml shows them.
@@ -57,11 +57,11 @@ pub const MAX_WEIGHT: i64 = 1_000_000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPool {
-    name: String,
+    pub(super) name: String,
     ttl: Option<i64>,
     answers: Option<i64>,
     sticky: Option<String>,
-    on_all_down: Option<String>,
+    pub(super) on_all_down: Option<String>,
     min_healthy: Option<f64>,
     degraded_ttl: Option<i64>,
     check: Option<RawCheck>,
@@ -672,33 +672,56 @@ fn expect(c: &mut Collector<'_>, key: &str, raw: &[RawExpect]) -> Vec<(u16, u16)
     expect
 }
 
-pub(super) fn validate(c: &mut Collector<'_>, raw: &[RawPool]) -> Vec<Pool> {
-    // (index in the file, pool) so later messages name the right `pool[i]`.
-    let mut pools: Vec<(usize, Pool)> = Vec::new();
+pub(super) fn validate(c: &mut Collector<'_>, placed: &[Placed<'_>]) -> Vec<Pool> {
+    // (where it is written, pool) so later messages name the right `pool[i]`.
+    let mut pools: Vec<(&Placed<'_>, Pool)> = Vec::new();
     // Every pool name seen, valid pool or not: a duplicate is reported even beside a pool
     // that has problems of its own (all in one pass), and a fallback to such a pool is not
     // reported as missing.
-    let mut names: Vec<Name> = Vec::new();
-    for (i, rp) in raw.iter().enumerate() {
-        if let Some(p) = pool(c, i, rp, &mut names) {
-            pools.push((i, p));
+    let mut names: Vec<PoolId> = Vec::new();
+    for at in placed {
+        if let Some(p) = pool(c, at, &mut names) {
+            pools.push((at, p));
         }
     }
     check_fallbacks(c, &pools, &names);
-    let previews = previews(c, raw, &pools);
+    let previews = previews(c, &pools);
     pools.into_iter().map(|(_, p)| p).chain(previews).collect()
 }
 
-/// The `i`th `[[pool]]`; None if it has problems (each reported). Its name, once it parses,
-/// joins `names`.
-fn pool(c: &mut Collector<'_>, i: usize, rp: &RawPool, names: &mut Vec<Name>) -> Option<Pool> {
-    let key = format!("pool[{i}]");
+/// A `[[pool]]` (`route: None`, its name served) or a `[[route.pool]]` (its name a label
+/// inside the route's name), and the key path it is written at.
+#[derive(Debug)]
+pub(super) struct Placed<'a> {
+    pub(super) key: String,
+    pub(super) raw: &'a RawPool,
+    pub(super) route: Option<&'a Name>,
+}
+
+/// A pool's identity from where it is written.
+fn pool_id(at: &Placed<'_>) -> Result<PoolId, String> {
+    let text = &at.raw.name;
+    match at.route {
+        Some(route) => PoolId::inside(route.clone(), text).map_err(|e| e.to_string()),
+        None if text.contains('@') => Err(format!(
+            "`{text}`: `@` is not allowed in a pool name (`label@name` is a pool inside a [[route]])"
+        )),
+        None => Name::parse(text)
+            .map(PoolId::served)
+            .map_err(|e| format!("`{text}`: {e}")),
+    }
+}
+
+/// The pool at `at`; None if it has problems (each reported). Its name, once it parses, joins
+/// `names`.
+fn pool(c: &mut Collector<'_>, placed: &Placed<'_>, names: &mut Vec<PoolId>) -> Option<Pool> {
+    let (key, rp) = (&placed.key, placed.raw);
     let at = |k: &str| format!("{key}.{k}");
     let before = c.found();
-    let name = match Name::parse(&rp.name) {
+    let name = match pool_id(placed) {
         Ok(n) => n,
         Err(e) => {
-            c.push(&at("name"), format!("`{}`: {e}", rp.name));
+            c.push(&at("name"), e);
             return None;
         }
     };
@@ -727,6 +750,7 @@ fn pool(c: &mut Collector<'_>, i: usize, rp: &RawPool, names: &mut Vec<Name>) ->
         c,
         &at("on_all_down"),
         rp.on_all_down.as_deref().unwrap_or(defaults::ON_ALL_DOWN),
+        placed.route,
     );
     let min_healthy = rp.min_healthy.unwrap_or(defaults::MIN_HEALTHY);
     if !(0.0..=1.0).contains(&min_healthy) {
@@ -746,11 +770,11 @@ fn pool(c: &mut Collector<'_>, i: usize, rp: &RawPool, names: &mut Vec<Name>) ->
         .as_ref()
         .and_then(|rc| check(c, &at("check"), rc, rc, true))
         .map(Arc::new);
-    let groups = groups(c, &key, rp, check.as_ref());
+    let groups = groups(c, key, rp, check.as_ref());
     let rollout = rp
         .rollout
         .as_ref()
-        .and_then(|raw| pool_rollout(c, &key, raw, &groups));
+        .and_then(|raw| pool_rollout(c, key, raw, &groups));
     (c.found() == before).then(|| Pool {
         check,
         rollout,
@@ -765,15 +789,20 @@ fn pool(c: &mut Collector<'_>, i: usize, rp: &RawPool, names: &mut Vec<Name>) ->
     })
 }
 
-/// `on_all_down`: what a pool answers when too little of it is up.
-fn on_all_down(c: &mut Collector<'_>, key: &str, text: &str) -> OnAllDown {
+/// `on_all_down`: what a pool answers when too little of it is up. Inside a route, a fallback
+/// may name a sibling by its label alone (`fallback:us`).
+fn on_all_down(c: &mut Collector<'_>, key: &str, text: &str, route: Option<&Name>) -> OnAllDown {
+    let target = |t: &str| match route {
+        Some(route) if !t.contains(['@', '.']) => PoolId::inside(route.clone(), t).ok(),
+        _ => PoolId::parse(t).ok(),
+    };
     match text {
         "serve-all" => OnAllDown::ServeAll,
         "nodata" => OnAllDown::NoData,
         "servfail" => OnAllDown::ServFail,
-        other => match other.strip_prefix("fallback:").map(Name::parse) {
-            Some(Ok(target)) => OnAllDown::Fallback(target),
-            _ => {
+        other => match other.strip_prefix("fallback:").and_then(target) {
+            Some(target) => OnAllDown::Fallback(target),
+            None => {
                 c.push(
                     key,
                     format!("`{other}` is not one of \"serve-all\", \"fallback:<pool name>\", \"nodata\", \"servfail\""),
@@ -971,8 +1000,9 @@ fn pool_rollout(
 }
 
 /// Fallbacks name existing pools, never themselves, never in a cycle.
-fn check_fallbacks(c: &mut Collector<'_>, pools: &[(usize, Pool)], names: &[Name]) {
-    for (i, pool) in pools {
+fn check_fallbacks(c: &mut Collector<'_>, pools: &[(&Placed<'_>, Pool)], names: &[PoolId]) {
+    for (placed, pool) in pools {
+        let key = format!("{}.on_all_down", placed.key);
         let mut seen = vec![&pool.name];
         let mut at = pool;
         while let OnAllDown::Fallback(target) = &at.on_all_down {
@@ -981,16 +1011,13 @@ fn check_fallbacks(c: &mut Collector<'_>, pools: &[(usize, Pool)], names: &[Name
                     // Configured, with problems of its own (reported there).
                     break;
                 }
-                c.push(
-                    &format!("pool[{i}].on_all_down"),
-                    format!("fallback pool `{target}` is not configured"),
-                );
+                c.push(&key, format!("fallback pool `{target}` is not configured"));
                 break;
             };
             if seen.contains(&&next.name) {
                 let chain: Vec<String> = seen.iter().map(ToString::to_string).collect();
                 c.push(
-                    &format!("pool[{i}].on_all_down"),
+                    &key,
                     format!("fallback cycle: {} -> {}", chain.join(" -> "), next.name),
                 );
                 break;
@@ -1002,20 +1029,16 @@ fn check_fallbacks(c: &mut Collector<'_>, pools: &[(usize, Pool)], names: &[Name
 }
 
 /// Blue-green preview names: a pool of their own answering only from the `to` group.
-fn previews(c: &mut Collector<'_>, raw: &[RawPool], pools: &[(usize, Pool)]) -> Vec<Pool> {
+fn previews(c: &mut Collector<'_>, pools: &[(&Placed<'_>, Pool)]) -> Vec<Pool> {
     let mut previews = Vec::new();
-    for (i, pool) in pools {
-        let Some(name) = raw[*i]
-            .rollout
-            .as_ref()
-            .and_then(|r| r.preview_name.as_ref())
-        else {
+    for (placed, pool) in pools {
+        let Some(name) = (placed.raw.rollout.as_ref()).and_then(|r| r.preview_name.as_ref()) else {
             continue;
         };
-        let key = format!("pool[{i}].rollout.preview_name");
+        let key = format!("{}.rollout.preview_name", placed.key);
         let Some(plan) = &pool.rollout else { continue };
         let preview = match Name::parse(name) {
-            Ok(n) => n,
+            Ok(n) => PoolId::served(n),
             Err(e) => {
                 c.push(&key, format!("`{name}`: {e}"));
                 continue;
@@ -1057,10 +1080,23 @@ mod tests {
         }
     }
 
+    /// Every problem as `w.toml: key.path: message`: the line each is at is checked by the
+    /// config tests (`every_semantic_problem_is_reported_with_its_line_and_key_path`), and
+    /// would only make these expectations harder to read.
     fn problems(pools: &str) -> Vec<String> {
         match super::super::parse(&format!("{ZONE}{pools}"), Path::new("w.toml")) {
             Ok(_) => Vec::new(),
-            Err(p) => p.0.iter().map(ToString::to_string).collect(),
+            Err(p) => p.0.iter().map(|p| without_line(&p.to_string())).collect(),
+        }
+    }
+
+    fn without_line(problem: &str) -> String {
+        match problem
+            .strip_prefix("w.toml:")
+            .and_then(|rest| rest.split_once(':'))
+        {
+            Some((line, rest)) if line.parse::<usize>().is_ok() => format!("w.toml:{rest}"),
+            _ => problem.to_string(),
         }
     }
 

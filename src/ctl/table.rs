@@ -176,6 +176,112 @@ pub(super) fn pools(body: &Value) -> String {
     out
 }
 
+/// A rule's criteria in one cell: `subnets 198.51.100.0/24; countries DE`, or `*`.
+fn criteria(rule: &Value) -> String {
+    let parts: Vec<String> = ["subnets", "continents", "countries", "subdivisions", "asns"]
+        .iter()
+        .filter(|k| !list(&rule[**k]).is_empty())
+        .map(|k| {
+            let items: Vec<String> = list(&rule[*k]).iter().map(cell).collect();
+            format!("{k} {}", items.join(" "))
+        })
+        .collect();
+    if parts.is_empty() {
+        "*".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// One route's rules and pools.
+fn route_tables(r: &Value, out: &mut String) {
+    out.push_str(&format!(
+        "{}
+",
+        cell(&r["name"])
+    ));
+    let mut t = Table::with_header(&["RULE", "MATCHES", "POOL", "QUERIES"]);
+    for rule in list(&r["rules"]) {
+        t.row(vec![
+            cell(&rule["rule"]),
+            criteria(rule),
+            cell(&rule["pool"]),
+            cell(&rule["queries"]),
+        ]);
+    }
+    t.render(out);
+    let mut t = Table::with_header(&["POOL", "UP", "DEGRADED", "ON ALL DOWN", "QUERIES"]);
+    for p in list(&r["pools"]) {
+        let status = &p["status"];
+        t.row(vec![
+            cell(&p["pool"]),
+            format!("{}/{}", cell(&p["up"]), cell(&p["endpoints"])),
+            degraded(&status["ipv4"]["degraded"], &status["ipv6"]["degraded"]),
+            cell(&p["on_all_down"]),
+            cell(&p["queries"]),
+        ]);
+    }
+    t.render(out);
+}
+
+/// `weir ctl routes`.
+pub(super) fn routes(body: &Value) -> String {
+    let mut out = String::new();
+    let routes = list(&body["routes"]);
+    if routes.is_empty() {
+        out.push_str("no routes\n");
+    }
+    for r in routes {
+        route_tables(r, &mut out);
+        out.push('\n');
+    }
+    for db in list(&body["databases"]) {
+        out.push_str(&format!(
+            "{} database {} ({}, built {})\n",
+            cell(&db["kind"]),
+            cell(&db["path"]),
+            cell(&db["type"]),
+            time(&db["build_epoch"]),
+        ));
+    }
+    out.push_str(&format!("generation {}\n", cell(&body["generation"])));
+    out
+}
+
+/// `weir ctl route NAME`.
+pub(super) fn route(body: &Value) -> String {
+    let mut out = String::new();
+    route_tables(body, &mut out);
+    out.push_str(&format!("generation {}\n", cell(&body["generation"])));
+    out
+}
+
+/// `weir ctl route NAME --client/--ecs`.
+pub(super) fn route_preview(body: &Value) -> String {
+    let mut t = Table::default();
+    t.field("name", cell(&body["name"]));
+    for key in ["client", "ecs"] {
+        if !body[key].is_null() {
+            t.field(key, cell(&body[key]));
+        }
+    }
+    t.field("rule", cell(&body["rule"]));
+    t.field("pool", cell(&body["pool"]));
+    t.field("ecs scope", cell(&body["ecs_scope"]));
+    let preview = &body["preview"];
+    t.field("outcome", cell(&preview["outcome"]));
+    let mut out = String::new();
+    t.render(&mut out);
+    let mut t = Table::with_header(&["ENDPOINT", "SHARE"]);
+    for e in list(&preview["endpoints"]) {
+        let share = e[1].as_f64().unwrap_or(0.0);
+        t.row(vec![cell(&e[0]), format!("{:.1}%", share * 100.0)]);
+    }
+    t.render(&mut out);
+    out.push_str(&format!("generation {}\n", cell(&body["generation"])));
+    out
+}
+
 /// `{"configured": .., "effective": .., "source": ..}` as three cells.
 fn weights(w: &Value) -> [String; 3] {
     [

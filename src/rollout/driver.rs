@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Command, Context, Who, active, drained, observe, transition, ttls};
 use crate::health::LastResults;
 use crate::health::metric::{self, MetricClient};
-use crate::model::{Name, RolloutState};
+use crate::model::{PoolId, RolloutState};
 use crate::snapshot::Snapshot;
 
 /// How often the driver looks for due steps.
@@ -26,22 +26,22 @@ pub(crate) const DRIVER_TICK: Duration = Duration::from_millis(500);
 #[derive(Clone, Debug, PartialEq)]
 pub enum Signal {
     /// A step (or the health gate) is due for this pool: run `Command::Tick`.
-    Due(Name),
+    Due(PoolId),
     /// The metric gate failed too often: abort with this reason.
-    GateFailed(Name, String),
+    GateFailed(PoolId, String),
     /// The webhook refused the next step: pause (or abort, if `abort`) with this reason.
     WebhookFailed {
-        pool: Name,
+        pool: PoolId,
         reason: String,
         abort: bool,
     },
     /// A gate cannot be evaluated (its client could not be built): pause with this reason.
-    Hold(Name, String),
+    Hold(PoolId, String),
 }
 
 /// The pool's measured cache convergence since a Unix ms instant (the share of the query volume
 /// before the change that has queried again), when measured.
-pub(crate) type Refetched = Arc<dyn Fn(&Name, u64) -> Option<f64> + Send + Sync>;
+pub(crate) type Refetched = Arc<dyn Fn(&PoolId, u64) -> Option<f64> + Send + Sync>;
 
 /// What the rollout tasks read.
 #[derive(Clone)]
@@ -59,13 +59,13 @@ impl std::fmt::Debug for Inputs {
 
 impl Inputs {
     /// The convergence of `pool` since `since`, if measured.
-    pub fn refetched(&self, pool: &Name, since: u64) -> Option<f64> {
+    pub fn refetched(&self, pool: &PoolId, since: u64) -> Option<f64> {
         self.refetched.as_ref().and_then(|f| f(pool, since))
     }
 }
 
 /// Metric gate verdicts by pool: Err while the last evaluation failed.
-type Verdicts = Arc<Mutex<HashMap<Name, Result<(), String>>>>;
+type Verdicts = Arc<Mutex<HashMap<PoolId, Result<(), String>>>>;
 
 /// Starts the driver and the metric gates.
 pub(crate) fn spawn(inputs: Inputs, due: mpsc::Sender<Signal>, shutdown: CancellationToken) {
@@ -80,7 +80,7 @@ pub(crate) fn spawn(inputs: Inputs, due: mpsc::Sender<Signal>, shutdown: Cancell
 }
 
 /// A webhook's answer about one step: (pool, (changed_at, step), result).
-type Answer = (Name, (u64, usize), Result<(), metric::OutboundError>);
+type Answer = (PoolId, (u64, usize), Result<(), metric::OutboundError>);
 
 /// The driver: every `DRIVER_TICK`, for each rollout in the published state with something
 /// due, sends the pool's name to the writer.
@@ -92,8 +92,8 @@ async fn run(
 ) {
     let mut ticks = tokio::time::interval(DRIVER_TICK);
     // Steps the webhook approved: (changed_at, step) per pool, so a step is asked about once.
-    let mut approved: HashMap<Name, (u64, usize)> = HashMap::new();
-    let mut asking: HashMap<Name, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut approved: HashMap<PoolId, (u64, usize)> = HashMap::new();
+    let mut asking: HashMap<PoolId, tokio::task::JoinHandle<()>> = HashMap::new();
     let (answers_tx, mut answers) = mpsc::channel::<Answer>(64);
     let client = MetricClient::new(Duration::from_secs(5)).map(Arc::new);
     loop {
@@ -208,7 +208,7 @@ async fn run(
 }
 
 /// Whether the pool's rollout webhook aborts (rather than pauses) on a refusal.
-fn webhook_aborts(snap: &Snapshot, pool: &Name) -> bool {
+fn webhook_aborts(snap: &Snapshot, pool: &PoolId) -> bool {
     snap.view
         .overlay
         .rollouts
@@ -235,7 +235,7 @@ async fn run_gates(
     signals: mpsc::Sender<Signal>,
     shutdown: CancellationToken,
 ) {
-    let mut watched: HashMap<Name, Watched> = HashMap::new();
+    let mut watched: HashMap<PoolId, Watched> = HashMap::new();
     let mut ticks = tokio::time::interval(DRIVER_TICK);
     loop {
         tokio::select! {
@@ -243,7 +243,7 @@ async fn run_gates(
             _ = ticks.tick() => {}
         }
         let snap = snapshot.load();
-        let gated: Vec<(Name, crate::model::Rollout)> = snap
+        let gated: Vec<(PoolId, crate::model::Rollout)> = snap
             .view
             .overlay
             .rollouts

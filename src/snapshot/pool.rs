@@ -108,7 +108,7 @@ type HealthOf<'a> = &'a dyn Fn(&ProbeKey) -> Health;
 /// Precomputes a pool for the snapshot. `pools` holds every pool by name, for fallbacks.
 pub(super) fn build(
     pool: &Pool,
-    pools: &HashMap<&crate::model::Name, &Pool>,
+    pools: &HashMap<&crate::model::PoolId, &Pool>,
     health: HealthOf<'_>,
     metrics: &Metrics,
 ) -> PoolNode {
@@ -139,7 +139,7 @@ fn of_family(addr: &IpAddr, t: u16) -> bool {
 fn family(
     pool: &Pool,
     t: u16,
-    pools: &HashMap<&crate::model::Name, &Pool>,
+    pools: &HashMap<&crate::model::PoolId, &Pool>,
     health: HealthOf<'_>,
     metrics: Option<&Metrics>,
     depth: usize,
@@ -303,7 +303,7 @@ fn unit(h: u64) -> f64 {
 }
 
 /// The sticky key of a client and the ECS scope prefix it implies (0 without ECS).
-fn sticky_key(client: &Client) -> (u64, u8) {
+pub(super) fn sticky_key(client: &Client) -> (u64, u8) {
     let (family, prefix, mut addr, ecs) = match client.ecs {
         Some(s) => {
             let cap = if s.family == 1 { STICKY_V4 } else { STICKY_V6 };
@@ -426,7 +426,7 @@ pub enum PreviewError {
 pub(super) fn preview(
     proposed: &Pool,
     current: Option<&PoolNode>,
-    pools: &HashMap<&crate::model::Name, &Pool>,
+    pools: &HashMap<&crate::model::PoolId, &Pool>,
     health: HealthOf<'_>,
     t: u16,
 ) -> Result<Preview, PreviewError> {
@@ -598,6 +598,10 @@ impl PoolNode {
     }
 
     /// Writes the pool's answer for A or AAAA (ANY: A if there is any, else AAAA).
+    pub(super) fn is_sticky(&self) -> bool {
+        self.sticky
+    }
+
     pub(super) fn answer<'a>(
         &'a self,
         qtype: u16,
@@ -627,7 +631,8 @@ impl PoolNode {
         let mut chosen: SmallVec<[usize; 8]> = SmallVec::new();
         if self.sticky {
             let (key, scope) = sticky_key(client);
-            ans.ecs_scope = scope;
+            // A route may have set a longer scope already: the longer one holds.
+            ans.ecs_scope = ans.ecs_scope.max(scope);
             sticky_pick(candidates, spans, key, k, &mut chosen);
         } else {
             weighted_pick(candidates, total, k, &mut chosen);
@@ -730,7 +735,7 @@ mod tests {
             crate::zones::from_text(ZONE, Path::new("x"), &Name::parse("example.com").unwrap())
                 .unwrap();
         let metrics = Metrics::new();
-        let index = crate::snapshot::index(&[zone], &config.pools);
+        let index = crate::snapshot::index(&[zone], &config.pools, &config.routing);
         let view = crate::model::View {
             pools: config.pools.clone().into(),
             health: health.clone(),

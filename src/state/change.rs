@@ -9,36 +9,36 @@ use std::net::{IpAddr, SocketAddr};
 use serde_json::{Value, json};
 
 use crate::model::{
-    AddedEndpoint, AuditRecord, Endpoint, Group, Name, Overlay, Override, Pool, ProbeKey,
+    AddedEndpoint, AuditRecord, Endpoint, Group, Overlay, Override, Pool, PoolId, ProbeKey,
 };
 
 /// One change an operator asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     GroupWeight {
-        pool: Name,
+        pool: PoolId,
         group: String,
         weight: u32,
     },
     /// `None` goes back to the configured weight.
     EndpointWeight {
-        pool: Name,
+        pool: PoolId,
         address: IpAddr,
         weight: Option<u32>,
     },
     Override {
-        pool: Name,
+        pool: PoolId,
         address: IpAddr,
         health: Override,
     },
     AddEndpoint {
-        pool: Name,
+        pool: PoolId,
         group: String,
         address: IpAddr,
         weight: u32,
     },
     RemoveEndpoint {
-        pool: Name,
+        pool: PoolId,
         address: IpAddr,
     },
 }
@@ -154,8 +154,8 @@ pub struct Applied {
 
 /// Sets `map[pool][k] = v`, or removes the entry when `v` is None (and empty parents).
 fn put<K: Ord + Clone, V>(
-    map: &mut BTreeMap<Name, BTreeMap<K, V>>,
-    pool: &Name,
+    map: &mut BTreeMap<PoolId, BTreeMap<K, V>>,
+    pool: &PoolId,
     k: &K,
     v: Option<V>,
 ) {
@@ -248,7 +248,7 @@ struct Edit {
 }
 
 impl At<'_> {
-    fn pool(&self) -> &Name {
+    fn pool(&self) -> &PoolId {
         &self.config.name
     }
 
@@ -464,7 +464,7 @@ fn find_endpoint<'p>(pool: &'p Pool, address: &IpAddr) -> Option<(&'p Group, &'p
 pub fn prune(pools: &[Pool], overlay: &Overlay, now: u64) -> (Overlay, Vec<AuditRecord>) {
     let mut next = Overlay::default();
     let mut dropped = Vec::new();
-    let mut drop_entry = |pool: &Name, subject: String, before: Value| {
+    let mut drop_entry = |pool: &PoolId, subject: String, before: Value| {
         dropped.push(AuditRecord {
             generation: 0,
             time: now,
@@ -478,7 +478,7 @@ pub fn prune(pools: &[Pool], overlay: &Overlay, now: u64) -> (Overlay, Vec<Audit
             reason: "not backed by the config any more".into(),
         });
     };
-    let pool_of = |name: &Name| pools.iter().find(|p| p.name == *name);
+    let pool_of = |name: &PoolId| pools.iter().find(|p| p.name == *name);
     let in_config = |p: &Pool, addr: &IpAddr| {
         p.groups
             .iter()
@@ -521,7 +521,7 @@ pub fn prune(pools: &[Pool], overlay: &Overlay, now: u64) -> (Overlay, Vec<Audit
             }
         }
     }
-    let exists = |next: &Overlay, pool: &Name, addr: &IpAddr| {
+    let exists = |next: &Overlay, pool: &PoolId, addr: &IpAddr| {
         pool_of(pool).is_some_and(|p| {
             in_config(p, addr) && !next.removed.get(pool).is_some_and(|r| r.contains(addr))
         }) || next.added.get(pool).is_some_and(|a| a.contains_key(addr))
@@ -574,8 +574,8 @@ mod tests {
 
     const POOL: &str = "[[pool]]\nname = \"app.example.com.\"\n[pool.check]\nkind = \"http\"\nport = 8080\n[[pool.group]]\nname = \"blue\"\nweight = 90\nendpoints = [{ address = \"192.0.2.10\" }, { address = \"192.0.2.11\", weight = 2 }]\n[[pool.group]]\nname = \"green\"\nweight = 10\nendpoints = [{ address = \"192.0.2.20\" }]\n";
 
-    fn app() -> Name {
-        Name::parse("app.example.com").unwrap()
+    fn app() -> PoolId {
+        PoolId::parse("app.example.com").unwrap()
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -752,7 +752,7 @@ mod tests {
     fn refusals() {
         let config = pools(POOL);
         let ov = Overlay::default();
-        let other = Name::parse("other.example.com").unwrap();
+        let other = PoolId::parse("other.example.com").unwrap();
         let cases = [
             (
                 Change::GroupWeight {

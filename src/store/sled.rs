@@ -848,8 +848,8 @@ mod tests {
 
     const POOL: &str = "app.example.com.";
 
-    fn pool() -> crate::model::Name {
-        crate::model::Name::parse(POOL).unwrap()
+    fn pool() -> crate::model::PoolId {
+        crate::model::PoolId::parse(POOL).unwrap()
     }
 
     fn record(pool: &str, subject: &str) -> AuditRecord {

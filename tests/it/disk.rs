@@ -211,7 +211,7 @@ fn write_store(path: &Path) {
         let mut overlay = weir::model::Overlay::default();
         overlay
             .group_weights
-            .entry(weir::model::Name::parse("app.example.com.").unwrap())
+            .entry(weir::model::PoolId::parse("app.example.com.").unwrap())
             .or_default()
             .insert("blue".into(), i % 50 + 1);
         let record = weir::model::AuditRecord {

@@ -29,6 +29,7 @@ mod pools;
 mod protocol;
 mod resolvers;
 mod rollouts;
+mod routing;
 mod rrl;
 mod support;
 mod tidy;

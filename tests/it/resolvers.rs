@@ -152,6 +152,21 @@ impl Unbound {
     /// Starts unbound on a free loopback port, with `zone` stubbed to `weir`, and waits until it
     /// answers for the zone. Fails the test, with its log, if it does not.
     async fn start(zone: &str, weir: SocketAddr) -> Unbound {
+        Unbound::start_with(zone, weir, "iterator", "").await
+    }
+
+    /// With unbound's subnetcache module: EDNS Client Subnet sent to weir, answers cached per
+    /// the scope weir returns.
+    async fn start_subnetcache(zone: &str, weir: SocketAddr) -> Unbound {
+        let ecs = format!(
+            "    send-client-subnet: {}\n    max-client-subnet-ipv4: 24\n    client-subnet-always-forward: yes\n",
+            weir.ip()
+        );
+        Unbound::start_with(zone, weir, "subnetcache iterator", &ecs).await
+    }
+
+    /// `modules` is unbound's module-config; `extra` more `server:` lines.
+    async fn start_with(zone: &str, weir: SocketAddr, modules: &str, extra: &str) -> Unbound {
         let binary = find_program("unbound").unwrap_or_else(|| {
             panic!(
                 "unbound is not installed: these tests run a real resolver in front of weir \
@@ -168,7 +183,7 @@ impl Unbound {
             let config = dir.path().join("unbound.conf");
             std::fs::write(
                 &config,
-                unbound_config(dir.path(), port, control_port, zone, weir),
+                unbound_config(dir.path(), port, control_port, zone, weir, modules, extra),
             )
             .unwrap();
             let log = std::fs::File::create(dir.path().join("unbound.log")).unwrap();
@@ -247,7 +262,7 @@ impl Drop for Unbound {
     }
 }
 
-/// unbound.conf for the test: foreground, no chroot or user switch, everything in `dir`, a
+/// unbound.conf for the test (`modules` as module-config, `extra` server lines): foreground, no chroot or user switch, everything in `dir`, a
 /// remote-control port without certificates (for `flush`), no DNSSEC validation, no prefetch
 /// or serving of expired answers, no TTL floor, and the zone stubbed to weir.
 fn unbound_config(
@@ -256,6 +271,8 @@ fn unbound_config(
     control_port: u16,
     zone: &str,
     weir: SocketAddr,
+    modules: &str,
+    extra: &str,
 ) -> String {
     let dir = dir.display();
     format!(
@@ -275,8 +292,8 @@ fn unbound_config(
     do-ip6: no
     access-control: 127.0.0.0/8 allow
     do-not-query-localhost: no
-    module-config: "iterator"
-    prefetch: no
+    module-config: "{modules}"
+{extra}    prefetch: no
     serve-expired: no
     cache-min-ttl: 0
     qname-minimisation: no
@@ -1012,4 +1029,140 @@ async fn a_failing_canary_behind_unbound_aborts_and_clients_return_within_settle
         ));
     }
     finish("canary abort", &timeline, &problems);
+}
+
+/// One query (RD set) to `server` carrying an ECS option for `subnet` (`198.51.100.0/24`), as
+/// a client of a resolver would send it: the addresses answered.
+async fn resolve_for(server: SocketAddr, name: &str, subnet: &str) -> Vec<IpAddr> {
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+    let (addr, len) = subnet.split_once('/').unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut msg = crate::support::with_edns(query(name, RecordType::A), 1232);
+    msg.metadata.recursion_desired = true;
+    msg.metadata.id = fastrand::u16(..);
+    msg.edns
+        .as_mut()
+        .unwrap()
+        .options_mut()
+        .insert(EdnsOption::Subnet(ClientSubnet::new(
+            addr.parse().unwrap(),
+            len.parse().unwrap(),
+            0,
+        )));
+    socket
+        .send_to(&msg.to_vec().unwrap(), server)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(REQUEST_TIMEOUT, socket.recv(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{name} for {subnet}: no answer"))
+        .unwrap();
+    let reply = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(
+        reply.metadata.response_code,
+        ResponseCode::NoError,
+        "{name} for {subnet}"
+    );
+    reply
+        .answers
+        .iter()
+        .filter_map(|r| r.data.ip_addr())
+        .collect()
+}
+
+/// The queries weir's route counted so far, per rule (1 = eu, 2 = us).
+async fn route_queries(weir: &Weir) -> [u64; 2] {
+    let (_, text) = crate::support::http_get(weir.admin(), "/metrics").await;
+    let count = |rule: &str, pool: &str| {
+        let prefix = format!(
+            "weir_route_queries_total{{name=\"www.example.com.\",pool=\"{pool}@www.example.com.\",rule=\"{rule}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    [count("1", "eu"), count("2", "us")]
+}
+
+/// Behind unbound with its subnetcache module: clients of different subnets get their region's
+/// pool, and unbound caches each answer for exactly the scope weir returned: a client inside
+/// that scope is served from the cache, and a client outside it is not given another region's
+/// answer.
+#[tokio::test]
+async fn routing_behind_unbound_follows_the_ecs_scope() {
+    let weir = Weir::start(
+        r#"[[route]]
+name = "www.example.com."
+[[route.rule]]
+pool = "eu"
+subnets = ["198.51.100.0/24"]
+[[route.rule]]
+pool = "us"
+[[route.pool]]
+name = "eu"
+ttl = 300
+[[route.pool.group]]
+name = "main"
+endpoints = [{ address = "192.0.2.10" }]
+[[route.pool]]
+name = "us"
+ttl = 300
+[[route.pool.group]]
+name = "main"
+endpoints = [{ address = "192.0.2.20" }]
+"#
+        .to_string(),
+    )
+    .await;
+    let unbound = Unbound::start_subnetcache("example.com.", weir.process.dns).await;
+    let (eu, us) = (IpAddr::from([192, 0, 2, 10]), IpAddr::from([192, 0, 2, 20]));
+    let name = "www.example.com.";
+    assert_eq!(
+        resolve_for(unbound.addr, name, "198.51.100.0/24").await,
+        [eu],
+        "{}",
+        unbound.log()
+    );
+    assert_eq!(
+        route_queries(&weir).await,
+        [1, 0],
+        "weir saw the eu client's subnet"
+    );
+    // Cached for the /24 weir scoped it to.
+    assert_eq!(
+        resolve_for(unbound.addr, name, "198.51.100.0/24").await,
+        [eu]
+    );
+    assert_eq!(
+        route_queries(&weir).await,
+        [1, 0],
+        "served from unbound's cache"
+    );
+    // Another region: weir is asked, and answers us with the scope of the whole block around
+    // 203.0.113.0 that holds no rule's subnet (200.0.0.0/5).
+    assert_eq!(
+        resolve_for(unbound.addr, name, "203.0.113.0/24").await,
+        [us]
+    );
+    assert_eq!(route_queries(&weir).await, [1, 1]);
+    // A client elsewhere in that /5 gets the cached us answer without a query to weir...
+    assert_eq!(resolve_for(unbound.addr, name, "204.1.2.0/24").await, [us]);
+    assert_eq!(
+        route_queries(&weir).await,
+        [1, 1],
+        "inside the scope: from the cache"
+    );
+    // ...and one outside it is asked for, never handed another region's answer.
+    assert_eq!(resolve_for(unbound.addr, name, "100.64.0.0/24").await, [us]);
+    assert_eq!(
+        route_queries(&weir).await,
+        [1, 2],
+        "outside the scope: asked again"
+    );
+    assert_eq!(
+        resolve_for(unbound.addr, name, "198.51.100.0/24").await,
+        [eu]
+    );
+    drop(unbound);
 }

@@ -54,6 +54,7 @@ const HOMES: &[(&str, &[&str])] = &[
     ("axum", &["src/admin.rs", "src/admin/"]),
     ("sled::", &["src/store/sled.rs"]),
     ("etcd_client", &["src/store/etcd.rs"]),
+    ("maxminddb", &["src/geo.rs"]),
     (
         "reqwest",
         &[
@@ -71,7 +72,7 @@ const HOMES: &[(&str, &[&str])] = &[
 /// a higher one's. `main.rs` (the binary) and `lib.rs` sit above them all.
 const LAYERS: &[&[&str]] = &[
     &["clock", "model"],
-    &["config", "metrics", "ctl"],
+    &["config", "metrics", "ctl", "geo"],
     &["zones"],
     &["snapshot", "health", "store"],
     &["rollout", "dns"],
