@@ -492,16 +492,18 @@ fn drop_key_in(value: &mut toml::de::DeValue<'_>, span: &std::ops::Range<usize>)
 /// Every problem one validation finds, in the order found: the one way config checks report.
 /// A problem is pushed with its key path (`dns.listen[1]`) and shown as `file: key`; a plan sent
 /// to the admin API has no file, so its keys stand alone.
+/// The line a key path is written at, when it is written in the file (`line_of`).
+type LineOf<'a> = &'a dyn Fn(&str) -> Option<usize>;
+
 struct Collector<'a> {
     file: Option<&'a str>,
-    /// The line a key path is written at, when it is written in the file.
-    line_of: Option<&'a dyn Fn(&str) -> Option<usize>>,
+    line_of: Option<LineOf<'a>>,
     problems: Vec<Problem>,
 }
 
 impl<'a> Collector<'a> {
     /// Problems of the config file `file`, located at a line by `line_of` where they can be.
-    fn new(file: &'a str, line_of: &'a dyn Fn(&str) -> Option<usize>) -> Self {
+    fn new(file: &'a str, line_of: LineOf<'a>) -> Self {
         Collector {
             file: Some(file),
             line_of: Some(line_of),
@@ -602,7 +604,7 @@ fn file_path(base: &Path, value: Option<&str>) -> Option<PathBuf> {
 fn validate(
     raw: RawConfig,
     path: &Path,
-    line_of: &dyn Fn(&str) -> Option<usize>,
+    line_of: LineOf<'_>,
 ) -> Result<Config, Problems> {
     let file = path.display().to_string();
     let mut c = Collector::new(&file, line_of);

@@ -72,7 +72,8 @@ pub struct Answer<'a> {
     pub authority: SmallVec<[Entry<'a>; 1]>,
     pub additional: SmallVec<[Entry<'a>; 4]>,
     /// ECS SCOPE PREFIX-LENGTH for the response (RFC 7871 7.2.1): the prefix a sticky pool
-    /// used, 0 for answers that do not depend on the client's subnet.
+    /// used or a route's rule decided over (the longer), 0 for answers that do not depend on
+    /// the client's subnet.
     pub ecs_scope: u8,
     /// The zone whose data answered (`Snapshot::zone_origin`); None when no zone was looked
     /// up (a name outside every zone, a class other than IN).

@@ -1,5 +1,6 @@
-//! The whole query path (`dns::respond`) over UDP and TCP against a small zone with a pool,
-//! a CNAME, a wildcard and a delegation: never a panic; every reply keeps the id, has QR set
+//! The whole query path (`dns::respond`) over UDP and TCP against a small zone with a pool, a
+//! routed name (nested subnets, so fuzzed ECS options walk the tries), a CNAME, a wildcard and
+//! a delegation: never a panic; every reply keeps the id, has QR set
 //! and fits its transport's limit.
 #![no_main]
 
@@ -12,7 +13,7 @@ use weir::dns::{Context, QueryLog, cookie, respond, rrl, track};
 use weir::metrics::Transport;
 
 const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\nwww A 192.0.2.2\nalias CNAME www\n*.w TXT \"wild\"\nsub NS ns.sub\nns.sub A 192.0.2.3\nmx MX 1 www\n";
-const CONFIG: &str = "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n[[pool]]\nname = \"app.example.com.\"\nanswers = 2\nsticky = \"client-subnet\"\n[[pool.group]]\nname = \"g\"\nendpoints = [{ address = \"192.0.2.10\" }, { address = \"2001:db8::1\" }, { address = \"192.0.2.11\" }]\n";
+const CONFIG: &str = "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n[[pool]]\nname = \"app.example.com.\"\nanswers = 2\nsticky = \"client-subnet\"\n[[pool.group]]\nname = \"g\"\nendpoints = [{ address = \"192.0.2.10\" }, { address = \"2001:db8::1\" }, { address = \"192.0.2.11\" }]\n[[route]]\nname = \"geo.example.com.\"\n[[route.rule]]\npool = \"eu\"\nsubnets = [\"198.51.100.0/24\", \"2001:db8::/32\"]\n[[route.rule]]\npool = \"us\"\nsubnets = [\"198.51.100.128/25\", \"2001:db8:8000::/33\"]\n[[route.rule]]\npool = \"us\"\n[[route.pool]]\nname = \"eu\"\nsticky = \"client-subnet\"\n[[route.pool.group]]\nname = \"g\"\nendpoints = [{ address = \"192.0.2.20\" }]\n[[route.pool]]\nname = \"us\"\n[[route.pool.group]]\nname = \"g\"\nendpoints = [{ address = \"2001:db8::2\" }]\n";
 
 fn context() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
@@ -20,7 +21,7 @@ fn context() -> &'static Context {
         let config = weir::config::parse(CONFIG, Path::new("w.toml")).expect("config");
         let origin = weir::model::Name::parse("example.com").expect("origin");
         let zones = vec![weir::zones::from_text(ZONE, Path::new("z"), &origin).expect("zone")];
-        let index = weir::snapshot::index(&zones, &config.pools);
+        let index = weir::snapshot::index(&zones, &config.pools, &config.routing);
         let view = weir::model::View {
             pools: config.pools.clone().into(),
             ..Default::default()

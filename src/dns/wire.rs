@@ -483,7 +483,10 @@ pub fn write_response(
             w.u16((4 + addr_len) as u16);
             w.u16(subnet.family);
             w.out.push(subnet.source_prefix);
-            w.out.push(ans.ecs_scope.min(subnet.source_prefix));
+            // May be longer than the source prefix: a routed name whose answer differs inside
+            // the client's prefix says so (RFC 7871 7.3.1: resolvers then ask with the longer
+            // prefix). A sticky pool's scope never exceeds the source prefix.
+            w.out.push(ans.ecs_scope);
             w.out.extend_from_slice(&subnet.addr[..addr_len]);
         }
         ar += 1;

@@ -304,7 +304,8 @@ async fn preview_names_the_rule_pool_scope_and_answer_probabilities() {
     s.stop().await;
 }
 
-/// Two regions: eu (checked against a real TCP backend, falling back to us) and us.
+/// Two regions: eu (checked against a real TCP backend, falling back to us; a 1 s TTL, so a
+/// rollout's first step settles in 2 s) and us.
 fn two_regions(dir: &Path, backend: SocketAddr, eu_groups: &str) -> String {
     let _ = dir;
     format!(
@@ -317,7 +318,7 @@ subnets = ["198.51.100.0/24"]
 pool = "us"
 [[route.pool]]
 name = "eu"
-ttl = 30
+ttl = 1
 on_all_down = "fallback:us"
 [route.pool.check]
 kind = "tcp"
