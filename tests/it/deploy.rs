@@ -1,9 +1,10 @@
 //! deploy/: the files on-call engineers run and watch weir with, checked against the real thing.
 //! The Grafana dashboard and the Prometheus alerts may only name metrics a running weir exports
-//! (after it has served queries, probed, stored a change and aborted a rollout); the container,
-//! Kubernetes and systemd configs must pass the real `weir check` with their files laid out where
-//! the Containerfile, the StatefulSet's mounts and the unit put them; the canary workflow may only
-//! use `weir ctl` commands, flags and JSON fields the real binary has.
+//! (after it has served queries, a routed name's among them, probed, stored a change and aborted a
+//! rollout); the container, Kubernetes and systemd configs must pass the real `weir check` with
+//! their files laid out where the Containerfile, the StatefulSet's mounts and the unit put them;
+//! the canary workflow may only use `weir ctl` commands, flags and JSON fields the real binary
+//! has.
 //!
 //! YAML is read line by line for the few things checked (there is no YAML crate); TOML and JSON
 //! with the crates weir itself uses.
@@ -25,7 +26,8 @@ use crate::support::*;
 /// the `weir_` prefix. Empty today: the store gauges the multi-node alerts use
 /// (weir_store_connected, weir_store_staleness_seconds, weir_store_applied_generation) are
 /// exported with the sled store too, and the test server produces every situational series
-/// (probe histograms, health flips, a store commit, a rollout and its abort).
+/// (probe histograms, health flips, a store commit, a rollout and its abort, a route's rule
+/// counters).
 const NOT_EXPORTED_HERE: &[(&str, &str)] = &[];
 
 /// The alerts on-call engineers are promised (docs/operations.md has a section for each).
@@ -178,7 +180,7 @@ fn the_dashboard_is_importable_and_every_panel_queries_prometheus() {
             );
         }
     }
-    // The panels the brief of issue 4 asks for are there.
+    // The panels the briefs of issues 4 and 15 ask for are there.
     let text = read("deploy/grafana/weir.json");
     for needed in [
         "weir_dns_responses_total",
@@ -189,6 +191,8 @@ fn the_dashboard_is_importable_and_every_panel_queries_prometheus() {
         "weir_dns_tcp_connections_open",
         "weir_dns_tcp_connections_refused_total",
         "weir_pool_answers_total",
+        "sum by (name, rule, pool) (rate(weir_route_queries_total",
+        "sum by (pool) (rate(weir_route_queries_total",
         "kind=\\\"intended\\\"",
         "kind=\\\"observed\\\"",
         "weir_endpoint_up",
@@ -325,8 +329,12 @@ fn closed_port() -> SocketAddr {
         .unwrap()
 }
 
+/// A routed name (`[[route]]`, no databases needed): the query source 127.0.0.1 matches its
+/// subnet rule, so `weir_route_queries_total` has series, and counts.
+const ROUTED: &str = "routed.example.com.";
+
 /// A server whose pool `pool` has one healthy and one dead endpoint (a health flip, probe
-/// failures), that has answered over UDP and TCP, stored a weight change (a store commit) and
+/// failures), and a routed name, that has answered over UDP and TCP, stored a weight change (a store commit) and
 /// had a rollout started and aborted. The backend must live as long as the server.
 async fn busy_server(pool: &str) -> (Server, Backend) {
     let up = Backend::http().await;
@@ -353,6 +361,23 @@ endpoints = [{{ address = "192.0.2.10", probe = "{up}" }}, {{ address = "192.0.2
 name = "green"
 weight = 0
 endpoints = [{{ address = "192.0.2.20", probe = "{up}" }}]
+[[route]]
+name = "{ROUTED}"
+[[route.rule]]
+pool = "lab"
+subnets = ["127.0.0.0/8"]
+[[route.rule]]
+pool = "rest"
+[[route.pool]]
+name = "lab"
+[[route.pool.group]]
+name = "main"
+endpoints = [{{ address = "192.0.2.30" }}]
+[[route.pool]]
+name = "rest"
+[[route.pool.group]]
+name = "main"
+endpoints = [{{ address = "192.0.2.40" }}]
 "#,
         up = up.addr(),
         dead = closed_port(),
@@ -360,6 +385,7 @@ endpoints = [{{ address = "192.0.2.20", probe = "{up}" }}]
     let s = Server::serving(ZONE, &pools).await;
     for (name, rtype) in [
         (pool, RecordType::A),
+        (ROUTED, RecordType::A),
         ("example.com.", RecordType::SOA),
         ("www.example.com.", RecordType::A),
         ("nothing.example.com.", RecordType::A),
