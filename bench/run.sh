@@ -21,6 +21,8 @@ WEIR_PORT=${WEIR_PORT:-5401}
 SKIP_BUILD=${SKIP_BUILD:-0}         # 1 = use existing target/release/weir
 KEEP_TMP=${KEEP_TMP:-0}             # 1 = keep the temp dir (configs, raw logs)
 TRACK_CONVERGENCE=${TRACK_CONVERGENCE:-true}  # weir's [dns] track_convergence
+ROUTE_SUBNETS=${ROUTE_SUBNETS:-1000}  # subnet rules of the routed name geo.bench.example.
+GEO_NETWORKS=${GEO_NETWORKS:-50000}   # networks in its generated City-shaped .mmdb
 RRL_RATE=${RRL_RATE:-0}             # weir's [dns.rrl] rate (0 = off)
 RRL_WINDOW=${RRL_WINDOW:-2s}        # weir's [dns.rrl] window
 
@@ -143,6 +145,31 @@ name = "green"
 weight = 10
 endpoints = [{ address = "192.0.2.20" }]
 EOF
+
+# A routed name for bench/queries-route.txt: ROUTE_SUBNETS rules of one random /24 each (spread
+# over IPv4, alternating between two pools), a country rule read from a generated City-shaped
+# database of GEO_NETWORKS networks (bench/geo-mmdb.py), and the catch-all; each pool is the
+# managed name's 90/10 over three endpoints. A query without ECS from 127.0.0.1 takes the
+# longest path: a trie walk that finds no subnet, a database lookup, then the catch-all.
+python3 "$BENCH/geo-mmdb.py" "$TMP/geo.mmdb" "$GEO_NETWORKS" || die "bench/geo-mmdb.py failed"
+python3 - "$ROUTE_SUBNETS" "$TMP/geo.mmdb" "$ORIGIN" >>"$WEIR_CONF" <<'PY' || die "route config"
+import random, sys
+n, db, origin = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+rng = random.Random(15)
+nets = set()
+while len(nets) < n:
+    a = rng.randrange(1 << 24)
+    if (a >> 16) not in (0, 10, 127) and (a >> 16) < 224:
+        nets.add(a)
+print(f'[geo]\ndatabase = "{db}"\n[[route]]\nname = "geo.{origin}"')
+for i, a in enumerate(sorted(nets)):
+    print(f'[[route.rule]]\npool = "{"ab"[i % 2]}"\nsubnets = ["{a >> 16}.{a >> 8 & 255}.{a & 255}.0/24"]')
+print('[[route.rule]]\npool = "a"\ncountries = ["DE"]\n[[route.rule]]\npool = "b"')
+for pool in "ab":
+    print(f'[[route.pool]]\nname = "{pool}"')
+    print('[[route.pool.group]]\nname = "blue"\nweight = 90\nendpoints = [{ address = "192.0.2.10" }, { address = "192.0.2.11" }]')
+    print('[[route.pool.group]]\nname = "green"\nweight = 10\nendpoints = [{ address = "192.0.2.20" }]')
+PY
 
 port_of() { case $1 in gdnsd) echo "$GDNSD_PORT";; weir) echo "$WEIR_PORT";; esac; }
 

@@ -601,11 +601,7 @@ fn file_path(base: &Path, value: Option<&str>) -> Option<PathBuf> {
 
 /// Checks every section in the order config/weir.toml shows them, so the problems come in the
 /// order an operator reads them.
-fn validate(
-    raw: RawConfig,
-    path: &Path,
-    line_of: LineOf<'_>,
-) -> Result<Config, Problems> {
+fn validate(raw: RawConfig, path: &Path, line_of: LineOf<'_>) -> Result<Config, Problems> {
     let file = path.display().to_string();
     let mut c = Collector::new(&file, line_of);
     let base = path.parent().unwrap_or(Path::new("."));

@@ -139,9 +139,9 @@ fn check_reports_unknown_keys_pool_and_zone_problems_in_one_pass() {
         format!("{toml}:3: unknown field `bogus_one`"),
         format!("{toml}:5: unknown field `bogus_two`"),
         format!("{toml}:7: unknown field `bogus_three`"),
-        format!("{toml}: pool[0].answers: 0 is out of range 1..=16"),
-        format!("{toml}: pool[0]: every group or endpoint weight is 0"),
-        format!("{toml}: pool[1].name: pool `app.example.com.` is configured twice"),
+        format!("{toml}:13: pool[0].answers: 0 is out of range 1..=16"),
+        format!("{toml}:11: pool[0]: every group or endpoint weight is 0"),
+        format!("{toml}:19: pool[1].name: pool `app.example.com.` is configured twice"),
         format!(
             "{zone}:4: example.com.: NS target `ns2.example.com.` is inside the zone but has no A or AAAA record (missing glue)"
         ),

@@ -324,7 +324,7 @@ async fn the_query_log_logs_the_configured_fraction_and_nothing_when_off() {
 }
 
 #[test]
-fn query_sample_out_of_range_is_refused_with_its_key_path() {
+fn query_sample_out_of_range_is_refused_at_its_line_and_key_path() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("example.com.zone"), COM).unwrap();
     for (value, shown) in [("1.5", "1.5"), ("-0.5", "-0.5")] {
@@ -343,7 +343,7 @@ fn query_sample_out_of_range_is_refused_with_its_key_path() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{err}");
         let want = format!(
-            "{}: log.query_sample: {shown} is out of range 0.0..=1.0",
+            "{}:2: log.query_sample: {shown} is out of range 0.0..=1.0",
             config.display()
         );
         assert!(err.contains(&want), "{err}");

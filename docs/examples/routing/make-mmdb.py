@@ -123,7 +123,7 @@ def insert(root, network, offset):
 
 
 def build(database_type, networks):
-    data = b""
+    data = bytearray()
     root = [None, None]
     for network, record in networks:
         offset = len(data)
@@ -134,7 +134,7 @@ def build(database_type, networks):
     for node in order:
         order.extend(side for side in node if isinstance(side, list))
     node_count = len(order)
-    tree = b""
+    tree = bytearray()
     next_node = 1
     for node in order:
         for side in node:
@@ -156,7 +156,7 @@ def build(database_type, networks):
         "build_epoch": Uint(UINT64, 1_700_000_000),
         "description": {"en": "weir documentation data (documentation prefixes only)"},
     }
-    return tree + bytes(16) + data + b"\xab\xcd\xefMaxMind.com" + encode(metadata)
+    return bytes(tree) + bytes(16) + bytes(data) + b"\xab\xcd\xefMaxMind.com" + encode(metadata)
 
 
 def main(argv):
