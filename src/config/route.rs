@@ -188,88 +188,45 @@ fn rules(
                 ),
             );
         }
-        let mut once = |c: &mut Collector<'_>, what: &str, item: String| {
-            if let Some(first) = seen.insert(format!("{what} {item}"), r) {
-                let other = if first == r {
-                    "earlier in this rule".to_string()
-                } else {
-                    format!("in rule[{first}]")
-                };
-                c.push(
-                    &format!("{rkey}.{what}"),
-                    format!("{item} is already {other}: it could never match here"),
-                );
-            }
+        let mut list = List {
+            c: &mut *c,
+            seen: &mut seen,
+            rkey: &rkey,
+            rule: r,
         };
-        let mut rule = Rule {
+        let rule = Rule {
             pool: raw.pool.clone(),
-            ..Rule::default()
+            subnets: list.parse(
+                "subnets",
+                &raw.subnets,
+                Prefix::parse,
+                "an address prefix (192.0.2.0/24, 2001:db8::/32; no bits set past the length)",
+            ),
+            continents: list.parse(
+                "continents",
+                &raw.continents,
+                |t| code(t).filter(|_| CONTINENTS.contains(&t)),
+                &format!("a continent code (one of {})", CONTINENTS.join(" ")),
+            ),
+            countries: list.parse(
+                "countries",
+                &raw.countries,
+                country,
+                "an ISO 3166-1 country code (upper case, such as DE or US)",
+            ),
+            subdivisions: list.parse(
+                "subdivisions",
+                &raw.subdivisions,
+                subdivision,
+                "an ISO 3166-2 subdivision code (country-code, such as US-CA or GB-SCT)",
+            ),
+            asns: list.parse(
+                "asns",
+                &raw.asns.iter().map(i64::to_string).collect::<Vec<_>>(),
+                |t| t.parse::<u32>().ok().filter(|&n| n > 0),
+                "an AS number (1..=4294967295)",
+            ),
         };
-        for text in &raw.subnets {
-            match Prefix::parse(text) {
-                Some(p) => {
-                    once(c, "subnets", p.to_string());
-                    rule.subnets.push(p);
-                }
-                None => c.push(
-                    &format!("{rkey}.subnets"),
-                    format!("`{text}` is not an address prefix (192.0.2.0/24, 2001:db8::/32; no bits set past the length)"),
-                ),
-            }
-        }
-        for text in &raw.continents {
-            match code(text).filter(|_| CONTINENTS.contains(&text.as_str())) {
-                Some(code) => {
-                    once(c, "continents", text.clone());
-                    rule.continents.push(code);
-                }
-                None => c.push(
-                    &format!("{rkey}.continents"),
-                    format!(
-                        "`{text}` is not a continent code (one of {})",
-                        CONTINENTS.join(" ")
-                    ),
-                ),
-            }
-        }
-        for text in &raw.countries {
-            match country(text) {
-                Some(code) => {
-                    once(c, "countries", text.clone());
-                    rule.countries.push(code);
-                }
-                None => c.push(
-                    &format!("{rkey}.countries"),
-                    format!(
-                        "`{text}` is not an ISO 3166-1 country code (upper case, such as DE or US)"
-                    ),
-                ),
-            }
-        }
-        for text in &raw.subdivisions {
-            match subdivision(text) {
-                Some(s) => {
-                    once(c, "subdivisions", text.clone());
-                    rule.subdivisions.push(s);
-                }
-                None => c.push(
-                    &format!("{rkey}.subdivisions"),
-                    format!("`{text}` is not an ISO 3166-2 subdivision code (country-code, such as US-CA or GB-SCT)"),
-                ),
-            }
-        }
-        for &n in &raw.asns {
-            match u32::try_from(n) {
-                Ok(asn) if asn > 0 => {
-                    once(c, "asns", n.to_string());
-                    rule.asns.push(asn);
-                }
-                _ => c.push(
-                    &format!("{rkey}.asns"),
-                    format!("{n} is not an AS number (1..=4294967295)"),
-                ),
-            }
-        }
         if rule.uses_geography() && geo.is_none() {
             c.push(&rkey, "matches on geography but [geo] names no database");
         }
@@ -299,6 +256,51 @@ fn rules(
         );
     }
     rules
+}
+
+/// One rule's criterion lists being parsed: each item valid, and in no earlier place (an item
+/// repeated, in this rule or a later one, could never match there).
+struct List<'c, 'a> {
+    c: &'c mut Collector<'a>,
+    /// A list's name and an item's value (`Debug`, so `198.51.100.0/024` is `198.51.100.0/24`)
+    /// -> the rule it is first in.
+    seen: &'c mut HashMap<String, usize>,
+    rkey: &'c str,
+    rule: usize,
+}
+
+impl List<'_, '_> {
+    /// `items` of the list `what` through `parse`; each one it refuses is a problem saying it
+    /// is not `expected`.
+    fn parse<T: std::fmt::Debug>(
+        &mut self,
+        what: &str,
+        items: &[String],
+        parse: impl Fn(&str) -> Option<T>,
+        expected: &str,
+    ) -> Vec<T> {
+        let key = format!("{}.{what}", self.rkey);
+        let mut out = Vec::new();
+        for text in items {
+            let Some(item) = parse(text) else {
+                self.c.push(&key, format!("`{text}` is not {expected}"));
+                continue;
+            };
+            if let Some(first) = self.seen.insert(format!("{what} {item:?}"), self.rule) {
+                let other = if first == self.rule {
+                    "earlier in this rule".to_string()
+                } else {
+                    format!("in rule[{first}]")
+                };
+                self.c.push(
+                    &key,
+                    format!("{text} is already {other}: it could never match here"),
+                );
+            }
+            out.push(item);
+        }
+        out
+    }
 }
 
 /// Pools no rule selects and no pool falls back to are a mistake waiting to happen.

@@ -636,3 +636,81 @@ async fn tokens_401_without_and_403_for_read_scope() {
     assert_eq!(out.code, 64, "{out:?}");
     s.stop().await;
 }
+
+/// A routed name: eu for 198.51.100.0/24, us for everyone else.
+const ROUTE: &str = "[[route]]\nname = \"www.example.com.\"\n[[route.rule]]\npool = \"eu\"\nsubnets = [\"198.51.100.0/24\"]\n[[route.rule]]\npool = \"us\"\n[[route.pool]]\nname = \"eu\"\n[[route.pool.group]]\nname = \"main\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[route.pool]]\nname = \"us\"\n[[route.pool.group]]\nname = \"main\"\nendpoints = [{ address = \"192.0.2.20\" }, { address = \"192.0.2.21\" }]\n";
+
+#[tokio::test]
+async fn routes_route_and_a_clients_preview() {
+    let s = Server::serving(ZONE, ROUTE).await;
+    s.udp(&query("www.example.com.", RecordType::A)).await;
+    let out = ok(&s, &["routes"]).await;
+    assert!(out.starts_with("www.example.com.\n"), "{out}");
+    assert_eq!(
+        row(&out, &["1"]).unwrap(),
+        [
+            "1",
+            "subnets",
+            "198.51.100.0/24",
+            "eu@www.example.com.",
+            "0"
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        row(&out, &["2"]).unwrap(),
+        ["2", "*", "us@www.example.com.", "1"],
+        "{out}"
+    );
+    assert_eq!(
+        row(&out, &["us@www.example.com."]).unwrap(),
+        ["us@www.example.com.", "2/2", "no", "serve-all", "1"],
+        "{out}"
+    );
+    let out = ok(
+        &s,
+        &["route", "www.example.com.", "--ecs", "198.51.100.0/24"],
+    )
+    .await;
+    assert_eq!(row(&out, &["rule"]).unwrap(), ["rule", "1"], "{out}");
+    assert_eq!(
+        row(&out, &["pool"]).unwrap(),
+        ["pool", "eu@www.example.com."],
+        "{out}"
+    );
+    assert_eq!(
+        row(&out, &["ecs", "scope"]).unwrap(),
+        ["ecs", "scope", "24"],
+        "{out}"
+    );
+    assert_eq!(
+        row(&out, &["192.0.2.10"]).unwrap(),
+        ["192.0.2.10", "100.0%"],
+        "{out}"
+    );
+    let out = ok(
+        &s,
+        &["route", "www.example.com.", "--client", "203.0.113.7"],
+    )
+    .await;
+    assert_eq!(
+        row(&out, &["pool"]).unwrap(),
+        ["pool", "us@www.example.com."],
+        "{out}"
+    );
+    assert_eq!(
+        row(&out, &["192.0.2.21"]).unwrap(),
+        ["192.0.2.21", "50.0%"],
+        "{out}"
+    );
+    // A pool inside the route takes changes by its label@name.
+    let out = ok(&s, &["set-weight", "us@www.example.com.", "main", "5"]).await;
+    assert!(out.contains("us@www.example.com."), "{out}");
+    let out = ctl(&s, &["route", "nope.example.com."]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("no route `nope.example.com.`"),
+        "{out:?}"
+    );
+    s.stop().await;
+}

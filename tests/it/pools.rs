@@ -6,7 +6,6 @@ use std::net::Ipv4Addr;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 
 use crate::support::*;
 
@@ -82,23 +81,11 @@ async fn static_data_beside_a_pool_and_nodata_for_a_missing_family() {
     s.stop().await;
 }
 
-fn with_ecs(addr: Ipv4Addr, prefix: u8) -> hickory_proto::op::Message {
-    let mut msg = with_edns(query("app.example.com.", RecordType::A), 1232);
-    let edns = msg.edns.as_mut().unwrap();
-    edns.options_mut()
-        .insert(EdnsOption::Subnet(ClientSubnet::new(
-            addr.into(),
-            prefix,
-            0,
-        )));
-    msg
-}
-
-fn scope_of(msg: &hickory_proto::op::Message) -> Option<u8> {
-    match msg.edns.as_ref()?.option(EdnsCode::Subnet)? {
-        EdnsOption::Subnet(s) => Some(s.scope_prefix()),
-        _ => None,
-    }
+fn ecs(addr: Ipv4Addr, prefix: u8) -> hickory_proto::op::Message {
+    with_ecs(
+        query("app.example.com.", RecordType::A),
+        &format!("{addr}/{prefix}"),
+    )
 }
 
 #[tokio::test]
@@ -107,10 +94,8 @@ async fn client_subnet_stickiness_and_scope() {
     let mut per_subnet: HashMap<u8, Vec<String>> = HashMap::new();
     for subnet in 0..64u8 {
         for host in [1u8, 77, 254] {
-            let r = s
-                .udp(&with_ecs(Ipv4Addr::new(198, 51, subnet, host), 32))
-                .await;
-            assert_eq!(scope_of(&r), Some(24), "scope = the /24 actually used");
+            let r = s.udp(&ecs(Ipv4Addr::new(198, 51, subnet, host), 32)).await;
+            assert_eq!(ecs_scope(&r), Some(24), "scope = the /24 actually used");
             let a = addresses(&r);
             let first = per_subnet.entry(subnet).or_insert_with(|| a.clone());
             assert_eq!(*first, a, "same /24, same answer");
@@ -121,7 +106,7 @@ async fn client_subnet_stickiness_and_scope() {
     // Without ECS the resolver's own address is the key: stable too, and no ECS in the reply.
     let plain = with_edns(query("app.example.com.", RecordType::A), 1232);
     let first = s.udp(&plain).await;
-    assert_eq!(scope_of(&first), None);
+    assert_eq!(ecs_scope(&first), None);
     for _ in 0..20 {
         assert_eq!(addresses(&s.udp(&plain).await), addresses(&first));
     }
@@ -129,8 +114,8 @@ async fn client_subnet_stickiness_and_scope() {
 
     // A non-sticky pool (and static data) answers ECS with scope 0.
     let s = server(&split(50, 50, "")).await;
-    let r = s.udp(&with_ecs(Ipv4Addr::new(198, 51, 7, 1), 24)).await;
-    assert_eq!(scope_of(&r), Some(0));
+    let r = s.udp(&ecs(Ipv4Addr::new(198, 51, 7, 1), 24)).await;
+    assert_eq!(ecs_scope(&r), Some(0));
     s.stop().await;
 }
 

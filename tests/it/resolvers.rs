@@ -1034,21 +1034,10 @@ async fn a_failing_canary_behind_unbound_aborts_and_clients_return_within_settle
 /// One query (RD set) to `server` carrying an ECS option for `subnet` (`198.51.100.0/24`), as
 /// a client of a resolver would send it: the addresses answered.
 async fn resolve_for(server: SocketAddr, name: &str, subnet: &str) -> Vec<IpAddr> {
-    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
-    let (addr, len) = subnet.split_once('/').unwrap();
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut msg = crate::support::with_edns(query(name, RecordType::A), 1232);
+    let mut msg = crate::support::with_ecs(query(name, RecordType::A), subnet);
     msg.metadata.recursion_desired = true;
     msg.metadata.id = fastrand::u16(..);
-    msg.edns
-        .as_mut()
-        .unwrap()
-        .options_mut()
-        .insert(EdnsOption::Subnet(ClientSubnet::new(
-            addr.parse().unwrap(),
-            len.parse().unwrap(),
-            0,
-        )));
     socket
         .send_to(&msg.to_vec().unwrap(), server)
         .await

@@ -471,19 +471,17 @@ async fn a_rolling_update_walks_every_batch_within_max_unavailable() {
 
 #[tokio::test(start_paused = true)]
 async fn sticky_clients_only_move_from_stable_to_canary_as_a_rollout_advances() {
-    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
     let pool = "[[pool]]\nname = \"app.example.com.\"\nttl = 1\nsticky = \"client-subnet\"\n[pool.rollout]\nfrom = \"blue\"\nto = \"green\"\nslack = \"0s\"\nsteps = [{ set_weight = 5 }, { pause = \"manual\" }, { set_weight = 25 }, { pause = \"manual\" }, { set_weight = 50 }, { pause = \"manual\" }, { set_weight = 100 }]\n[[pool.group]]\nname = \"blue\"\nendpoints = [{ address = \"192.0.2.10\" }, { address = \"192.0.2.11\" }]\n[[pool.group]]\nname = \"green\"\nweight = 0\nendpoints = [{ address = \"192.0.2.20\" }, { address = \"192.0.2.21\" }]\n";
     let s = serve(pool).await;
     let queries: Vec<Vec<u8>> = (0..500u32)
         .map(|i| {
-            let mut m = with_edns(query("app.example.com.", RecordType::A), 1232);
             let subnet = std::net::Ipv4Addr::new(10, (i >> 8) as u8, i as u8, 0);
-            m.edns
-                .as_mut()
-                .unwrap()
-                .options_mut()
-                .insert(EdnsOption::Subnet(ClientSubnet::new(subnet.into(), 24, 0)));
-            m.to_vec().unwrap()
+            with_ecs(
+                query("app.example.com.", RecordType::A),
+                &format!("{subnet}/24"),
+            )
+            .to_vec()
+            .unwrap()
         })
         .collect();
     let on_green = async |s: &Server| -> Vec<bool> {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -102,31 +101,11 @@ pool = "us"
     )
 }
 
-fn ecs_query(name: &str, rtype: RecordType, subnet: &str) -> Message {
-    let (addr, len) = subnet.split_once('/').unwrap();
-    let mut msg = with_edns(query(name, rtype), 1232);
-    msg.edns
-        .as_mut()
-        .unwrap()
-        .options_mut()
-        .insert(EdnsOption::Subnet(ClientSubnet::new(
-            addr.parse().unwrap(),
-            len.parse().unwrap(),
-            0,
-        )));
-    msg
-}
-
-fn scope_of(msg: &Message) -> Option<u8> {
-    match msg.edns.as_ref()?.option(EdnsCode::Subnet)? {
-        EdnsOption::Subnet(s) => Some(s.scope_prefix()),
-        _ => None,
-    }
-}
-
 /// The addresses answered and the ECS scope echoed, for `subnet`.
 async fn ask(s: &Server, rtype: RecordType, subnet: &str) -> (Vec<String>, Option<u8>) {
-    let r = s.udp(&ecs_query("www.example.com.", rtype, subnet)).await;
+    let r = s
+        .udp(&with_ecs(query("www.example.com.", rtype), subnet))
+        .await;
     assert_eq!(
         rcode(&r),
         hickory_proto::op::ResponseCode::NoError,
@@ -138,7 +117,7 @@ async fn ask(s: &Server, rtype: RecordType, subnet: &str) -> (Vec<String>, Optio
         .filter_map(|a| a.data.ip_addr())
         .map(|a| a.to_string())
         .collect();
-    (addrs, scope_of(&r))
+    (addrs, ecs_scope(&r))
 }
 
 /// One UDP query for www.example.com. A from `source` (no ECS): the addresses answered and
@@ -159,7 +138,7 @@ async fn ask_from(s: &Server, source: Ipv4Addr) -> (Vec<String>, bool) {
         .filter_map(|a| a.data.ip_addr())
         .map(|a| a.to_string())
         .collect();
-    (addrs, scope_of(&r).is_some())
+    (addrs, ecs_scope(&r).is_some())
 }
 
 async fn api(s: &Server, path: &str) -> Value {

@@ -357,6 +357,28 @@ pub(crate) fn with_edns(mut msg: Message, payload: u16) -> Message {
     msg
 }
 
+/// `msg` with EDNS(0) (1232 bytes) carrying a Client Subnet option for `subnet`
+/// (`198.51.100.0/24`), as a resolver sends it on a client's behalf.
+pub(crate) fn with_ecs(msg: Message, subnet: &str) -> Message {
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+    let (addr, len) = subnet.split_once('/').unwrap();
+    let mut msg = with_edns(msg, 1232);
+    let option = ClientSubnet::new(addr.parse().unwrap(), len.parse().unwrap(), 0);
+    if let Some(edns) = msg.edns.as_mut() {
+        edns.options_mut().insert(EdnsOption::Subnet(option));
+    }
+    msg
+}
+
+/// The SCOPE PREFIX-LENGTH of a reply's Client Subnet option; None without one.
+pub(crate) fn ecs_scope(msg: &Message) -> Option<u8> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match msg.edns.as_ref()?.option(EdnsCode::Subnet)? {
+        EdnsOption::Subnet(s) => Some(s.scope_prefix()),
+        _ => None,
+    }
+}
+
 pub(crate) fn rcode(msg: &Message) -> ResponseCode {
     msg.metadata.response_code
 }
