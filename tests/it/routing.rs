@@ -285,8 +285,7 @@ async fn preview_names_the_rule_pool_scope_and_answer_probabilities() {
 
 /// Two regions: eu (checked against a real TCP backend, falling back to us; a 1 s TTL, so a
 /// rollout's first step settles in 2 s) and us.
-fn two_regions(dir: &Path, backend: SocketAddr, eu_groups: &str) -> String {
-    let _ = dir;
+fn two_regions(backend: SocketAddr, eu_groups: &str) -> String {
     format!(
         r#"[[route]]
 name = "www.example.com."
@@ -317,7 +316,7 @@ endpoints = [{{ address = "192.0.2.20" }}]
     .replace("PROBE", &backend.to_string())
 }
 
-/// Polls until `f` holds (each try one query), for at most 10 s.
+/// Polls until `subnet`'s clients get `want` (one query a try), for at most 10 s.
 async fn until(s: &Server, subnet: &str, want: &[&str]) {
     for _ in 0..200 {
         if ask(s, RecordType::A, subnet).await.0 == want {
@@ -333,10 +332,9 @@ async fn until(s: &Server, subnet: &str, want: &[&str]) {
 
 #[tokio::test]
 async fn a_region_all_down_falls_back_and_returns() {
-    let dir = tempfile::tempdir().unwrap();
     let mut backend = Backend::tcp().await;
     let eu = "[[route.pool.group]]\nname = \"main\"\nendpoints = [{ address = \"192.0.2.10\", probe = \"PROBE\" }]\n";
-    let s = Server::serving(ZONE, &two_regions(dir.path(), backend.addr(), eu)).await;
+    let s = Server::serving(ZONE, &two_regions(backend.addr(), eu)).await;
     until(&s, "198.51.100.0/24", &["192.0.2.10"]).await;
     backend.stop().await;
     // eu has nothing up: its fallback, us, answers eu's clients (with the degraded TTL).
@@ -361,10 +359,9 @@ async fn a_region_all_down_falls_back_and_returns() {
 
 #[tokio::test]
 async fn a_canary_inside_one_region_moves_only_that_region() {
-    let dir = tempfile::tempdir().unwrap();
     let backend = Backend::tcp().await;
     let eu = "[[route.pool.group]]\nname = \"stable\"\nweight = 100\nendpoints = [{ address = \"192.0.2.10\", probe = \"PROBE\" }]\n[[route.pool.group]]\nname = \"canary\"\nweight = 0\nendpoints = [{ address = \"192.0.2.11\", probe = \"PROBE\" }]\n";
-    let s = Server::serving(ZONE, &two_regions(dir.path(), backend.addr(), eu)).await;
+    let s = Server::serving(ZONE, &two_regions(backend.addr(), eu)).await;
     let plan = r#"{"from": "stable", "to": "canary", "steps": [{"set_weight": 100}], "slack": "0s", "reason": "eu canary"}"#;
     let (code, body) = http(
         s.admin(),
