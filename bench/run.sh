@@ -21,7 +21,7 @@ WEIR_PORT=${WEIR_PORT:-5401}
 SKIP_BUILD=${SKIP_BUILD:-0}         # 1 = use existing target/release/weir
 KEEP_TMP=${KEEP_TMP:-0}             # 1 = keep the temp dir (configs, raw logs)
 TRACK_CONVERGENCE=${TRACK_CONVERGENCE:-true}  # weir's [dns] track_convergence
-ROUTE_SUBNETS=${ROUTE_SUBNETS:-1000}  # subnet rules of the routed name geo.bench.example.
+ROUTE_SUBNETS=${ROUTE_SUBNETS:-1000}  # subnet rules of the routed name geo.bench.example. (0 = no route, for a weir before routing)
 GEO_NETWORKS=${GEO_NETWORKS:-50000}   # networks in its generated City-shaped .mmdb
 RRL_RATE=${RRL_RATE:-0}             # weir's [dns.rrl] rate (0 = off)
 RRL_WINDOW=${RRL_WINDOW:-2s}        # weir's [dns.rrl] window
@@ -151,6 +151,7 @@ EOF
 # database of GEO_NETWORKS networks (bench/geo-mmdb.py), and the catch-all; each pool is the
 # managed name's 90/10 over three endpoints. A query without ECS from 127.0.0.1 takes the
 # longest path: a trie walk that finds no subnet, a database lookup, then the catch-all.
+if ((ROUTE_SUBNETS > 0)); then
 python3 "$BENCH/geo-mmdb.py" "$TMP/geo.mmdb" "$GEO_NETWORKS" || die "bench/geo-mmdb.py failed"
 python3 - "$ROUTE_SUBNETS" "$TMP/geo.mmdb" "$ORIGIN" >>"$WEIR_CONF" <<'PY' || die "route config"
 import random, sys
@@ -170,6 +171,7 @@ for pool in "ab":
     print('[[route.pool.group]]\nname = "blue"\nweight = 90\nendpoints = [{ address = "192.0.2.10" }, { address = "192.0.2.11" }]')
     print('[[route.pool.group]]\nname = "green"\nweight = 10\nendpoints = [{ address = "192.0.2.20" }]')
 PY
+fi
 
 port_of() { case $1 in gdnsd) echo "$GDNSD_PORT";; weir) echo "$WEIR_PORT";; esac; }
 
