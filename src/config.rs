@@ -156,6 +156,7 @@ struct RawLog {
 struct RawZone {
     origin: String,
     file: String,
+    allow_transfer: Option<Vec<String>>,
 }
 
 /// The validated configuration.
@@ -311,6 +312,8 @@ pub struct ZoneConfig {
     pub origin: Name,
     /// Resolved against the config file's folder.
     pub file: PathBuf,
+    /// Sources allowed zone transfers (AXFR, IXFR) over TCP; empty: every transfer REFUSED.
+    pub allow_transfer: Vec<crate::model::Prefix>,
 }
 
 /// Defaults, written once here and mirrored in config/weir.toml (a test keeps them equal).
@@ -427,6 +430,7 @@ pub fn zone_configs(path: &Path) -> Vec<ZoneConfig> {
         zones.push(ZoneConfig {
             origin,
             file: base.join(file),
+            allow_transfer: Vec::new(),
         });
     }
     zones
@@ -1067,9 +1071,20 @@ fn zones(c: &mut Collector<'_>, raw: &[RawZone], base: &Path) -> Vec<ZoneConfig>
             c.push(&format!("{key}.file"), "is empty");
             continue;
         }
+        let mut allow_transfer = Vec::new();
+        for (j, text) in z.allow_transfer.iter().flatten().enumerate() {
+            match crate::model::Prefix::parse(text) {
+                Some(p) => allow_transfer.push(p),
+                None => c.push(
+                    &format!("{key}.allow_transfer[{j}]"),
+                    format!("`{text}` is not a prefix like \"192.0.2.0/24\" or \"2001:db8::/32\" (no bits set past the length)"),
+                ),
+            }
+        }
         zones.push(ZoneConfig {
             origin,
             file: base.join(&z.file),
+            allow_transfer,
         });
     }
     zones
@@ -1238,6 +1253,36 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(Problems(p)) => p.iter().map(|p| p.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn allow_transfer_takes_prefixes_and_reports_others_at_their_line() {
+        let config = parse(
+            "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\nallow_transfer = [\"192.0.2.0/24\", \"127.0.0.1\", \"2001:db8::/32\"]\n",
+            Path::new("/etc/weir/weir.toml"),
+        )
+        .unwrap();
+        let allow = &config.zones[0].allow_transfer;
+        assert_eq!(allow.len(), 3);
+        assert!(allow[0].contains("192.0.2.77".parse().unwrap()));
+        assert!(allow[1].contains("127.0.0.1".parse().unwrap()));
+        assert!(!allow[1].contains("127.0.0.2".parse().unwrap()));
+        let got = problems(
+            "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n\nallow_transfer = [\"192.0.2.1/24\", \"nope\"]\n",
+        );
+        for want in [
+            "/etc/weir/weir.toml:5: zone[0].allow_transfer[0]: `192.0.2.1/24` is not a prefix",
+            "/etc/weir/weir.toml:5: zone[0].allow_transfer[1]: `nope` is not a prefix",
+        ] {
+            assert!(got.iter().any(|p| p.contains(want)), "{want} in {got:#?}");
+        }
+        // Not given: no transfers.
+        let config = parse(
+            "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n",
+            Path::new("/etc/weir/weir.toml"),
+        )
+        .unwrap();
+        assert!(config.zones[0].allow_transfer.is_empty());
     }
 
     #[test]

@@ -15,6 +15,9 @@ mod zonefile;
 pub struct Zone {
     pub origin: Name,
     pub rrsets: BTreeMap<Name, Vec<RRset>>,
+    /// Sources allowed zone transfers (`[[zone]] allow_transfer`); empty for zones read by
+    /// `from_text`.
+    pub allow_transfer: Vec<crate::model::Prefix>,
 }
 
 impl Zone {
@@ -106,7 +109,9 @@ pub fn load(zc: &ZoneConfig) -> Result<Zone, Problems> {
             message: format!("cannot read zone file for `{}`: {e}", zc.origin),
         }])
     })?;
-    from_text(&text, &zc.file, &zc.origin)
+    let mut zone = from_text(&text, &zc.file, &zc.origin)?;
+    zone.allow_transfer.clone_from(&zc.allow_transfer);
+    Ok(zone)
 }
 
 /// Parses and checks zone text; `path` names the file in messages.
@@ -209,6 +214,7 @@ pub fn from_text(text: &str, path: &Path, origin: &Name) -> Result<Zone, Problem
     let zone = Zone {
         origin: origin.clone(),
         rrsets,
+        allow_transfer: Vec::new(),
     };
 
     match zone.get(origin, rtype::SOA) {

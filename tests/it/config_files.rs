@@ -37,6 +37,7 @@ fn every_shipped_zone_file_loads() {
             let zc = weir::config::ZoneConfig {
                 origin: weir::model::Name::parse(origin_of).unwrap(),
                 file: path.clone(),
+                allow_transfer: Vec::new(),
             };
             if let Err(problems) = weir::zones::load(&zc) {
                 panic!("{}: {problems}", path.display());
