@@ -8,6 +8,7 @@ pub mod tcp;
 pub mod track;
 pub mod udp;
 pub mod wire;
+pub mod xfr;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -22,10 +23,7 @@ use crate::config::DnsConfig;
 use crate::metrics::{self, Metrics, Transport};
 use crate::model::{MAX_NAME_LEN, Name, Rcode};
 use crate::snapshot::{self, Client, Question, Snapshot};
-use wire::{CLASSIC_UDP_LIMIT, Reject};
-
-/// Largest DNS message over TCP (RFC 1035 4.2.2: two-byte length).
-const TCP_LIMIT: usize = 65535;
+use wire::{CLASSIC_UDP_LIMIT, Reject, TCP_LIMIT};
 
 /// Everything a DNS worker shares with the rest of the process.
 #[derive(Clone, Debug)]

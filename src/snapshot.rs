@@ -115,6 +115,9 @@ struct Node {
     cut: bool,
     /// A managed name: A and AAAA come from a pool, or from the pool a route's rules choose.
     serves: Option<Serves>,
+    /// A managed name's A and AAAA as a zone transfer carries them (`transfer_addresses`):
+    /// never read by `answer`.
+    transfer: Vec<RRset>,
 }
 
 /// What answers a managed name's A and AAAA questions.
@@ -141,6 +144,8 @@ struct ZoneData {
     negative_soa: RRset,
     nodes: FxHashMap<Box<[u8]>, Node>,
     has_cuts: bool,
+    /// Sources allowed zone transfers (`[[zone]] allow_transfer`).
+    allow_transfer: Vec<crate::model::Prefix>,
 }
 
 /// The zones' lookup structure, built once per load and shared by every snapshot until the
@@ -217,14 +222,71 @@ pub fn index(zones: &[Zone], pools: &[Pool], routing: &crate::config::Routing) -
         }
         zone.nodes.entry(wire.into()).or_default().serves = Some(serves);
     }
+    let routes = route::nodes(routing, pools);
+    for zone in map.values_mut() {
+        for node in zone.nodes.values_mut() {
+            if let Some(serves) = node.serves {
+                node.transfer = transfer_addresses(serves, pools, &routes);
+            }
+        }
+    }
     Arc::new(ZoneIndex {
         zones: map,
         origins: zones.iter().map(|z| z.origin.clone()).collect(),
         queries: OnceLock::new(),
-        routes: route::nodes(routing, pools),
+        routes,
         route_queries: OnceLock::new(),
         routing: routing.clone(),
     })
+}
+
+/// What a zone transfer carries for a managed name (docs/design.md "Zone transfers"): the
+/// configured endpoints of weight > 0 (group and endpoint), whatever their health, as plain A
+/// and AAAA RRsets with the pool's TTL; for a routed name, the union of its rules' pools, with
+/// the lowest of their TTLs. A secondary then answers the name (never NXDOMAIN) with every
+/// address the primary may hand out. Built from the config's pools once per load, so the
+/// transfer changes with a reload, like the zone file, never with health or admin writes.
+fn transfer_addresses(serves: Serves, pools: &[Pool], routes: &[route::RouteNode]) -> Vec<RRset> {
+    let chosen: Vec<&Pool> = match serves {
+        Serves::Pool(i) => pools.get(i).into_iter().collect(),
+        Serves::Route(r) => routes
+            .get(r)
+            .into_iter()
+            .flat_map(|node| &node.selects)
+            .filter_map(|id| pools.iter().find(|p| p.name == *id))
+            .collect(),
+    };
+    let Some(ttl) = chosen.iter().map(|p| p.ttl).min() else {
+        return Vec::new();
+    };
+    let mut addresses: Vec<std::net::IpAddr> = chosen
+        .iter()
+        .flat_map(|p| &p.groups)
+        .filter(|g| g.weight > 0)
+        .flat_map(|g| &g.endpoints)
+        .filter(|e| e.weight > 0)
+        .map(|e| e.address)
+        .collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    let mut sets = Vec::new();
+    for (t, v4) in [(rtype::A, true), (rtype::AAAA, false)] {
+        let rdatas: Vec<Rdata> = (addresses.iter())
+            .filter(|a| a.is_ipv4() == v4)
+            .map(|a| match a {
+                std::net::IpAddr::V4(v4) => Rdata::Opaque(v4.octets().to_vec().into()),
+                std::net::IpAddr::V6(v6) => Rdata::Opaque(v6.octets().to_vec().into()),
+            })
+            .collect();
+        if !rdatas.is_empty() {
+            sets.push(RRset {
+                rtype: t,
+                ttl,
+                rdatas,
+            });
+        }
+    }
+    sets
 }
 
 /// Builds a snapshot: the shared zone index plus pool views under `health`. A probe missing
@@ -393,6 +455,7 @@ fn build_zone(id: usize, zone: &Zone) -> ZoneData {
         negative_soa,
         nodes,
         has_cuts,
+        allow_transfer: zone.allow_transfer.clone(),
     }
 }
 
@@ -414,6 +477,11 @@ impl Snapshot {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
+    }
+
+    /// The id of the zone `name` (lowercase wire form) lies in.
+    pub fn zone_of(&self, name: &[u8]) -> Option<usize> {
+        self.zone_for(name).map(|z| z.id)
     }
 
     pub fn zone_count(&self) -> usize {
@@ -507,10 +575,66 @@ impl Snapshot {
         (r.geo.iter().map(|d| ("geography", d))).chain(r.asn.iter().map(|d| ("asn", d)))
     }
 
+    /// The records of a transfer (AXFR, RFC 5936 2.2; IXFR answered in AXFR form, RFC 1995 4)
+    /// of the zone whose apex is `name` (lowercase wire form) to `client`: the SOA, every other
+    /// RRset of the zone (delegations and glue included, nothing outside it; empty
+    /// non-terminals have none), managed names as `transfer_addresses`, then the SOA again.
+    /// A pure function of the snapshot (static data and config pools, not health), in a
+    /// stable order. Off the query path: it allocates. Err: the answer to send instead
+    /// (REFUSED: a name that is no zone's apex, another class, a source not allowed).
+    pub fn transfer(
+        &self,
+        name: &[u8],
+        qclass: u16,
+        client: std::net::IpAddr,
+    ) -> Result<Vec<Entry<'_>>, Answer<'_>> {
+        let zone = match self.index.zones.get(name) {
+            Some(zone) if qclass == CLASS_IN || qclass == CLASS_ANY => zone,
+            _ => {
+                return Err(Answer {
+                    zone: self.zone_for(name).map(|z| z.id),
+                    ..Answer::refused()
+                });
+            }
+        };
+        if !zone.transfer_allowed(client) {
+            return Err(Answer {
+                zone: Some(zone.id),
+                ..Answer::refused()
+            });
+        }
+        let apex = zone.origin.wire();
+        let Some(soa) = zone.nodes.get(apex).and_then(|n| n.get(rtype::SOA)) else {
+            return Err(Answer {
+                rcode: Rcode::ServFail,
+                zone: Some(zone.id),
+                ..Answer::refused()
+            });
+        };
+        let mut owners: Vec<(&Box<[u8]>, &Node)> = zone.nodes.iter().collect();
+        // The apex first, then the rest in a stable order (by wire form).
+        owners.sort_unstable_by(|a, b| (&**a.0 != apex, a.0).cmp(&(&**b.0 != apex, b.0)));
+        let mut out = vec![transfer_entry(apex, soa)];
+        for (owner, node) in owners {
+            let sets = node.rrsets.iter().chain(&node.transfer);
+            out.extend((sets.filter(|s| s.rtype != rtype::SOA)).map(|s| transfer_entry(owner, s)));
+        }
+        out.push(transfer_entry(apex, soa));
+        Ok(out)
+    }
+
     /// How a pool answers right now, per family (for the admin API).
     pub fn pool_status(&self, name: &PoolId) -> Option<PoolStatus> {
         let i = self.view.pools.iter().position(|p| p.name == *name)?;
         self.pools.get(i).map(|p| p.status())
+    }
+}
+
+fn transfer_entry<'a>(owner: &'a [u8], rrset: &'a RRset) -> Entry<'a> {
+    Entry {
+        owner: Owner::Name(owner),
+        rrset,
+        required: false,
     }
 }
 
@@ -525,12 +649,11 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
     let Some(zone) = snapshot.zone_for(q.name) else {
         return Answer::refused();
     };
-    // Zone transfers are not offered (PROTOCOL.md: REFUSED unless allowed; none are).
+    // Zone transfers over TCP from allowed sources are `Snapshot::transfer`'s (dns/xfr.rs);
+    // here they are refused (AXFR: never over UDP), except an allowed IXFR for the apex, which
+    // gets the current SOA alone over UDP (RFC 1995 2, 4) so the secondary retries over TCP.
     if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
-        return Answer {
-            zone: Some(zone.id),
-            ..Answer::refused()
-        };
+        return zone.ixfr_over_udp(q);
     }
     let mut ans = Answer::new(Rcode::NoError, true);
     ans.zone = Some(zone.id);
@@ -608,6 +731,35 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
 }
 
 impl ZoneData {
+    fn transfer_allowed(&self, client: std::net::IpAddr) -> bool {
+        self.allow_transfer.iter().any(|p| p.contains(client))
+    }
+
+    /// A transfer question reaching `answer` (UDP): the apex SOA for an allowed IXFR, REFUSED
+    /// otherwise.
+    #[cold]
+    fn ixfr_over_udp<'s>(&'s self, q: Question<'s>) -> Answer<'s> {
+        let mut ans = Answer {
+            zone: Some(self.id),
+            ..Answer::refused()
+        };
+        let soa = (self.nodes.get(self.origin.wire())).and_then(|n| n.get(rtype::SOA));
+        if q.qtype == rtype::IXFR
+            && q.name == self.origin.wire()
+            && self.transfer_allowed(q.client.addr)
+            && let Some(soa) = soa
+        {
+            ans.rcode = Rcode::NoError;
+            ans.authoritative = true;
+            ans.answer.push(Entry {
+                owner: Owner::Query,
+                rrset: soa,
+                required: false,
+            });
+        }
+        ans
+    }
+
     fn negative(&self) -> Entry<'_> {
         Entry {
             owner: Owner::Name(self.origin.wire()),

@@ -154,6 +154,19 @@ async fn connection(
         ) {
             return;
         }
+        if super::xfr::is_transfer(&packet) {
+            // A transfer may be megabytes: the I/O timeout applies per message-sized chunk.
+            let messages = super::xfr::serve(&ctx, &packet, client).await;
+            for chunk in messages.chunks(2 + super::wire::TCP_LIMIT) {
+                if !matches!(
+                    timeout(io_timeout, writer.write_all(chunk)).await,
+                    Ok(Ok(_))
+                ) {
+                    return;
+                }
+            }
+            continue;
+        }
         out.clear();
         out.extend_from_slice(&[0, 0]);
         if !respond(&ctx, &packet, Transport::Tcp, client, &mut out) {

@@ -146,8 +146,9 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
     let formerr = reject(Rcode::FormErr);
     let count = |at| u16::from_be_bytes([p[at], p[at + 1]]);
     let (qdcount, ancount, nscount, arcount) = (count(4), count(6), count(8), count(10));
-    // A query carries exactly one question and nothing in ANSWER or AUTHORITY.
-    if qdcount != 1 || ancount != 0 || nscount != 0 {
+    // A query carries exactly one question and nothing in ANSWER or AUTHORITY (but an IXFR
+    // query, which carries the secondary's SOA in AUTHORITY, RFC 1995 3; checked below).
+    if qdcount != 1 || ancount != 0 || nscount > 1 {
         return Err(formerr);
     }
 
@@ -179,11 +180,14 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
     let qclass = u16_at(p, at + 2).ok_or(formerr)?;
     at += 4;
     let question = &p[HEADER_LEN..at];
+    if nscount != 0 && qtype != rtype::IXFR {
+        return Err(formerr);
+    }
 
     let mut edns = None;
     let mut ecs = None;
     let mut cookie = None;
-    for _ in 0..arcount {
+    for record in 0..nscount + arcount {
         let name_start = at;
         // Owner name: labels ending in the root label or a backward pointer.
         loop {
@@ -217,6 +221,14 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
         at += 10;
         let rdata = p.get(at..at + rdlen).ok_or(formerr)?;
         at += rdlen;
+        if record < nscount {
+            // IXFR's AUTHORITY: the secondary's SOA. weir keeps no journal and answers every
+            // IXFR with the whole zone (TCP) or the current SOA (UDP), so it is not read.
+            if t != rtype::SOA {
+                return Err(formerr);
+            }
+            continue;
+        }
         if t != rtype::OPT {
             // TSIG and other signatures are not supported; the query is answered unsigned.
             continue;
@@ -333,48 +345,52 @@ impl<'a> Writer<'a, '_> {
 
     fn rrset(&mut self, owner: Owner<'a>, set: &'a RRset) {
         for rd in &set.rdatas {
-            match owner {
-                Owner::Query => self.u16(0xC000 | HEADER_LEN as u16),
-                Owner::Name(n) => self.name(n),
-            }
-            self.u16(set.rtype);
-            self.u16(crate::model::CLASS_IN);
-            self.u32(set.ttl);
-            let len_at = self.out.len();
-            self.u16(0);
-            match rd {
-                Rdata::Name(n) => self.name(n.wire()),
-                Rdata::Mx {
-                    preference,
-                    exchange,
-                } => {
-                    self.u16(*preference);
-                    self.name(exchange.wire());
-                }
-                Rdata::Soa(soa) => {
-                    self.name(soa.mname.wire());
-                    self.name(soa.rname.wire());
-                    for v in [soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum] {
-                        self.u32(v);
-                    }
-                }
-                Rdata::Srv {
-                    priority,
-                    weight,
-                    port,
-                    target,
-                } => {
-                    self.u16(*priority);
-                    self.u16(*weight);
-                    self.u16(*port);
-                    // RFC 2782: "name compression is not to be used for this field".
-                    self.out.extend_from_slice(target.wire());
-                }
-                Rdata::Opaque(bytes) => self.out.extend_from_slice(bytes),
-            }
-            let rdlen = (self.out.len() - len_at - 2) as u16;
-            self.out[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+            self.record(owner, set, rd);
         }
+    }
+
+    fn record(&mut self, owner: Owner<'a>, set: &'a RRset, rd: &'a Rdata) {
+        match owner {
+            Owner::Query => self.u16(0xC000 | HEADER_LEN as u16),
+            Owner::Name(n) => self.name(n),
+        }
+        self.u16(set.rtype);
+        self.u16(crate::model::CLASS_IN);
+        self.u32(set.ttl);
+        let len_at = self.out.len();
+        self.u16(0);
+        match rd {
+            Rdata::Name(n) => self.name(n.wire()),
+            Rdata::Mx {
+                preference,
+                exchange,
+            } => {
+                self.u16(*preference);
+                self.name(exchange.wire());
+            }
+            Rdata::Soa(soa) => {
+                self.name(soa.mname.wire());
+                self.name(soa.rname.wire());
+                for v in [soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum] {
+                    self.u32(v);
+                }
+            }
+            Rdata::Srv {
+                priority,
+                weight,
+                port,
+                target,
+            } => {
+                self.u16(*priority);
+                self.u16(*weight);
+                self.u16(*port);
+                // RFC 2782: "name compression is not to be used for this field".
+                self.out.extend_from_slice(target.wire());
+            }
+            Rdata::Opaque(bytes) => self.out.extend_from_slice(bytes),
+        }
+        let rdlen = (self.out.len() - len_at - 2) as u16;
+        self.out[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
     }
 
     /// Writes a section's entries; false (with everything since the checkpoint undone) when
@@ -515,6 +531,112 @@ pub fn write_response(
     Written {
         rcode: ans.rcode,
         truncated,
+    }
+}
+
+/// Largest DNS message over TCP (RFC 1035 4.2.2: two-byte length).
+pub const TCP_LIMIT: usize = 65535;
+
+/// Writes a zone transfer (RFC 5936 2.2) answering `q` into `out` (appending): `records` in
+/// order, packed greedily by RRset into as few messages as fit `TCP_LIMIT` each (an RRset
+/// larger than a message is split between messages by record), every message with its TCP
+/// two-byte length in front, names compressed within each message, AA set. The question goes
+/// in the first message only (RFC 5936 2.2.1 allows it there or in all): every message after
+/// it is then pure data, and clients (kdig, NSD, Knot, BIND) accept both forms. With EDNS in
+/// the query, each message carries an OPT (`udp_payload`, no options). Returns how many
+/// messages it wrote; None (with nothing written) if one record alone cannot fit a message.
+pub fn write_transfer(
+    out: &mut Vec<u8>,
+    q: &Query<'_>,
+    records: &[Entry<'_>],
+    udp_payload: u16,
+) -> Option<usize> {
+    let start = out.len();
+    // The next record to write: (entry, record within its RRset).
+    let mut at = (0usize, 0usize);
+    let mut messages = 0usize;
+    let room = TCP_LIMIT - if q.edns.is_some() { OPT_LEN } else { 0 };
+    loop {
+        let frame = out.len();
+        out.extend_from_slice(&[0, 0]);
+        let base = out.len();
+        let mut w = Writer {
+            out: &mut *out,
+            base,
+            names: SmallVec::new(),
+        };
+        w.out.extend_from_slice(&[0; HEADER_LEN]);
+        let first = messages == 0;
+        if first {
+            w.out.extend_from_slice(q.question);
+            let qname = q.qname();
+            for i in label_starts(qname) {
+                if qname.len() - i > 1 {
+                    w.names.push((&qname[i..], (HEADER_LEN + i) as u16));
+                }
+            }
+        }
+        let mut an: u16 = 0;
+        while let Some(e) = records.get(at.0) {
+            let rest = e.rrset.rdatas.get(at.1..).unwrap_or_default();
+            let mark = (w.len(), w.names.len());
+            for rd in rest {
+                w.record(e.owner, e.rrset, rd);
+            }
+            if w.len() <= room {
+                an += rest.len() as u16;
+                at = (at.0 + 1, 0);
+                continue;
+            }
+            w.rewind(mark.0, mark.1);
+            if an > 0 {
+                break;
+            }
+            // Alone in a message and still too big: as many of its records as fit.
+            for rd in rest {
+                let mark = (w.len(), w.names.len());
+                w.record(e.owner, e.rrset, rd);
+                if w.len() > room {
+                    w.rewind(mark.0, mark.1);
+                    break;
+                }
+                an += 1;
+                at.1 += 1;
+            }
+            if an == 0 {
+                out.truncate(start);
+                return None;
+            }
+            break;
+        }
+        let mut ar = 0u16;
+        if let Some(edns) = q.edns {
+            w.out.push(0);
+            w.u16(rtype::OPT);
+            w.u16(udp_payload);
+            w.u32(if edns.dnssec_ok { 0x8000 } else { 0 });
+            w.u16(0);
+            ar = 1;
+        }
+        let mut flags = FLAG_QR | FLAG_AA | (u16::from(q.opcode) << 11);
+        if q.rd {
+            flags |= FLAG_RD;
+        }
+        if q.cd {
+            flags |= FLAG_CD;
+        }
+        let len = w.len() as u16;
+        let header = &mut out[base..base + HEADER_LEN];
+        header[0..2].copy_from_slice(&q.id.to_be_bytes());
+        header[2..4].copy_from_slice(&flags.to_be_bytes());
+        header[4..6].copy_from_slice(&u16::from(first).to_be_bytes());
+        header[6..8].copy_from_slice(&an.to_be_bytes());
+        header[10..12].copy_from_slice(&ar.to_be_bytes());
+        out[frame..frame + 2].copy_from_slice(&len.to_be_bytes());
+        messages += 1;
+        if at.0 >= records.len() {
+            return Some(messages);
+        }
     }
 }
 

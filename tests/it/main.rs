@@ -33,4 +33,5 @@ mod routing;
 mod rrl;
 mod support;
 mod tidy;
+mod transfers;
 mod transport;

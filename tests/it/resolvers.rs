@@ -29,7 +29,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::Backend;
-use crate::support::{Method, WeirProcess, http_maybe, http_request, query, send};
+use crate::support::{
+    Method, WeirProcess, find_program, free_port, http_maybe, http_request, query, send,
+};
 
 /// The pool every scenario rolls out.
 const POOL: &str = "app.example.com.";
@@ -117,27 +119,6 @@ fn state(st: &Value) -> &str {
 
 // ---------------------------------------------------------------------------------------------
 // unbound
-
-/// A program in PATH or one of the sbin folders (unbound lives in /usr/sbin, often not in a
-/// user's PATH).
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-/// A loopback port free for both UDP and TCP right now.
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 /// A real unbound with a stub zone to weir, killed by its PID when dropped.
 struct Unbound {

@@ -72,7 +72,8 @@ impl std::fmt::Display for Transport {
 /// worker.
 #[derive(Debug, Default)]
 pub(crate) struct ServerBuilder {
-    zones: Vec<(String, String)>,
+    /// (origin, zone text, more `[[zone]]` keys as TOML).
+    zones: Vec<(String, String, String)>,
     listen: Vec<String>,
     dns: Vec<String>,
     admin: Vec<String>,
@@ -82,7 +83,17 @@ pub(crate) struct ServerBuilder {
 impl ServerBuilder {
     /// Serves `text` as the zone `origin`.
     pub(crate) fn zone(mut self, origin: &str, text: &str) -> ServerBuilder {
-        self.zones.push((origin.to_string(), text.to_string()));
+        self.zones
+            .push((origin.to_string(), text.to_string(), String::new()));
+        self
+    }
+
+    /// More keys for the last zone's `[[zone]]` table, as TOML.
+    pub(crate) fn zone_keys(mut self, toml: &str) -> ServerBuilder {
+        if let Some(zone) = self.zones.last_mut() {
+            zone.2.push_str(toml);
+            zone.2.push('\n');
+        }
         self
     }
 
@@ -138,9 +149,9 @@ impl ServerBuilder {
         for toml in &self.dns {
             config.push_str(&format!("{toml}\n"));
         }
-        for (i, (origin, _)) in self.zones.iter().enumerate() {
+        for (i, (origin, _, keys)) in self.zones.iter().enumerate() {
             config.push_str(&format!(
-                "[[zone]]\norigin = {}\nfile = {}\n",
+                "[[zone]]\norigin = {}\nfile = {}\n{keys}",
                 toml_string(origin),
                 toml_string(zone_file(i))
             ));
@@ -152,7 +163,7 @@ impl ServerBuilder {
     /// Writes the config and zones to a temp folder and starts the server in this process.
     pub(crate) async fn start(self) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        for (i, (_, text)) in self.zones.iter().enumerate() {
+        for (i, (_, text, _)) in self.zones.iter().enumerate() {
             std::fs::write(dir.path().join(zone_file(i)), text).unwrap();
         }
         let path = dir.path().join("weir.toml");
@@ -197,6 +208,27 @@ pub(crate) fn write_secret(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A program in PATH or one of the sbin folders (unbound lives in /usr/sbin, often not in a
+/// user's PATH).
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A loopback port free for both UDP and TCP right now.
+pub(crate) fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn zone_file(i: usize) -> String {
