@@ -536,6 +536,75 @@ mod tests {
         }
     }
 
+    /// A zone with an RRset larger than a TCP message, a delegation with glue and a routed
+    /// name, transferred: every message within 64 KiB and valid to an independent parser, the
+    /// question in the first only, SOA first and last, every record once, the RRset split
+    /// between messages, the route as the union of its pools' endpoints; other sources refused.
+    #[test]
+    fn a_transfer_is_the_whole_zone_in_messages_of_at_most_64_kib() {
+        let mut zone = String::from(
+            "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\nsub NS ns.sub\nns.sub A 192.0.2.3\n",
+        );
+        let long = "x".repeat(250);
+        for i in 0..300 {
+            zone.push_str(&format!("big TXT \"{i} {long}\"\n"));
+        }
+        let config = "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\nallow_transfer = [\"192.0.2.0/24\"]\n[[route]]\nname = \"www.example.com.\"\n[[route.rule]]\npool = \"eu\"\nsubnets = [\"198.51.100.0/24\"]\n[[route.rule]]\npool = \"us\"\n[[route.pool]]\nname = \"eu\"\nttl = 30\n[[route.pool.group]]\nname = \"g\"\nendpoints = [{ address = \"192.0.2.10\" }]\n[[route.pool]]\nname = \"us\"\nttl = 20\n[[route.pool.group]]\nname = \"g\"\nendpoints = [{ address = \"192.0.2.20\" }, { address = \"2001:db8::20\" }, { address = \"192.0.2.21\", weight = 0 }]\n";
+        let config = crate::config::parse(config, Path::new("w.toml")).unwrap();
+        let origin = crate::model::Name::parse("example.com").unwrap();
+        let mut zones = vec![crate::zones::from_text(&zone, Path::new("z"), &origin).unwrap()];
+        zones[0]
+            .allow_transfer
+            .clone_from(&config.zones[0].allow_transfer);
+        let index = crate::snapshot::index(&zones, &config.pools, &config.routing);
+        let view = crate::model::View {
+            pools: config.pools.clone().into(),
+            ..Default::default()
+        };
+        let snapshot = crate::snapshot::build(&index, Arc::new(view), &Metrics::new(), 1);
+        let mut q = Message::query();
+        q.add_query(Query::query(
+            HName::from_ascii("Example.COM.").unwrap(),
+            RecordType::AXFR,
+        ));
+        let packet = q.to_vec().unwrap();
+
+        let built = xfr::build(&snapshot, &packet, "192.0.2.99".parse().unwrap(), 1232).unwrap();
+        assert_eq!(built.rcode, Rcode::NoError);
+        assert!(built.messages >= 2, "{} messages", built.messages);
+        let mut rest = &built.out[..];
+        let mut records = Vec::new();
+        let mut messages = 0;
+        while !rest.is_empty() {
+            let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            let message = Message::from_vec(&rest[2..2 + len]).unwrap();
+            assert!(message.metadata.authoritative);
+            assert_eq!(message.queries.len(), usize::from(messages == 0));
+            records.extend(message.answers);
+            rest = &rest[2 + len..];
+            messages += 1;
+        }
+        assert_eq!(messages, built.messages);
+        assert_eq!(records.len(), built.records);
+        let types: Vec<RecordType> = records.iter().map(|r| r.record_type()).collect();
+        assert_eq!(types.first(), Some(&RecordType::SOA));
+        assert_eq!(types.last(), Some(&RecordType::SOA));
+        assert_eq!(types.iter().filter(|t| **t == RecordType::SOA).count(), 2);
+        assert_eq!(types.iter().filter(|t| **t == RecordType::TXT).count(), 300);
+        assert_eq!(types.iter().filter(|t| **t == RecordType::NS).count(), 2);
+        let www: Vec<String> = (records.iter())
+            .filter(|r| r.name.to_ascii() == "www.example.com.")
+            .map(|r| format!("{} {}", r.ttl, r.data))
+            .collect();
+        assert_eq!(www, ["20 192.0.2.10", "20 192.0.2.20", "20 2001:db8::20"]);
+        assert_eq!(records.len(), 2 + 1 + 1 + 1 + 1 + 300 + 3);
+
+        let refused =
+            xfr::build(&snapshot, &packet, "198.51.100.1".parse().unwrap(), 1232).unwrap();
+        assert_eq!(refused.rcode, Rcode::Refused);
+        assert_eq!(refused.records, 0);
+    }
+
     fn seeds() -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for (name, t) in [

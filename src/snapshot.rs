@@ -63,6 +63,14 @@ pub struct Entry<'a> {
     pub required: bool,
 }
 
+/// Why `Snapshot::transfer` sends no zone: the RCODE to answer with, and the zone to count
+/// the question under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoTransfer {
+    pub rcode: Rcode,
+    pub zone: Option<usize>,
+}
+
 /// The computed answer, independent of the wire.
 #[derive(Debug)]
 pub struct Answer<'a> {
@@ -580,35 +588,34 @@ impl Snapshot {
     /// RRset of the zone (delegations and glue included, nothing outside it; empty
     /// non-terminals have none), managed names as `transfer_addresses`, then the SOA again.
     /// A pure function of the snapshot (static data and config pools, not health), in a
-    /// stable order. Off the query path: it allocates. Err: the answer to send instead
-    /// (REFUSED: a name that is no zone's apex, another class, a source not allowed).
+    /// stable order. Off the query path: it allocates. Err: what to answer instead (REFUSED:
+    /// a name that is no zone's apex, another class, a source not allowed).
     pub fn transfer(
         &self,
         name: &[u8],
         qclass: u16,
         client: std::net::IpAddr,
-    ) -> Result<Vec<Entry<'_>>, Answer<'_>> {
+    ) -> Result<Vec<Entry<'_>>, NoTransfer> {
         let zone = match self.index.zones.get(name) {
             Some(zone) if qclass == CLASS_IN || qclass == CLASS_ANY => zone,
             _ => {
-                return Err(Answer {
+                return Err(NoTransfer {
+                    rcode: Rcode::Refused,
                     zone: self.zone_for(name).map(|z| z.id),
-                    ..Answer::refused()
                 });
             }
         };
         if !zone.transfer_allowed(client) {
-            return Err(Answer {
+            return Err(NoTransfer {
+                rcode: Rcode::Refused,
                 zone: Some(zone.id),
-                ..Answer::refused()
             });
         }
         let apex = zone.origin.wire();
         let Some(soa) = zone.nodes.get(apex).and_then(|n| n.get(rtype::SOA)) else {
-            return Err(Answer {
+            return Err(NoTransfer {
                 rcode: Rcode::ServFail,
                 zone: Some(zone.id),
-                ..Answer::refused()
             });
         };
         let mut owners: Vec<(&Box<[u8]>, &Node)> = zone.nodes.iter().collect();

@@ -674,6 +674,37 @@ mod tests {
         );
     }
 
+    /// An IXFR query carries the secondary's SOA in AUTHORITY (RFC 1995 3); no other query
+    /// may carry anything there, and nothing but a SOA may be there.
+    #[test]
+    fn ixfr_may_carry_one_soa_in_authority() {
+        // Root-owned SOA: type 6, class IN, TTL 0, rdata of two root names and five numbers.
+        let mut soa = vec![0, 0, 6, 0, 1, 0, 0, 0, 0, 0, 22, 0, 0];
+        soa.extend_from_slice(&[0; 20]);
+        let with_authority = |qtype: u16, record: &[u8]| {
+            let mut p = query(b"\x00", qtype, 0, record);
+            p[9] = 1;
+            p
+        };
+        let ixfr = with_authority(rtype::IXFR, &soa);
+        assert_eq!(parse_query(&ixfr).unwrap().qtype, rtype::IXFR);
+        let mut not_soa = soa.clone();
+        not_soa[2] = 1;
+        for bad in [
+            with_authority(rtype::IXFR, &not_soa),
+            with_authority(rtype::AXFR, &soa),
+            with_authority(1, &soa),
+        ] {
+            assert!(matches!(
+                parse_query(&bad),
+                Err(Reject::Header {
+                    rcode: Rcode::FormErr,
+                    ..
+                })
+            ));
+        }
+    }
+
     #[test]
     fn bad_input_table() {
         let formerr = Err(Reject::Header {

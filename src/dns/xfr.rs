@@ -60,14 +60,15 @@ pub async fn serve(ctx: &Context, packet: &[u8], client: IpAddr) -> Vec<u8> {
 }
 
 /// A transfer's framed messages and what to count.
-struct Built {
-    out: Vec<u8>,
-    rcode: Rcode,
-    messages: usize,
-    records: usize,
+pub(super) struct Built {
+    pub(super) out: Vec<u8>,
+    pub(super) rcode: Rcode,
+    pub(super) messages: usize,
+    pub(super) records: usize,
 }
 
-fn build(
+/// The transfer answering `packet` (a transfer question) from `client`, framed.
+pub(super) fn build(
     snapshot: &snapshot::Snapshot,
     packet: &[u8],
     client: IpAddr,
@@ -87,7 +88,12 @@ fn build(
                 records,
             })
         }
-        Err(answer) => {
+        Err(no) => {
+            let answer = snapshot::Answer {
+                rcode: no.rcode,
+                zone: no.zone,
+                ..snapshot::Answer::refused()
+            };
             out.extend_from_slice(&[0, 0]);
             let written =
                 wire::write_response(&mut out, &q, &answer, wire::TCP_LIMIT, udp_payload, None);
