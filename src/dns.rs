@@ -540,8 +540,9 @@ mod tests {
     /// name, transferred: every message within 64 KiB and valid to an independent parser, the
     /// question in the first only, SOA first and last, every record once, the RRset split
     /// between messages, the route as the union of its pools' endpoints; other sources refused.
-    #[test]
-    fn a_transfer_is_the_whole_zone_in_messages_of_at_most_64_kib() {
+    /// A snapshot of example.com (transfers allowed to 192.0.2.0/24) with an RRset larger than
+    /// a TCP message, a delegation with glue and a routed name.
+    fn transfer_snapshot() -> Snapshot {
         let mut zone = String::from(
             "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\nsub NS ns.sub\nns.sub A 192.0.2.3\n",
         );
@@ -561,7 +562,12 @@ mod tests {
             pools: config.pools.clone().into(),
             ..Default::default()
         };
-        let snapshot = crate::snapshot::build(&index, Arc::new(view), &Metrics::new(), 1);
+        crate::snapshot::build(&index, Arc::new(view), &Metrics::new(), 1)
+    }
+
+    #[test]
+    fn a_transfer_is_the_whole_zone_in_messages_of_at_most_64_kib() {
+        let snapshot = transfer_snapshot();
         let mut q = Message::query();
         q.add_query(Query::query(
             HName::from_ascii("Example.COM.").unwrap(),
@@ -603,6 +609,52 @@ mod tests {
             xfr::build(&snapshot, &packet, "198.51.100.1".parse().unwrap(), 1232).unwrap();
         assert_eq!(refused.rcode, Rcode::Refused);
         assert_eq!(refused.records, 0);
+    }
+
+    /// Beyond `MAX_TRANSFERS` at once, an allowed transfer is REFUSED; a refused source never
+    /// takes a slot.
+    #[tokio::test]
+    async fn transfers_beyond_the_cap_are_refused() {
+        let ctx = Context {
+            snapshot: Arc::new(ArcSwap::from_pointee(transfer_snapshot())),
+            ..context()
+        };
+        let mut q = Message::query();
+        q.add_query(Query::query(
+            HName::from_ascii("example.com.").unwrap(),
+            RecordType::AXFR,
+        ));
+        let packet = q.to_vec().unwrap();
+        let rcode_of = |t: &xfr::Transfer| t.bytes[2 + 3] & 0x0F;
+        let allowed: IpAddr = "192.0.2.1".parse().unwrap();
+        let busy = xfr::TRANSFERS
+            .try_acquire_many(xfr::MAX_TRANSFERS as u32)
+            .unwrap();
+        let refused = xfr::serve(&ctx, &packet, allowed).await;
+        assert_eq!(rcode_of(&refused), Rcode::Refused as u8);
+        drop(busy);
+        let first = xfr::serve(&ctx, &packet, allowed).await;
+        assert_eq!(rcode_of(&first), Rcode::NoError as u8);
+        assert!(first.bytes.len() > 65_535);
+        // Slots are held until the messages are sent (dropped): three more fit, not four.
+        let more: Vec<xfr::Transfer> = serve_n(&ctx, &packet, allowed, 3).await;
+        assert!(more.iter().all(|t| rcode_of(t) == Rcode::NoError as u8));
+        let over = xfr::serve(&ctx, &packet, allowed).await;
+        assert_eq!(rcode_of(&over), Rcode::Refused as u8);
+        // A source not allowed is refused without a slot, and without waiting for one.
+        let outsider = xfr::serve(&ctx, &packet, "198.51.100.1".parse().unwrap()).await;
+        assert_eq!(rcode_of(&outsider), Rcode::Refused as u8);
+        drop((first, more));
+        let again = xfr::serve(&ctx, &packet, allowed).await;
+        assert_eq!(rcode_of(&again), Rcode::NoError as u8);
+    }
+
+    async fn serve_n(ctx: &Context, packet: &[u8], client: IpAddr, n: usize) -> Vec<xfr::Transfer> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(xfr::serve(ctx, packet, client).await);
+        }
+        out
     }
 
     fn seeds() -> Vec<Vec<u8>> {

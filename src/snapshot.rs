@@ -583,19 +583,25 @@ impl Snapshot {
         (r.geo.iter().map(|d| ("geography", d))).chain(r.asn.iter().map(|d| ("asn", d)))
     }
 
-    /// The records of a transfer (AXFR, RFC 5936 2.2; IXFR answered in AXFR form, RFC 1995 4)
-    /// of the zone whose apex is `name` (lowercase wire form) to `client`: the SOA, every other
-    /// RRset of the zone (delegations and glue included, nothing outside it; empty
-    /// non-terminals have none), managed names as `transfer_addresses`, then the SOA again.
-    /// A pure function of the snapshot (static data and config pools, not health), in a
-    /// stable order. Off the query path: it allocates. Err: what to answer instead (REFUSED:
-    /// a name that is no zone's apex, another class, a source not allowed).
-    pub fn transfer(
+    /// Whether `client` may transfer the zone whose apex is `name` (lowercase wire form) in
+    /// class `qclass`: the zone's id, or what to answer instead (REFUSED: a name that is no
+    /// zone's apex, a class other than IN and ANY, a source `allow_transfer` does not list).
+    /// No allocation: checked before a transfer takes one of the few slots.
+    pub fn may_transfer(
         &self,
         name: &[u8],
         qclass: u16,
         client: std::net::IpAddr,
-    ) -> Result<Vec<Entry<'_>>, NoTransfer> {
+    ) -> Result<usize, NoTransfer> {
+        self.transfer_zone(name, qclass, client).map(|z| z.id)
+    }
+
+    fn transfer_zone(
+        &self,
+        name: &[u8],
+        qclass: u16,
+        client: std::net::IpAddr,
+    ) -> Result<&ZoneData, NoTransfer> {
         let zone = match self.index.zones.get(name) {
             Some(zone) if qclass == CLASS_IN || qclass == CLASS_ANY => zone,
             _ => {
@@ -611,6 +617,23 @@ impl Snapshot {
                 zone: Some(zone.id),
             });
         }
+        Ok(zone)
+    }
+
+    /// The records of a transfer (AXFR, RFC 5936 2.2; IXFR answered in AXFR form, RFC 1995 4)
+    /// of the zone whose apex is `name` (lowercase wire form) to `client`: the SOA, every other
+    /// RRset of the zone (delegations and glue included, nothing outside it; empty
+    /// non-terminals have none), managed names as `transfer_addresses`, then the SOA again.
+    /// A pure function of the snapshot (static data and config pools, not health), in a
+    /// stable order. Off the query path: it allocates. Err: what to answer instead (as
+    /// `may_transfer`).
+    pub fn transfer(
+        &self,
+        name: &[u8],
+        qclass: u16,
+        client: std::net::IpAddr,
+    ) -> Result<Vec<Entry<'_>>, NoTransfer> {
+        let zone = self.transfer_zone(name, qclass, client)?;
         let apex = zone.origin.wire();
         let Some(soa) = zone.nodes.get(apex).and_then(|n| n.get(rtype::SOA)) else {
             return Err(NoTransfer {

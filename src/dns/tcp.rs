@@ -157,7 +157,7 @@ async fn connection(
         if super::xfr::is_transfer(&packet) {
             // A transfer may be megabytes: the I/O timeout applies per message-sized chunk.
             let messages = super::xfr::serve(&ctx, &packet, client).await;
-            for chunk in messages.chunks(2 + super::wire::TCP_LIMIT) {
+            for chunk in messages.bytes.chunks(2 + super::wire::TCP_LIMIT) {
                 if !matches!(
                     timeout(io_timeout, writer.write_all(chunk)).await,
                     Ok(Ok(_))

@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{Context, wire};
 use crate::metrics::Transport;
@@ -18,7 +18,7 @@ use crate::snapshot;
 /// Transfers in flight at once, process-wide; one more is REFUSED.
 pub const MAX_TRANSFERS: usize = 4;
 
-static TRANSFERS: Semaphore = Semaphore::const_new(MAX_TRANSFERS);
+pub(super) static TRANSFERS: Semaphore = Semaphore::const_new(MAX_TRANSFERS);
 
 /// True when `packet` is a well-formed AXFR or IXFR question (EDNS version 0 or none: a
 /// higher version gets BADVERS from `respond`).
@@ -28,19 +28,38 @@ pub fn is_transfer(packet: &[u8]) -> bool {
     })
 }
 
+/// A transfer's framed messages, holding its slot until they are sent.
+#[derive(Debug)]
+pub struct Transfer {
+    pub bytes: Vec<u8>,
+    _slot: Option<SemaphorePermit<'static>>,
+}
+
 /// Answers a transfer question (`is_transfer`) from `client`: every message of the transfer,
-/// each with its TCP length in front, or one refusal (framed likewise).
-pub async fn serve(ctx: &Context, packet: &[u8], client: IpAddr) -> Vec<u8> {
-    let Ok(permit) = TRANSFERS.try_acquire() else {
-        tracing::warn!(%client, "zone transfer refused: {MAX_TRANSFERS} already in flight");
-        return refusal(ctx, packet, Rcode::Refused);
+/// each with its TCP length in front, or one refusal (framed likewise). A refused source never
+/// takes a slot; an allowed one holds it until the caller has sent the messages.
+pub async fn serve(ctx: &Context, packet: &[u8], client: IpAddr) -> Transfer {
+    let refused = |rcode| Transfer {
+        bytes: refusal(ctx, packet, rcode),
+        _slot: None,
     };
+    let Ok(q) = wire::parse_query(packet) else {
+        return refused(Rcode::FormErr);
+    };
+    ctx.metrics.query(q.qtype);
     let snapshot = ctx.snapshot.load_full();
+    if let Err(no) = snapshot.may_transfer(q.qname(), q.qclass, client) {
+        snapshot.count_query(no.zone);
+        return refused(no.rcode);
+    }
+    let Ok(slot) = TRANSFERS.try_acquire() else {
+        tracing::warn!(%client, "zone transfer refused: {MAX_TRANSFERS} already in flight");
+        return refused(Rcode::Refused);
+    };
     let owned = packet.to_vec();
     let udp_payload = ctx.config.udp_max_payload;
     let built =
         tokio::task::spawn_blocking(move || build(&snapshot, &owned, client, udp_payload)).await;
-    drop(permit);
     match built {
         Ok(Some(Built {
             out,
@@ -52,10 +71,13 @@ pub async fn serve(ctx: &Context, packet: &[u8], client: IpAddr) -> Vec<u8> {
             if rcode == Rcode::NoError {
                 tracing::info!(%client, messages, records, bytes = out.len(), "zone transfer");
             }
-            out
+            Transfer {
+                bytes: out,
+                _slot: Some(slot),
+            }
         }
         // A record too large for any message (or a failed task): SERVFAIL, nothing sent.
-        _ => refusal(ctx, packet, Rcode::ServFail),
+        _ => refused(Rcode::ServFail),
     }
 }
 
