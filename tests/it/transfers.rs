@@ -317,7 +317,8 @@ fn nsd_config(dir: &Path, port: u16, zone: &str, primary: std::net::SocketAddr) 
     let d = dir.display();
     let primary_ip = primary.ip();
     let primary_port = primary.port();
-    // No `AXFR` in request-xfr: NSD asks IXFR over TCP first, which weir answers in AXFR form.
+    // No `AXFR` in request-xfr: NSD chooses (IXFR or AXFR over TCP); weir answers both in
+    // AXFR form.
     format!(
         "server:\n    ip-address: 127.0.0.1@{port}\n    port: {port}\n    username: \"\"\n    chroot: \"\"\n    zonesdir: \"{d}\"\n    pidfile: \"{d}/nsd.pid\"\n    database: \"\"\n    xfrdfile: \"{d}/xfrd.state\"\n    zonelistfile: \"{d}/zone.list\"\n    xfrdir: \"{d}\"\n    logfile: \"{d}/nsd.log\"\n    verbosity: 2\n    server-count: 1\n\nremote-control:\n    control-enable: no\n\nzone:\n    name: \"{zone}\"\n    zonefile: \"{d}/secondary.zone\"\n    request-xfr: {primary_ip}@{primary_port} NOKEY\n    allow-notify: {primary_ip} NOKEY\n"
     )
