@@ -1,6 +1,7 @@
 //! The DNS protocol edge: sockets (UDP worker threads, TCP tasks) and the wire format, written
 //! by hand (no hickory types here). Reads the published snapshot once per query; never locks,
-//! never awaits anything but socket I/O, never writes state.
+//! never awaits anything but socket I/O, never writes state. Zone transfers (`xfr`, TCP only,
+//! allow-listed) are the exception that allocates and waits on a blocking thread.
 
 pub mod cookie;
 pub mod rrl;

@@ -123,9 +123,6 @@ struct Node {
     cut: bool,
     /// A managed name: A and AAAA come from a pool, or from the pool a route's rules choose.
     serves: Option<Serves>,
-    /// A managed name's A and AAAA as a zone transfer carries them (`transfer_addresses`):
-    /// never read by `answer`.
-    transfer: Vec<RRset>,
 }
 
 /// What answers a managed name's A and AAAA questions.
@@ -154,6 +151,9 @@ struct ZoneData {
     has_cuts: bool,
     /// Sources allowed zone transfers (`[[zone]] allow_transfer`).
     allow_transfer: Vec<crate::model::Prefix>,
+    /// Managed names' A and AAAA as a zone transfer carries them (`transfer_addresses`), by
+    /// owner: kept beside `nodes`, not in them, so the query path's nodes stay small.
+    transfer_addresses: FxHashMap<Box<[u8]>, Vec<RRset>>,
 }
 
 /// The zones' lookup structure, built once per load and shared by every snapshot until the
@@ -232,11 +232,11 @@ pub fn index(zones: &[Zone], pools: &[Pool], routing: &crate::config::Routing) -
     }
     let routes = route::nodes(routing, pools);
     for zone in map.values_mut() {
-        for node in zone.nodes.values_mut() {
-            if let Some(serves) = node.serves {
-                node.transfer = transfer_addresses(serves, pools, &routes);
-            }
-        }
+        let managed = (zone.nodes.iter()).filter_map(|(owner, node)| {
+            let sets = transfer_addresses(node.serves?, pools, &routes);
+            Some((owner.clone(), sets))
+        });
+        zone.transfer_addresses = managed.collect();
     }
     Arc::new(ZoneIndex {
         zones: map,
@@ -464,6 +464,7 @@ fn build_zone(id: usize, zone: &Zone) -> ZoneData {
         nodes,
         has_cuts,
         allow_transfer: zone.allow_transfer.clone(),
+        transfer_addresses: FxHashMap::default(),
     }
 }
 
@@ -646,7 +647,8 @@ impl Snapshot {
         owners.sort_unstable_by(|a, b| (&**a.0 != apex, a.0).cmp(&(&**b.0 != apex, b.0)));
         let mut out = vec![transfer_entry(apex, soa)];
         for (owner, node) in owners {
-            let sets = node.rrsets.iter().chain(&node.transfer);
+            let managed = zone.transfer_addresses.get(owner).into_iter().flatten();
+            let sets = node.rrsets.iter().chain(managed);
             out.extend((sets.filter(|s| s.rtype != rtype::SOA)).map(|s| transfer_entry(owner, s)));
         }
         out.push(transfer_entry(apex, soa));
