@@ -187,7 +187,8 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
     let mut edns = None;
     let mut ecs = None;
     let mut cookie = None;
-    for record in 0..nscount + arcount {
+    // In u32: an IXFR's one AUTHORITY record plus 65,535 ADDITIONAL ones does not fit a u16.
+    for record in 0..u32::from(nscount) + u32::from(arcount) {
         let name_start = at;
         // Owner name: labels ending in the root label or a backward pointer.
         loop {
@@ -221,7 +222,7 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
         at += 10;
         let rdata = p.get(at..at + rdlen).ok_or(formerr)?;
         at += rdlen;
-        if record < nscount {
+        if record < u32::from(nscount) {
             // IXFR's AUTHORITY: the secondary's SOA. weir keeps no journal and answers every
             // IXFR with the whole zone (TCP) or the current SOA (UDP), so it is not read.
             if t != rtype::SOA {
@@ -702,6 +703,18 @@ mod tests {
                     ..
                 })
             ));
+        }
+    }
+
+    /// Found by the `wire` fuzz target: an IXFR with one AUTHORITY record and ARCOUNT 65,535
+    /// overflowed the record count.
+    #[test]
+    fn an_ixfr_with_the_largest_additional_count_is_formerr_not_a_panic() {
+        for crash in [
+            &b"\x12\x35\x01\x00\x00\x01\x00\x00\x00\x01\xff\xff\x00\x00\xfb\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x70\x6f\x6d\x00\x00\x0d\xb8\x00\x81"[..],
+            &b"\xf2\x34\x01\x00\x00\x01\x00\x00\x00\x01\xff\xff\x00\x00\xfb\xff\x42\x08"[..],
+        ] {
+            assert!(parse_query(crash).is_err());
         }
     }
 
