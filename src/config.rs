@@ -570,6 +570,21 @@ impl<'a> Collector<'a> {
         value.clamp(min, max)
     }
 
+    /// A list of address prefixes at `key`; each one that is not is a problem at `key[i]`.
+    fn prefixes(&mut self, key: &str, texts: &[String]) -> Vec<crate::model::Prefix> {
+        let mut prefixes = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            match crate::model::Prefix::parse(text) {
+                Some(p) => prefixes.push(p),
+                None => self.push(
+                    &format!("{key}[{i}]"),
+                    format!("`{text}` is not a prefix like \"192.0.2.0/24\" or \"2001:db8::/32\" (no bits set past the length)"),
+                ),
+            }
+        }
+        prefixes
+    }
+
     fn duration(&mut self, key: &str, text: &str) -> Duration {
         match humantime::parse_duration(text) {
             Ok(d) if d > Duration::ZERO => d,
@@ -747,16 +762,7 @@ fn rrl(c: &mut Collector<'_>, raw: RawRrl) -> RrlConfig {
         0,
         10,
     ) as u32;
-    let mut exempt = Vec::new();
-    for (i, text) in raw.exempt.unwrap_or_default().iter().enumerate() {
-        match crate::model::Prefix::parse(text) {
-            Some(p) => exempt.push(p),
-            None => c.push(
-                &format!("dns.rrl.exempt[{i}]"),
-                format!("`{text}` is not a prefix like \"192.0.2.0/24\" or \"2001:db8::/32\" (no bits set past the length)"),
-            ),
-        }
-    }
+    let exempt = c.prefixes("dns.rrl.exempt", &raw.exempt.unwrap_or_default());
     RrlConfig {
         rate,
         window,
@@ -1071,16 +1077,10 @@ fn zones(c: &mut Collector<'_>, raw: &[RawZone], base: &Path) -> Vec<ZoneConfig>
             c.push(&format!("{key}.file"), "is empty");
             continue;
         }
-        let mut allow_transfer = Vec::new();
-        for (j, text) in z.allow_transfer.iter().flatten().enumerate() {
-            match crate::model::Prefix::parse(text) {
-                Some(p) => allow_transfer.push(p),
-                None => c.push(
-                    &format!("{key}.allow_transfer[{j}]"),
-                    format!("`{text}` is not a prefix like \"192.0.2.0/24\" or \"2001:db8::/32\" (no bits set past the length)"),
-                ),
-            }
-        }
+        let allow_transfer = c.prefixes(
+            &format!("{key}.allow_transfer"),
+            z.allow_transfer.as_deref().unwrap_or_default(),
+        );
         zones.push(ZoneConfig {
             origin,
             file: base.join(&z.file),

@@ -376,12 +376,12 @@ impl RouteNode {
         counters: Option<&[IntCounter]>,
         ans: &mut Answer<'_>,
     ) -> Option<usize> {
-        let d = self.matcher.decide(client);
+        let (d, pool) = self.decide(client);
         if let Some(counter) = counters.and_then(|c| c.get(d.rule)) {
             counter.inc();
         }
         ans.ecs_scope = ans.ecs_scope.max(d.scope);
-        self.pools.get(d.rule).copied()
+        pool
     }
 
     /// The rule `client` matches and its pool (admin preview).

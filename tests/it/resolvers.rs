@@ -167,15 +167,11 @@ impl Unbound {
                 unbound_config(dir.path(), port, control_port, zone, weir, modules, extra),
             )
             .unwrap();
-            let log = std::fs::File::create(dir.path().join("unbound.log")).unwrap();
-            let child = std::process::Command::new(&binary)
-                .arg("-c")
-                .arg(&config)
-                .stdin(std::process::Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap();
+            let child = crate::support::spawn_logged(
+                &binary,
+                &["-c".as_ref(), config.as_os_str()],
+                &dir.path().join("unbound.log"),
+            );
             let mut unbound = Unbound {
                 child,
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),

@@ -220,6 +220,22 @@ pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Starts `binary` with `args`, stdin empty and stdout and stderr both into the file `log`.
+pub(crate) fn spawn_logged(
+    binary: &Path,
+    args: &[&std::ffi::OsStr],
+    log: &Path,
+) -> std::process::Child {
+    let log = std::fs::File::create(log).unwrap();
+    std::process::Command::new(binary)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 /// A loopback port free for both UDP and TCP right now.
 pub(crate) fn free_port() -> u16 {
     loop {

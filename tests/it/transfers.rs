@@ -259,16 +259,8 @@ impl Nsd {
         let port = free_port();
         let config = dir.path().join("nsd.conf");
         std::fs::write(&config, nsd_config(dir.path(), port, zone, primary)).unwrap();
-        let log = std::fs::File::create(dir.path().join("nsd.out")).unwrap();
-        let child = std::process::Command::new(binary)
-            .arg("-d")
-            .arg("-c")
-            .arg(&config)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let args = ["-d".as_ref(), "-c".as_ref(), config.as_os_str()];
+        let child = crate::support::spawn_logged(&binary, &args, &dir.path().join("nsd.out"));
         Nsd { child, port, dir }
     }
 
