@@ -143,6 +143,7 @@ pub struct Metrics {
     convergence: ConvergenceMetrics,
     admin_requests: IntCounterVec,
     query_log_dropped: IntCounter,
+    notify: IntCounterVec,
 }
 
 impl Metrics {
@@ -173,6 +174,11 @@ impl Metrics {
             query_log_dropped: r.counter(
                 "query_log_dropped_total",
                 "Sampled query log records dropped because the log's queue was full",
+            ),
+            notify: r.counter_vec(
+                "notify_total",
+                "NOTIFY messages to secondaries, by zone and result (acked: answered NOERROR; failed: refused or unanswered after every retry)",
+                &["zone", "result"],
             ),
             registry,
         }
@@ -259,6 +265,12 @@ impl Metrics {
     /// The queries counter of `zone="none"`.
     pub fn outside_zones(&self) -> &IntCounter {
         &self.zones.none
+    }
+
+    /// A NOTIFY for `zone` was acknowledged, or failed for good.
+    pub fn notify(&self, zone: &str, acked: bool) {
+        let result = if acked { "acked" } else { "failed" };
+        self.notify.with_label_values(&[zone, result]).inc();
     }
 
     /// A sampled query log record was dropped (queue full).
