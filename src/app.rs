@@ -189,6 +189,11 @@ pub fn start_with(
         crate::split::WINDOW,
         shutdown.clone(),
     ));
+    tokio::spawn(crate::notify::run(
+        snapshot.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let admin = admin_listener
         .map(|listener| {
             let (previews, audit_reads) = admin::AdminContext::read_limits();

@@ -157,6 +157,7 @@ struct RawZone {
     origin: String,
     file: String,
     allow_transfer: Option<Vec<String>>,
+    notify: Option<Vec<String>>,
 }
 
 /// The validated configuration.
@@ -314,6 +315,8 @@ pub struct ZoneConfig {
     pub file: PathBuf,
     /// Sources allowed zone transfers (AXFR, IXFR) over TCP; empty: every transfer REFUSED.
     pub allow_transfer: Vec<crate::model::Prefix>,
+    /// Secondaries sent a NOTIFY (RFC 1996) whenever the zone's serial changes.
+    pub notify: Vec<std::net::SocketAddr>,
 }
 
 /// Defaults, written once here and mirrored in config/weir.toml (a test keeps them equal).
@@ -431,6 +434,7 @@ pub fn zone_configs(path: &Path) -> Vec<ZoneConfig> {
             origin,
             file: base.join(file),
             allow_transfer: Vec::new(),
+            notify: Vec::new(),
         });
     }
     zones
@@ -583,6 +587,23 @@ impl<'a> Collector<'a> {
             }
         }
         prefixes
+    }
+
+    /// A secondary to NOTIFY: `192.0.2.1`, `[2001:db8::1]` (port 53) or with a port.
+    fn notify_target(&mut self, key: &str, text: &str) -> Option<std::net::SocketAddr> {
+        let parsed = text.parse::<std::net::SocketAddr>().ok().or_else(|| {
+            let bare = text.trim_start_matches('[').trim_end_matches(']');
+            bare.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| (ip, 53).into())
+        });
+        if parsed.is_none() {
+            self.push(
+                key,
+                format!("`{text}` is not an address like \"192.0.2.1\" or \"[2001:db8::1]:5300\""),
+            );
+        }
+        parsed
     }
 
     fn duration(&mut self, key: &str, text: &str) -> Duration {
@@ -1081,10 +1102,18 @@ fn zones(c: &mut Collector<'_>, raw: &[RawZone], base: &Path) -> Vec<ZoneConfig>
             &format!("{key}.allow_transfer"),
             z.allow_transfer.as_deref().unwrap_or_default(),
         );
+        let notify = z
+            .notify
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, text)| c.notify_target(&format!("{key}.notify[{i}]"), text))
+            .collect();
         zones.push(ZoneConfig {
             origin,
             file: base.join(&z.file),
             allow_transfer,
+            notify,
         });
     }
     zones
@@ -1283,6 +1312,30 @@ mod tests {
         )
         .unwrap();
         assert!(config.zones[0].allow_transfer.is_empty());
+    }
+
+    #[test]
+    fn notify_takes_addresses_with_or_without_a_port() {
+        let config = parse(
+            "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\nnotify = [\"192.0.2.53\", \"127.0.0.1:5300\", \"[2001:db8::53]\", \"[::1]:5301\"]\n",
+            Path::new("/etc/weir/weir.toml"),
+        )
+        .unwrap();
+        let want: Vec<SocketAddr> = [
+            "192.0.2.53:53",
+            "127.0.0.1:5300",
+            "[2001:db8::53]:53",
+            "[::1]:5301",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        assert_eq!(config.zones[0].notify, want);
+        let got = problems(
+            "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\nnotify = [\"ns2.example.com\"]\n",
+        );
+        let want = "/etc/weir/weir.toml:4: zone[0].notify[0]: `ns2.example.com` is not an address";
+        assert!(got.iter().any(|p| p.contains(want)), "{want} in {got:#?}");
     }
 
     #[test]

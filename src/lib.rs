@@ -11,6 +11,7 @@ pub mod geo;
 pub mod health;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub(crate) mod rollout;
 pub mod snapshot;
 pub(crate) mod split;

@@ -48,30 +48,44 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let mut announced: HashMap<Name, u32> = HashMap::new();
+    // One NOTIFY in flight per zone and target: a newer serial aborts the older one's retries
+    // (the secondary asks for the newest anyway), so a burst of changes spawns no pile of tasks.
+    let mut in_flight: HashMap<(Name, SocketAddr), tokio::task::JoinHandle<()>> = HashMap::new();
     let mut looks = tokio::time::interval(LOOK);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             _ = looks.tick() => {}
         }
         let snap = snapshot.load();
+        in_flight.retain(|_, task| !task.is_finished());
         for (origin, serial, targets) in snap.notify_targets() {
-            if targets.is_empty() || announced.get(origin) == Some(&serial) {
+            if announced.get(origin) == Some(&serial) {
                 continue;
             }
             announced.insert(origin.clone(), serial);
             for &target in targets {
-                let (origin, metrics) = (origin.clone(), metrics.clone());
-                tokio::spawn(async move {
-                    let result = send(&origin, target, &TRIES).await;
+                let (zone, metrics) = (origin.clone(), metrics.clone());
+                let task = tokio::spawn(async move {
+                    let result = send(&zone, target, &TRIES).await;
                     match &result {
-                        Ok(()) => tracing::info!(zone = %origin, serial, %target, "NOTIFY acknowledged"),
-                        Err(e) => tracing::warn!(zone = %origin, serial, %target, error = %e, "NOTIFY failed"),
+                        Ok(()) => {
+                            tracing::info!(zone = %zone, serial, %target, "NOTIFY acknowledged")
+                        }
+                        Err(e) => {
+                            tracing::warn!(zone = %zone, serial, %target, error = %e, "NOTIFY failed")
+                        }
                     }
-                    metrics.notify(&origin.to_string(), result.is_ok());
+                    metrics.notify(&zone.to_string(), result.is_ok());
                 });
+                if let Some(older) = in_flight.insert((origin.clone(), target), task) {
+                    older.abort();
+                }
             }
         }
+    }
+    for task in in_flight.into_values() {
+        task.abort();
     }
 }
 
@@ -109,7 +123,8 @@ pub(crate) async fn send(
         socket.send(&query).await?;
         let deadline = tokio::time::Instant::now() + *wait;
         loop {
-            let Ok(received) = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await else {
+            let Ok(received) = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await
+            else {
                 break;
             };
             // A refused port (ICMP) shows as an error here: wait out the try and send again.
@@ -180,7 +195,11 @@ mod tests {
         let seen = secondary.await.unwrap();
         assert_eq!(seen[0], seen[1], "the same NOTIFY, sent again");
         let m = &seen[0];
-        assert_eq!(u16::from_be_bytes([m[2], m[3]]), 4 << 11 | 0x0400, "opcode NOTIFY, AA");
+        assert_eq!(
+            u16::from_be_bytes([m[2], m[3]]),
+            4 << 11 | 0x0400,
+            "opcode NOTIFY, AA"
+        );
         assert_eq!(m[4..12], [0, 1, 0, 0, 0, 0, 0, 0], "one question");
         assert_eq!(&m[12..m.len() - 4], origin.wire());
         assert_eq!(m[m.len() - 4..], [0, 6, 0, 1], "SOA IN");

@@ -151,6 +151,8 @@ struct ZoneData {
     has_cuts: bool,
     /// Sources allowed zone transfers (`[[zone]] allow_transfer`).
     allow_transfer: Vec<crate::model::Prefix>,
+    /// Secondaries to NOTIFY (`[[zone]] notify`).
+    notify: Vec<std::net::SocketAddr>,
     /// Managed names' A and AAAA as a zone transfer carries them (`transfer_addresses`), by
     /// owner: kept beside `nodes`, not in them, so the query path's nodes stay small.
     transfer_addresses: FxHashMap<Box<[u8]>, Vec<RRset>>,
@@ -464,6 +466,7 @@ fn build_zone(id: usize, zone: &Zone) -> ZoneData {
         nodes,
         has_cuts,
         allow_transfer: zone.allow_transfer.clone(),
+        notify: zone.notify.clone(),
         transfer_addresses: FxHashMap::default(),
     }
 }
@@ -582,6 +585,21 @@ impl Snapshot {
     pub fn databases(&self) -> impl Iterator<Item = (&'static str, &crate::geo::GeoDb)> {
         let r = &self.index.routing;
         (r.geo.iter().map(|d| ("geography", d))).chain(r.asn.iter().map(|d| ("asn", d)))
+    }
+
+    /// Each zone that has `[[zone]] notify` targets: its origin, current SOA serial and the
+    /// targets (the NOTIFY task compares serials with the ones it announced).
+    pub fn notify_targets(&self) -> impl Iterator<Item = (&Name, u32, &[std::net::SocketAddr])> {
+        self.index
+            .zones
+            .values()
+            .filter(|z| !z.notify.is_empty())
+            .filter_map(|z| {
+                let Some(Rdata::Soa(soa)) = z.negative_soa.rdatas.first() else {
+                    return None;
+                };
+                Some((&z.origin, soa.serial, z.notify.as_slice()))
+            })
     }
 
     /// Whether `client` may transfer the zone whose apex is `name` (lowercase wire form) in

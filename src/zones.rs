@@ -18,6 +18,8 @@ pub struct Zone {
     /// Sources allowed zone transfers (`[[zone]] allow_transfer`); empty for zones read by
     /// `from_text`.
     pub allow_transfer: Vec<crate::model::Prefix>,
+    /// Secondaries to NOTIFY on serial changes (`[[zone]] notify`).
+    pub notify: Vec<std::net::SocketAddr>,
 }
 
 impl Zone {
@@ -111,6 +113,7 @@ pub fn load(zc: &ZoneConfig) -> Result<Zone, Problems> {
     })?;
     let mut zone = from_text(&text, &zc.file, &zc.origin)?;
     zone.allow_transfer.clone_from(&zc.allow_transfer);
+    zone.notify.clone_from(&zc.notify);
     Ok(zone)
 }
 
@@ -215,6 +218,7 @@ pub fn from_text(text: &str, path: &Path, origin: &Name) -> Result<Zone, Problem
         origin: origin.clone(),
         rrsets,
         allow_transfer: Vec::new(),
+        notify: Vec::new(),
     };
 
     match zone.get(origin, rtype::SOA) {

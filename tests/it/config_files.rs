@@ -38,6 +38,7 @@ fn every_shipped_zone_file_loads() {
                 origin: weir::model::Name::parse(origin_of).unwrap(),
                 file: path.clone(),
                 allow_transfer: Vec::new(),
+                notify: Vec::new(),
             };
             if let Err(problems) = weir::zones::load(&zc) {
                 panic!("{}: {problems}", path.display());

@@ -293,6 +293,11 @@ impl Server {
         self.running().metrics.render()
     }
 
+    /// The file of the `i`th zone the builder was given (a test rewrites it before a reload).
+    pub(crate) fn zone_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(zone_file(i))
+    }
+
     /// The config the server loaded, which a reload reads again (`weir ctl` tests).
     pub(crate) fn config_path(&self) -> PathBuf {
         self.dir.path().join("weir.toml")

@@ -76,7 +76,7 @@ const LAYERS: &[&[&str]] = &[
     &["zones"],
     &["snapshot", "health", "store"],
     &["rollout", "dns"],
-    &["convergence", "split"],
+    &["convergence", "split", "notify"],
     &["state"],
     &["admin"],
     &["app"],

@@ -249,6 +249,11 @@ impl Nsd {
     /// Starts NSD on a free loopback port as a secondary of `zone` at `primary`, with its own
     /// config, pid file, database and zones folder in a temp folder, in the foreground.
     fn start(zone: &str, primary: std::net::SocketAddr) -> Nsd {
+        Nsd::start_on(free_port(), zone, primary)
+    }
+
+    /// As `start`, on `port` (known before weir starts when weir is to NOTIFY it).
+    fn start_on(port: u16, zone: &str, primary: std::net::SocketAddr) -> Nsd {
         let binary = find_program("nsd").unwrap_or_else(|| {
             panic!(
                 "NSD is not installed: this test runs it as a real secondary of weir \
@@ -256,7 +261,6 @@ impl Nsd {
             )
         });
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let config = dir.path().join("nsd.conf");
         std::fs::write(&config, nsd_config(dir.path(), port, zone, primary)).unwrap();
         let args = ["-d".as_ref(), "-c".as_ref(), config.as_os_str()];
@@ -314,6 +318,86 @@ fn nsd_config(dir: &Path, port: u16, zone: &str, primary: std::net::SocketAddr) 
     format!(
         "server:\n    ip-address: 127.0.0.1@{port}\n    port: {port}\n    username: \"\"\n    chroot: \"\"\n    zonesdir: \"{d}\"\n    pidfile: \"{d}/nsd.pid\"\n    database: \"\"\n    xfrdfile: \"{d}/xfrd.state\"\n    zonelistfile: \"{d}/zone.list\"\n    xfrdir: \"{d}\"\n    logfile: \"{d}/nsd.log\"\n    verbosity: 2\n    server-count: 1\n\nremote-control:\n    control-enable: no\n\nzone:\n    name: \"{zone}\"\n    zonefile: \"{d}/secondary.zone\"\n    request-xfr: {primary_ip}@{primary_port} NOKEY\n    allow-notify: {primary_ip} NOKEY\n"
     )
+}
+
+/// Waits until NSD answers `name` `rtype` with `want` (sorted, as kdig prints), or fails
+/// after `within` with NSD's log.
+async fn nsd_serves(nsd: &Nsd, name: &str, rtype: RecordType, want: &[&str], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = nsd.answers(name, rtype).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "NSD answered {name} {rtype} with {got:?}, not {want:?}, for {within:?}:\n{}",
+            nsd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `[[zone]] notify`: a new serial (a reload of an edited zone file) reaches NSD at once by
+/// NOTIFY. The zone's refresh is 7200 s, so nothing else makes NSD ask within the test.
+#[tokio::test]
+async fn nsd_is_notified_of_a_new_serial_and_transfers_it() {
+    let port = free_port();
+    let server = Server::builder()
+        .zone("example.com.", ZONE)
+        .zone_keys(&format!(
+            "allow_transfer = [\"127.0.0.1/32\"]\nnotify = [\"127.0.0.1:{port}\"]"
+        ))
+        .start()
+        .await;
+    let nsd = Nsd::start_on(port, "example.com", server.addr);
+    nsd_serves(
+        &nsd,
+        "example.com.",
+        RecordType::SOA,
+        &[SOA],
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let edited = ZONE.replace("2026112301", "2026112302") + "late A 192.0.2.177\n";
+    std::fs::write(server.zone_path(0), edited).unwrap();
+    let (status, reply) = crate::support::http(
+        server.admin(),
+        reqwest::Method::POST,
+        "/v1/reload",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let late = ["late.example.com. 3600 IN A 192.0.2.177"];
+    nsd_serves(
+        &nsd,
+        "late.example.com.",
+        RecordType::A,
+        &late,
+        Duration::from_secs(10),
+    )
+    .await;
+    let soa = SOA.replace("2026112301", "2026112302");
+    nsd_serves(
+        &nsd,
+        "example.com.",
+        RecordType::SOA,
+        &[&soa],
+        Duration::from_secs(1),
+    )
+    .await;
+    let acked = "weir_notify_total{result=\"acked\",zone=\"example.com.\"}";
+    let metrics = server.metrics();
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(acked))
+        .unwrap_or_else(|| panic!("no {acked} in\n{metrics}"));
+    assert!(count.trim().parse::<f64>().unwrap() >= 2.0, "{count}");
+    drop(nsd);
+    server.stop().await;
 }
 
 #[tokio::test]
