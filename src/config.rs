@@ -86,6 +86,13 @@ struct RawConfig {
     geo: Option<route::RawGeo>,
     #[serde(default)]
     route: Vec<route::RawRoute>,
+    tsig: Option<RawTsig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTsig {
+    key_files: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +180,8 @@ pub struct Config {
     /// Every pool: the `[[pool]]`s, the pools of each `[[route]]`, and blue-green previews.
     pub pools: Vec<Pool>,
     pub routing: Routing,
+    /// `[tsig] key_files`: every key, read at load (and again at each reload).
+    pub keyring: crate::tsig::Keyring,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -313,8 +322,9 @@ pub struct ZoneConfig {
     pub origin: Name,
     /// Resolved against the config file's folder.
     pub file: PathBuf,
-    /// Sources allowed zone transfers (AXFR, IXFR) over TCP; empty: every transfer REFUSED.
-    pub allow_transfer: Vec<crate::model::Prefix>,
+    /// Who may transfer the zone (AXFR, IXFR) over TCP: source prefixes and TSIG keys; empty:
+    /// every transfer REFUSED.
+    pub allow_transfer: Vec<crate::model::TransferAllow>,
     /// Secondaries sent a NOTIFY (RFC 1996) whenever the zone's serial changes.
     pub notify: Vec<std::net::SocketAddr>,
 }
@@ -649,7 +659,8 @@ fn validate(raw: RawConfig, path: &Path, line_of: LineOf<'_>) -> Result<Config, 
     let admin = admin(&mut c, raw.admin.unwrap_or_default(), base);
     let store = store(&mut c, raw.store.unwrap_or_default(), base);
     let log = log(&mut c, raw.log.unwrap_or_default());
-    let zones = zones(&mut c, &raw.zone, base);
+    let keyring = tsig(&mut c, &raw.tsig.unwrap_or_default(), base);
+    let zones = zones(&mut c, &raw.zone, base, &keyring);
     let (geo, asn) = route::geo(&mut c, &raw.geo.unwrap_or_default(), base);
     let route_names = route::names(&mut c, &raw.route);
     let served: Vec<String> = raw.pool.iter().map(|p| p.name.clone()).collect();
@@ -673,7 +684,47 @@ fn validate(raw: RawConfig, path: &Path, line_of: LineOf<'_>) -> Result<Config, 
         zones,
         pools,
         routing: Routing { routes, geo, asn },
+        keyring,
     })
+}
+
+/// `[tsig]`: reads every key file (relative to the config file's folder); a file that cannot
+/// be read or holds a bad key is a problem at its own line, and a key name defined twice (in
+/// one file or two) is refused.
+fn tsig(c: &mut Collector<'_>, raw: &RawTsig, base: &Path) -> crate::tsig::Keyring {
+    let mut keys: Vec<(crate::tsig::Key, String)> = Vec::new();
+    for (i, file) in raw.key_files.iter().flatten().enumerate() {
+        let key = format!("tsig.key_files[{i}]");
+        let Some(path) = file_path(base, Some(file)) else {
+            c.push(&key, "is empty");
+            continue;
+        };
+        let shown = path.display().to_string();
+        match crate::tsig::read_key_file(&path) {
+            Ok(read) => {
+                for k in read {
+                    if let Some((_, other)) = keys.iter().find(|(o, _)| o.name == k.name) {
+                        c.push(
+                            &key,
+                            format!("key `{}` in {shown} is also defined in {other}", k.name),
+                        );
+                        continue;
+                    }
+                    keys.push((k, shown.clone()));
+                }
+            }
+            Err(problems) => {
+                for p in problems {
+                    if p.line == 0 {
+                        c.push(&key, format!("{shown}: {}", p.message));
+                    } else {
+                        c.push_at(format!("{shown}:{}", p.line), p.message);
+                    }
+                }
+            }
+        }
+    }
+    crate::tsig::Keyring::new(keys.into_iter().map(|(k, _)| k).collect())
 }
 
 /// `[dns]`.
@@ -1063,7 +1114,12 @@ fn log(c: &mut Collector<'_>, raw: RawLog) -> LogConfig {
 }
 
 /// `[[zone]]`: at least one, each origin once.
-fn zones(c: &mut Collector<'_>, raw: &[RawZone], base: &Path) -> Vec<ZoneConfig> {
+fn zones(
+    c: &mut Collector<'_>,
+    raw: &[RawZone],
+    base: &Path,
+    keyring: &crate::tsig::Keyring,
+) -> Vec<ZoneConfig> {
     if raw.is_empty() {
         c.push(
             "zone",
@@ -1098,9 +1154,11 @@ fn zones(c: &mut Collector<'_>, raw: &[RawZone], base: &Path) -> Vec<ZoneConfig>
             c.push(&format!("{key}.file"), "is empty");
             continue;
         }
-        let allow_transfer = c.prefixes(
+        let allow_transfer = transfer_acl(
+            c,
             &format!("{key}.allow_transfer"),
             z.allow_transfer.as_deref().unwrap_or_default(),
+            keyring,
         );
         let notify = z
             .notify
@@ -1117,6 +1175,48 @@ fn zones(c: &mut Collector<'_>, raw: &[RawZone], base: &Path) -> Vec<ZoneConfig>
         });
     }
     zones
+}
+
+/// `[[zone]] allow_transfer`: prefixes, `key:NAME` and `key:NAME@PREFIX`, the NAME one of
+/// `[tsig]`'s keys; each bad entry is a problem at `key[i]`.
+fn transfer_acl(
+    c: &mut Collector<'_>,
+    key: &str,
+    texts: &[String],
+    keyring: &crate::tsig::Keyring,
+) -> Vec<crate::model::TransferAllow> {
+    use crate::model::TransferAllow;
+    let mut allow = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let at = format!("{key}[{i}]");
+        let Some(rest) = text.strip_prefix("key:") else {
+            match crate::model::Prefix::parse(text) {
+                Some(p) => allow.push(TransferAllow::Source(p)),
+                None => c.push(&at, format!("`{text}` is not a prefix like \"192.0.2.0/24\" or \"2001:db8::/32\" (no bits set past the length), \"key:NAME\" or \"key:NAME@PREFIX\"")),
+            }
+            continue;
+        };
+        let (name, source) = match rest.split_once('@') {
+            Some((name, prefix)) => match crate::model::Prefix::parse(prefix) {
+                Some(p) => (name, Some(p)),
+                None => {
+                    c.push(&at, format!("`{prefix}` in `{text}` is not a prefix like \"192.0.2.0/24\" (no bits set past the length)"));
+                    continue;
+                }
+            },
+            None => (rest, None),
+        };
+        match Name::parse(name) {
+            Ok(name) if keyring.get(name.wire()).is_some() => {
+                allow.push(TransferAllow::Key { key: name, source });
+            }
+            _ => c.push(
+                &at,
+                format!("`{name}` is no key of [tsig] key_files (entries are prefixes, \"key:NAME\" or \"key:NAME@PREFIX\")"),
+            ),
+        }
+    }
+    allow
 }
 
 /// Reads `[dns] cookie_secret_file`: mode 0600 like the token file, one or two lines of 32 hex
@@ -1284,6 +1384,83 @@ mod tests {
         }
     }
 
+    /// `[tsig] key_files` load both formats relative to the config; `key:NAME` and
+    /// `key:NAME@PREFIX` entries name configured keys; bad files, duplicate names and unknown
+    /// keys are problems at their file and line, all at once.
+    #[test]
+    fn tsig_keys_load_and_allow_transfer_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = "Yc9AZD0H1CxI6XH+GutSy3ErAM/dFig+Ykok+3O5SCc=";
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        std::fs::write(
+            dir.path().join("keys/bind.conf"),
+            format!("key \"acme-key\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{secret}\";\n}};\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("keys/knot.yaml"),
+            format!("key:\n  - id: second\n    algorithm: hmac-sha512\n    secret: {secret}\n"),
+        )
+        .unwrap();
+        let config_path = dir.path().join("weir.toml");
+        let config = parse(
+            "[tsig]\nkey_files = [\"keys/bind.conf\", \"keys/knot.yaml\"]\n[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\nallow_transfer = [\"key:acme-key\", \"key:second.@192.0.2.0/24\", \"10.0.0.0/8\"]\n",
+            &config_path,
+        )
+        .unwrap();
+        assert_eq!(config.keyring.keys().len(), 2);
+        let allow = &config.zones[0].allow_transfer;
+        let acme = Name::parse("acme-key").unwrap();
+        let second = Name::parse("second").unwrap();
+        let inside = "192.0.2.9".parse().unwrap();
+        let outside = "198.51.100.9".parse().unwrap();
+        assert!(allow[0].allows(outside, Some(&acme)));
+        assert!(!allow[0].allows(outside, None));
+        assert!(!allow[0].allows(outside, Some(&second)));
+        assert!(allow[1].allows(inside, Some(&second)));
+        assert!(!allow[1].allows(outside, Some(&second)));
+        assert!(!allow[1].allows(inside, None));
+
+        std::fs::write(
+            dir.path().join("keys/bad.conf"),
+            format!("key \"y\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{secret}\";\n}};\nkey \"x\" {{\n\talgorithm hmac-md5;\n\tsecret \"{secret}\";\n}};\n"),
+        )
+        .unwrap();
+        std::fs::copy(
+            dir.path().join("keys/bind.conf"),
+            dir.path().join("keys/dup.conf"),
+        )
+        .unwrap();
+        let got = match parse(
+            "[tsig]\nkey_files = [\"keys/bind.conf\", \"keys/dup.conf\", \"keys/bad.conf\", \"keys/missing.conf\"]\n[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\nallow_transfer = [\"key:nobody\", \"key:acme-key@192.0.2.1/24\"]\n",
+            &config_path,
+        ) {
+            Ok(_) => panic!("accepted"),
+            Err(Problems(p)) => p.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        };
+        let file = config_path.display();
+        let keys = dir.path().join("keys");
+        let keys = keys.display();
+        for want in [
+            format!(
+                "{keys}/bad.conf:6: key `x.`: algorithm `hmac-md5` is not supported (supported: hmac-sha256, hmac-sha384, hmac-sha512)"
+            ),
+            format!(
+                "{file}:2: tsig.key_files[1]: key `acme-key.` in {keys}/dup.conf is also defined in {keys}/bind.conf"
+            ),
+            format!("{file}:2: tsig.key_files[3]: {keys}/missing.conf: cannot read key file"),
+            format!("{file}:6: zone[0].allow_transfer[0]: `nobody` is no key of [tsig] key_files"),
+            format!(
+                "{file}:6: zone[0].allow_transfer[1]: `192.0.2.1/24` in `key:acme-key@192.0.2.1/24` is not a prefix"
+            ),
+        ] {
+            assert!(
+                got.iter().any(|p| p.starts_with(&want)),
+                "{want} in {got:#?}"
+            );
+        }
+    }
+
     #[test]
     fn allow_transfer_takes_prefixes_and_reports_others_at_their_line() {
         let config = parse(
@@ -1293,9 +1470,9 @@ mod tests {
         .unwrap();
         let allow = &config.zones[0].allow_transfer;
         assert_eq!(allow.len(), 3);
-        assert!(allow[0].contains("192.0.2.77".parse().unwrap()));
-        assert!(allow[1].contains("127.0.0.1".parse().unwrap()));
-        assert!(!allow[1].contains("127.0.0.2".parse().unwrap()));
+        assert!(allow[0].allows("192.0.2.77".parse().unwrap(), None));
+        assert!(allow[1].allows("127.0.0.1".parse().unwrap(), None));
+        assert!(!allow[1].allows("127.0.0.2".parse().unwrap(), None));
         let got = problems(
             "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n\nallow_transfer = [\"192.0.2.1/24\", \"nope\"]\n",
         );

@@ -88,20 +88,21 @@ pub fn respond(
         }
     };
     ctx.metrics.query(q.qtype);
+    // A signed query (RFC 8945) takes its own path; unsigned ones pay this one branch.
+    if let Some(tsig_at) = q.tsig {
+        return signed(
+            ctx,
+            packet,
+            &q,
+            usize::from(tsig_at),
+            transport,
+            client,
+            out,
+        );
+    }
     let udp_payload = ctx.config.udp_max_payload;
-    let limit = match (transport, q.edns) {
-        (Transport::Tcp, _) => TCP_LIMIT,
-        (Transport::Udp, None) => CLASSIC_UDP_LIMIT,
-        // min(client buffer, our cap): answers never need IP fragmentation (DNS Flag Day 2020).
-        (Transport::Udp, Some(edns)) => usize::from(edns.payload.min(udp_payload)),
-    };
-    // RFC 7873 5.2: a COOKIE option is judged, and answered with the client's cookie and a
-    // server cookie, whatever else happens to the query; a valid one proves the source address.
-    let cookie = q.cookie.map(|c| {
-        let (verdict, option) = ctx.cookies.answer(&c, client, cookie::unix_now());
-        ctx.metrics.cookie(verdict as usize);
-        (verdict, option)
-    });
+    let limit = limit(ctx, &q, transport);
+    let cookie = judge_cookie(ctx, &q, client);
     let snapshot = ctx.snapshot.load();
     let answer = match q.edns {
         // RFC 6891 6.1.3: a version we do not implement gets BADVERS and no data.
@@ -182,6 +183,112 @@ pub fn respond(
             answer.zone,
         );
     }
+    true
+}
+
+/// The size an answer to `q` may take (RFC 1035 4.2.1, RFC 6891 6.2.5, RFC 1035 4.2.2).
+#[inline]
+fn limit(ctx: &Context, q: &wire::Query<'_>, transport: Transport) -> usize {
+    match (transport, q.edns) {
+        (Transport::Tcp, _) => TCP_LIMIT,
+        (Transport::Udp, None) => CLASSIC_UDP_LIMIT,
+        // min(client buffer, our cap): answers never need IP fragmentation (DNS Flag Day 2020).
+        (Transport::Udp, Some(edns)) => usize::from(edns.payload.min(ctx.config.udp_max_payload)),
+    }
+}
+
+/// RFC 7873 5.2: a COOKIE option is judged, and answered with the client's cookie and a
+/// server cookie, whatever else happens to the query; a valid one proves the source address.
+#[inline]
+fn judge_cookie(
+    ctx: &Context,
+    q: &wire::Query<'_>,
+    client: IpAddr,
+) -> Option<(cookie::Verdict, [u8; cookie::OPTION_LEN])> {
+    q.cookie.map(|c| {
+        let (verdict, option) = ctx.cookies.answer(&c, client, cookie::unix_now());
+        ctx.metrics.cookie(verdict as usize);
+        (verdict, option)
+    })
+}
+
+/// Answers a signed query (RFC 8945 5.2, 5.3): a TSIG that does not verify gets NOTAUTH with
+/// the TSIG error and no data (FORMERR for a malformed one); one that verifies gets the normal
+/// answer, sized to leave room for the TSIG record, signed with the same key and chained to
+/// the query's MAC. An IXFR over UDP signed with a key its zone's `allow_transfer` names gets
+/// the SOA. Not rate limited when it verifies (the key proves the client, like a cookie); a
+/// failure is, like other errors. Off the common path: signed queries come from secondaries
+/// and tools, not resolvers.
+#[cold]
+#[inline(never)]
+fn signed(
+    ctx: &Context,
+    packet: &[u8],
+    q: &wire::Query<'_>,
+    tsig_at: usize,
+    transport: Transport,
+    client: IpAddr,
+    out: &mut Vec<u8>,
+) -> bool {
+    let udp_payload = ctx.config.udp_max_payload;
+    let limit = limit(ctx, q, transport);
+    let cookie = judge_cookie(ctx, q, client);
+    let cookie = cookie.as_ref().map(|(_, option)| option);
+    let snapshot = ctx.snapshot.load();
+    let now = crate::clock::wall_secs();
+    let verified = match crate::tsig::verify(snapshot.keyring(), packet, tsig_at, now) {
+        Ok(verified) => verified,
+        Err(failure) => {
+            if transport == Transport::Udp
+                && ctx.rrl.check(client, rrl::Class::Error, &[], 0, None) == rrl::Verdict::Drop
+            {
+                ctx.metrics.rrl_limited(rrl::Class::Error.index(), false);
+                return false;
+            }
+            let rcode = match failure.error {
+                crate::tsig::Error::FormErr => Rcode::FormErr,
+                _ => Rcode::NotAuth,
+            };
+            let answer = snapshot::Answer {
+                rcode,
+                ..snapshot::Answer::refused()
+            };
+            let base = out.len();
+            wire::write_response(out, q, &answer, limit, udp_payload, cookie);
+            crate::tsig::sign_error(out, base, &failure, now);
+            ctx.metrics.answered(transport, rcode, false);
+            ctx.metrics.outside_zones().inc();
+            return true;
+        }
+    };
+    let answer = match q.edns {
+        Some(edns) if edns.version > 0 => snapshot::Answer {
+            rcode: Rcode::BadVers,
+            ..snapshot::Answer::refused()
+        },
+        _ if q.qtype == crate::model::rtype::IXFR => {
+            snapshot.ixfr_soa(q.qname(), q.qclass, client, Some(&verified.key.name))
+        }
+        _ => snapshot::answer(
+            &snapshot,
+            Question {
+                name: q.qname(),
+                qtype: q.qtype,
+                qclass: q.qclass,
+                client: Client {
+                    addr: client,
+                    ecs: q.ecs,
+                },
+            },
+        ),
+    };
+    let base = out.len();
+    let room = limit.saturating_sub(crate::tsig::space(verified.key));
+    let written = wire::write_response(out, q, &answer, room, udp_payload, cookie);
+    crate::tsig::sign_answer(out, base, &verified, now);
+    ctx.metrics
+        .answered(transport, written.rcode, written.truncated);
+    snapshot.count_query(answer.zone);
     true
 }
 
@@ -519,7 +626,7 @@ mod tests {
         let config = crate::config::parse(pools, Path::new("w.toml")).unwrap();
         let origin = crate::model::Name::parse("example.com").unwrap();
         let zones = vec![crate::zones::from_text(zone, Path::new("z"), &origin).unwrap()];
-        let index = crate::snapshot::index(&zones, &config.pools, &config.routing);
+        let index = crate::snapshot::index(&zones, &config.pools, &config.routing, &config.keyring);
         let view = crate::model::View {
             pools: config.pools.clone().into(),
             ..Default::default()
@@ -558,7 +665,7 @@ mod tests {
         zones[0]
             .allow_transfer
             .clone_from(&config.zones[0].allow_transfer);
-        let index = crate::snapshot::index(&zones, &config.pools, &config.routing);
+        let index = crate::snapshot::index(&zones, &config.pools, &config.routing, &config.keyring);
         let view = crate::model::View {
             pools: config.pools.clone().into(),
             ..Default::default()
@@ -576,7 +683,7 @@ mod tests {
         ));
         let packet = q.to_vec().unwrap();
 
-        let built = xfr::build(&snapshot, &packet, "192.0.2.99".parse().unwrap(), 1232).unwrap();
+        let built = xfr::build(&snapshot, &packet, "192.0.2.99".parse().unwrap(), 1232, 0).unwrap();
         assert_eq!(built.rcode, Rcode::NoError);
         assert!(built.messages >= 2, "{} messages", built.messages);
         let mut rest = &built.out[..];
@@ -607,7 +714,7 @@ mod tests {
         assert_eq!(records.len(), 2 + 1 + 1 + 1 + 1 + 300 + 3);
 
         let refused =
-            xfr::build(&snapshot, &packet, "198.51.100.1".parse().unwrap(), 1232).unwrap();
+            xfr::build(&snapshot, &packet, "198.51.100.1".parse().unwrap(), 1232, 0).unwrap();
         assert_eq!(refused.rcode, Rcode::Refused);
         assert_eq!(refused.records, 0);
     }

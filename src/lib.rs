@@ -17,4 +17,5 @@ pub mod snapshot;
 pub(crate) mod split;
 pub mod state;
 pub mod store;
+pub mod tsig;
 pub mod zones;

@@ -44,13 +44,14 @@ impl Transport {
 }
 
 const TRANSPORTS: [(Transport, &str); 2] = [(Transport::Udp, "udp"), (Transport::Tcp, "tcp")];
-const RCODES: [(Rcode, &str); 8] = [
+const RCODES: [(Rcode, &str); 9] = [
     (Rcode::NoError, "NOERROR"),
     (Rcode::FormErr, "FORMERR"),
     (Rcode::ServFail, "SERVFAIL"),
     (Rcode::NxDomain, "NXDOMAIN"),
     (Rcode::NotImp, "NOTIMP"),
     (Rcode::Refused, "REFUSED"),
+    (Rcode::NotAuth, "NOTAUTH"),
     (Rcode::BadVers, "BADVERS"),
     (Rcode::BadCookie, "BADCOOKIE"),
 ];

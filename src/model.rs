@@ -34,6 +34,8 @@ pub enum Rcode {
     NxDomain = 3,
     NotImp = 4,
     Refused = 5,
+    /// RFC 8945 5.3.2: a signed request whose TSIG did not verify (the TSIG error says why).
+    NotAuth = 9,
     BadVers = 16,
     /// RFC 7873 8: a server cookie is required (sent with a fresh one); extended, in the OPT.
     BadCookie = 23,
@@ -550,6 +552,29 @@ impl Prefix {
     #[inline]
     pub fn contains(&self, a: std::net::IpAddr) -> bool {
         a.is_ipv4() == self.addr.is_ipv4() && self.mask(a) == self.addr
+    }
+}
+
+/// One `[[zone]] allow_transfer` entry: who may transfer a zone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransferAllow {
+    /// A source prefix (`"192.0.2.0/24"`): unsigned or signed, from inside it.
+    Source(Prefix),
+    /// `"key:NAME"` (from anywhere) or `"key:NAME@PREFIX"` (from inside the prefix): the
+    /// request's TSIG verified with the key named `key` (lowercase wire form).
+    Key { key: Name, source: Option<Prefix> },
+}
+
+impl TransferAllow {
+    /// Whether this entry lets `client` transfer, `signed_by` the key its TSIG verified with
+    /// (None: unsigned).
+    pub fn allows(&self, client: std::net::IpAddr, signed_by: Option<&Name>) -> bool {
+        match self {
+            TransferAllow::Source(p) => p.contains(client),
+            TransferAllow::Key { key, source } => {
+                signed_by == Some(key) && source.is_none_or(|p| p.contains(client))
+            }
+        }
     }
 }
 

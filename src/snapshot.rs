@@ -149,8 +149,8 @@ struct ZoneData {
     negative_soa: RRset,
     nodes: FxHashMap<Box<[u8]>, Node>,
     has_cuts: bool,
-    /// Sources allowed zone transfers (`[[zone]] allow_transfer`).
-    allow_transfer: Vec<crate::model::Prefix>,
+    /// Who may transfer the zone (`[[zone]] allow_transfer`).
+    allow_transfer: Vec<crate::model::TransferAllow>,
     /// Secondaries to NOTIFY (`[[zone]] notify`).
     notify: Vec<std::net::SocketAddr>,
     /// Managed names' A and AAAA as a zone transfer carries them (`transfer_addresses`), by
@@ -174,6 +174,8 @@ pub struct ZoneIndex {
     routing: crate::config::Routing,
     /// `weir_route_queries_total` per route and rule, resolved like `queries`.
     route_queries: OnceLock<Arc<[Box<[IntCounter]>]>>,
+    /// The TSIG keys (`[tsig] key_files`) signed requests verify with: a reload re-reads them.
+    keyring: crate::tsig::Keyring,
 }
 
 /// Everything the query path needs, immutable once built.
@@ -204,8 +206,13 @@ pub struct Snapshot {
 /// Indexes checked zones (`zones::load_all` guarantees an apex SOA and NS) with a node for each
 /// served pool's name and each routed name (`zones::check_pools` guarantees each lies in a zone,
 /// clear of static data and cuts). `pools` must be the list later given to `build`; every pool a
-/// route names is in it (config guarantees).
-pub fn index(zones: &[Zone], pools: &[Pool], routing: &crate::config::Routing) -> Arc<ZoneIndex> {
+/// route names is in it (config guarantees). `keyring` verifies signed requests.
+pub fn index(
+    zones: &[Zone],
+    pools: &[Pool],
+    routing: &crate::config::Routing,
+    keyring: &crate::tsig::Keyring,
+) -> Arc<ZoneIndex> {
     let mut map: FxHashMap<Box<[u8]>, ZoneData> = FxHashMap::default();
     for (id, zone) in zones.iter().enumerate() {
         map.insert(zone.origin.wire().into(), build_zone(id, zone));
@@ -247,6 +254,7 @@ pub fn index(zones: &[Zone], pools: &[Pool], routing: &crate::config::Routing) -
         routes,
         route_queries: OnceLock::new(),
         routing: routing.clone(),
+        keyring: keyring.clone(),
     })
 }
 
@@ -602,17 +610,60 @@ impl Snapshot {
             })
     }
 
+    /// The TSIG keys signed requests verify with.
+    pub fn keyring(&self) -> &crate::tsig::Keyring {
+        &self.index.keyring
+    }
+
     /// Whether `client` may transfer the zone whose apex is `name` (lowercase wire form) in
-    /// class `qclass`: the zone's id, or what to answer instead (REFUSED: a name that is no
-    /// zone's apex, a class other than IN and ANY, a source `allow_transfer` does not list).
-    /// No allocation: checked before a transfer takes one of the few slots.
+    /// class `qclass`, its request `signed_by` the key its TSIG verified with (None: unsigned):
+    /// the zone's id, or what to answer instead (REFUSED: a name that is no zone's apex, a
+    /// class other than IN and ANY, a request no `allow_transfer` entry admits). No
+    /// allocation: checked before a transfer takes one of the few slots.
     pub fn may_transfer(
         &self,
         name: &[u8],
         qclass: u16,
         client: std::net::IpAddr,
+        signed_by: Option<&Name>,
     ) -> Result<usize, NoTransfer> {
-        self.transfer_zone(name, qclass, client).map(|z| z.id)
+        self.transfer_zone(name, qclass, client, signed_by)
+            .map(|z| z.id)
+    }
+
+    /// The apex SOA for an IXFR over UDP `signed_by` a key that may transfer the zone (the
+    /// signed twin of what `answer` gives an unsigned one: RFC 1995 2, 4), or REFUSED.
+    pub fn ixfr_soa<'s>(
+        &'s self,
+        name: &[u8],
+        qclass: u16,
+        client: std::net::IpAddr,
+        signed_by: Option<&Name>,
+    ) -> Answer<'s> {
+        let zone = match self.transfer_zone(name, qclass, client, signed_by) {
+            Ok(zone) => zone,
+            Err(no) => {
+                return Answer {
+                    rcode: no.rcode,
+                    zone: no.zone,
+                    ..Answer::refused()
+                };
+            }
+        };
+        let mut ans = Answer {
+            zone: Some(zone.id),
+            ..Answer::refused()
+        };
+        if let Some(soa) = (zone.nodes.get(zone.origin.wire())).and_then(|n| n.get(rtype::SOA)) {
+            ans.rcode = Rcode::NoError;
+            ans.authoritative = true;
+            ans.answer.push(Entry {
+                owner: Owner::Query,
+                rrset: soa,
+                required: false,
+            });
+        }
+        ans
     }
 
     fn transfer_zone(
@@ -620,6 +671,7 @@ impl Snapshot {
         name: &[u8],
         qclass: u16,
         client: std::net::IpAddr,
+        signed_by: Option<&Name>,
     ) -> Result<&ZoneData, NoTransfer> {
         let zone = match self.index.zones.get(name) {
             Some(zone) if qclass == CLASS_IN || qclass == CLASS_ANY => zone,
@@ -630,7 +682,7 @@ impl Snapshot {
                 });
             }
         };
-        if !zone.transfer_allowed(client) {
+        if !zone.transfer_allowed(client, signed_by) {
             return Err(NoTransfer {
                 rcode: Rcode::Refused,
                 zone: Some(zone.id),
@@ -651,8 +703,9 @@ impl Snapshot {
         name: &[u8],
         qclass: u16,
         client: std::net::IpAddr,
+        signed_by: Option<&Name>,
     ) -> Result<Vec<Entry<'_>>, NoTransfer> {
-        let zone = self.transfer_zone(name, qclass, client)?;
+        let zone = self.transfer_zone(name, qclass, client, signed_by)?;
         let apex = zone.origin.wire();
         let Some(soa) = zone.nodes.get(apex).and_then(|n| n.get(rtype::SOA)) else {
             return Err(NoTransfer {
@@ -781,8 +834,11 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
 }
 
 impl ZoneData {
-    fn transfer_allowed(&self, client: std::net::IpAddr) -> bool {
-        self.allow_transfer.iter().any(|p| p.contains(client))
+    /// Whether an `allow_transfer` entry admits `client`, its request `signed_by` a key.
+    fn transfer_allowed(&self, client: std::net::IpAddr, signed_by: Option<&Name>) -> bool {
+        self.allow_transfer
+            .iter()
+            .any(|a| a.allows(client, signed_by))
     }
 
     /// A transfer question reaching `answer` (UDP): the apex SOA for an allowed IXFR, REFUSED
@@ -796,7 +852,7 @@ impl ZoneData {
         let soa = (self.nodes.get(self.origin.wire())).and_then(|n| n.get(rtype::SOA));
         if q.qtype == rtype::IXFR
             && q.name == self.origin.wire()
-            && self.transfer_allowed(q.client.addr)
+            && self.transfer_allowed(q.client.addr, None)
             && let Some(soa) = soa
         {
             ans.rcode = Rcode::NoError;

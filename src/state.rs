@@ -111,7 +111,7 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
-    let index = snapshot::index(&zones, &config.pools, &config.routing);
+    let index = snapshot::index(&zones, &config.pools, &config.routing, &config.keyring);
     Ok(Loaded {
         config,
         zones,

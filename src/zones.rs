@@ -15,9 +15,9 @@ mod zonefile;
 pub struct Zone {
     pub origin: Name,
     pub rrsets: BTreeMap<Name, Vec<RRset>>,
-    /// Sources allowed zone transfers (`[[zone]] allow_transfer`); empty for zones read by
+    /// Who may transfer the zone (`[[zone]] allow_transfer`); empty for zones read by
     /// `from_text`.
-    pub allow_transfer: Vec<crate::model::Prefix>,
+    pub allow_transfer: Vec<crate::model::TransferAllow>,
     /// Secondaries to NOTIFY on serial changes (`[[zone]] notify`).
     pub notify: Vec<std::net::SocketAddr>,
 }

@@ -21,7 +21,7 @@ fn context() -> &'static Context {
         let config = weir::config::parse(CONFIG, Path::new("w.toml")).expect("config");
         let origin = weir::model::Name::parse("example.com").expect("origin");
         let zones = vec![weir::zones::from_text(ZONE, Path::new("z"), &origin).expect("zone")];
-        let index = weir::snapshot::index(&zones, &config.pools, &config.routing);
+        let index = weir::snapshot::index(&zones, &config.pools, &config.routing, &config.keyring);
         let view = weir::model::View {
             pools: config.pools.clone().into(),
             ..Default::default()

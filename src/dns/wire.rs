@@ -9,6 +9,7 @@ use crate::model::{MAX_NAME_LEN, RRset, Rdata, label_starts, rtype};
 use crate::snapshot::{Answer, Entry, Owner, Subnet};
 
 use super::cookie::{self, Cookie};
+use crate::tsig;
 
 pub const HEADER_LEN: usize = 12;
 /// Size of the OPT record weir appends: root name, type, class, TTL, empty rdata.
@@ -50,6 +51,9 @@ pub struct Query<'p> {
     pub ecs: Option<Subnet>,
     /// The DNS COOKIE option, if the query carried a well-formed one (RFC 7873).
     pub cookie: Option<Cookie>,
+    /// Where the TSIG record starts, if the query is signed (RFC 8945; the last ADDITIONAL
+    /// record, else FORMERR): `tsig::verify` reads it.
+    pub tsig: Option<u16>,
 }
 
 /// EDNS option code of Client Subnet (RFC 7871 6).
@@ -187,6 +191,7 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
     let mut edns = None;
     let mut ecs = None;
     let mut cookie = None;
+    let mut tsig = None;
     // In u32: an IXFR's one AUTHORITY record plus 65,535 ADDITIONAL ones does not fit a u16.
     for record in 0..u32::from(nscount) + u32::from(arcount) {
         let name_start = at;
@@ -230,8 +235,17 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
             }
             continue;
         }
+        if t == crate::tsig::TYPE_TSIG {
+            // RFC 8945 5.1: the TSIG record is the last of ADDITIONAL, and only one; where it
+            // starts fits a u16 (a message is at most 65,535 bytes).
+            if record + 1 != u32::from(nscount) + u32::from(arcount) {
+                return Err(formerr);
+            }
+            tsig = Some(name_start as u16);
+            continue;
+        }
         if t != rtype::OPT {
-            // TSIG and other signatures are not supported; the query is answered unsigned.
+            // Other signatures (SIG(0)) are not supported; the query is answered unsigned.
             continue;
         }
         // RFC 6891 6.1.1: one OPT, owned by the root.
@@ -273,6 +287,7 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
         edns,
         ecs,
         cookie,
+        tsig,
     })
 }
 
@@ -546,17 +561,24 @@ pub const TCP_LIMIT: usize = 65535;
 /// it is then pure data, and clients (kdig, NSD, Knot, BIND) accept both forms. With EDNS in
 /// the query, each message carries an OPT (`udp_payload`, no options). Returns how many
 /// messages it wrote; None (with nothing written) if one record alone cannot fit a message.
+/// `signed`: the verified request of a signed transfer and the time; each message then ends
+/// with a TSIG record (room kept for it), the first chained to the request's MAC, every later
+/// one to the message before (RFC 8945 5.3.1).
 pub fn write_transfer(
     out: &mut Vec<u8>,
     q: &Query<'_>,
     records: &[Entry<'_>],
     udp_payload: u16,
+    signed: Option<(&tsig::Verified<'_>, u64)>,
 ) -> Option<usize> {
     let start = out.len();
     // The next record to write: (entry, record within its RRset).
     let mut at = (0usize, 0usize);
     let mut messages = 0usize;
-    let room = TCP_LIMIT - if q.edns.is_some() { OPT_LEN } else { 0 };
+    let mut prior: Option<tsig::Mac> = None;
+    let room = TCP_LIMIT
+        - if q.edns.is_some() { OPT_LEN } else { 0 }
+        - signed.map_or(0, |(v, _)| tsig::space(v.key));
     loop {
         let frame = out.len();
         out.extend_from_slice(&[0, 0]);
@@ -626,13 +648,19 @@ pub fn write_transfer(
         if q.cd {
             flags |= FLAG_CD;
         }
-        let len = w.len() as u16;
         let header = &mut out[base..base + HEADER_LEN];
         header[0..2].copy_from_slice(&q.id.to_be_bytes());
         header[2..4].copy_from_slice(&flags.to_be_bytes());
         header[4..6].copy_from_slice(&u16::from(first).to_be_bytes());
         header[6..8].copy_from_slice(&an.to_be_bytes());
         header[10..12].copy_from_slice(&ar.to_be_bytes());
+        if let Some((request, now)) = signed {
+            prior = Some(match &prior {
+                None => tsig::sign_answer(out, base, request, now),
+                Some(mac) => tsig::sign_next(out, base, request.key, mac, now),
+            });
+        }
+        let len = (out.len() - base) as u16;
         out[frame..frame + 2].copy_from_slice(&len.to_be_bytes());
         messages += 1;
         if at.0 >= records.len() {

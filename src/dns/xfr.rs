@@ -14,6 +14,7 @@ use super::{Context, wire};
 use crate::metrics::Transport;
 use crate::model::{Rcode, rtype};
 use crate::snapshot;
+use crate::tsig;
 
 /// Transfers in flight at once, process-wide; one more is REFUSED.
 pub const MAX_TRANSFERS: usize = 4;
@@ -37,18 +38,42 @@ pub struct Transfer {
 
 /// Answers a transfer question (`is_transfer`) from `client`: every message of the transfer,
 /// each with its TCP length in front, or one refusal (framed likewise). A refused source never
-/// takes a slot; an allowed one holds it until the caller has sent the messages.
+/// takes a slot; an allowed one holds it until the caller has sent the messages. A signed
+/// request (RFC 8945) is verified first: a bad signature gets NOTAUTH with the TSIG error and
+/// no data; a good one may be what `allow_transfer` admits (`key:NAME`), and then every
+/// message of the answer, refusals included, is signed.
 pub async fn serve(ctx: &Context, packet: &[u8], client: IpAddr) -> Transfer {
-    let refused = |rcode| Transfer {
-        bytes: refusal(ctx, packet, rcode),
-        _slot: None,
-    };
+    let udp_payload = ctx.config.udp_max_payload;
     let Ok(q) = wire::parse_query(packet) else {
-        return refused(Rcode::FormErr);
+        let mut out = vec![0, 0];
+        frame(&mut out);
+        ctx.metrics.answered(Transport::Tcp, Rcode::FormErr, false);
+        return Transfer {
+            bytes: out,
+            _slot: None,
+        };
     };
     ctx.metrics.query(q.qtype);
     let snapshot = ctx.snapshot.load_full();
-    if let Err(no) = snapshot.may_transfer(q.qname(), q.qclass, client) {
+    let now = crate::clock::wall_secs();
+    let refused = |rcode| {
+        let (bytes, rcode) = header_answer(&snapshot, &q, packet, rcode, udp_payload, now);
+        ctx.metrics.answered(Transport::Tcp, rcode, false);
+        Transfer { bytes, _slot: None }
+    };
+    let signed_by = match q.tsig {
+        None => None,
+        Some(at) => match tsig::verify(snapshot.keyring(), packet, usize::from(at), now) {
+            Ok(verified) => Some(verified.key),
+            Err(failure) => {
+                tracing::info!(%client, error = ?failure.error, "zone transfer with a bad signature");
+                snapshot.count_query(None);
+                return refused(Rcode::NotAuth);
+            }
+        },
+    };
+    let signed_name = signed_by.map(|k| &k.name);
+    if let Err(no) = snapshot.may_transfer(q.qname(), q.qclass, client, signed_name) {
         snapshot.count_query(no.zone);
         return refused(no.rcode);
     }
@@ -57,9 +82,11 @@ pub async fn serve(ctx: &Context, packet: &[u8], client: IpAddr) -> Transfer {
         return refused(Rcode::Refused);
     };
     let owned = packet.to_vec();
-    let udp_payload = ctx.config.udp_max_payload;
+    let key = signed_by.map(|k| k.name.to_string());
+    let snapshot = snapshot.clone();
     let built =
-        tokio::task::spawn_blocking(move || build(&snapshot, &owned, client, udp_payload)).await;
+        tokio::task::spawn_blocking(move || build(&snapshot, &owned, client, udp_payload, now))
+            .await;
     match built {
         Ok(Some(Built {
             out,
@@ -69,7 +96,7 @@ pub async fn serve(ctx: &Context, packet: &[u8], client: IpAddr) -> Transfer {
         })) => {
             ctx.metrics.answered(Transport::Tcp, rcode, false);
             if rcode == Rcode::NoError {
-                tracing::info!(%client, messages, records, bytes = out.len(), "zone transfer");
+                tracing::info!(%client, messages, records, bytes = out.len(), key, "zone transfer");
             }
             Transfer {
                 bytes: out,
@@ -89,18 +116,35 @@ pub(super) struct Built {
     pub(super) records: usize,
 }
 
-/// The transfer answering `packet` (a transfer question) from `client`, framed.
+/// The transfer answering `packet` (a transfer question) from `client` at Unix time `now`,
+/// framed; signed when the request is.
 pub(super) fn build(
     snapshot: &snapshot::Snapshot,
     packet: &[u8],
     client: IpAddr,
     udp_payload: u16,
+    now: u64,
 ) -> Option<Built> {
     let q = wire::parse_query(packet).ok()?;
-    let mut out = Vec::new();
-    match snapshot.transfer(q.qname(), q.qclass, client) {
+    let verified = match q.tsig {
+        None => None,
+        Some(at) => tsig::verify(snapshot.keyring(), packet, usize::from(at), now).ok(),
+    };
+    let signed_by = verified.as_ref().map(|v| &v.key.name);
+    if q.tsig.is_some() && verified.is_none() {
+        let (out, rcode) = header_answer(snapshot, &q, packet, Rcode::NotAuth, udp_payload, now);
+        return Some(Built {
+            out,
+            rcode,
+            messages: 1,
+            records: 0,
+        });
+    }
+    match snapshot.transfer(q.qname(), q.qclass, client, signed_by) {
         Ok(records) => {
-            let messages = wire::write_transfer(&mut out, &q, &records, udp_payload)?;
+            let mut out = Vec::new();
+            let signed = verified.as_ref().map(|v| (v, now));
+            let messages = wire::write_transfer(&mut out, &q, &records, udp_payload, signed)?;
             snapshot.count_query(snapshot.zone_of(q.qname()));
             let records = records.iter().map(|e| e.rrset.rdatas.len()).sum();
             Some(Built {
@@ -111,19 +155,11 @@ pub(super) fn build(
             })
         }
         Err(no) => {
-            let answer = snapshot::Answer {
-                rcode: no.rcode,
-                zone: no.zone,
-                ..snapshot::Answer::refused()
-            };
-            out.extend_from_slice(&[0, 0]);
-            let written =
-                wire::write_response(&mut out, &q, &answer, wire::TCP_LIMIT, udp_payload, None);
-            frame(&mut out);
-            snapshot.count_query(answer.zone);
+            let (out, rcode) = header_answer(snapshot, &q, packet, no.rcode, udp_payload, now);
+            snapshot.count_query(no.zone);
             Some(Built {
                 out,
-                rcode: written.rcode,
+                rcode,
                 messages: 1,
                 records: 0,
             })
@@ -131,26 +167,45 @@ pub(super) fn build(
     }
 }
 
-/// A header-only answer with `rcode` (the question echoed when it parses), framed.
-fn refusal(ctx: &Context, packet: &[u8], rcode: Rcode) -> Vec<u8> {
+/// An answer with `rcode`, the question echoed and no data, framed, and the RCODE sent. A
+/// signed request's answer is signed (RFC 8945 5.3); one whose signature fails gets NOTAUTH
+/// with the TSIG error instead (5.3.2; FORMERR for a malformed TSIG).
+#[allow(
+    clippy::result_large_err,
+    reason = "tsig::verify's failure, inline by design (see there)"
+)]
+fn header_answer(
+    snapshot: &snapshot::Snapshot,
+    q: &wire::Query<'_>,
+    packet: &[u8],
+    rcode: Rcode,
+    udp_payload: u16,
+    now: u64,
+) -> (Vec<u8>, Rcode) {
     let mut out = vec![0, 0];
-    if let Ok(q) = wire::parse_query(packet) {
-        let answer = snapshot::Answer {
-            rcode,
-            ..snapshot::Answer::refused()
-        };
-        wire::write_response(
-            &mut out,
-            &q,
-            &answer,
-            wire::TCP_LIMIT,
-            ctx.config.udp_max_payload,
-            None,
-        );
+    let verified = q
+        .tsig
+        .map(|at| tsig::verify(snapshot.keyring(), packet, usize::from(at), now));
+    let rcode = match &verified {
+        Some(Err(failure)) if failure.error == tsig::Error::FormErr => Rcode::FormErr,
+        Some(Err(_)) => Rcode::NotAuth,
+        _ => rcode,
+    };
+    let answer = snapshot::Answer {
+        rcode,
+        ..snapshot::Answer::refused()
+    };
+    let room = wire::TCP_LIMIT - tsig::max_space(snapshot.keyring());
+    wire::write_response(&mut out, q, &answer, room, udp_payload, None);
+    match &verified {
+        Some(Ok(v)) => {
+            tsig::sign_answer(&mut out, 2, v, now);
+        }
+        Some(Err(failure)) => tsig::sign_error(&mut out, 2, failure, now),
+        None => {}
     }
     frame(&mut out);
-    ctx.metrics.answered(Transport::Tcp, rcode, false);
-    out
+    (out, rcode)
 }
 
 /// Sets the two-byte TCP length in front of the one message in `out`.

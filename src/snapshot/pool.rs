@@ -735,7 +735,8 @@ mod tests {
             crate::zones::from_text(ZONE, Path::new("x"), &Name::parse("example.com").unwrap())
                 .unwrap();
         let metrics = Metrics::new();
-        let index = crate::snapshot::index(&[zone], &config.pools, &config.routing);
+        let index =
+            crate::snapshot::index(&[zone], &config.pools, &config.routing, &config.keyring);
         let view = crate::model::View {
             pools: config.pools.clone().into(),
             health: health.clone(),

@@ -72,7 +72,7 @@ const HOMES: &[(&str, &[&str])] = &[
 /// a higher one's. `main.rs` (the binary) and `lib.rs` sit above them all.
 const LAYERS: &[&[&str]] = &[
     &["clock", "model"],
-    &["config", "metrics", "ctl", "geo"],
+    &["config", "metrics", "ctl", "geo", "tsig"],
     &["zones"],
     &["snapshot", "health", "store"],
     &["rollout", "dns"],
