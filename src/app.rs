@@ -109,6 +109,7 @@ pub fn start_with(
     let (events, rx) = mpsc::channel(EVENT_QUEUE);
     let (flips, flips_rx) = mpsc::channel(EVENT_QUEUE);
     let (due, due_rx) = mpsc::channel(EVENT_QUEUE);
+    let (updates, updates_rx) = mpsc::channel(EVENT_QUEUE);
     let monitor = health::Monitor::new(flips, metrics.clone(), shutdown.clone());
     let probe_results = monitor.last_results();
     let mut writer = state::Writer::start(
@@ -160,6 +161,7 @@ pub fn start_with(
             Some(secrets) => dns::cookie::Cookies::new(secrets.clone()),
             None => dns::cookie::Cookies::random(),
         },
+        updates: dns::updates::Updates::new(updates),
     };
     let dns = tokio::spawn(dns::run(listeners, ctx, shutdown.clone()));
     let (remote, remote_rx) = mpsc::channel(EVENT_QUEUE);
@@ -176,7 +178,14 @@ pub fn start_with(
         None => metrics.store_link(true, 0.0),
     }
     let writer_inputs = writer.rollout_inputs();
-    let writer = tokio::spawn(writer.run(rx, flips_rx, due_rx, remote_rx, shutdown.clone()));
+    let writer = tokio::spawn(writer.run(
+        rx,
+        flips_rx,
+        due_rx,
+        remote_rx,
+        updates_rx,
+        shutdown.clone(),
+    ));
     tokio::spawn(watch_store(
         backend.store.clone(),
         store_health.clone(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::model::{Name, Pool};
+use crate::model::{Name, Pool, rtype};
 
 mod pool;
 mod route;
@@ -165,6 +165,16 @@ struct RawZone {
     file: String,
     allow_transfer: Option<Vec<String>>,
     notify: Option<Vec<String>>,
+    update: Option<Vec<RawGrant>>,
+}
+
+/// `[[zone.update]]`: what one TSIG key may change by UPDATE.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    key: String,
+    names: Option<Vec<String>>,
+    types: Option<Vec<String>>,
 }
 
 /// The validated configuration.
@@ -327,6 +337,8 @@ pub struct ZoneConfig {
     pub allow_transfer: Vec<crate::model::TransferAllow>,
     /// Secondaries sent a NOTIFY (RFC 1996) whenever the zone's serial changes.
     pub notify: Vec<std::net::SocketAddr>,
+    /// Who may change what by UPDATE (RFC 2136); empty: every UPDATE is refused.
+    pub update: Vec<crate::model::Grant>,
 }
 
 /// Defaults, written once here and mirrored in config/weir.toml (a test keeps them equal).
@@ -445,6 +457,7 @@ pub fn zone_configs(path: &Path) -> Vec<ZoneConfig> {
             file: base.join(file),
             allow_transfer: Vec::new(),
             notify: Vec::new(),
+            update: Vec::new(),
         });
     }
     zones
@@ -597,6 +610,71 @@ impl<'a> Collector<'a> {
             }
         }
         prefixes
+    }
+
+    /// One `[[zone.update]]`: the key's name, its name patterns (default: the whole zone) and
+    /// types (default: every type but SOA).
+    fn grant(
+        &mut self,
+        key: &str,
+        raw: &RawGrant,
+        origin: &Name,
+        keyring: &crate::tsig::Keyring,
+    ) -> Option<crate::model::Grant> {
+        let name = match Name::parse(&raw.key) {
+            Ok(name) if keyring.get(name.wire()).is_some() => Some(name),
+            _ => {
+                self.push(
+                    &format!("{key}.key"),
+                    format!("`{}` is no key of [tsig] key_files", raw.key),
+                );
+                None
+            }
+        };
+        let default = ["**".to_string()];
+        let mut names = Vec::new();
+        let texts = raw.names.as_deref().unwrap_or(&default);
+        if texts.is_empty() {
+            self.push(
+                &format!("{key}.names"),
+                "is empty: the key could change nothing",
+            );
+        }
+        for (i, text) in texts.iter().enumerate() {
+            match crate::model::NamePattern::parse(text, origin) {
+                Ok(p) => names.push(p),
+                Err(e) => self.push(&format!("{key}.names[{i}]"), e),
+            }
+        }
+        let mut types = Vec::new();
+        for (i, text) in raw.types.iter().flatten().enumerate() {
+            let at = format!("{key}.types[{i}]");
+            match crate::model::rtype_from_name(text) {
+                Some(rtype::SOA) => self.push(
+                    &at,
+                    "SOA cannot be updated: the zone file owns it, and weir sets its serial",
+                ),
+                Some(rtype::ANY | rtype::AXFR | rtype::IXFR | rtype::TSIG | rtype::OPT) => {
+                    self.push(&at, format!("`{text}` is not a type records have"))
+                }
+                Some(t) => types.push(t),
+                None => self.push(
+                    &at,
+                    format!("`{text}` is not a record type (a mnemonic like TXT, or TYPE65280)"),
+                ),
+            }
+        }
+        if raw.types.as_ref().is_some_and(Vec::is_empty) {
+            self.push(
+                &format!("{key}.types"),
+                "is empty: the key could change nothing (leave it out for every type)",
+            );
+        }
+        Some(crate::model::Grant {
+            key: name?,
+            names,
+            types,
+        })
     }
 
     /// A secondary to NOTIFY: `192.0.2.1`, `[2001:db8::1]` (port 53) or with a port.
@@ -1167,11 +1245,15 @@ fn zones(
             .enumerate()
             .filter_map(|(i, text)| c.notify_target(&format!("{key}.notify[{i}]"), text))
             .collect();
+        let update = (z.update.iter().flatten().enumerate())
+            .filter_map(|(i, g)| c.grant(&format!("{key}.update[{i}]"), g, &origin, keyring))
+            .collect();
         zones.push(ZoneConfig {
             origin,
             file: base.join(&z.file),
             allow_transfer,
             notify,
+            update,
         });
     }
     zones

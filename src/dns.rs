@@ -8,6 +8,7 @@ pub mod rrl;
 pub mod tcp;
 pub mod track;
 pub mod udp;
+pub mod updates;
 pub mod wire;
 pub mod xfr;
 
@@ -42,6 +43,8 @@ pub struct Context {
     pub rrl: rrl::Limiter,
     /// The DNS cookie secrets (`[dns] cookie_secret_file`, or a random one).
     pub cookies: cookie::Cookies,
+    /// Where RFC 2136 UPDATEs go (`Updates::off()`: answered NOTIMP).
+    pub updates: updates::Updates,
 }
 
 /// Answers one packet from `client` into `out` (appending). Returns false when the packet is
@@ -534,9 +537,10 @@ pub fn bind(config: &DnsConfig) -> io::Result<Listeners> {
 /// goes down loudly instead of silently losing a transport.
 pub async fn run(
     listeners: Listeners,
-    ctx: Context,
+    mut ctx: Context,
     shutdown: CancellationToken,
 ) -> Result<(), ListenerDied> {
+    updates::start_udp(&mut ctx);
     let (died_tx, mut died_rx) = tokio::sync::mpsc::channel::<ListenerDied>(16);
     let mut threads = Vec::new();
     let mut worker = 0;
@@ -641,6 +645,7 @@ mod tests {
             recorder: track::Recorder::off(),
             rrl: rrl::Limiter::off(),
             cookies: cookie::Cookies::random(),
+            updates: updates::Updates::off(),
         }
     }
 

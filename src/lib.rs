@@ -18,4 +18,5 @@ pub(crate) mod split;
 pub mod state;
 pub mod store;
 pub mod tsig;
+pub mod update;
 pub mod zones;

@@ -44,14 +44,18 @@ impl Transport {
 }
 
 const TRANSPORTS: [(Transport, &str); 2] = [(Transport::Udp, "udp"), (Transport::Tcp, "tcp")];
-const RCODES: [(Rcode, &str); 9] = [
+const RCODES: [(Rcode, &str); 13] = [
     (Rcode::NoError, "NOERROR"),
     (Rcode::FormErr, "FORMERR"),
     (Rcode::ServFail, "SERVFAIL"),
     (Rcode::NxDomain, "NXDOMAIN"),
     (Rcode::NotImp, "NOTIMP"),
     (Rcode::Refused, "REFUSED"),
+    (Rcode::YxDomain, "YXDOMAIN"),
+    (Rcode::YxRrset, "YXRRSET"),
+    (Rcode::NxRrset, "NXRRSET"),
     (Rcode::NotAuth, "NOTAUTH"),
+    (Rcode::NotZone, "NOTZONE"),
     (Rcode::BadVers, "BADVERS"),
     (Rcode::BadCookie, "BADCOOKIE"),
 ];
@@ -145,6 +149,7 @@ pub struct Metrics {
     admin_requests: IntCounterVec,
     query_log_dropped: IntCounter,
     notify: IntCounterVec,
+    updates: IntCounterVec,
 }
 
 impl Metrics {
@@ -180,6 +185,11 @@ impl Metrics {
                 "notify_total",
                 "NOTIFY messages to secondaries, by zone and result (acked: answered NOERROR; failed: refused or unanswered after every retry)",
                 &["zone", "result"],
+            ),
+            updates: r.counter_vec(
+                "dns_updates_total",
+                "RFC 2136 UPDATE messages answered, by RCODE (NOERROR: applied or unchanged; NOTAUTH: unsigned, a bad signature or a zone not served; REFUSED: not granted or would break the zone)",
+                &["rcode"],
             ),
             registry,
         }
@@ -266,6 +276,11 @@ impl Metrics {
     /// The queries counter of `zone="none"`.
     pub fn outside_zones(&self) -> &IntCounter {
         &self.zones.none
+    }
+
+    /// An UPDATE was answered with `rcode`.
+    pub fn update(&self, rcode: Rcode) {
+        self.updates.with_label_values(&[rcode_name(rcode)]).inc();
     }
 
     /// A NOTIFY for `zone` was acknowledged, or failed for good.

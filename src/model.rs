@@ -19,6 +19,7 @@ pub mod rtype {
     pub const DNAME: u16 = 39;
     pub const OPT: u16 = 41;
     pub const DS: u16 = 43;
+    pub const TSIG: u16 = 250;
     pub const IXFR: u16 = 251;
     pub const AXFR: u16 = 252;
     pub const ANY: u16 = 255;
@@ -34,8 +35,16 @@ pub enum Rcode {
     NxDomain = 3,
     NotImp = 4,
     Refused = 5,
-    /// RFC 8945 5.3.2: a signed request whose TSIG did not verify (the TSIG error says why).
+    /// RFC 2136 2.2 (UPDATE): a name that should not exist does.
+    YxDomain = 6,
+    /// An RRset that should not exist does.
+    YxRrset = 7,
+    /// An RRset that should exist does not.
+    NxRrset = 8,
+    /// RFC 8945 (TSIG) and RFC 2136: not authorized, or not authoritative for the zone.
     NotAuth = 9,
+    /// A name outside the zone of the UPDATE.
+    NotZone = 10,
     BadVers = 16,
     /// RFC 7873 8: a server cookie is required (sent with a fresh one); extended, in the OPT.
     BadCookie = 23,
@@ -134,6 +143,27 @@ impl Name {
             return None;
         }
         Some(Name(self.0[1 + first..].into()))
+    }
+
+    /// Reads an uncompressed wire name at `at` of `bytes` (lowercased): the name and where it
+    /// ends; None for a pointer, a reserved label type, a truncated or too long name.
+    pub fn read(bytes: &[u8], at: usize) -> Option<(Name, usize)> {
+        let mut end = at;
+        loop {
+            let len = *bytes.get(end)? as usize;
+            if len > 63 {
+                return None;
+            }
+            end += 1 + len;
+            if end - at > MAX_NAME_LEN || end > bytes.len() {
+                return None;
+            }
+            if len == 0 {
+                break;
+            }
+        }
+        let wire: Vec<u8> = bytes[at..end].iter().map(u8::to_ascii_lowercase).collect();
+        Some((Name(wire.into()), end))
     }
 
     /// True for a name whose first label is `*` (RFC 4592 2.1.1).
@@ -284,6 +314,92 @@ impl fmt::Debug for Name {
     }
 }
 
+/// Which names and types one TSIG key may change by UPDATE in a zone (`[[zone.update]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub key: Name,
+    pub names: Vec<NamePattern>,
+    /// The types it may change; empty: every type but SOA (the SOA is the zone file's).
+    pub types: Vec<u16>,
+}
+
+impl Grant {
+    /// Whether this grant lets its key change `rtype` (ANY: every type) at `name`.
+    pub fn permits(&self, name: &Name, rtype: u16) -> bool {
+        let typed = match rtype {
+            rtype::ANY => self.types.is_empty(),
+            rtype::SOA => false,
+            t => self.types.is_empty() || self.types.contains(&t),
+        };
+        typed && self.names.iter().any(|p| p.matches(name))
+    }
+}
+
+/// A name pattern of a grant: labels where `*` stands for exactly one label and `**` for any
+/// number (none included), kept absolute; shown as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamePattern {
+    pub text: String,
+    labels: Vec<Box<[u8]>>,
+}
+
+impl NamePattern {
+    /// `text` relative to `origin` (`_acme-challenge`, `_acme-challenge.**`, `@` for the
+    /// apex, `**` for the whole zone) or absolute with its trailing dot, inside `origin`.
+    pub fn parse(text: &str, origin: &Name) -> Result<NamePattern, String> {
+        let absolute = text.ends_with('.') && text != ".";
+        let body = text.strip_suffix('.').unwrap_or(text);
+        let mut labels: Vec<Box<[u8]>> = Vec::new();
+        if body != "@" && !body.is_empty() {
+            for label in body.split('.') {
+                if label == "*" || label == "**" {
+                    labels.push(label.as_bytes().into());
+                    continue;
+                }
+                let one = Name::parse(label).map_err(|e| format!("`{text}`: {e}"))?;
+                labels.push(one.wire()[1..one.wire().len() - 1].into());
+            }
+        }
+        let origin_labels: Vec<Box<[u8]>> = label_starts(origin.wire())
+            .filter(|&at| origin.wire()[at] != 0)
+            .map(|at| origin.wire()[at + 1..at + 1 + origin.wire()[at] as usize].into())
+            .collect();
+        if absolute {
+            if !labels.ends_with(&origin_labels) {
+                return Err(format!("`{text}` is not inside the zone `{origin}`"));
+            }
+        } else {
+            labels.extend(origin_labels);
+        }
+        Ok(NamePattern {
+            text: text.into(),
+            labels,
+        })
+    }
+
+    pub fn matches(&self, name: &Name) -> bool {
+        let wire = name.wire();
+        let labels: Vec<&[u8]> = label_starts(wire)
+            .filter(|&at| wire[at] != 0)
+            .map(|at| &wire[at + 1..at + 1 + wire[at] as usize])
+            .collect();
+        glob(&self.labels, &labels)
+    }
+}
+
+/// Label-wise glob: `*` one label, `**` any number of labels.
+fn glob(pattern: &[Box<[u8]>], labels: &[&[u8]]) -> bool {
+    match pattern.split_first() {
+        None => labels.is_empty(),
+        Some((p, rest)) if **p == *b"**" => {
+            (0..=labels.len()).any(|skip| glob(rest, &labels[skip..]))
+        }
+        Some((p, rest)) => labels
+            .split_first()
+            .is_some_and(|(l, more)| (**p == *b"*" || **p == **l) && glob(rest, more)),
+    }
+}
+
 /// Record data. Types whose rdata holds names that RFC 3597 4 lets a server compress
 /// (NS, CNAME, PTR, MX, SOA) keep their names so the writer can compress them; SRV keeps its
 /// target for additional-section processing but is written uncompressed (RFC 2782); every other
@@ -305,6 +421,87 @@ pub enum Rdata {
     },
     /// Uncompressed wire rdata (A, AAAA, TXT, CAA, ...).
     Opaque(Box<[u8]>),
+}
+
+impl Rdata {
+    /// The uncompressed wire form (RFC 3597: what a transfer or a store carries).
+    pub fn to_wire(&self, out: &mut Vec<u8>) {
+        match self {
+            Rdata::Name(n) => out.extend_from_slice(n.wire()),
+            Rdata::Mx {
+                preference,
+                exchange,
+            } => {
+                out.extend_from_slice(&preference.to_be_bytes());
+                out.extend_from_slice(exchange.wire());
+            }
+            Rdata::Soa(soa) => {
+                out.extend_from_slice(soa.mname.wire());
+                out.extend_from_slice(soa.rname.wire());
+                for v in [soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum] {
+                    out.extend_from_slice(&v.to_be_bytes());
+                }
+            }
+            Rdata::Srv {
+                priority,
+                weight,
+                port,
+                target,
+            } => {
+                for v in [priority, weight, port] {
+                    out.extend_from_slice(&v.to_be_bytes());
+                }
+                out.extend_from_slice(target.wire());
+            }
+            Rdata::Opaque(bytes) => out.extend_from_slice(bytes),
+        }
+    }
+
+    /// Reads uncompressed wire rdata of type `rtype` (names lowercased, as the zone loader
+    /// keeps them); None when it does not have that type's shape.
+    pub fn from_wire(rtype: u16, bytes: &[u8]) -> Option<Rdata> {
+        let u16_at = |at: usize| Some(u16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
+        let u32_at = |at: usize| Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+        let rdata = match rtype {
+            rtype::NS | rtype::CNAME | rtype::PTR | rtype::DNAME => {
+                let (name, end) = Name::read(bytes, 0)?;
+                (end == bytes.len()).then_some(Rdata::Name(name))?
+            }
+            rtype::MX => {
+                let (exchange, end) = Name::read(bytes, 2)?;
+                (end == bytes.len()).then_some(Rdata::Mx {
+                    preference: u16_at(0)?,
+                    exchange,
+                })?
+            }
+            rtype::SOA => {
+                let (mname, at) = Name::read(bytes, 0)?;
+                let (rname, at) = Name::read(bytes, at)?;
+                (at + 20 == bytes.len()).then_some(Rdata::Soa(Box::new(Soa {
+                    mname,
+                    rname,
+                    serial: u32_at(at)?,
+                    refresh: u32_at(at + 4)?,
+                    retry: u32_at(at + 8)?,
+                    expire: u32_at(at + 12)?,
+                    minimum: u32_at(at + 16)?,
+                })))?
+            }
+            rtype::SRV => {
+                let (target, end) = Name::read(bytes, 6)?;
+                (end == bytes.len()).then_some(Rdata::Srv {
+                    priority: u16_at(0)?,
+                    weight: u16_at(2)?,
+                    port: u16_at(4)?,
+                    target,
+                })?
+            }
+            rtype::A if bytes.len() != 4 => return None,
+            rtype::AAAA if bytes.len() != 16 => return None,
+            _ => Rdata::Opaque(bytes.into()),
+        };
+        Some(rdata)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -337,21 +534,58 @@ pub struct RRset {
 }
 
 /// A record type's mnemonic, for messages and logs.
+/// Type mnemonics weir names in messages, configs and the admin API; any other type is
+/// `TYPEnnn` (RFC 3597 5) both ways.
+const RTYPE_NAMES: &[(u16, &str)] = &[
+    (rtype::A, "A"),
+    (rtype::NS, "NS"),
+    (rtype::CNAME, "CNAME"),
+    (rtype::SOA, "SOA"),
+    (rtype::PTR, "PTR"),
+    (13, "HINFO"),
+    (rtype::MX, "MX"),
+    (rtype::TXT, "TXT"),
+    (17, "RP"),
+    (rtype::AAAA, "AAAA"),
+    (29, "LOC"),
+    (rtype::SRV, "SRV"),
+    (35, "NAPTR"),
+    (rtype::DNAME, "DNAME"),
+    (rtype::DS, "DS"),
+    (44, "SSHFP"),
+    (46, "RRSIG"),
+    (47, "NSEC"),
+    (48, "DNSKEY"),
+    (52, "TLSA"),
+    (53, "SMIMEA"),
+    (59, "CDS"),
+    (60, "CDNSKEY"),
+    (61, "OPENPGPKEY"),
+    (64, "SVCB"),
+    (65, "HTTPS"),
+    (99, "SPF"),
+    (rtype::TSIG, "TSIG"),
+    (rtype::IXFR, "IXFR"),
+    (rtype::AXFR, "AXFR"),
+    (rtype::ANY, "ANY"),
+    (256, "URI"),
+    (257, "CAA"),
+];
+
 pub fn rtype_name(rtype: u16) -> String {
-    match rtype {
-        rtype::A => "A".into(),
-        rtype::NS => "NS".into(),
-        rtype::CNAME => "CNAME".into(),
-        rtype::SOA => "SOA".into(),
-        rtype::PTR => "PTR".into(),
-        rtype::MX => "MX".into(),
-        rtype::TXT => "TXT".into(),
-        rtype::AAAA => "AAAA".into(),
-        rtype::SRV => "SRV".into(),
-        rtype::DNAME => "DNAME".into(),
-        rtype::DS => "DS".into(),
-        other => format!("TYPE{other}"),
+    match RTYPE_NAMES.iter().find(|(t, _)| *t == rtype) {
+        Some((_, name)) => (*name).into(),
+        None => format!("TYPE{rtype}"),
     }
+}
+
+/// The type a mnemonic (any case) or `TYPEnnn` names.
+pub fn rtype_from_name(text: &str) -> Option<u16> {
+    let upper = text.to_ascii_uppercase();
+    if let Some((t, _)) = RTYPE_NAMES.iter().find(|(_, name)| *name == upper) {
+        return Some(*t);
+    }
+    upper.strip_prefix("TYPE")?.parse().ok()
 }
 
 /// Health of a probed target after rise/fall hysteresis.
@@ -709,6 +943,102 @@ pub struct Overlay {
     /// pool -> its rollout (running or finished; the latest one is kept).
     #[serde(default)]
     pub rollouts: std::collections::BTreeMap<PoolId, Rollout>,
+    /// zone origin -> the records RFC 2136 UPDATEs changed there (a layer over its file).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub zones: std::collections::BTreeMap<Name, ZoneEdits>,
+}
+
+/// What RFC 2136 UPDATEs changed in one zone: a layer over its zone file that replaces whole
+/// RRsets (an empty set deletes the file's), kept across restarts and reloads like weight
+/// overrides over the config, and the journal IXFR answers from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ZoneEdits {
+    /// The serial served while this layer applies, unless the file's is newer (RFC 1982): each
+    /// accepted update sets it one past the serial served before it.
+    pub serial: u32,
+    /// The RRsets that replace the file's, by owner then type.
+    #[serde(default)]
+    pub rrsets: Vec<StoredSet>,
+    /// The newest changes, oldest first (at most `JOURNAL_MAX`): each one's records removed
+    /// and added, the old and new SOA first among them.
+    #[serde(default)]
+    pub journal: Vec<JournalEntry>,
+}
+
+/// The most changes a zone's journal keeps; an IXFR from an older serial gets the whole zone.
+pub const JOURNAL_MAX: usize = 100;
+
+/// One change of a zone (RFC 1995 IXFR's unit): the SOA and records before, and after.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JournalEntry {
+    pub from: u32,
+    pub to: u32,
+    pub removed: Vec<StoredSet>,
+    pub added: Vec<StoredSet>,
+}
+
+/// An RRset as stored: its type by mnemonic and each record's rdata as uncompressed wire
+/// form in hex (RFC 3597's generic form, readable by any tool and exact for every type).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredSet {
+    pub owner: Name,
+    #[serde(rename = "type", with = "rtype_text")]
+    pub rtype: u16,
+    pub ttl: u32,
+    pub rdata: Vec<String>,
+}
+
+impl StoredSet {
+    pub fn new(owner: &Name, set: &RRset) -> StoredSet {
+        let rdata = set
+            .rdatas
+            .iter()
+            .map(|r| {
+                let mut wire = Vec::new();
+                r.to_wire(&mut wire);
+                wire.iter().map(|b| format!("{b:02x}")).collect()
+            })
+            .collect();
+        StoredSet {
+            owner: owner.clone(),
+            rtype: set.rtype,
+            ttl: set.ttl,
+            rdata,
+        }
+    }
+
+    /// The set, or None when a stored rdata is not hex of its type's shape (corrupt).
+    pub fn rrset(&self) -> Option<RRset> {
+        let rdatas = self
+            .rdata
+            .iter()
+            .map(|hex| {
+                let bytes = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()?;
+                Rdata::from_wire(self.rtype, &bytes)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(RRset {
+            rtype: self.rtype,
+            ttl: self.ttl,
+            rdatas,
+        })
+    }
+}
+
+/// A type stored as its mnemonic (`TXT`, `TYPE65280`).
+mod rtype_text {
+    pub(super) fn serialize<S: serde::Serializer>(t: &u16, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&super::rtype_name(*t))
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        super::rtype_from_name(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a record type")))
+    }
 }
 
 /// An endpoint added through the admin API; it uses its pool's check.

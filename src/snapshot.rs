@@ -153,6 +153,8 @@ struct ZoneData {
     allow_transfer: Vec<crate::model::TransferAllow>,
     /// Secondaries to NOTIFY (`[[zone]] notify`).
     notify: Vec<std::net::SocketAddr>,
+    /// Who may change what by UPDATE (`[[zone.update]]`).
+    grants: Vec<crate::model::Grant>,
     /// Managed names' A and AAAA as a zone transfer carries them (`transfer_addresses`), by
     /// owner: kept beside `nodes`, not in them, so the query path's nodes stay small.
     transfer_addresses: FxHashMap<Box<[u8]>, Vec<RRset>>,
@@ -207,14 +209,14 @@ pub struct Snapshot {
 /// served pool's name and each routed name (`zones::check_pools` guarantees each lies in a zone,
 /// clear of static data and cuts). `pools` must be the list later given to `build`; every pool a
 /// route names is in it (config guarantees). `keyring` verifies signed requests.
-pub fn index(
-    zones: &[Zone],
+pub fn index<Z: std::borrow::Borrow<Zone>>(
+    zones: &[Z],
     pools: &[Pool],
     routing: &crate::config::Routing,
     keyring: &crate::tsig::Keyring,
 ) -> Arc<ZoneIndex> {
     let mut map: FxHashMap<Box<[u8]>, ZoneData> = FxHashMap::default();
-    for (id, zone) in zones.iter().enumerate() {
+    for (id, zone) in zones.iter().map(Z::borrow).enumerate() {
         map.insert(zone.origin.wire().into(), build_zone(id, zone));
     }
     let served = pools
@@ -249,7 +251,7 @@ pub fn index(
     }
     Arc::new(ZoneIndex {
         zones: map,
-        origins: zones.iter().map(|z| z.origin.clone()).collect(),
+        origins: zones.iter().map(|z| z.borrow().origin.clone()).collect(),
         queries: OnceLock::new(),
         routes,
         route_queries: OnceLock::new(),
@@ -475,6 +477,7 @@ fn build_zone(id: usize, zone: &Zone) -> ZoneData {
         has_cuts,
         allow_transfer: zone.allow_transfer.clone(),
         notify: zone.notify.clone(),
+        grants: zone.update.clone(),
         transfer_addresses: FxHashMap::default(),
     }
 }
@@ -593,6 +596,12 @@ impl Snapshot {
     pub fn databases(&self) -> impl Iterator<Item = (&'static str, &crate::geo::GeoDb)> {
         let r = &self.index.routing;
         (r.geo.iter().map(|d| ("geography", d))).chain(r.asn.iter().map(|d| ("asn", d)))
+    }
+
+    /// The `[[zone.update]]` grants of the zone whose origin is `zone`; None when weir does
+    /// not serve it.
+    pub fn update_grants(&self, zone: &Name) -> Option<&[crate::model::Grant]> {
+        Some(self.index.zones.get(zone.wire())?.grants.as_slice())
     }
 
     /// Each zone that has `[[zone]] notify` targets: its origin, current SOA serial and the

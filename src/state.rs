@@ -75,6 +75,9 @@ pub enum StateEvent {
     /// Shared health: another nameserver's probe results changed; the health served is
     /// recomputed (an endpoint is down when most live nodes see it down).
     PeerHealth,
+    /// An RFC 2136 UPDATE that passed its signature and policy (`update::Submission`, sent by
+    /// the DNS front end on a channel of its own). Replied to once stored and published.
+    Update(crate::update::Submission),
 }
 
 /// A reload that went through.
@@ -117,6 +120,64 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
         zones,
         index,
     })
+}
+
+/// The index `loaded` serves with each zone's stored UPDATE layer (`edits`) over its file: an
+/// unedited zone is indexed as loaded, not copied. A layer that no longer fits its file (the
+/// file changed under it) is left out, that zone served from its file, and named in the
+/// problems: a reload refuses them, start-up and a change from another node log them.
+fn index_with_edits(
+    loaded: &Loaded,
+    edits: &std::collections::BTreeMap<crate::model::Name, crate::model::ZoneEdits>,
+) -> (Arc<ZoneIndex>, Vec<Problem>) {
+    use std::borrow::Cow;
+    let mut problems = Vec::new();
+    let served: Vec<Cow<'_, Zone>> = (loaded.zones.iter())
+        .map(|file| {
+            let Some(layer) = edits.get(&file.origin) else {
+                return Cow::Borrowed(file);
+            };
+            let zone = crate::update::served(file, layer).and_then(|zone| {
+                match zones::check(&zone).into_iter().next() {
+                    Some((name, _, problem)) => Err(format!("{name}: {problem}")),
+                    None => Ok(zone),
+                }
+            });
+            match zone {
+                Ok(zone) => Cow::Owned(zone),
+                Err(message) => {
+                    problems.push(Problem {
+                        location: format!("zone {} (its stored UPDATE changes)", file.origin),
+                        message: format!(
+                            "{message}; fix the zone file, or discard the changes (weir ctl updates {} --discard)",
+                            file.origin
+                        ),
+                    });
+                    Cow::Borrowed(file)
+                }
+            }
+        })
+        .collect();
+    problems.extend(zones::check_pools(&loaded.config, &served));
+    if !edits
+        .keys()
+        .any(|origin| loaded.zones.iter().any(|z| z.origin == *origin))
+    {
+        return (loaded.index.clone(), problems);
+    }
+    let index = snapshot::index(
+        &served,
+        &loaded.config.pools,
+        &loaded.config.routing,
+        &loaded.config.keyring,
+    );
+    (index, problems)
+}
+
+/// Why the writer did not apply an UPDATE: refused by its content, or not stored.
+enum UpdateError {
+    Refused(Box<crate::update::Refusal>),
+    Change(ChangeError),
 }
 
 /// Every distinct probe of `pools`.
@@ -347,6 +408,12 @@ impl Writer {
             );
             store.commit(stored.generation, &overlay, dropped)?
         };
+        let mut loaded = loaded;
+        let (index, problems) = index_with_edits(&loaded, &overlay.zones);
+        for p in &problems {
+            tracing::error!(problem = %p, "stored UPDATE changes not served; the zone file is");
+        }
+        loaded.index = index;
         let health = HealthMap::new();
         let first = build(&loaded, &overlay, generation, &health, &metrics, 1);
         metrics.published(first.generation);
@@ -416,6 +483,7 @@ impl Writer {
         mut flips: mpsc::Receiver<health::Flip>,
         mut due: mpsc::Receiver<rollout::Signal>,
         mut remote: mpsc::Receiver<Followed>,
+        mut updates: mpsc::Receiver<crate::update::Submission>,
         shutdown: CancellationToken,
     ) {
         self.served = self.served_probes();
@@ -437,6 +505,7 @@ impl Writer {
                     None => return,
                 },
                 Some(flip) = flips.recv() => flip_event(flip),
+                Some(submission) = updates.recv() => StateEvent::Update(submission),
                 Some(followed) = remote.recv() => match followed {
                     Followed::State(stored) => StateEvent::Remote { stored },
                     Followed::PeerHealth => StateEvent::PeerHealth,
@@ -544,6 +613,15 @@ impl Writer {
                 let _ = reply.send(result);
             }
             StateEvent::Forget { node_id, reply } => self.forget(node_id, reply),
+            StateEvent::Update(submission) => {
+                let crate::update::Submission {
+                    update,
+                    key,
+                    client,
+                    reply,
+                } = submission;
+                let _ = reply.send(self.update(&update, &key, client).await);
+            }
             StateEvent::Remote { stored } => self.remote(stored),
             StateEvent::PeerHealth => {
                 self.publish();
@@ -785,6 +863,13 @@ impl Writer {
 
     /// Sets a new overlay at a new generation: probes follow, the snapshot is rebuilt.
     fn adopt(&mut self, overlay: Overlay, generation: u64) {
+        if overlay.zones != self.overlay.zones {
+            let (index, problems) = index_with_edits(&self.loaded, &overlay.zones);
+            for p in &problems {
+                tracing::error!(problem = %p, "stored UPDATE changes not served; the zone file is");
+            }
+            self.loaded.index = index;
+        }
         self.overlay = overlay;
         self.generation = generation;
         let served = probes(&change::effective(&self.loaded.config.pools, &self.overlay));
@@ -865,6 +950,103 @@ impl Writer {
         );
         self.adopt(applied.overlay, generation);
         Ok(generation)
+    }
+
+    /// Applies an UPDATE to its zone's layer (`update::apply` over the zone as served), stores
+    /// the layer with an audit record naming the key, then publishes: the new serial, None when
+    /// nothing changed, or why not. With a shared store, a commit that lost a race is applied
+    /// again on the newer state (a few times at most), as an operator's change is.
+    async fn update(
+        &mut self,
+        update: &crate::update::Update,
+        key: &crate::model::Name,
+        client: std::net::IpAddr,
+    ) -> Result<Option<u32>, crate::update::Refusal> {
+        use crate::update::Refusal;
+        self.settle().await;
+        let mut attempts = 0;
+        loop {
+            match self.update_once(update, key, client).await {
+                Err(UpdateError::Change(ChangeError::Stale { .. }))
+                    if self.cluster.is_some() && attempts < 3 =>
+                {
+                    attempts += 1;
+                    if let Err(e) = self.catch_up().await {
+                        return Err(Refusal {
+                            rcode: crate::model::Rcode::ServFail,
+                            why: format!("the change could not be stored: {e}"),
+                        });
+                    }
+                }
+                Err(UpdateError::Refused(refusal)) => return Err(*refusal),
+                Err(UpdateError::Change(e)) => {
+                    return Err(Refusal {
+                        rcode: crate::model::Rcode::ServFail,
+                        why: format!("the change could not be stored: {e}"),
+                    });
+                }
+                Ok(serial) => return Ok(serial),
+            }
+        }
+    }
+
+    async fn update_once(
+        &mut self,
+        update: &crate::update::Update,
+        key: &crate::model::Name,
+        client: std::net::IpAddr,
+    ) -> Result<Option<u32>, UpdateError> {
+        use crate::update::Refusal;
+        let refused = |rcode, why: String| UpdateError::Refused(Box::new(Refusal { rcode, why }));
+        let Some(file) = self.loaded.zones.iter().find(|z| z.origin == update.zone) else {
+            return Err(refused(
+                crate::model::Rcode::NotAuth,
+                format!("weir does not serve zone {}", update.zone),
+            ));
+        };
+        let edits = self
+            .overlay
+            .zones
+            .get(&update.zone)
+            .cloned()
+            .unwrap_or_default();
+        let served = crate::update::served(file, &edits)
+            .map_err(|why| refused(crate::model::Rcode::ServFail, why))?;
+        let config = &self.loaded.config;
+        let managed = |name: &crate::model::Name| {
+            config
+                .pools
+                .iter()
+                .any(|p| p.name.served_name() == Some(name))
+                || config.routing.routes.iter().any(|r| r.name == *name)
+        };
+        let Some(applied) = crate::update::apply(file, &served, &edits, update, &managed)
+            .map_err(|r| UpdateError::Refused(Box::new(r)))?
+        else {
+            return Ok(None);
+        };
+        let serial = applied.edits.serial;
+        let mut overlay = self.overlay.clone();
+        overlay.zones.insert(update.zone.clone(), applied.edits);
+        let record = AuditRecord {
+            generation: 0,
+            time: crate::clock::wall_secs(),
+            actor: format!("key {key}"),
+            source: client.to_string(),
+            action: "update".into(),
+            pool: String::new(),
+            subject: format!("zone {}", update.zone),
+            before: applied.before.into(),
+            after: applied.after.into(),
+            reason: format!("serial {serial}"),
+        };
+        let generation = self
+            .commit(overlay.clone(), vec![record])
+            .await
+            .map_err(|e| UpdateError::Change(store_error(e)))?;
+        tracing::info!(generation, zone = %update.zone, %key, %client, serial, "UPDATE applied");
+        self.adopt(overlay, generation);
+        Ok(Some(serial))
     }
 
     /// Runs a rollout command against the stored rollout of `pool`; a weight change is stored
@@ -1061,6 +1243,15 @@ impl Writer {
                 "these config tables changed; they take effect after a restart"
             );
         }
+        let mut loaded = loaded;
+        let (index, problems) = index_with_edits(&loaded, &overlay.zones);
+        if !problems.is_empty() {
+            self.metrics.reloaded(false);
+            let problems = Problems(problems);
+            tracing::error!(problems = %problems, "reload failed; still serving the previous snapshot");
+            return Err(problems);
+        }
+        loaded.index = index;
         self.loaded = loaded;
         self.adopt(overlay, generation);
         self.metrics.reloaded(true);
@@ -1199,7 +1390,14 @@ mod tests {
         let (events, rx) = mpsc::channel(8);
         let (_due, due_rx) = mpsc::channel(8);
         let (_remote, remote_rx) = mpsc::channel(8);
-        let task = tokio::spawn(writer.run(rx, flips_rx, due_rx, remote_rx, shutdown.clone()));
+        let task = tokio::spawn(writer.run(
+            rx,
+            flips_rx,
+            due_rx,
+            remote_rx,
+            mpsc::channel(1).1,
+            shutdown.clone(),
+        ));
         Running {
             events,
             snapshot,
@@ -1380,7 +1578,14 @@ mod batching {
         let (events_tx, events) = mpsc::channel(64);
         let (_due, due) = mpsc::channel(1);
         let (_remote, remote) = mpsc::channel(1);
-        tokio::spawn(writer.run(events, flips, due, remote, shutdown.clone()));
+        tokio::spawn(writer.run(
+            events,
+            flips,
+            due,
+            remote,
+            mpsc::channel(1).1,
+            shutdown.clone(),
+        ));
         Harness {
             snapshot,
             flips: flips_tx,

@@ -20,12 +20,67 @@ pub struct Zone {
     pub allow_transfer: Vec<crate::model::TransferAllow>,
     /// Secondaries to NOTIFY on serial changes (`[[zone]] notify`).
     pub notify: Vec<std::net::SocketAddr>,
+    /// Who may change what by UPDATE (`[[zone.update]]`).
+    pub update: Vec<crate::model::Grant>,
 }
 
 impl Zone {
     pub fn get(&self, owner: &Name, rtype: u16) -> Option<&RRset> {
         self.rrsets.get(owner)?.iter().find(|s| s.rtype == rtype)
     }
+}
+
+/// The records of `set` at `owner` in zone-file form, one line each
+/// (`www.example.com. 60 IN A 192.0.2.1`); rdata hickory cannot read shows in RFC 3597's
+/// generic form.
+pub fn present(owner: &Name, set: &RRset) -> Vec<String> {
+    let kind = rtype_name(set.rtype);
+    set.rdatas
+        .iter()
+        .map(|rdata| {
+            let text = match rdata {
+                Rdata::Opaque(bytes) if set.rtype == rtype::TXT => present_txt(bytes),
+                _ => None,
+            };
+            let text = text.or_else(|| zonefile::present_rdata(set.rtype, rdata));
+            let text = text.unwrap_or_else(|| {
+                let mut wire = Vec::new();
+                rdata.to_wire(&mut wire);
+                let hex: String = wire.iter().map(|b| format!("{b:02x}")).collect();
+                format!("\\# {} {hex}", wire.len())
+            });
+            format!("{owner} {} IN {kind} {text}", set.ttl)
+        })
+        .collect()
+}
+
+/// TXT rdata as quoted strings (`"first" "second"`), bytes other than printable ASCII as
+/// `\DDD` (RFC 1035 5.1); None when the lengths do not add up.
+fn present_txt(mut bytes: &[u8]) -> Option<String> {
+    let mut parts = Vec::new();
+    while let Some((&len, rest)) = bytes.split_first() {
+        let text = rest.get(..len as usize)?;
+        bytes = &rest[len as usize..];
+        let mut part = String::from("\"");
+        for &b in text {
+            match b {
+                b'"' | b'\\' => {
+                    part.push('\\');
+                    part.push(b as char);
+                }
+                0x20..=0x7E => part.push(b as char),
+                _ => part.push_str(&format!("\\{b:03}")),
+            }
+        }
+        part.push('"');
+        parts.push(part);
+    }
+    Some(parts.join(" "))
+}
+
+/// Whether `rdata` is a well-formed record of type `rtype` (what a zone file could hold).
+pub fn valid_rdata(rtype: u16, rdata: &Rdata) -> bool {
+    zonefile::present_rdata(rtype, rdata).is_some()
 }
 
 /// Loads every configured zone, collecting the problems of all of them.
@@ -52,7 +107,7 @@ pub fn load_each(configs: &[ZoneConfig]) -> Result<Vec<Zone>, Problems> {
 
 /// Checks served pools and routed names against the zones they live in: inside a served zone,
 /// not beside static A/AAAA/CNAME data, not at or below a delegation.
-pub fn check_pools(config: &Config, zones: &[Zone]) -> Vec<Problem> {
+pub fn check_pools<Z: std::borrow::Borrow<Zone>>(config: &Config, zones: &[Z]) -> Vec<Problem> {
     let file = config.path.display().to_string();
     let served = (config.pools.iter().enumerate())
         .filter_map(|(i, p)| Some((format!("pool[{i}].name"), "pool", p.name.served_name()?)));
@@ -68,6 +123,7 @@ pub fn check_pools(config: &Config, zones: &[Zone]) -> Vec<Problem> {
         };
         let Some(zone) = zones
             .iter()
+            .map(Z::borrow)
             .filter(|z| name.is_at_or_below(&z.origin))
             .max_by_key(|z| z.origin.wire().len())
         else {
@@ -114,7 +170,69 @@ pub fn load(zc: &ZoneConfig) -> Result<Zone, Problems> {
     let mut zone = from_text(&text, &zc.file, &zc.origin)?;
     zone.allow_transfer.clone_from(&zc.allow_transfer);
     zone.notify.clone_from(&zc.notify);
+    zone.update.clone_from(&zc.update);
     Ok(zone)
+}
+
+/// What is wrong with a zone's records (the file's, or with UPDATEs applied), by owner and
+/// type: SOA and NS at the apex, one SOA, none below it, CNAME beside other data, in-zone NS
+/// targets without an address (missing glue).
+pub fn check(zone: &Zone) -> Vec<(Name, u16, String)> {
+    let origin = &zone.origin;
+    let mut found: Vec<(Name, u16, String)> = Vec::new();
+    let mut at = |name: &Name, t: u16, message: String| found.push((name.clone(), t, message));
+    match zone.get(origin, rtype::SOA) {
+        None => at(origin, 0, "the zone has no SOA record at its apex".into()),
+        Some(soa) if soa.rdatas.len() > 1 => at(
+            origin,
+            rtype::SOA,
+            "the zone has more than one SOA record".into(),
+        ),
+        Some(_) => {}
+    }
+    if zone.get(origin, rtype::NS).is_none() {
+        at(origin, 0, "the zone has no NS records at its apex".into());
+    }
+    for (owner, sets) in &zone.rrsets {
+        if owner != origin && sets.iter().any(|s| s.rtype == rtype::SOA) {
+            at(owner, rtype::SOA, "SOA record below the apex".into());
+        }
+        if sets.iter().any(|s| s.rtype == rtype::CNAME) {
+            // RFC 2181 10.1: "there may be only one such alias" (checked on the text above,
+            // see `singleton_repeats`) and no other data beside it.
+            let others: Vec<String> = sets
+                .iter()
+                .filter(|s| s.rtype != rtype::CNAME)
+                .map(|s| rtype_name(s.rtype))
+                .collect();
+            if !others.is_empty() {
+                at(
+                    owner,
+                    rtype::CNAME,
+                    format!("CNAME beside other data ({})", others.join(", ")),
+                );
+            }
+        }
+        if let Some(ns) = sets.iter().find(|s| s.rtype == rtype::NS) {
+            for rd in &ns.rdatas {
+                let Rdata::Name(target) = rd else { continue };
+                let in_zone = target.is_at_or_below(origin);
+                let has_address =
+                    zone.get(target, rtype::A).is_some() || zone.get(target, rtype::AAAA).is_some();
+                if in_zone && !has_address {
+                    at(
+                        owner,
+                        rtype::NS,
+                        format!(
+                            "NS target `{target}` is inside the zone but has no A or AAAA record (missing glue)"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    found
 }
 
 /// Parses and checks zone text; `path` names the file in messages.
@@ -219,58 +337,10 @@ pub fn from_text(text: &str, path: &Path, origin: &Name) -> Result<Zone, Problem
         rrsets,
         allow_transfer: Vec::new(),
         notify: Vec::new(),
+        update: Vec::new(),
     };
 
-    match zone.get(origin, rtype::SOA) {
-        None => at(origin, 0, "the zone has no SOA record at its apex".into()),
-        Some(soa) if soa.rdatas.len() > 1 => at(
-            origin,
-            rtype::SOA,
-            "the zone has more than one SOA record".into(),
-        ),
-        Some(_) => {}
-    }
-    if zone.get(origin, rtype::NS).is_none() {
-        at(origin, 0, "the zone has no NS records at its apex".into());
-    }
-    for (owner, sets) in &zone.rrsets {
-        if owner != origin && sets.iter().any(|s| s.rtype == rtype::SOA) {
-            at(owner, rtype::SOA, "SOA record below the apex".into());
-        }
-        if sets.iter().any(|s| s.rtype == rtype::CNAME) {
-            // RFC 2181 10.1: "there may be only one such alias" (checked on the text above,
-            // see `singleton_repeats`) and no other data beside it.
-            let others: Vec<String> = sets
-                .iter()
-                .filter(|s| s.rtype != rtype::CNAME)
-                .map(|s| rtype_name(s.rtype))
-                .collect();
-            if !others.is_empty() {
-                at(
-                    owner,
-                    rtype::CNAME,
-                    format!("CNAME beside other data ({})", others.join(", ")),
-                );
-            }
-        }
-        if let Some(ns) = sets.iter().find(|s| s.rtype == rtype::NS) {
-            for rd in &ns.rdatas {
-                let Rdata::Name(target) = rd else { continue };
-                let in_zone = target.is_at_or_below(origin);
-                let has_address =
-                    zone.get(target, rtype::A).is_some() || zone.get(target, rtype::AAAA).is_some();
-                if in_zone && !has_address {
-                    at(
-                        owner,
-                        rtype::NS,
-                        format!(
-                            "NS target `{target}` is inside the zone but has no A or AAAA record (missing glue)"
-                        ),
-                    );
-                }
-            }
-        }
-    }
+    found.extend(check(&zone));
 
     if !found.is_empty() {
         // One more pass over the text, only when something is wrong: where each record is.

@@ -36,6 +36,7 @@ fn context() -> &'static Context {
             recorder: track::Recorder::off(),
             rrl: rrl::Limiter::off(),
             cookies: cookie::Cookies::random(),
+            updates: weir::dns::updates::Updates::off(),
         }
     })
 }

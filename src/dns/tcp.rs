@@ -169,7 +169,12 @@ async fn connection(
         }
         out.clear();
         out.extend_from_slice(&[0, 0]);
-        if !respond(&ctx, &packet, Transport::Tcp, client, &mut out) {
+        let answered = if super::updates::is_update(&packet) {
+            super::updates::answer_tcp(&ctx, &packet, client, &mut out).await
+        } else {
+            respond(&ctx, &packet, Transport::Tcp, client, &mut out)
+        };
+        if !answered {
             continue;
         }
         let body = (out.len() - 2) as u16;

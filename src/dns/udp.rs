@@ -233,7 +233,12 @@ fn serve(socket: &UdpSocket, ctx: &Context, shutdown: &CancellationToken) -> io:
             };
             let mut out = std::mem::take(&mut batch.answers[count]);
             out.clear();
-            let answered = respond(ctx, batch.packet(i), Transport::Udp, peer.ip(), &mut out);
+            let packet = batch.packet(i);
+            let answered = if super::updates::is_update(packet) {
+                super::updates::queue_udp(ctx, packet, peer, socket, &mut out)
+            } else {
+                respond(ctx, packet, Transport::Udp, peer.ip(), &mut out)
+            };
             batch.answers[count] = out;
             if answered {
                 batch.reply_to.push(i);

@@ -601,6 +601,20 @@ fn failing_line(text: &str, fails: impl Fn(&str) -> bool) -> usize {
         .map_or(start, |(i, _)| i + 1)
 }
 
+/// `rdata` of type `rtype` in presentation form (`10 mail.example.com.`, `"text"`), as a zone
+/// file writes it; None when the bytes are not a valid record of that type (UPDATE refuses
+/// such records).
+pub(super) fn present_rdata(rtype: u16, rdata: &Rdata) -> Option<String> {
+    use hickory_proto::rr::RecordType;
+    use hickory_proto::serialize::binary::{BinDecoder, Restrict};
+    let mut wire = Vec::new();
+    rdata.to_wire(&mut wire);
+    let length = u16::try_from(wire.len()).ok()?;
+    let mut decoder = BinDecoder::new(&wire);
+    let parsed = RData::read(&mut decoder, RecordType::from(rtype), Restrict::new(length)).ok()?;
+    (decoder.index() == wire.len()).then(|| parsed.to_string())
+}
+
 fn convert_name(name: &HName) -> Name {
     let mut wire = Vec::with_capacity(model::MAX_NAME_LEN);
     for label in name.iter() {

@@ -39,6 +39,7 @@ fn every_shipped_zone_file_loads() {
                 file: path.clone(),
                 allow_transfer: Vec::new(),
                 notify: Vec::new(),
+                update: Vec::new(),
             };
             if let Err(problems) = weir::zones::load(&zc) {
                 panic!("{}: {problems}", path.display());

@@ -73,7 +73,7 @@ const HOMES: &[(&str, &[&str])] = &[
 const LAYERS: &[&[&str]] = &[
     &["clock", "model"],
     &["config", "metrics", "ctl", "geo", "tsig"],
-    &["zones"],
+    &["zones", "update"],
     &["snapshot", "health", "store"],
     &["rollout", "dns"],
     &["convergence", "split", "notify"],
