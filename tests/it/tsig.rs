@@ -241,3 +241,52 @@ async fn nsd_transfers_with_the_key_and_serves_the_zone() {
     drop(nsd);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_reads_the_key_files_again() {
+    let (server, old_secret) = server().await;
+    let (file, new_secret) = keygen("acme-key");
+    let key_file = server.config_path().with_file_name("acme-key.conf");
+    std::fs::write(&key_file, &file).unwrap();
+    let (status, reply) = crate::support::http(
+        server.admin(),
+        reqwest::Method::POST,
+        "/v1/reload",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["restart_required"], serde_json::json!([]), "{reply}");
+    let out = kdig(
+        &server,
+        &["-y", &key_arg(&new_secret), "www.example.com.", "A"],
+    )
+    .await;
+    assert_signed_ok(&out);
+    let out = kdig(
+        &server,
+        &["-y", &key_arg(&old_secret), "www.example.com.", "A"],
+    )
+    .await;
+    assert!(out.contains("status: BADSIG"), "{out}");
+    // A key file that no longer parses fails the reload; the keys before keep working.
+    std::fs::write(&key_file, "key \"acme-key\" {\n algorithm hmac-md5;\n};\n").unwrap();
+    let (status, reply) = crate::support::http(
+        server.admin(),
+        reqwest::Method::POST,
+        "/v1/reload",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 422, "{reply}");
+    assert!(reply.to_string().contains("acme-key.conf:2"), "{reply}");
+    let out = kdig(
+        &server,
+        &["-y", &key_arg(&new_secret), "www.example.com.", "A"],
+    )
+    .await;
+    assert_signed_ok(&out);
+    server.stop().await;
+}
