@@ -1,7 +1,9 @@
 //! The DNS protocol edge: sockets (UDP worker threads, TCP tasks) and the wire format, written
 //! by hand (no hickory types here). Reads the published snapshot once per query; never locks,
 //! never awaits anything but socket I/O, never writes state. Zone transfers (`xfr`, TCP only,
-//! allow-listed) are the exception that allocates and waits on a blocking thread.
+//! allow-listed) are the exception that allocates and waits on a blocking thread. A signed
+//! query (TSIG, RFC 8945) takes the `#[cold]` `signed` path: verified with the snapshot's
+//! keyring, answered signed, or NOTAUTH with the TSIG error.
 
 pub mod cookie;
 pub mod rrl;
