@@ -275,6 +275,14 @@ fn error_answers_follow_rfc_8945_5_3_2() {
             &code.to_be_bytes()
         );
         assert_eq!(out[11], 1);
+        let tsig = locate(&out).unwrap().unwrap();
+        assert_eq!(
+            verify_reply(&k, &out, tsig, &request_mac, NOW)
+                .err()
+                .map(Error::code),
+            Some(code),
+            "a client reads the error"
+        );
     }
 }
 
