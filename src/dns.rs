@@ -1,7 +1,9 @@
 //! The DNS protocol edge: sockets (UDP worker threads, TCP tasks) and the wire format, written
 //! by hand (no hickory types here). Reads the published snapshot once per query; never locks,
 //! never awaits anything but socket I/O, never writes state. Zone transfers (`xfr`, TCP only,
-//! allow-listed) are the exception that allocates and waits on a blocking thread.
+//! allow-listed) are the exception that allocates and waits on a blocking thread. A signed
+//! query (TSIG, RFC 8945) takes the `#[cold]` `signed` path: verified with the snapshot's
+//! keyring, answered signed, or NOTAUTH with the TSIG error.
 
 pub mod cookie;
 pub mod rrl;
@@ -625,12 +627,18 @@ mod tests {
     use super::*;
 
     fn context() -> Context {
-        let zone = "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\nwww A 192.0.2.2\nalias CNAME www\n*.w TXT \"wild\"\nsub NS ns.sub\nns.sub A 192.0.2.3\nmx MX 1 www\n";
+        context_with(&crate::tsig::Keyring::default(), "")
+    }
+
+    /// `context()` with TSIG keys and more zone lines.
+    fn context_with(keyring: &crate::tsig::Keyring, more: &str) -> Context {
+        let zone = "$ORIGIN example.com.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\nwww A 192.0.2.2\nalias CNAME www\n*.w TXT \"wild\"\nsub NS ns.sub\nns.sub A 192.0.2.3\nmx MX 1 www\n".to_string() + more;
+        let zone = zone.as_str();
         let pools = "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\n[[pool]]\nname = \"app.example.com.\"\nanswers = 2\nsticky = \"client-subnet\"\n[[pool.group]]\nname = \"g\"\nendpoints = [{ address = \"192.0.2.10\" }, { address = \"2001:db8::1\" }, { address = \"192.0.2.11\" }]\n";
         let config = crate::config::parse(pools, Path::new("w.toml")).unwrap();
         let origin = crate::model::Name::parse("example.com").unwrap();
         let zones = vec![crate::zones::from_text(zone, Path::new("z"), &origin).unwrap()];
-        let index = crate::snapshot::index(&zones, &config.pools, &config.routing, &config.keyring);
+        let index = crate::snapshot::index(&zones, &config.pools, &config.routing, keyring);
         let view = crate::model::View {
             pools: config.pools.clone().into(),
             ..Default::default()
@@ -646,6 +654,41 @@ mod tests {
             rrl: rrl::Limiter::off(),
             cookies: cookie::Cookies::random(),
             updates: updates::Updates::off(),
+        }
+    }
+
+    /// A signed answer keeps room for its TSIG record: an answer that fits 512 bytes unsigned
+    /// but not with the record is truncated (TC=1, no data), the signed message within 512
+    /// bytes and verifying; over TCP the same query gets the data, signed.
+    #[test]
+    fn signed_answers_keep_room_for_the_tsig_record() {
+        use crate::tsig;
+        let key = tsig::Key::new(
+            Name::parse("k").unwrap(),
+            tsig::Algorithm::HmacSha256,
+            &[1; 32],
+        );
+        let keyring = tsig::Keyring::new(vec![key.clone()]);
+        let more = format!("fit TXT \"{}\" \"{}\"\n", "a".repeat(254), "b".repeat(179));
+        let ctx = context_with(&keyring, &more);
+        let mut packet = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        packet.extend_from_slice(b"\x03fit\x07example\x03com\x00\x00\x10\x00\x01");
+        let client: IpAddr = "192.0.2.99".parse().unwrap();
+        let mut out = Vec::new();
+        assert!(respond(&ctx, &packet, Transport::Udp, client, &mut out));
+        assert_eq!(out.len(), 480, "unsigned: the answer fits");
+        assert_eq!(out[2] & 0x02, 0);
+        let now = crate::clock::wall_secs();
+        let request_mac = tsig::sign_request(&mut packet, 0, &key, now);
+        for (transport, truncated) in [(Transport::Udp, true), (Transport::Tcp, false)] {
+            let mut out = Vec::new();
+            assert!(respond(&ctx, &packet, transport, client, &mut out));
+            assert!(out.len() <= 512 || !truncated, "{} bytes", out.len());
+            assert_eq!(out[2] & 0x02 != 0, truncated, "TC over {transport:?}");
+            let ancount = u16::from_be_bytes([out[6], out[7]]);
+            assert_eq!(ancount, u16::from(!truncated));
+            let at = tsig::locate(&out).unwrap().unwrap();
+            tsig::verify_reply(&key, &out, at, &request_mac, now).unwrap();
         }
     }
 

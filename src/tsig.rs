@@ -473,14 +473,22 @@ pub fn verify_reply(
     if fields.name.wire() != key.name.wire() {
         return Err(Error::BadKey);
     }
-    check(key, msg, tsig, &fields, Some(request_mac), now)?;
-    match u16_at(msg, fields.error_at) {
-        Some(0) => Ok(fields.mac),
-        Some(16) => Err(Error::BadSig),
-        Some(18) => Err(Error::BadTime),
-        Some(22) => Err(Error::BadTrunc),
-        _ => Err(Error::BadKey),
+    let error = match u16_at(msg, fields.error_at) {
+        Some(0) => None,
+        Some(16) => Some(Error::BadSig),
+        Some(17) => Some(Error::BadKey),
+        Some(18) => Some(Error::BadTime),
+        Some(22) => Some(Error::BadTrunc),
+        _ => Some(Error::FormErr),
+    };
+    // 5.3.2: errors about the key or the MAC come unsigned (MAC size 0).
+    if let Some(error) = error
+        && fields.mac_size == 0
+    {
+        return Err(error);
     }
+    check(key, msg, tsig, &fields, Some(request_mac), now)?;
+    error.map_or(Ok(fields.mac), Err)
 }
 
 /// The checks of RFC 8945 5.2 after the key is found: algorithm, MAC length, MAC, time.

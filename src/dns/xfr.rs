@@ -1,5 +1,6 @@
 //! Zone transfers over TCP (AXFR, RFC 5936; IXFR answered in AXFR form, RFC 1995 4, as weir
-//! keeps no journal) for sources a zone's `allow_transfer` lists. The TCP task hands every
+//! keeps no journal) for sources a zone's `allow_transfer` lists, or requests signed (TSIG)
+//! with a key it names; every message to a signed request is signed. The TCP task hands every
 //! AXFR/IXFR question here; the content is `Snapshot::transfer` (a pure function of the
 //! snapshot), written by `wire::write_transfer` on a blocking thread, at most
 //! `MAX_TRANSFERS` at once (beyond: REFUSED). Transfers allocate: they are rare, allow-listed

@@ -275,6 +275,14 @@ fn error_answers_follow_rfc_8945_5_3_2() {
             &code.to_be_bytes()
         );
         assert_eq!(out[11], 1);
+        let tsig = locate(&out).unwrap().unwrap();
+        assert_eq!(
+            verify_reply(&k, &out, tsig, &request_mac, NOW)
+                .err()
+                .map(Error::code),
+            Some(code),
+            "a client reads the error"
+        );
     }
 }
 
@@ -430,4 +438,30 @@ fn nsupdate_signatures_verify() {
         &msg,
         &ring_of(vec![key("acme-key", Algorithm::HmacSha256, SECRET)]),
     );
+}
+
+/// The files the real tools write load: `tsig-keygen` (BIND format) and `keymgr -t` (Knot
+/// format, its first line a `#` comment), each with the secret the tool chose.
+#[test]
+fn key_files_from_tsig_keygen_and_keymgr_load() {
+    for (tool, package, args) in [
+        (
+            "tsig-keygen",
+            "bind9-utils",
+            &["-a", "hmac-sha384", "made-by-bind"][..],
+        ),
+        ("keymgr", "knot", &["-t", "made-by-knot", "hmac-sha384"][..]),
+    ] {
+        let out = Command::new(program(tool, package))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{tool}: {out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let keys = parse_keys(&text).unwrap_or_else(|p| panic!("{tool}: {p:?} in\n{text}"));
+        assert_eq!(keys.len(), 1, "{text}");
+        assert_eq!(keys[0].algorithm, Algorithm::HmacSha384);
+        let name = args.iter().find(|a| a.starts_with("made-by")).unwrap();
+        assert_eq!(keys[0].name, Name::parse(name).unwrap());
+    }
 }

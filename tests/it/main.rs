@@ -35,3 +35,4 @@ mod support;
 mod tidy;
 mod transfers;
 mod transport;
+mod tsig;

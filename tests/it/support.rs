@@ -78,6 +78,8 @@ pub(crate) struct ServerBuilder {
     dns: Vec<String>,
     admin: Vec<String>,
     pools: String,
+    /// TSIG key files (name, text), written beside the config and listed in `[tsig]`.
+    key_files: Vec<(String, String)>,
 }
 
 impl ServerBuilder {
@@ -125,6 +127,12 @@ impl ServerBuilder {
         self
     }
 
+    /// A TSIG key file `name` holding `text`, listed in `[tsig] key_files`.
+    pub(crate) fn key_file(mut self, name: &str, text: &str) -> ServerBuilder {
+        self.key_files.push((name.to_string(), text.to_string()));
+        self
+    }
+
     /// `[[pool]]` tables, as TOML.
     pub(crate) fn pools(mut self, toml: &str) -> ServerBuilder {
         self.pools.push_str(toml);
@@ -149,6 +157,10 @@ impl ServerBuilder {
         for toml in &self.dns {
             config.push_str(&format!("{toml}\n"));
         }
+        if !self.key_files.is_empty() {
+            let files: Vec<String> = self.key_files.iter().map(|(n, _)| toml_string(n)).collect();
+            config.push_str(&format!("[tsig]\nkey_files = [{}]\n", files.join(", ")));
+        }
         for (i, (origin, _, keys)) in self.zones.iter().enumerate() {
             config.push_str(&format!(
                 "[[zone]]\norigin = {}\nfile = {}\n{keys}",
@@ -165,6 +177,9 @@ impl ServerBuilder {
         let dir = tempfile::tempdir().unwrap();
         for (i, (_, text, _)) in self.zones.iter().enumerate() {
             std::fs::write(dir.path().join(zone_file(i)), text).unwrap();
+        }
+        for (name, text) in &self.key_files {
+            std::fs::write(dir.path().join(name), text).unwrap();
         }
         let path = dir.path().join("weir.toml");
         std::fs::write(&path, self.toml()).unwrap();

@@ -67,9 +67,9 @@ const EXPECTED: &[&str] = &[
 const SOA: &str = "example.com. 3600 IN SOA ns1.example.com. hostmaster.example.com. 2026112301 7200 3600 1209600 300";
 
 /// How many TXT records the big zone holds: several messages' worth.
-const BIG: usize = 5_000;
+pub(crate) const BIG: usize = 5_000;
 
-fn big_zone() -> String {
+pub(crate) fn big_zone() -> String {
     let mut zone = String::from(
         "$ORIGIN big.test.\n$TTL 300\n@ SOA ns hm 7 3600 600 86400 60\n@ NS ns\nns A 192.0.2.7\n",
     );
@@ -93,7 +93,7 @@ async fn server() -> Server {
         .await
 }
 
-fn kdig_program() -> PathBuf {
+pub(crate) fn kdig_program() -> PathBuf {
     find_program("kdig").unwrap_or_else(|| {
         panic!(
             "kdig is not installed: the transfer tests ask weir with it \
@@ -107,7 +107,7 @@ async fn kdig(server: &Server, args: &[&str]) -> String {
     kdig_at(server.addr, args).await
 }
 
-async fn kdig_at(addr: std::net::SocketAddr, args: &[&str]) -> String {
+pub(crate) async fn kdig_at(addr: std::net::SocketAddr, args: &[&str]) -> String {
     let port = addr.port().to_string();
     let out = tokio::process::Command::new(kdig_program())
         .arg(format!("@{}", addr.ip()))
@@ -120,7 +120,7 @@ async fn kdig_at(addr: std::net::SocketAddr, args: &[&str]) -> String {
 }
 
 /// The records in kdig's output, one per line with single spaces.
-fn records(output: &str) -> Vec<String> {
+pub(crate) fn records(output: &str) -> Vec<String> {
     output
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
@@ -129,7 +129,7 @@ fn records(output: &str) -> Vec<String> {
 }
 
 /// kdig's "(N messages, M records)" of a transfer.
-fn counts(output: &str) -> (usize, usize) {
+pub(crate) fn counts(output: &str) -> (usize, usize) {
     let line = output
         .lines()
         .find(|l| l.contains(" messages, "))
@@ -239,7 +239,7 @@ async fn ixfr_gets_the_whole_zone_over_tcp_and_the_soa_over_udp() {
 // NSD as a real secondary
 
 /// NSD serving weir's example.com as a secondary, killed by its PID when dropped.
-struct Nsd {
+pub(crate) struct Nsd {
     child: std::process::Child,
     port: u16,
     dir: tempfile::TempDir,
@@ -249,11 +249,26 @@ impl Nsd {
     /// Starts NSD on a free loopback port as a secondary of `zone` at `primary`, with its own
     /// config, pid file, database and zones folder in a temp folder, in the foreground.
     fn start(zone: &str, primary: std::net::SocketAddr) -> Nsd {
-        Nsd::start_on(free_port(), zone, primary)
+        Nsd::start_on(free_port(), zone, primary, None)
     }
 
-    /// As `start`, on `port` (known before weir starts when weir is to NOTIFY it).
-    fn start_on(port: u16, zone: &str, primary: std::net::SocketAddr) -> Nsd {
+    /// As `start`, with NSD signing its SOA queries and transfer requests with the TSIG key
+    /// `(name, algorithm, base64 secret)` and checking weir's signed replies.
+    pub(crate) fn start_keyed(
+        zone: &str,
+        primary: std::net::SocketAddr,
+        key: Option<(&str, &str, &str)>,
+    ) -> Nsd {
+        Nsd::start_on(free_port(), zone, primary, key)
+    }
+
+    /// As `start_keyed`, on `port` (known before weir starts when weir is to NOTIFY it).
+    pub(crate) fn start_on(
+        port: u16,
+        zone: &str,
+        primary: std::net::SocketAddr,
+        key: Option<(&str, &str, &str)>,
+    ) -> Nsd {
         let binary = find_program("nsd").unwrap_or_else(|| {
             panic!(
                 "NSD is not installed: this test runs it as a real secondary of weir \
@@ -262,20 +277,24 @@ impl Nsd {
         });
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("nsd.conf");
-        std::fs::write(&config, nsd_config(dir.path(), port, zone, primary)).unwrap();
+        std::fs::write(&config, nsd_config(dir.path(), port, zone, primary, key)).unwrap();
         let args = ["-d".as_ref(), "-c".as_ref(), config.as_os_str()];
         let child = crate::support::spawn_logged(&binary, &args, &dir.path().join("nsd.out"));
         Nsd { child, port, dir }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let read =
             |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!("{}{}", read("nsd.out"), read("nsd.log"))
     }
 
     /// Asks NSD over UDP.
-    async fn ask(&self, name: &str, rtype: RecordType) -> Option<hickory_proto::op::Message> {
+    pub(crate) async fn ask(
+        &self,
+        name: &str,
+        rtype: RecordType,
+    ) -> Option<hickory_proto::op::Message> {
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.ok()?;
         let packet = query(name, rtype).to_vec().ok()?;
         socket
@@ -291,7 +310,7 @@ impl Nsd {
     }
 
     /// The answer records NSD gives, as kdig prints them (`owner ttl IN type rdata`), sorted.
-    async fn answers(&self, name: &str, rtype: RecordType) -> Vec<String> {
+    pub(crate) async fn answers(&self, name: &str, rtype: RecordType) -> Vec<String> {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
         let out = kdig_at(addr, &["+noall", "+answer", name, &rtype.to_string()]).await;
         let mut lines = records(&out);
@@ -309,14 +328,29 @@ impl Drop for Nsd {
     }
 }
 
-fn nsd_config(dir: &Path, port: u16, zone: &str, primary: std::net::SocketAddr) -> String {
+fn nsd_config(
+    dir: &Path,
+    port: u16,
+    zone: &str,
+    primary: std::net::SocketAddr,
+    key: Option<(&str, &str, &str)>,
+) -> String {
     let d = dir.display();
     let primary_ip = primary.ip();
     let primary_port = primary.port();
+    let (key_clause, key_name) = match key {
+        Some((name, algorithm, secret)) => (
+            format!(
+                "key:\n    name: \"{name}\"\n    algorithm: {algorithm}\n    secret: \"{secret}\"\n\n"
+            ),
+            name,
+        ),
+        None => (String::new(), "NOKEY"),
+    };
     // No `AXFR` in request-xfr: NSD chooses (IXFR or AXFR over TCP); weir answers both in
     // AXFR form.
     format!(
-        "server:\n    ip-address: 127.0.0.1@{port}\n    port: {port}\n    username: \"\"\n    chroot: \"\"\n    zonesdir: \"{d}\"\n    pidfile: \"{d}/nsd.pid\"\n    database: \"\"\n    xfrdfile: \"{d}/xfrd.state\"\n    zonelistfile: \"{d}/zone.list\"\n    xfrdir: \"{d}\"\n    logfile: \"{d}/nsd.log\"\n    verbosity: 2\n    server-count: 1\n\nremote-control:\n    control-enable: no\n\nzone:\n    name: \"{zone}\"\n    zonefile: \"{d}/secondary.zone\"\n    request-xfr: {primary_ip}@{primary_port} NOKEY\n    allow-notify: {primary_ip} NOKEY\n"
+        "server:\n    ip-address: 127.0.0.1@{port}\n    port: {port}\n    username: \"\"\n    chroot: \"\"\n    zonesdir: \"{d}\"\n    pidfile: \"{d}/nsd.pid\"\n    database: \"\"\n    xfrdfile: \"{d}/xfrd.state\"\n    zonelistfile: \"{d}/zone.list\"\n    xfrdir: \"{d}\"\n    logfile: \"{d}/nsd.log\"\n    verbosity: 2\n    server-count: 1\n\nremote-control:\n    control-enable: no\n\n{key_clause}zone:\n    name: \"{zone}\"\n    zonefile: \"{d}/secondary.zone\"\n    request-xfr: {primary_ip}@{primary_port} {key_name}\n    allow-notify: {primary_ip} {key_name}\n"
     )
 }
 
@@ -350,7 +384,7 @@ async fn nsd_is_notified_of_a_new_serial_and_transfers_it() {
         ))
         .start()
         .await;
-    let nsd = Nsd::start_on(port, "example.com", server.addr);
+    let nsd = Nsd::start_on(port, "example.com", server.addr, None);
     nsd_serves(
         &nsd,
         "example.com.",
