@@ -462,7 +462,12 @@ fn find_endpoint<'p>(pool: &'p Pool, address: &IpAddr) -> Option<(&'p Group, &'p
 /// Drops intent that the config no longer backs (pools, groups or endpoints gone), with an
 /// audit record for each dropped entry.
 pub fn prune(pools: &[Pool], overlay: &Overlay, now: u64) -> (Overlay, Vec<AuditRecord>) {
-    let mut next = Overlay::default();
+    // Zones' UPDATE layers are not pool intent: kept whole, even for a zone no longer
+    // configured (inert until it is again; `weir ctl updates ZONE --discard` drops them).
+    let mut next = Overlay {
+        zones: overlay.zones.clone(),
+        ..Overlay::default()
+    };
     let mut dropped = Vec::new();
     let mut drop_entry = |pool: &PoolId, subject: String, before: Value| {
         dropped.push(AuditRecord {
