@@ -175,6 +175,11 @@ impl From<ChangeError> for ApiError {
 pub(crate) fn router(ctx: AdminContext) -> Router {
     let v1 = Router::new()
         .route("/v1/zones", get(zones))
+        .route("/v1/zones/{zone}/records", get(read::zone_records))
+        .route(
+            "/v1/zones/{zone}/updates",
+            get(read::zone_updates).delete(discard_updates),
+        )
         .route("/v1/pools", get(pools))
         .route("/v1/pools/{pool}", get(pool))
         .route("/v1/pools/{pool}/groups/{group}/weight", put(group_weight))
@@ -666,6 +671,18 @@ async fn remove_endpoint(
         address: address(&addr)?,
     };
     write.change(change, meta).await
+}
+
+/// `DELETE /v1/zones/{zone}/updates`: drops the zone's UPDATE layer (audited; the serial moves
+/// on, so secondaries fetch the file's data again). Reason as a query parameter.
+async fn discard_updates(
+    write: Write,
+    Path(zone): Path<String>,
+    Fields(meta): Fields<Meta>,
+) -> Result<Response, ApiError> {
+    let zone = crate::model::Name::parse(&zone)
+        .map_err(|e| bad_request(format!("zone name `{zone}`: {e}")))?;
+    write.change(Change::DiscardUpdates { zone }, meta).await
 }
 
 /// `POST /v1/pools/{pool}/rollouts`: an inline plan (`kind`, `from`, `to`, `steps`, `slack`,

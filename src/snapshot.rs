@@ -598,6 +598,24 @@ impl Snapshot {
         (r.geo.iter().map(|d| ("geography", d))).chain(r.asn.iter().map(|d| ("asn", d)))
     }
 
+    /// The static data of the zone whose origin is `zone`, as served (its file with its UPDATE
+    /// layer): the SOA serial and every RRset by owner (apex first, then in wire order),
+    /// managed names left out. For the admin API; allocates.
+    pub fn zone_rrsets(&self, zone: &Name) -> Option<(u32, Vec<(Name, &RRset)>)> {
+        let data = self.index.zones.get(zone.wire())?;
+        let Some(Rdata::Soa(soa)) = data.negative_soa.rdatas.first() else {
+            return None;
+        };
+        let apex = zone.wire();
+        let mut owners: Vec<(&Box<[u8]>, &Node)> = data.nodes.iter().collect();
+        owners.sort_unstable_by(|a, b| (&**a.0 != apex, a.0).cmp(&(&**b.0 != apex, b.0)));
+        let sets = owners.into_iter().flat_map(|(owner, node)| {
+            let name = Name::from_lower_wire(owner);
+            node.rrsets.iter().map(move |set| (name.clone(), set))
+        });
+        Some((soa.serial, sets.collect()))
+    }
+
     /// The `[[zone.update]]` grants of the zone whose origin is `zone`; None when weir does
     /// not serve it.
     pub fn update_grants(&self, zone: &Name) -> Option<&[crate::model::Grant]> {

@@ -28,7 +28,7 @@ use crate::zones::{self, Zone};
 
 pub mod change;
 
-use change::{ChangeError, ChangeRequest};
+use change::{Change, ChangeError, ChangeRequest};
 
 /// Every kind of change weir accepts. Closed on purpose: `grep StateEvent::` finds every writer.
 #[derive(Debug)]
@@ -916,12 +916,15 @@ impl Writer {
                 actual: self.generation,
             });
         }
-        let applied = change::apply(
-            &self.loaded.config.pools,
-            &self.overlay,
-            &request.change,
-            request.force,
-        )?;
+        let applied = match &request.change {
+            Change::DiscardUpdates { zone } => self.discard(zone)?,
+            change => change::apply(
+                &self.loaded.config.pools,
+                &self.overlay,
+                change,
+                request.force,
+            )?,
+        };
         let record = AuditRecord {
             generation: 0,
             time: crate::clock::wall_secs(),
@@ -950,6 +953,55 @@ impl Writer {
         );
         self.adopt(applied.overlay, generation);
         Ok(generation)
+    }
+
+    /// `DELETE /v1/zones/{zone}/updates`: the zone's file serves again (`update::discard`), or
+    /// for a zone no longer served, its layer is simply dropped.
+    fn discard(&self, zone: &crate::model::Name) -> Result<change::Applied, ChangeError> {
+        let Some(layer) = self.overlay.zones.get(zone) else {
+            return Err(ChangeError::NotFound(format!(
+                "zone {zone} has no UPDATE changes"
+            )));
+        };
+        let mut overlay = self.overlay.clone();
+        let shown = |sets: &[crate::model::StoredSet]| -> serde_json::Value {
+            (sets.iter())
+                .flat_map(|s| match s.rrset() {
+                    Some(set) if !set.rdatas.is_empty() => zones::present(&s.owner, &set),
+                    _ => vec![format!(
+                        "{} {} (deleted)",
+                        s.owner,
+                        crate::model::rtype_name(s.rtype)
+                    )],
+                })
+                .collect::<Vec<_>>()
+                .into()
+        };
+        let before = shown(&layer.rrsets);
+        match self.loaded.zones.iter().find(|z| z.origin == *zone) {
+            None => {
+                overlay.zones.remove(zone);
+            }
+            Some(file) => {
+                let served = crate::update::served(file, layer).map_err(ChangeError::Invalid)?;
+                let next = crate::update::discard(file, &served, layer)
+                    .map_err(|r| ChangeError::Invalid(r.why))?
+                    .ok_or_else(|| {
+                        ChangeError::Conflict(format!(
+                            "the UPDATE changes of zone {zone} already equal its file"
+                        ))
+                    })?;
+                overlay.zones.insert(zone.clone(), next.edits);
+            }
+        }
+        Ok(change::Applied {
+            overlay,
+            pool: String::new(),
+            action: "discard-updates",
+            subject: format!("zone {zone}"),
+            before,
+            after: serde_json::Value::Array(Vec::new()),
+        })
     }
 
     /// Applies an UPDATE to its zone's layer (`update::apply` over the zone as served), stores

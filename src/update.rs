@@ -594,6 +594,35 @@ pub fn apply(
         return refused(format!("the zone would be broken: {name}: {problem}"));
     }
 
+    Ok(Some(next_layer(file, served, edits, &changed, &|n, t| {
+        work.get(n, t)
+    })?))
+}
+
+/// Drops the layer `edits` of zone `file` (served as `served`): the file's RRsets serve again,
+/// one serial later, with a journal entry for the change (so IXFR still reaches across it).
+/// None when the layer changes no RRset.
+pub fn discard(file: &Zone, served: &Zone, edits: &ZoneEdits) -> Result<Option<Applied>, Refusal> {
+    let changed: Vec<(Name, u16)> = (edits.rrsets.iter())
+        .map(|s| (s.owner.clone(), s.rtype))
+        .filter(|(n, t)| !same(served.get(n, *t), file.get(n, *t)))
+        .collect();
+    if changed.is_empty() {
+        return Ok(None);
+    }
+    next_layer(file, served, edits, &changed, &|n, t| file.get(n, t)).map(Some)
+}
+
+/// The layer after the RRsets `changed` (owner, type) of `served` became `new_of(owner, type)`:
+/// entries equal to the file's dropped, the serial one past `served`'s, a journal entry.
+fn next_layer<'r>(
+    file: &Zone,
+    served: &Zone,
+    edits: &ZoneEdits,
+    changed: &[(Name, u16)],
+    new_of: &dyn Fn(&Name, u16) -> Option<&'r RRset>,
+) -> Result<Applied, Refusal> {
+    let origin = &served.origin;
     let Some(soa) = soa_of(served) else {
         return Err(Refusal::new(Rcode::ServFail, "the zone has no SOA"));
     };
@@ -612,8 +641,8 @@ pub fn apply(
     removed.extend(soa_set.as_ref().map(|s| StoredSet::new(origin, s)));
     added.extend(new_soa_set.as_ref().map(|s| StoredSet::new(origin, s)));
     let (mut before, mut after) = (Vec::new(), Vec::new());
-    for (name, t) in &changed {
-        let (old, new) = (served.get(name, *t), work.get(name, *t));
+    for (name, t) in changed {
+        let (old, new) = (served.get(name, *t), new_of(name, *t));
         before.extend(old.map(|s| zones::present(name, s)).unwrap_or_default());
         after.extend(new.map(|s| zones::present(name, s)).unwrap_or_default());
         removed.extend(minus(name, old, new));
@@ -642,7 +671,7 @@ pub fn apply(
     if journal.len() > JOURNAL_MAX {
         journal.drain(..journal.len() - JOURNAL_MAX);
     }
-    Ok(Some(Applied {
+    Ok(Applied {
         edits: ZoneEdits {
             serial,
             rrsets: layer.into_values().collect(),
@@ -650,7 +679,7 @@ pub fn apply(
         },
         before,
         after,
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -65,6 +65,97 @@ pub(super) async fn zones(State(ctx): State<AdminContext>) -> Response {
     )
 }
 
+fn zone_name(text: &str) -> Result<crate::model::Name, ApiError> {
+    crate::model::Name::parse(text).map_err(|e| bad_request(format!("zone name `{text}`: {e}")))
+}
+
+/// One RRset as the admin API shows it: owner, type, TTL, its records in zone-file form.
+fn rrset_json(owner: &crate::model::Name, set: &crate::model::RRset) -> Value {
+    json!({
+        "owner": owner.to_string(),
+        "type": crate::model::rtype_name(set.rtype),
+        "ttl": set.ttl,
+        "records": crate::zones::present(owner, set),
+    })
+}
+
+/// A stored RRset (a layer's, a journal entry's) as `rrset_json`; `deleted` when empty.
+fn stored_json(stored: &crate::model::StoredSet) -> Value {
+    match stored.rrset() {
+        Some(set) => {
+            let mut v = rrset_json(&stored.owner, &set);
+            v["deleted"] = json!(set.rdatas.is_empty());
+            v
+        }
+        None => {
+            json!({ "owner": stored.owner.to_string(), "type": crate::model::rtype_name(stored.rtype), "corrupt": true })
+        }
+    }
+}
+
+/// `GET /v1/zones/{zone}/records`: the zone's static data as served (its file with the
+/// UPDATE layer over it; managed names left out) and its serial: what to save as the zone file
+/// when folding updates back (`weir ctl records ZONE`).
+pub(super) async fn zone_records(
+    State(ctx): State<AdminContext>,
+    Path(zone): Path<String>,
+) -> Result<Response, ApiError> {
+    let zone = zone_name(&zone)?;
+    let snapshot = ctx.snapshot.load();
+    let (serial, sets) = (snapshot.zone_rrsets(&zone))
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no zone `{zone}`")))?;
+    let rrsets: Vec<Value> = sets
+        .iter()
+        .map(|(owner, set)| rrset_json(owner, set))
+        .collect();
+    let generation = snapshot.view.generation;
+    Ok(with_generation(
+        generation,
+        json!({ "generation": generation, "zone": zone.to_string(), "serial": serial, "rrsets": rrsets }),
+    ))
+}
+
+/// `GET /v1/zones/{zone}/updates`: the zone's UPDATE layer: the RRsets that differ from its
+/// file (`deleted`: the file's set is removed), the layer's serial beside the one served, and
+/// the journal (each change's records removed and added), newest last.
+pub(super) async fn zone_updates(
+    State(ctx): State<AdminContext>,
+    Path(zone): Path<String>,
+) -> Result<Response, ApiError> {
+    let zone = zone_name(&zone)?;
+    let snapshot = ctx.snapshot.load();
+    let served = snapshot.zone_rrsets(&zone).map(|(serial, _)| serial);
+    let layer = snapshot.view.overlay.zones.get(&zone);
+    if served.is_none() && layer.is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no zone `{zone}`")));
+    }
+    let empty = crate::model::ZoneEdits::default();
+    let layer = layer.unwrap_or(&empty);
+    let journal: Vec<Value> = (layer.journal.iter())
+        .map(|e| {
+            json!({
+                "from": e.from,
+                "to": e.to,
+                "removed": e.removed.iter().map(stored_json).collect::<Vec<_>>(),
+                "added": e.added.iter().map(stored_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let generation = snapshot.view.generation;
+    Ok(with_generation(
+        generation,
+        json!({
+            "generation": generation,
+            "zone": zone.to_string(),
+            "served": served.is_some(),
+            "serial": served,
+            "layer_serial": (layer.serial != 0).then_some(layer.serial),
+            "rrsets": layer.rrsets.iter().map(stored_json).collect::<Vec<_>>(),
+            "journal": journal,
+        }),
+    ))
+}
+
 pub(super) async fn pools(State(ctx): State<AdminContext>) -> Response {
     let snapshot = ctx.snapshot.load();
     let view = &snapshot.view;

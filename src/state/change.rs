@@ -41,6 +41,11 @@ pub enum Change {
         pool: PoolId,
         address: IpAddr,
     },
+    /// Drop a zone's UPDATE layer (`update::discard`; the writer applies it: it needs the
+    /// zone's file).
+    DiscardUpdates {
+        zone: crate::model::Name,
+    },
 }
 
 /// A change plus who asks and on what basis.
@@ -188,6 +193,11 @@ pub fn apply(
         | Change::Override { pool, .. }
         | Change::AddEndpoint { pool, .. }
         | Change::RemoveEndpoint { pool, .. } => pool,
+        Change::DiscardUpdates { zone } => {
+            return Err(ChangeError::Invalid(format!(
+                "zone {zone}: discarding UPDATE changes needs the zone files (the writer's)"
+            )));
+        }
     };
     let config = pools
         .iter()
@@ -214,6 +224,7 @@ pub fn apply(
             ..
         } => at.add_endpoint(&mut next, group, address, *weight)?,
         Change::RemoveEndpoint { address, .. } => at.remove_endpoint(&mut next, address)?,
+        Change::DiscardUpdates { .. } => unreachable!("returned above"),
     };
     let after = effective_pool(config, &next);
     if answerable_weight(&after) == 0 && !force {

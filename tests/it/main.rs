@@ -36,3 +36,4 @@ mod tidy;
 mod transfers;
 mod transport;
 mod tsig;
+mod updates;
