@@ -99,10 +99,11 @@ pub async fn serve(ctx: &Context, packet: &[u8], client: IpAddr) -> Transfer {
             rcode,
             messages,
             records,
+            form,
         })) => {
             ctx.metrics.answered(Transport::Tcp, rcode, false);
             if rcode == Rcode::NoError {
-                tracing::info!(%client, messages, records, bytes = out.len(), key, "zone transfer");
+                tracing::info!(%client, messages, records, bytes = out.len(), key, form, "zone transfer");
             }
             Transfer {
                 bytes: out,
@@ -120,6 +121,9 @@ pub(super) struct Built {
     pub(super) rcode: Rcode,
     pub(super) messages: usize,
     pub(super) records: usize,
+    /// What was sent, for the log: "whole" (the zone, AXFR form), "incremental" (journal
+    /// differences), "up to date" (an IXFR's SOA alone), "none" (an error).
+    pub(super) form: &'static str,
 }
 
 /// The transfer answering `packet` (a transfer question) from `client` at Unix time `now`,
@@ -144,6 +148,7 @@ pub(super) fn build(
             rcode,
             messages: 1,
             records: 0,
+            form: "none",
         });
     }
     // RFC 1995 3: an IXFR carries the secondary's SOA in AUTHORITY; without one it gets the
@@ -156,10 +161,12 @@ pub(super) fn build(
             rcode,
             messages: 1,
             records: 0,
+            form: "none",
         });
     };
     // The journal's records, decoded, which an incremental answer borrows.
     let decoded;
+    let mut form = "whole";
     let content = match since {
         None => snapshot.transfer(q.qname(), q.qclass, client, signed_by),
         Some(since) => match snapshot.transfer_journal(q.qname(), q.qclass, client, signed_by) {
@@ -167,6 +174,11 @@ pub(super) fn build(
             Ok(journal) => match chain(journal.entries, since, journal.serial).and_then(decode) {
                 Some(sets) => {
                     decoded = sets;
+                    form = if decoded.is_empty() {
+                        "up to date"
+                    } else {
+                        "incremental"
+                    };
                     Ok(incremental(&journal, &decoded))
                 }
                 // Not in the journal (trimmed, reloaded, none): the whole zone.
@@ -186,6 +198,7 @@ pub(super) fn build(
                 rcode: Rcode::NoError,
                 messages,
                 records,
+                form,
             })
         }
         Err(no) => {
@@ -196,6 +209,7 @@ pub(super) fn build(
                 rcode,
                 messages: 1,
                 records: 0,
+                form: "none",
             })
         }
     }
@@ -637,6 +651,14 @@ mod tests {
         bad[9] = 1;
         bad.extend_from_slice(&[0xC0, 12, 0, 6, 0, 1, 0, 0, 0, 0, 0, 2, 0, 0]);
         assert_eq!(answers(&snapshot, &bad), (Rcode::FormErr, Vec::new()));
+        let form = |packet: &[u8]| {
+            let client = "192.0.2.9".parse().unwrap();
+            build(&snapshot, packet, client, 1232, 0).unwrap().form
+        };
+        assert_eq!(form(&ixfr(Some(1))), "incremental");
+        assert_eq!(form(&ixfr(Some(3))), "up to date");
+        assert_eq!(form(&ixfr(Some(0))), "whole");
+        assert_eq!(form(&bad), "none");
         let refused = build(
             &snapshot,
             &ixfr(Some(1)),
