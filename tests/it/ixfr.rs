@@ -219,3 +219,84 @@ async fn nsd_gets_an_update_by_ixfr() {
     drop(nsd);
     server.stop().await;
 }
+
+/// The journal's limits with the real system: after 101 updates (one nsupdate session, 101
+/// `send`s) it keeps the last 100, so an IXFR from the first serial gets the whole zone and
+/// one from the second the 100 differences; a reload of a zone file with a newer serial breaks
+/// the chain (the whole zone from any older serial), and the next update starts a new one.
+#[tokio::test]
+async fn ixfr_past_the_journal_or_across_a_reload_gets_the_whole_zone() {
+    let (file, secret) = keygen("acme-key");
+    let server = Server::builder()
+        .key_file("acme-key.conf", &file)
+        .zone("example.com.", ZONE)
+        .zone_keys(&format!("allow_transfer = [\"127.0.0.1/32\"]\n{GRANT}"))
+        .pools(POOLS)
+        .start()
+        .await;
+    let many: Vec<String> = (0..101)
+        .map(|i| format!("update add _acme-challenge.example.com. 60 TXT \"n{i}\""))
+        .collect();
+    nsupdate(&server, &secret, &many.join("\nsend\n")).await;
+    let kdig = |args: &'static [&'static str]| kdig_at(server.addr, args);
+    // 2026112301 + 101.
+    let current = soa(2026112402);
+    let out = kdig(&["example.com.", "SOA", "+short"]).await;
+    assert!(out.contains(" 2026112402 "), "{out}");
+    let txts: Vec<String> = (0..101)
+        .map(|i| format!("_acme-challenge.example.com. 60 IN TXT \"n{i}\""))
+        .collect();
+    let txts: Vec<&str> = txts.iter().map(String::as_str).collect();
+
+    let out = kdig(&["example.com.", "IXFR=2026112301"]).await;
+    assert_whole_zone_with(&out, &current, &txts);
+    let out = kdig(&["example.com.", "IXFR=2026112302"]).await;
+    let got = records(&out);
+    // The current SOA, then per update the old SOA, the new SOA and the added TXT; the SOA.
+    assert_eq!(got.len(), 1 + 100 * 3 + 1, "{out:.2000}");
+    assert_eq!(got[1], soa(2026112302));
+    assert_eq!(got[2], soa(2026112303));
+    assert_eq!(got[3], txts[1]);
+    assert_eq!(got[got.len() - 2], txts[100]);
+    assert!(
+        got[0] == current && got[got.len() - 1] == current,
+        "{out:.2000}"
+    );
+
+    // A new file serial, by reload: no chain reaches it.
+    let edited = ZONE.replace("2026112301", "2026112500");
+    std::fs::write(server.zone_path(0), edited).unwrap();
+    let (status, reply) = crate::support::http(
+        server.admin(),
+        reqwest::Method::POST,
+        "/v1/reload",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let reloaded = soa(2026112500);
+    let out = kdig(&["example.com.", "IXFR=2026112402"]).await;
+    assert_whole_zone_with(&out, &reloaded, &txts);
+
+    nsupdate(
+        &server,
+        &secret,
+        "update delete _acme-challenge.example.com. TXT",
+    )
+    .await;
+    let last = soa(2026112501);
+    let out = kdig(&["example.com.", "IXFR=2026112500"]).await;
+    let got = records(&out);
+    assert_eq!(got.len(), 2 + 101 + 2, "{out:.3000}");
+    assert_eq!(got[..2], [last.clone(), reloaded], "{out:.3000}");
+    assert_eq!(got[103..], [last.clone(), last.clone()], "{out:.3000}");
+    let mut removed = got[2..103].to_vec();
+    removed.sort();
+    let mut want: Vec<String> = txts.iter().map(|t| t.to_string()).collect();
+    want.sort();
+    assert_eq!(removed, want);
+    let out = kdig(&["example.com.", "IXFR=2026112402"]).await;
+    assert_whole_zone_with(&out, &last, &[]);
+    server.stop().await;
+}
