@@ -1,6 +1,7 @@
 //! IXFR from the UPDATE journal (RFC 1995) against real tools: `nsupdate -y` (bind9-dnsutils)
 //! changes the zone, `kdig IXFR=serial` (knot-dnsutils) gets the differences from its serial,
-//! the SOA alone when up to date and the whole zone for a serial the journal does not reach;
+//! the SOA alone when up to date and the whole zone for a serial the journal does not reach
+//! (never served, trimmed after 100 updates, before a reload that brought a newer serial);
 //! NSD (`/usr/sbin/nsd`) as a real secondary is NOTIFYed of an update, transfers it by IXFR
 //! (it stores what it received and hands it on as IXFR itself) and serves it. A missing tool
 //! fails the test with the reason, never skips it.
