@@ -71,6 +71,18 @@ pub struct NoTransfer {
     pub zone: Option<usize>,
 }
 
+/// A zone's served SOA and UPDATE journal, what an IXFR answers from
+/// (`Snapshot::transfer_journal`).
+#[derive(Debug)]
+pub struct Journal<'a> {
+    /// The apex, lowercase wire form.
+    pub apex: &'a [u8],
+    pub soa: &'a RRset,
+    /// The served SOA's serial.
+    pub serial: u32,
+    pub entries: &'a [crate::model::JournalEntry],
+}
+
 /// The computed answer, independent of the wire.
 #[derive(Debug)]
 pub struct Answer<'a> {
@@ -718,7 +730,38 @@ impl Snapshot {
         Ok(zone)
     }
 
-    /// The records of a transfer (AXFR, RFC 5936 2.2; IXFR answered in AXFR form, RFC 1995 4)
+    /// What an IXFR (RFC 1995) of the zone whose apex is `name` (lowercase wire form) to
+    /// `client` answers from: the apex, its served SOA and serial, and the journal UPDATE keeps
+    /// for it (`model::ZoneEdits::journal`, oldest first; empty without one). Err: what to
+    /// answer instead (as `may_transfer`; SERVFAIL without an apex SOA, as `transfer`).
+    pub fn transfer_journal(
+        &self,
+        name: &[u8],
+        qclass: u16,
+        client: std::net::IpAddr,
+        signed_by: Option<&Name>,
+    ) -> Result<Journal<'_>, NoTransfer> {
+        let zone = self.transfer_zone(name, qclass, client, signed_by)?;
+        let apex = zone.origin.wire();
+        let soa = zone.nodes.get(apex).and_then(|n| n.get(rtype::SOA));
+        let Some((soa, Rdata::Soa(rdata))) = soa.and_then(|s| Some((s, s.rdatas.first()?))) else {
+            return Err(NoTransfer {
+                rcode: Rcode::ServFail,
+                zone: Some(zone.id),
+            });
+        };
+        let entries = (self.view.overlay.zones.get(&zone.origin))
+            .map_or(&[][..], |edits| edits.journal.as_slice());
+        Ok(Journal {
+            apex,
+            soa,
+            serial: rdata.serial,
+            entries,
+        })
+    }
+
+    /// The records of a transfer (AXFR, RFC 5936 2.2; an IXFR the journal cannot answer, in
+    /// AXFR form, RFC 1995 4)
     /// of the zone whose apex is `name` (lowercase wire form) to `client`: the SOA, every other
     /// RRset of the zone (delegations and glue included, nothing outside it; empty
     /// non-terminals have none), managed names as `transfer_addresses`, then the SOA again.

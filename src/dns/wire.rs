@@ -228,8 +228,8 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
         let rdata = p.get(at..at + rdlen).ok_or(formerr)?;
         at += rdlen;
         if record < u32::from(nscount) {
-            // IXFR's AUTHORITY: the secondary's SOA. weir keeps no journal and answers every
-            // IXFR with the whole zone (TCP) or the current SOA (UDP), so it is not read.
+            // IXFR's AUTHORITY: the secondary's SOA. Its rdata is read only by a transfer
+            // over TCP (`xfr::ixfr_serial`), off the query path; UDP answers the SOA alone.
             if t != rtype::SOA {
                 return Err(formerr);
             }

@@ -22,6 +22,7 @@ mod docs;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod health;
+mod ixfr;
 mod managed_health;
 mod mmdb;
 mod observability;

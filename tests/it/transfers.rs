@@ -14,7 +14,7 @@ use crate::support::{Server, ZONE, find_program, free_port, query, rcode};
 /// A managed name with endpoints of weight > 0 (shown to a secondary), one of weight 0 and a
 /// drained group (both left out). Every probe fails (TCP port 1) and starts down: a transfer
 /// does not depend on health.
-const POOLS: &str = r#"
+pub(crate) const POOLS: &str = r#"
 [[pool]]
 name = "app.example.com."
 ttl = 30
@@ -33,7 +33,7 @@ endpoints = [{ address = "192.0.2.20" }]
 "#;
 
 /// Every record of `ZONE` (and the pool's transfer form) as kdig prints them, SOA aside.
-const EXPECTED: &[&str] = &[
+pub(crate) const EXPECTED: &[&str] = &[
     "example.com. 3600 IN NS ns1.example.com.",
     "example.com. 3600 IN NS ns2.example.com.",
     "example.com. 3600 IN MX 10 mail.example.com.",
@@ -64,7 +64,7 @@ const EXPECTED: &[&str] = &[
     "app.example.com. 30 IN AAAA 2001:db8::10",
 ];
 
-const SOA: &str = "example.com. 3600 IN SOA ns1.example.com. hostmaster.example.com. 2026112301 7200 3600 1209600 300";
+pub(crate) const SOA: &str = "example.com. 3600 IN SOA ns1.example.com. hostmaster.example.com. 2026112301 7200 3600 1209600 300";
 
 /// How many TXT records the big zone holds: several messages' worth.
 pub(crate) const BIG: usize = 5_000;
@@ -143,13 +143,23 @@ pub(crate) fn counts(output: &str) -> (usize, usize) {
 
 /// A whole transfer of example.com: SOA first and last, every record once between them.
 fn assert_whole_zone(output: &str) {
-    let got = records(output);
+    assert_whole_zone_with(output, SOA, &[]);
+}
+
+/// A whole transfer of example.com with the SOA `soa`: every record of `EXPECTED` and `more`
+/// once between its two copies (a signed transfer's TSIG records aside).
+pub(crate) fn assert_whole_zone_with(output: &str, soa: &str, more: &[&str]) {
+    let got: Vec<String> = (records(output).into_iter())
+        .filter(|l| !l.contains(" TSIG "))
+        .collect();
     assert!(got.len() > 2, "{output}");
-    assert_eq!(got.first().map(String::as_str), Some(SOA), "{output}");
-    assert_eq!(got.last().map(String::as_str), Some(SOA), "{output}");
+    assert_eq!(got.first().map(String::as_str), Some(soa), "{output}");
+    assert_eq!(got.last().map(String::as_str), Some(soa), "{output}");
     let mut middle = got[1..got.len() - 1].to_vec();
     middle.sort();
-    let mut want: Vec<String> = EXPECTED.iter().map(|s| s.to_string()).collect();
+    let mut want: Vec<String> = (EXPECTED.iter().chain(more))
+        .map(|s| s.to_string())
+        .collect();
     want.sort();
     assert_eq!(middle, want, "{output}");
 }
@@ -269,6 +279,17 @@ impl Nsd {
         primary: std::net::SocketAddr,
         key: Option<(&str, &str, &str)>,
     ) -> Nsd {
+        Nsd::start_with(port, zone, primary, key, "")
+    }
+
+    /// As `start_on`, with more lines (indented) in NSD's `zone:` clause.
+    pub(crate) fn start_with(
+        port: u16,
+        zone: &str,
+        primary: std::net::SocketAddr,
+        key: Option<(&str, &str, &str)>,
+        more: &str,
+    ) -> Nsd {
         let binary = find_program("nsd").unwrap_or_else(|| {
             panic!(
                 "NSD is not installed: this test runs it as a real secondary of weir \
@@ -277,10 +298,19 @@ impl Nsd {
         });
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("nsd.conf");
-        std::fs::write(&config, nsd_config(dir.path(), port, zone, primary, key)).unwrap();
+        std::fs::write(
+            &config,
+            nsd_config(dir.path(), port, zone, primary, key) + more,
+        )
+        .unwrap();
         let args = ["-d".as_ref(), "-c".as_ref(), config.as_os_str()];
         let child = crate::support::spawn_logged(&binary, &args, &dir.path().join("nsd.out"));
         Nsd { child, port, dir }
+    }
+
+    /// Where NSD answers.
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     pub(crate) fn log(&self) -> String {
@@ -347,8 +377,8 @@ fn nsd_config(
         ),
         None => (String::new(), "NOKEY"),
     };
-    // No `AXFR` in request-xfr: NSD chooses (IXFR or AXFR over TCP); weir answers both in
-    // AXFR form.
+    // No `AXFR` in request-xfr: NSD asks by IXFR over TCP once it holds the zone, and weir
+    // answers from its journal when it can (else in AXFR form).
     format!(
         "server:\n    ip-address: 127.0.0.1@{port}\n    port: {port}\n    username: \"\"\n    chroot: \"\"\n    zonesdir: \"{d}\"\n    pidfile: \"{d}/nsd.pid\"\n    database: \"\"\n    xfrdfile: \"{d}/xfrd.state\"\n    zonelistfile: \"{d}/zone.list\"\n    xfrdir: \"{d}\"\n    logfile: \"{d}/nsd.log\"\n    verbosity: 2\n    server-count: 1\n\nremote-control:\n    control-enable: no\n\n{key_clause}zone:\n    name: \"{zone}\"\n    zonefile: \"{d}/secondary.zone\"\n    request-xfr: {primary_ip}@{primary_port} {key_name}\n    allow-notify: {primary_ip} {key_name}\n"
     )
@@ -356,7 +386,13 @@ fn nsd_config(
 
 /// Waits until NSD answers `name` `rtype` with `want` (sorted, as kdig prints), or fails
 /// after `within` with NSD's log.
-async fn nsd_serves(nsd: &Nsd, name: &str, rtype: RecordType, want: &[&str], within: Duration) {
+pub(crate) async fn nsd_serves(
+    nsd: &Nsd,
+    name: &str,
+    rtype: RecordType,
+    want: &[&str],
+    within: Duration,
+) {
     let deadline = Instant::now() + within;
     loop {
         let got = nsd.answers(name, rtype).await;

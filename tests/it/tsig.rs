@@ -15,7 +15,7 @@ use crate::support::{Server, ZONE, find_program, query, rcode};
 use crate::transfers::{BIG, Nsd, big_zone, counts, kdig_at, records};
 
 /// A key made by the real `tsig-keygen`: the file's text and the secret in it.
-fn keygen(name: &str) -> (String, String) {
+pub(crate) fn keygen(name: &str) -> (String, String) {
     let program = find_program("tsig-keygen").unwrap_or_else(|| {
         panic!(
             "tsig-keygen is not installed: the TSIG tests use the key file it writes \
