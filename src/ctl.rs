@@ -86,6 +86,24 @@ enum Command {
         #[arg(long)]
         ecs: Option<String>,
     },
+    /// A zone's RFC 2136 UPDATE changes: the RRsets that differ from its zone file, the
+    /// serial, the journal. With --discard, drop them: the file serves again, one serial later.
+    Updates {
+        /// The zone's origin, e.g. example.com.
+        zone: String,
+        /// Drop the zone's UPDATE changes (audited).
+        #[arg(long)]
+        discard: bool,
+        /// Why (with --discard): recorded in the audit log.
+        #[arg(long, requires = "discard")]
+        reason: Option<String>,
+    },
+    /// A zone's static data as weir serves it (its file with UPDATE changes), in zone-file
+    /// form: save it as the zone file to fold the changes in, then `updates ZONE --discard`.
+    Records {
+        /// The zone's origin, e.g. example.com.
+        zone: String,
+    },
     /// Cache convergence since the pool's last change of answers: the share of its query
     /// volume whose resolvers have asked again, the largest still silent, the time to 99%.
     Convergence {
@@ -438,6 +456,22 @@ async fn execute(args: Args) -> Result<String, CtlError> {
             .collect();
             let path = ["v1", "routes", &name, "preview"];
             show(&client, &path, &query, table::route_preview, json).await
+        }
+        Command::Updates {
+            zone,
+            discard: false,
+            ..
+        } => show(&client, &["v1", "zones", &zone, "updates"], &[], table::updates, json).await,
+        Command::Updates { zone, reason, .. } => {
+            let what = format!("{}: UPDATE changes discarded", shown(&zone));
+            let args = ChangeArgs::reason_only(reason);
+            let path = ["v1", "zones", &zone, "updates"];
+            client
+                .change(Method::DELETE, &path, None, &args, json, &what)
+                .await
+        }
+        Command::Records { zone } => {
+            show(&client, &["v1", "zones", &zone, "records"], &[], table::records, json).await
         }
         Command::Convergence { pool } => {
             let path = ["v1", "pools", &pool, "convergence"];

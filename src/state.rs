@@ -987,9 +987,7 @@ impl Writer {
                 let next = crate::update::discard(file, &served, layer)
                     .map_err(|r| ChangeError::Invalid(r.why))?
                     .ok_or_else(|| {
-                        ChangeError::Conflict(format!(
-                            "the UPDATE changes of zone {zone} already equal its file"
-                        ))
+                        ChangeError::NotFound(format!("zone {zone} has no UPDATE changes"))
                     })?;
                 overlay.zones.insert(zone.clone(), next.edits);
             }

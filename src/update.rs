@@ -601,14 +601,25 @@ pub fn apply(
 
 /// Drops the layer `edits` of zone `file` (served as `served`): the file's RRsets serve again,
 /// one serial later, with a journal entry for the change (so IXFR still reaches across it).
-/// None when the layer changes no RRset.
+/// A layer the file already holds (folded into it) goes without a new serial: nothing served
+/// changes. None when the layer is empty.
 pub fn discard(file: &Zone, served: &Zone, edits: &ZoneEdits) -> Result<Option<Applied>, Refusal> {
+    if edits.rrsets.is_empty() {
+        return Ok(None);
+    }
     let changed: Vec<(Name, u16)> = (edits.rrsets.iter())
         .map(|s| (s.owner.clone(), s.rtype))
         .filter(|(n, t)| !same(served.get(n, *t), file.get(n, *t)))
         .collect();
     if changed.is_empty() {
-        return Ok(None);
+        return Ok(Some(Applied {
+            edits: ZoneEdits {
+                rrsets: Vec::new(),
+                ..edits.clone()
+            },
+            before: Vec::new(),
+            after: Vec::new(),
+        }));
     }
     next_layer(file, served, edits, &changed, &|n, t| file.get(n, t)).map(Some)
 }

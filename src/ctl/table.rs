@@ -836,6 +836,67 @@ pub(super) fn nodes(body: &Value) -> String {
     out
 }
 
+/// `weir ctl updates ZONE`: the serial, each RRset the zone's UPDATE layer replaces (or
+/// deletes), and the journal's span.
+pub(super) fn updates(body: &Value) -> String {
+    let mut out = format!(
+        "zone {}: serial {}{}\n",
+        cell(&body["zone"]),
+        cell(&body["serial"]),
+        if body["served"] == false { " (not served)" } else { "" }
+    );
+    let sets = list(&body["rrsets"]);
+    if sets.is_empty() {
+        out.push_str("no UPDATE changes: the zone file serves as written\n");
+    } else {
+        let mut t = Table::with_header(&["OWNER", "TYPE", "TTL", "RECORDS"]);
+        for set in sets {
+            let records: Vec<String> = list(&set["records"])
+                .iter()
+                .map(|r| {
+                    let r = cell(r);
+                    // The data after "owner ttl IN TYPE ".
+                    r.splitn(5, ' ').nth(4).unwrap_or(&r).to_string()
+                })
+                .collect();
+            let shown = if set["deleted"] == true {
+                "(deleted: the file's set is not served)".to_string()
+            } else {
+                records.join(" | ")
+            };
+            t.row(vec![cell(&set["owner"]), cell(&set["type"]), cell(&set["ttl"]), shown]);
+        }
+        t.render(&mut out);
+    }
+    let journal = list(&body["journal"]);
+    if let (Some(first), Some(last)) = (journal.first(), journal.last()) {
+        out.push_str(&format!(
+            "journal: {} changes, serial {} to {} (IXFR reaches back to {})\n",
+            journal.len(),
+            cell(&first["from"]),
+            cell(&last["to"]),
+            cell(&first["from"])
+        ));
+    }
+    out
+}
+
+/// `weir ctl records ZONE`: the zone's static data as served, in zone-file form.
+pub(super) fn records(body: &Value) -> String {
+    let mut out = format!(
+        "; zone {} as weir serves it (serial {}), managed names left out\n",
+        cell(&body["zone"]),
+        cell(&body["serial"])
+    );
+    for set in list(&body["rrsets"]) {
+        for r in list(&set["records"]) {
+            out.push_str(&cell(r));
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// `weir ctl changes`: INSYNC or PENDING, then each node's state.
 pub(super) fn change_status(body: &Value) -> String {
     let mut out = format!(

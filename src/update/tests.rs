@@ -464,3 +464,30 @@ fn grants_limit_keys_to_their_names_and_types() {
     assert!(NamePattern::parse("www.example.org.", &origin).is_err());
     assert!(NamePattern::parse("@", &origin).unwrap().matches(&origin));
 }
+
+#[test]
+fn a_discard_serves_the_file_again_one_serial_later() {
+    let file = zone();
+    let u = update(
+        Msg::new()
+            .rr(2, "txt", rtype::TXT, ANY, 0, &[])
+            .rr(2, "new", rtype::TXT, CLASS_IN, 60, &txt("n")),
+    );
+    let layer = run(&file, &ZoneEdits::default(), &u).unwrap().unwrap().edits;
+    let served_now = served(&file, &layer).unwrap();
+    let gone = discard(&file, &served_now, &layer).unwrap().unwrap();
+    assert!(gone.edits.rrsets.is_empty());
+    assert_eq!(gone.edits.serial, layer.serial + 1);
+    let last = gone.edits.journal.last().unwrap();
+    assert_eq!((last.from, last.to), (layer.serial, layer.serial + 1));
+    let back = served(&file, &gone.edits).unwrap();
+    assert!(back.get(&name("txt.example.com."), rtype::TXT).is_some());
+    assert!(back.get(&name("new.example.com."), rtype::TXT).is_none());
+    // Nothing left: nothing to discard.
+    assert_eq!(discard(&file, &back, &gone.edits), Ok(None));
+    // A layer the file already holds (folded in) goes without a new serial.
+    let folded = served_now.clone();
+    let quiet = discard(&folded, &served_now, &layer).unwrap().unwrap();
+    assert!(quiet.edits.rrsets.is_empty());
+    assert_eq!(quiet.edits.serial, layer.serial);
+}
