@@ -620,8 +620,7 @@ impl Snapshot {
         if q.qclass != CLASS_IN && q.qclass != CLASS_ANY {
             return Answer::refused();
         }
-        // Only the apex may be transferred: a direct lookup, not `zone_for` (a second caller
-        // of it here made LLVM stop inlining its lookup into `answer`).
+        // Only the apex may be transferred: a direct lookup, not `zone_for`.
         match self.index.zones.get(q.name) {
             Some(zone) => zone.ixfr_over_udp(q, signed_by),
             None => Answer::refused(),
