@@ -266,26 +266,24 @@ fn signed(
             return true;
         }
     };
+    let question = Question {
+        name: q.qname(),
+        qtype: q.qtype,
+        qclass: q.qclass,
+        client: Client {
+            addr: client,
+            ecs: q.ecs,
+        },
+    };
     let answer = match q.edns {
         Some(edns) if edns.version > 0 => snapshot::Answer {
             rcode: Rcode::BadVers,
             ..snapshot::Answer::refused()
         },
         _ if q.qtype == crate::model::rtype::IXFR => {
-            snapshot.ixfr_soa(q.qname(), q.qclass, client, Some(&verified.key.name))
+            snapshot.ixfr_soa(question, Some(&verified.key.name))
         }
-        _ => snapshot::answer(
-            &snapshot,
-            Question {
-                name: q.qname(),
-                qtype: q.qtype,
-                qclass: q.qclass,
-                client: Client {
-                    addr: client,
-                    ecs: q.ecs,
-                },
-            },
-        ),
+        _ => snapshot::answer(&snapshot, question),
     };
     let base = out.len();
     let room = limit.saturating_sub(crate::tsig::space(verified.key));

@@ -670,39 +670,18 @@ impl Snapshot {
             .map(|z| z.id)
     }
 
-    /// The apex SOA for an IXFR over UDP `signed_by` a key that may transfer the zone (the
-    /// signed twin of what `answer` gives an unsigned one: RFC 1995 2, 4), or REFUSED.
-    pub fn ixfr_soa<'s>(
-        &'s self,
-        name: &[u8],
-        qclass: u16,
-        client: std::net::IpAddr,
-        signed_by: Option<&Name>,
-    ) -> Answer<'s> {
-        let zone = match self.transfer_zone(name, qclass, client, signed_by) {
-            Ok(zone) => zone,
-            Err(no) => {
-                return Answer {
-                    rcode: no.rcode,
-                    zone: no.zone,
-                    ..Answer::refused()
-                };
-            }
-        };
-        let mut ans = Answer {
-            zone: Some(zone.id),
-            ..Answer::refused()
-        };
-        if let Some(soa) = (zone.nodes.get(zone.origin.wire())).and_then(|n| n.get(rtype::SOA)) {
-            ans.rcode = Rcode::NoError;
-            ans.authoritative = true;
-            ans.answer.push(Entry {
-                owner: Owner::Query,
-                rrset: soa,
-                required: false,
-            });
+    /// An IXFR over UDP whose request is `signed_by` a key (the signed twin of what `answer`
+    /// gives an unsigned one): the apex SOA when an `allow_transfer` entry admits it (RFC 1995
+    /// 2, 4), else REFUSED.
+    pub fn ixfr_soa<'s>(&'s self, q: Question<'s>, signed_by: Option<&Name>) -> Answer<'s> {
+        if q.qclass != CLASS_IN && q.qclass != CLASS_ANY {
+            return Answer::refused();
         }
-        ans
+        // Only the apex may be transferred: a direct lookup, not `zone_for`.
+        match self.index.zones.get(q.name) {
+            Some(zone) => zone.ixfr_over_udp(q, signed_by),
+            None => Answer::refused(),
+        }
     }
 
     fn transfer_zone(
@@ -826,7 +805,7 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
     // here they are refused (AXFR: never over UDP), except an allowed IXFR for the apex, which
     // gets the current SOA alone over UDP (RFC 1995 2, 4) so the secondary retries over TCP.
     if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
-        return zone.ixfr_over_udp(q);
+        return zone.ixfr_over_udp(q, None);
     }
     let mut ans = Answer::new(Rcode::NoError, true);
     ans.zone = Some(zone.id);
@@ -911,10 +890,10 @@ impl ZoneData {
             .any(|a| a.allows(client, signed_by))
     }
 
-    /// A transfer question reaching `answer` (UDP): the apex SOA for an allowed IXFR, REFUSED
-    /// otherwise.
+    /// A transfer question reaching `answer` (UDP), its request `signed_by` a key or not: the
+    /// apex SOA for an allowed IXFR, REFUSED otherwise.
     #[cold]
-    fn ixfr_over_udp<'s>(&'s self, q: Question<'s>) -> Answer<'s> {
+    fn ixfr_over_udp<'s>(&'s self, q: Question<'s>, signed_by: Option<&Name>) -> Answer<'s> {
         let mut ans = Answer {
             zone: Some(self.id),
             ..Answer::refused()
@@ -922,7 +901,7 @@ impl ZoneData {
         let soa = (self.nodes.get(self.origin.wire())).and_then(|n| n.get(rtype::SOA));
         if q.qtype == rtype::IXFR
             && q.name == self.origin.wire()
-            && self.transfer_allowed(q.client.addr, None)
+            && self.transfer_allowed(q.client.addr, signed_by)
             && let Some(soa) = soa
         {
             ans.rcode = Rcode::NoError;

@@ -151,10 +151,6 @@ impl Keyring {
     pub fn keys(&self) -> &[Key] {
         &self.0
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// A MAC, kept inline.

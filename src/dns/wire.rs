@@ -191,7 +191,7 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
     let mut edns = None;
     let mut ecs = None;
     let mut cookie = None;
-    let mut tsig = None;
+    let mut tsig_at = None;
     // In u32: an IXFR's one AUTHORITY record plus 65,535 ADDITIONAL ones does not fit a u16.
     for record in 0..u32::from(nscount) + u32::from(arcount) {
         let name_start = at;
@@ -235,17 +235,16 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
             }
             continue;
         }
-        if t == crate::tsig::TYPE_TSIG {
-            // RFC 8945 5.1: the TSIG record is the last of ADDITIONAL, and only one; where it
-            // starts fits a u16 (a message is at most 65,535 bytes).
-            if record + 1 != u32::from(nscount) + u32::from(arcount) {
-                return Err(formerr);
-            }
-            tsig = Some(name_start as u16);
-            continue;
-        }
         if t != rtype::OPT {
-            // Other signatures (SIG(0)) are not supported; the query is answered unsigned.
+            // RFC 8945 5.1: the TSIG record is the last of ADDITIONAL, and only one; where it
+            // starts fits a u16 (a message is at most 65,535 bytes). Other signatures (SIG(0))
+            // are not supported: such a query is answered unsigned.
+            if t == tsig::TYPE_TSIG {
+                if record + 1 != u32::from(nscount) + u32::from(arcount) {
+                    return Err(formerr);
+                }
+                tsig_at = Some(name_start as u16);
+            }
             continue;
         }
         // RFC 6891 6.1.1: one OPT, owned by the root.
@@ -287,7 +286,7 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
         edns,
         ecs,
         cookie,
-        tsig,
+        tsig: tsig_at,
     })
 }
 
