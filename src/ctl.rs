@@ -461,7 +461,16 @@ async fn execute(args: Args) -> Result<String, CtlError> {
             zone,
             discard: false,
             ..
-        } => show(&client, &["v1", "zones", &zone, "updates"], &[], table::updates, json).await,
+        } => {
+            show(
+                &client,
+                &["v1", "zones", &zone, "updates"],
+                &[],
+                table::updates,
+                json,
+            )
+            .await
+        }
         Command::Updates { zone, reason, .. } => {
             let what = format!("{}: UPDATE changes discarded", shown(&zone));
             let args = ChangeArgs::reason_only(reason);
@@ -471,7 +480,14 @@ async fn execute(args: Args) -> Result<String, CtlError> {
                 .await
         }
         Command::Records { zone } => {
-            show(&client, &["v1", "zones", &zone, "records"], &[], table::records, json).await
+            show(
+                &client,
+                &["v1", "zones", &zone, "records"],
+                &[],
+                table::records,
+                json,
+            )
+            .await
         }
         Command::Convergence { pool } => {
             let path = ["v1", "pools", &pool, "convergence"];

@@ -843,7 +843,11 @@ pub(super) fn updates(body: &Value) -> String {
         "zone {}: serial {}{}\n",
         cell(&body["zone"]),
         cell(&body["serial"]),
-        if body["served"] == false { " (not served)" } else { "" }
+        if body["served"] == false {
+            " (not served)"
+        } else {
+            ""
+        }
     );
     let sets = list(&body["rrsets"]);
     if sets.is_empty() {
@@ -864,7 +868,12 @@ pub(super) fn updates(body: &Value) -> String {
             } else {
                 records.join(" | ")
             };
-            t.row(vec![cell(&set["owner"]), cell(&set["type"]), cell(&set["ttl"]), shown]);
+            t.row(vec![
+                cell(&set["owner"]),
+                cell(&set["type"]),
+                cell(&set["ttl"]),
+                shown,
+            ]);
         }
         t.render(&mut out);
     }

@@ -468,12 +468,18 @@ fn grants_limit_keys_to_their_names_and_types() {
 #[test]
 fn a_discard_serves_the_file_again_one_serial_later() {
     let file = zone();
-    let u = update(
-        Msg::new()
-            .rr(2, "txt", rtype::TXT, ANY, 0, &[])
-            .rr(2, "new", rtype::TXT, CLASS_IN, 60, &txt("n")),
-    );
-    let layer = run(&file, &ZoneEdits::default(), &u).unwrap().unwrap().edits;
+    let u = update(Msg::new().rr(2, "txt", rtype::TXT, ANY, 0, &[]).rr(
+        2,
+        "new",
+        rtype::TXT,
+        CLASS_IN,
+        60,
+        &txt("n"),
+    ));
+    let layer = run(&file, &ZoneEdits::default(), &u)
+        .unwrap()
+        .unwrap()
+        .edits;
     let served_now = served(&file, &layer).unwrap();
     let gone = discard(&file, &served_now, &layer).unwrap().unwrap();
     assert!(gone.edits.rrsets.is_empty());

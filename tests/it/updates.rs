@@ -441,30 +441,56 @@ async fn ctl_shows_updates_folds_them_into_the_file_and_discards_them() {
     use crate::ctl::{ok, row};
     let keys = keys();
     let server = server(&keys).await;
-    let script = format!("update add {CHALLENGE} 60 TXT \"token\"\nupdate delete info.example.com. TXT");
+    let script =
+        format!("update add {CHALLENGE} 60 TXT \"token\"\nupdate delete info.example.com. TXT");
     let (sent, out) = send("nsupdate", server.addr, Some(&keys.ops), &script).await;
     assert!(sent, "{out}");
 
     let shown = ok(&server, &["updates", "example.com."]).await;
-    assert!(shown.starts_with("zone example.com.: serial 2026112302\n"), "{shown}");
+    assert!(
+        shown.starts_with("zone example.com.: serial 2026112302\n"),
+        "{shown}"
+    );
     assert_eq!(
         row(&shown, &[CHALLENGE]).unwrap(),
         [CHALLENGE, "TXT", "60", "\"token\""],
         "{shown}"
     );
-    assert!(row(&shown, &["info.example.com.", "TXT"]).unwrap().contains(&"(deleted:".to_string()), "{shown}");
-    assert!(shown.contains("journal: 1 changes, serial 2026112301 to 2026112302"), "{shown}");
+    assert!(
+        row(&shown, &["info.example.com.", "TXT"])
+            .unwrap()
+            .contains(&"(deleted:".to_string()),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("journal: 1 changes, serial 2026112301 to 2026112302"),
+        "{shown}"
+    );
 
     // Fold: the served zone, saved as the file, reloads cleanly and serves the same.
     let text = ok(&server, &["records", "example.com."]).await;
-    assert!(text.contains(&format!("{CHALLENGE} 60 IN TXT \"token\"")), "{text}");
+    assert!(
+        text.contains(&format!("{CHALLENGE} 60 IN TXT \"token\"")),
+        "{text}"
+    );
     assert!(!text.contains("info.example.com."), "{text}");
     std::fs::write(server.zone_path(0), &text).unwrap();
     let (status, body) = http(server.admin(), Method::POST, "/v1/reload", &[], None).await;
     assert_eq!(status, 200, "{body}");
-    let line = ok(&server, &["updates", "example.com.", "--discard", "--reason", "folded"]).await;
-    assert!(line.starts_with("example.com.: UPDATE changes discarded (generation "), "{line}");
-    assert!(ok(&server, &["updates", "example.com."]).await.contains("no UPDATE changes"));
+    let line = ok(
+        &server,
+        &["updates", "example.com.", "--discard", "--reason", "folded"],
+    )
+    .await;
+    assert!(
+        line.starts_with("example.com.: UPDATE changes discarded (generation "),
+        "{line}"
+    );
+    assert!(
+        ok(&server, &["updates", "example.com."])
+            .await
+            .contains("no UPDATE changes")
+    );
     assert_eq!(serial(&server).await, 2026112302, "nothing served changed");
     assert_eq!(answers(&server, CHALLENGE, RecordType::TXT).await.len(), 1);
     let records = audit(&server).await;
@@ -472,9 +498,19 @@ async fn ctl_shows_updates_folds_them_into_the_file_and_discards_them() {
     assert_eq!(records[0]["reason"], "folded");
 
     // Discarding changes the file does not hold: the file's data again, a new serial.
-    let (sent, out) = send("nsupdate", server.addr, Some(&keys.acme), &format!("update delete {CHALLENGE} TXT")).await;
+    let (sent, out) = send(
+        "nsupdate",
+        server.addr,
+        Some(&keys.acme),
+        &format!("update delete {CHALLENGE} TXT"),
+    )
+    .await;
     assert!(sent, "{out}");
-    assert!(answers(&server, CHALLENGE, RecordType::TXT).await.is_empty());
+    assert!(
+        answers(&server, CHALLENGE, RecordType::TXT)
+            .await
+            .is_empty()
+    );
     ok(&server, &["updates", "example.com.", "--discard"]).await;
     assert_eq!(answers(&server, CHALLENGE, RecordType::TXT).await.len(), 1);
     assert_eq!(serial(&server).await, 2026112304);
