@@ -188,7 +188,7 @@ impl Metrics {
             ),
             updates: r.counter_vec(
                 "dns_updates_total",
-                "RFC 2136 UPDATE messages answered, by RCODE (NOERROR: applied or unchanged; NOTAUTH: unsigned, a bad signature or a zone not served; REFUSED: not granted or would break the zone)",
+                "RFC 2136 UPDATE messages answered, by RCODE (NOERROR: applied or unchanged; NOTAUTH: unsigned, a bad signature or a zone not served; REFUSED: not granted or would break the zone), or dropped unanswered (UDP queue full)",
                 &["rcode"],
             ),
             registry,
@@ -281,6 +281,11 @@ impl Metrics {
     /// An UPDATE was answered with `rcode`.
     pub fn update(&self, rcode: Rcode) {
         self.updates.with_label_values(&[rcode_name(rcode)]).inc();
+    }
+
+    /// An UPDATE datagram was dropped unanswered: its queue was full.
+    pub fn update_dropped(&self) {
+        self.updates.with_label_values(&["dropped"]).inc();
     }
 
     /// A NOTIFY for `zone` was acknowledged, or failed for good.

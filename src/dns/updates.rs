@@ -111,8 +111,9 @@ pub(super) fn queue_udp(
         socket,
     };
     if queue.try_send(queued).is_err() {
-        tracing::warn!(%peer, "UPDATE dropped: {UDP_QUEUE} already waiting");
-        ctx.metrics.update(Rcode::ServFail);
+        // Counted, not logged: a flood of UPDATE datagrams must not become a flood of lines.
+        tracing::debug!(%peer, "UPDATE dropped: {UDP_QUEUE} already waiting");
+        ctx.metrics.update_dropped();
     }
     false
 }
