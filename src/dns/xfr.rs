@@ -142,27 +142,27 @@ pub(super) fn build(
     };
     let signed_by = verified.as_ref().map(|v| &v.key.name);
     if q.tsig.is_some() && verified.is_none() {
-        let (out, rcode) = header_answer(snapshot, &q, packet, Rcode::NotAuth, udp_payload, now);
-        return Some(Built {
-            out,
-            rcode,
-            messages: 1,
-            records: 0,
-            form: "none",
-        });
+        return Some(header_only(
+            snapshot,
+            &q,
+            packet,
+            Rcode::NotAuth,
+            udp_payload,
+            now,
+        ));
     }
     // RFC 1995 3: an IXFR carries the secondary's SOA in AUTHORITY; without one it gets the
     // whole zone, as an AXFR.
     let Ok(since) = ixfr_serial(packet, &q) else {
-        let (out, rcode) = header_answer(snapshot, &q, packet, Rcode::FormErr, udp_payload, now);
         snapshot.count_query(snapshot.zone_of(q.qname()));
-        return Some(Built {
-            out,
-            rcode,
-            messages: 1,
-            records: 0,
-            form: "none",
-        });
+        return Some(header_only(
+            snapshot,
+            &q,
+            packet,
+            Rcode::FormErr,
+            udp_payload,
+            now,
+        ));
     };
     // The journal's records, decoded, which an incremental answer borrows.
     let decoded;
@@ -202,15 +202,15 @@ pub(super) fn build(
             })
         }
         Err(no) => {
-            let (out, rcode) = header_answer(snapshot, &q, packet, no.rcode, udp_payload, now);
             snapshot.count_query(no.zone);
-            Some(Built {
-                out,
-                rcode,
-                messages: 1,
-                records: 0,
-                form: "none",
-            })
+            Some(header_only(
+                snapshot,
+                &q,
+                packet,
+                no.rcode,
+                udp_payload,
+                now,
+            ))
         }
     }
 }
@@ -321,6 +321,25 @@ fn incremental<'a>(
         out.push(soa);
     }
     out
+}
+
+/// A transfer answered with one header-only message: `rcode`, no records.
+fn header_only(
+    snapshot: &snapshot::Snapshot,
+    q: &wire::Query<'_>,
+    packet: &[u8],
+    rcode: Rcode,
+    udp_payload: u16,
+    now: u64,
+) -> Built {
+    let (out, rcode) = header_answer(snapshot, q, packet, rcode, udp_payload, now);
+    Built {
+        out,
+        rcode,
+        messages: 1,
+        records: 0,
+        form: "none",
+    }
 }
 
 /// An answer with `rcode`, the question echoed and no data, framed, and the RCODE sent. A

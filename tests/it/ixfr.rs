@@ -267,14 +267,7 @@ async fn ixfr_past_the_journal_or_across_a_reload_gets_the_whole_zone() {
     // A new file serial, by reload: no chain reaches it.
     let edited = ZONE.replace("2026112301", "2026112500");
     std::fs::write(server.zone_path(0), edited).unwrap();
-    let (status, reply) = crate::support::http(
-        server.admin(),
-        reqwest::Method::POST,
-        "/v1/reload",
-        &[],
-        None,
-    )
-    .await;
+    let (status, reply) = server.reload().await;
     assert_eq!(status, 200, "{reply}");
     let reloaded = soa(2026112500);
     let out = kdig(&["example.com.", "IXFR=2026112402"]).await;

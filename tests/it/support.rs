@@ -313,6 +313,11 @@ impl Server {
         self.dir.path().join(zone_file(i))
     }
 
+    /// `POST /v1/reload`: the status and the reply.
+    pub(crate) async fn reload(&self) -> (u16, Value) {
+        http(self.admin(), Method::POST, "/v1/reload", &[], None).await
+    }
+
     /// The config the server loaded, which a reload reads again (`weir ctl` tests).
     pub(crate) fn config_path(&self) -> PathBuf {
         self.dir.path().join("weir.toml")

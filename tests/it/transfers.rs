@@ -432,14 +432,7 @@ async fn nsd_is_notified_of_a_new_serial_and_transfers_it() {
 
     let edited = ZONE.replace("2026112301", "2026112302") + "late A 192.0.2.177\n";
     std::fs::write(server.zone_path(0), edited).unwrap();
-    let (status, reply) = crate::support::http(
-        server.admin(),
-        reqwest::Method::POST,
-        "/v1/reload",
-        &[],
-        None,
-    )
-    .await;
+    let (status, reply) = server.reload().await;
     assert_eq!(status, 200, "{reply}");
     let late = ["late.example.com. 3600 IN A 192.0.2.177"];
     nsd_serves(

@@ -248,14 +248,7 @@ async fn a_reload_reads_the_key_files_again() {
     let (file, new_secret) = keygen("acme-key");
     let key_file = server.config_path().with_file_name("acme-key.conf");
     std::fs::write(&key_file, &file).unwrap();
-    let (status, reply) = crate::support::http(
-        server.admin(),
-        reqwest::Method::POST,
-        "/v1/reload",
-        &[],
-        None,
-    )
-    .await;
+    let (status, reply) = server.reload().await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["restart_required"], serde_json::json!([]), "{reply}");
     let out = kdig(
@@ -272,14 +265,7 @@ async fn a_reload_reads_the_key_files_again() {
     assert!(out.contains("status: BADSIG"), "{out}");
     // A key file that no longer parses fails the reload; the keys before keep working.
     std::fs::write(&key_file, "key \"acme-key\" {\n algorithm hmac-md5;\n};\n").unwrap();
-    let (status, reply) = crate::support::http(
-        server.admin(),
-        reqwest::Method::POST,
-        "/v1/reload",
-        &[],
-        None,
-    )
-    .await;
+    let (status, reply) = server.reload().await;
     assert_eq!(status, 422, "{reply}");
     assert!(reply.to_string().contains("acme-key.conf:2"), "{reply}");
     let out = kdig(

@@ -33,26 +33,10 @@ endpoints = [{ address = "192.0.2.10" }]
 /// The grants: acme-key may change TXT at and under `_acme-challenge` only; ops-key anything.
 const GRANTS: &str = "[[zone.update]]\nkey = \"acme-key\"\nnames = [\"_acme-challenge\", \"_acme-challenge.**\"]\ntypes = [\"TXT\"]\n[[zone.update]]\nkey = \"ops-key\"\n";
 
-/// A key from the real `tsig-keygen`: the file's text and `hmac-sha256:NAME:SECRET` for `-y`.
+/// A key from the real `tsig-keygen` (`tsig::keygen`): the file's text and
+/// `hmac-sha256:NAME:SECRET` for `-y`.
 pub(crate) fn keygen(name: &str) -> (String, String) {
-    let program = find_program("tsig-keygen").unwrap_or_else(|| {
-        panic!(
-            "tsig-keygen is not installed: the UPDATE tests sign with keys it writes \
-             (Debian: apt-get install bind9-utils; .ci/test installs it)"
-        )
-    });
-    let out = std::process::Command::new(program)
-        .args(["-a", "hmac-sha256", name])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "tsig-keygen failed: {out:?}");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let secret = text
-        .split("secret \"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no secret in tsig-keygen's output:\n{text}"))
-        .to_string();
+    let (text, secret) = crate::tsig::keygen(name);
     (text, format!("hmac-sha256:{name}:{secret}"))
 }
 
@@ -475,7 +459,7 @@ async fn ctl_shows_updates_folds_them_into_the_file_and_discards_them() {
     );
     assert!(!text.contains("info.example.com."), "{text}");
     std::fs::write(server.zone_path(0), &text).unwrap();
-    let (status, body) = http(server.admin(), Method::POST, "/v1/reload", &[], None).await;
+    let (status, body) = server.reload().await;
     assert_eq!(status, 200, "{body}");
     let line = ok(
         &server,
