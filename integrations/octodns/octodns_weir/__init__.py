@@ -18,6 +18,7 @@ import dns.edns
 import dns.message
 import dns.query
 import dns.rcode
+import dns.tsig
 import dns.tsigkeyring
 import dns.update
 import requests
@@ -294,15 +295,18 @@ class WeirProvider(BaseProvider):
         else:
             rrset = record.to_rrset()
             update.replace(rrset.name, rrset.ttl, rrset._type, *rrset.rdatas)
-        self.log.info('UPDATE %s %s %s', type(change).__name__.lower(), record.fqdn, record._type)
-        response = dns.query.tcp(update, self.dns_server, port=self.dns_port, timeout=self.timeout)
+        what = f'UPDATE {record.fqdn} {record._type} {type(change).__name__.lower()}'
+        if self.keyring is None:
+            raise WeirException(f'{what}: key_name and key_secret are needed to send UPDATEs')
+        self.log.info(what)
+        try:
+            response = dns.query.tcp(update, self.dns_server, port=self.dns_port, timeout=self.timeout)
+        except dns.tsig.PeerError as e:
+            raise WeirException(f'{what}: NOTAUTH ({e.__class__.__name__}: {e})') from e
         rcode = response.rcode()
         if rcode != dns.rcode.NOERROR:
             why = '; '.join(e.text or dns.edns.EDECode.to_text(e.code) for e in response.extended_errors())
-            raise WeirException(
-                f'UPDATE {record.fqdn} {record._type} {type(change).__name__.lower()}: '
-                f'{dns.rcode.to_text(rcode)}' + (f': {why}' if why else '')
-            )
+            raise WeirException(f'{what}: {dns.rcode.to_text(rcode)}' + (f': {why}' if why else ''))
 
     def _apply_weights(self, record):
         '''Sets the weights of the pools of a managed name to the record's (checked by

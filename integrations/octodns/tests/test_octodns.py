@@ -199,3 +199,19 @@ def test_4_weight_change_reaches_the_pool(weir, tmp_path):
     assert pool['status']['ipv4']['shares'] == [['192.0.2.10', 0.25], ['192.0.2.11', 0.25], ['192.0.2.20', 0.5]]
     again = sync(config)
     assert 'No changes were planned' in again.stdout + again.stderr, again.stdout + again.stderr
+
+
+def test_5_refused_update_says_why(weir, tmp_path):
+    # A record below a delegation (`sub` is delegated in STATIC): weir refuses it and says so.
+    below = 'x.sub: {type: A, value: 192.0.2.77}\n'
+    config = write_config(weir, tmp_path, STATIC + MANAGED % WEIGHTS + below)
+    applied = sync(config, '--doit')
+    assert applied.returncode != 0
+    assert 'UPDATE x.sub.example.com. A create: REFUSED: ' in applied.stderr, applied.stderr
+
+
+def test_6_unsupported_type_is_reported(weir, tmp_path):
+    config = write_config(weir, tmp_path, STATIC.replace("'':\n", "'':\n  - {type: ALIAS, value: mail.example.com.}\n", 1) + MANAGED % WEIGHTS)
+    plan = sync(config)
+    assert plan.returncode != 0
+    assert 'ALIAS' in plan.stderr, plan.stderr
