@@ -234,11 +234,22 @@ class WeirProvider(BaseProvider):
                 record = record.copy()
                 record.dynamic = None
                 desired.add_record(record, replace=True)
+        wanted = {(r.fqdn, r._type) for r in desired.records}
+        for key, existing in managed.items():
+            if key not in wanted:
+                self.supports_warn_or_except(
+                    f'{existing.fqdn} {existing._type}: not in the desired zone, but a managed name '
+                    'cannot be deleted through weir\'s API (its pool or route is config)',
+                    'leaving it as weir serves it',
+                )
+                desired.add_record(existing)
         return super()._process_desired_zone(desired)
 
     def _unsupported_managed(self, record, existing):
         '''Why weir's API cannot make `existing` (a managed name's record) into `record`, or
         None when it can (weights and endpoints only).'''
+        if record._type == 'CNAME':
+            return 'a managed name answers A and AAAA from its pool: no CNAME beside it'
         if existing is None:
             return f'a managed name without IPv{4 if record._type == "A" else 6} endpoints (weir config)'
         if not getattr(record, 'dynamic', None):

@@ -179,6 +179,12 @@ api:
     assert plan.returncode != 0
     assert 'app.example.com. A: a managed name answers from its pool' in plan.stderr
 
+    # The managed names left out: deleting them would need weir's config.
+    config = write_config(weir, tmp_path, STATIC)
+    plan = sync(config)
+    assert plan.returncode != 0
+    assert 'app.example.com. A: not in the desired zone, but a managed name cannot be deleted' in plan.stderr
+
     # lenient: a warning, and the change is left out of the plan.
     config = write_config(weir, tmp_path, STATIC + route_rule, strict=False)
     plan = sync(config)
