@@ -48,9 +48,12 @@ class WeirProvider(BaseProvider):
     # The apex NS is read (octoDNS ignores it on targets that do not manage it); weir refuses
     # deleting the last apex NS, so it is left to the zone file.
     SUPPORTS_ROOT_NS = False
+    # The types whose records GET /v1/zones/{zone}/records presents in zone-file form. weir
+    # presents DNAME, DS, LOC, SPF and URI rdata as base64, and SVCB/HTTPS parameters joined by
+    # ", ", so those are left out until it presents them as a zone file would.
     SUPPORTS = {
-        'A', 'AAAA', 'CAA', 'CNAME', 'DNAME', 'DS', 'HTTPS', 'LOC', 'MX', 'NAPTR', 'NS',
-        'OPENPGPKEY', 'PTR', 'SPF', 'SRV', 'SSHFP', 'SVCB', 'TLSA', 'TXT', 'URI',
+        'A', 'AAAA', 'CAA', 'CNAME', 'MX', 'NAPTR', 'NS', 'OPENPGPKEY', 'PTR', 'SRV', 'SSHFP',
+        'TLSA', 'TXT',
     }
 
     def __init__(
@@ -118,9 +121,13 @@ class WeirProvider(BaseProvider):
                 continue
             # "owner ttl IN TYPE rdata": the rdata is everything after the fourth field.
             rdatas = [line.split(None, 4)[4] for line in rrset['records']]
-            record = Record.from_rrset(
-                zone, Rrset(rrset['owner'], _type, rrset['ttl'], rdatas), lenient=lenient, source=self
-            )
+            try:
+                record = Record.from_rrset(
+                    zone, Rrset(rrset['owner'], _type, rrset['ttl'], rdatas), lenient=lenient, source=self
+                )
+            except Exception as e:
+                self.log.warning('populate: skipping %s %s: %s', rrset['owner'], _type, e)
+                continue
             zone.add_record(record, lenient=lenient)
         for record in self._managed(zone).values():
             zone.add_record(record, lenient=lenient)
