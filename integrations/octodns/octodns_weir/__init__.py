@@ -86,6 +86,8 @@ class WeirProvider(BaseProvider):
             self.keyring = dns.tsigkeyring.from_text({key_name: (key_algorithm, key_secret)})
         self.key_name = key_name
         self._managed_cache = {}
+        # (managed name, octoDNS pool id) -> weir's pool id (`name` or `label@name`).
+        self._pool_ids = {}
 
     # ---- admin API ----
 
@@ -150,6 +152,7 @@ class WeirProvider(BaseProvider):
             if '@' in name or not self._in_zone(name, zone):
                 continue
             rules = [{'pool': PLAIN_POOL}]
+            self._pool_ids[(name, PLAIN_POOL)] = name
             self._add_dynamic(records, zone, name, {PLAIN_POOL: pool}, rules)
         for route in self._get('/v1/routes')['routes']:
             name = route['name']
@@ -160,6 +163,8 @@ class WeirProvider(BaseProvider):
                 continue
             label = lambda pool_id: pool_id.split('@', 1)[0]
             route_pools = {label(p['pool']): pools[p['pool']] for p in route['pools']}
+            for pid in route_pools:
+                self._pool_ids[(name, pid)] = f'{pid}@{name}'
             rules = [self._rule(label(r['pool']), r) for r in route['rules']]
             self._add_dynamic(records, zone, name, route_pools, rules)
         return records
@@ -278,18 +283,15 @@ class WeirProvider(BaseProvider):
         if sorted(record.values) != derived:
             return f'values must be the endpoints of the catch-all pool {catch_all} ({derived})'
         for pid, pool in want.pools.items():
-            detail = self._pool_detail(record.fqdn, pid)
+            detail = self._get(f'/v1/pools/{quote(self._pool_ids[(record.fqdn, pid)])}')
             known = {e['address'] for g in detail['groups'] for e in g['endpoints']}
             new = [v['value'] for v in pool.data['values'] if v['value'] not in known]
             if new and len(detail['groups']) != 1:
                 return f'pool {pid}: new endpoints {new} in a pool of several groups (which group?)'
+            mixed = {ip_address(a).version for a in known} == {4, 6}
+            if mixed and len(detail['groups']) > 1 and pool.data != have.pools[pid].data:
+                return f'pool {pid}: its group weights are shared by A and AAAA; change them with weir ctl'
         return None
-
-    def _pool_id(self, fqdn, pid):
-        return fqdn if pid == PLAIN_POOL else f'{pid}@{fqdn}'
-
-    def _pool_detail(self, fqdn, pid):
-        return self._get(f'/v1/pools/{quote(self._pool_id(fqdn, pid))}')
 
     # ---- applying ----
 
@@ -327,30 +329,35 @@ class WeirProvider(BaseProvider):
             raise WeirException(f'{what}: {dns.rcode.to_text(rcode)}' + (f': {why}' if why else ''))
 
     def _apply_weights(self, record):
-        '''Sets the weights of the pools of a managed name to the record's (checked by
-        _unsupported_managed); an endpoint left out gets weight 0 (drained).'''
+        """Sets the weights of the pools of a managed name to the record's (checked by
+        _unsupported_managed); an endpoint left out gets weight 0 (drained). Raises come
+        first, so the pool never passes through a zero total weight."""
         version = 4 if record._type == 'A' else 6
         for pid, pool in record.dynamic.pools.items():
-            pool_id = quote(self._pool_id(record.fqdn, pid))
-            detail = self._pool_detail(record.fqdn, pid)
+            pool_id = quote(self._pool_ids[(record.fqdn, pid)])
+            groups = self._get(f'/v1/pools/{pool_id}')['groups']
             want = {v['value']: v['weight'] for v in pool.data['values']}
-            groups = detail['groups']
+            writes = []  # (new weight, old weight, method, path)
             for group in groups:
                 mine = [e for e in group['endpoints'] if ip_address(e['address']).version == version]
                 for e in mine:
-                    weight = want.pop(e['address'], 0)
-                    if weight != e['weight']['effective']:
-                        self._write('PUT', f'/v1/pools/{pool_id}/endpoints/{quote(e["address"])}/weight',
-                                    {'weight': weight, 'reason': 'octoDNS'})
+                    path = f'/v1/pools/{pool_id}/endpoints/{quote(e["address"])}/weight'
+                    writes.append((want.get(e['address'], 0), e['weight']['effective'], 'PUT', path))
                 if len(groups) > 1 and mine:
-                    total = sum(v['weight'] for v in pool.data['values']
-                                if v['value'] in {e['address'] for e in mine})
-                    if total != group['weight']['effective']:
-                        self._write('PUT', f'/v1/pools/{pool_id}/groups/{quote(group["name"])}/weight',
-                                    {'weight': total, 'reason': 'octoDNS'})
-            for address, weight in want.items():
-                self._write('POST', f'/v1/pools/{pool_id}/groups/{quote(groups[0]["name"])}/endpoints',
-                            {'address': address, 'weight': weight, 'reason': 'octoDNS'})
+                    total = sum(want.get(e['address'], 0) for e in mine)
+                    path = f'/v1/pools/{pool_id}/groups/{quote(group["name"])}/weight'
+                    writes.append((total, group['weight']['effective'], 'PUT', path))
+            known = {e['address'] for g in groups for e in g['endpoints']}
+            for address in want.keys() - known:
+                path = f'/v1/pools/{pool_id}/groups/{quote(groups[0]["name"])}/endpoints'
+                writes.append((want[address], 0, 'POST', path, address))
+            for new, old, method, path, *address in sorted(writes, key=lambda w: w[0] <= w[1]):
+                if new == old:
+                    continue
+                body = {'weight': new, 'reason': 'octoDNS'}
+                if address:
+                    body['address'] = address[0]
+                self._write(method, path, body)
 
 
 def pool_values(pool, version):

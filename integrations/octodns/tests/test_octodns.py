@@ -221,3 +221,28 @@ def test_6_unsupported_type_is_reported(weir, tmp_path):
     plan = sync(config)
     assert plan.returncode != 0
     assert 'ALIAS' in plan.stderr, plan.stderr
+
+
+def test_7_route_pool_endpoints_added_and_drained(weir, tmp_path):
+    two = (MANAGED % WEIGHTS).replace(
+        'values: [{value: 192.0.2.30}]', 'values: [{value: 192.0.2.30, weight: 1}, {value: 192.0.2.31, weight: 3}]'
+    )
+    config = write_config(weir, tmp_path, STATIC + two)
+    applied = sync(config, '--doit')
+    assert applied.returncode == 0, applied.stderr
+    pool = weir.get('/v1/pools/eu@geo.example.com.')
+    assert {e['address']: e['weight']['effective'] for e in pool['groups'][0]['endpoints']} == {
+        '192.0.2.30': 1, '192.0.2.31': 3,
+    }
+    assert 'No changes were planned' in sync(config).stderr
+
+    # Left out of the pool: drained (weight 0), not deleted; a pool's single value has weight 1.
+    one = (MANAGED % WEIGHTS).replace('values: [{value: 192.0.2.30}]', 'values: [{value: 192.0.2.31}]')
+    config = write_config(weir, tmp_path, STATIC + one)
+    applied = sync(config, '--doit')
+    assert applied.returncode == 0, applied.stderr
+    pool = weir.get('/v1/pools/eu@geo.example.com.')
+    assert {e['address']: e['weight']['effective'] for e in pool['groups'][0]['endpoints']} == {
+        '192.0.2.30': 0, '192.0.2.31': 1,
+    }
+    assert 'No changes were planned' in sync(config).stderr
