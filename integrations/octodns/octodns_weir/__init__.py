@@ -15,7 +15,6 @@ from math import gcd, lcm
 from urllib.parse import quote
 
 import dns.edns
-import dns.message
 import dns.query
 import dns.rcode
 import dns.tsig
@@ -161,11 +160,11 @@ class WeirProvider(BaseProvider):
             if any(rule['asns'] for rule in route['rules']):
                 self.log.warning('populate: skipping route %s: octoDNS rules have no AS numbers', name)
                 continue
-            label = lambda pool_id: pool_id.split('@', 1)[0]
-            route_pools = {label(p['pool']): pools[p['pool']] for p in route['pools']}
+            # weir names a route's pools `label@name`; octoDNS's pool ids are the labels.
+            route_pools = {p['pool'].split('@', 1)[0]: pools[p['pool']] for p in route['pools']}
             for pid in route_pools:
                 self._pool_ids[(name, pid)] = f'{pid}@{name}'
-            rules = [self._rule(label(r['pool']), r) for r in route['rules']]
+            rules = [self._rule(r['pool'].split('@', 1)[0], r) for r in route['rules']]
             self._add_dynamic(records, zone, name, route_pools, rules)
         return records
 
@@ -307,7 +306,7 @@ class WeirProvider(BaseProvider):
         self._managed_cache.pop(desired.name, None)
 
     def _send_update(self, zone_name, change):
-        update = dns.update.UpdateMessage(zone_name, keyring=self.keyring, keyalgorithm=None)
+        update = dns.update.UpdateMessage(zone_name, keyring=self.keyring)
         update.use_edns(0)
         record = change.new or change.existing
         if isinstance(change, Delete):
