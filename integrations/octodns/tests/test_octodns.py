@@ -192,6 +192,13 @@ api:
     assert 'rules differ' in plan.stderr and 'leaving it as weir serves it' in plan.stderr
     assert 'No changes were planned' in plan.stdout + plan.stderr
 
+    # lenient, a new dynamic record: a warning, and its values planned as a static record.
+    config = write_config(weir, tmp_path, STATIC + MANAGED % WEIGHTS + new_dynamic, strict=False)
+    plan = sync(config)
+    assert plan.returncode == 0, plan.stderr
+    assert 'falling back to its values as a static record' in plan.stderr
+    assert "Create <ARecord A 60, api.example.com., ['192.0.2.70']>" in plan.stdout + plan.stderr
+
 
 def test_4_weight_change_reaches_the_pool(weir, tmp_path):
     config = write_config(weir, tmp_path, STATIC + MANAGED % {'w10': 1, 'w11': 1, 'w20': 2})
