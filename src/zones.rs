@@ -30,9 +30,32 @@ impl Zone {
     }
 }
 
+/// Types whose zone-file text from hickory reads back in weir's zone loader (hickory's parser;
+/// `presented_records_read_back_the_same`); every other type (DS, LOC, URI, ...: hickory shows
+/// some as base64) is shown in RFC 3597's generic form, which most zone-file readers take
+/// (hickory's does not: such records, which only UPDATE can add, cannot be folded into a file
+/// weir loads).
+const PRESENTED: [u16; 15] = [
+    64, // SVCB
+    65, // HTTPS
+    rtype::A,
+    rtype::NS,
+    rtype::CNAME,
+    rtype::SOA,
+    rtype::PTR,
+    13, // HINFO
+    rtype::MX,
+    rtype::AAAA,
+    rtype::SRV,
+    35,  // NAPTR
+    44,  // SSHFP
+    52,  // TLSA
+    257, // CAA
+];
+
 /// The records of `set` at `owner` in zone-file form, one line each
-/// (`www.example.com. 60 IN A 192.0.2.1`); rdata hickory cannot read shows in RFC 3597's
-/// generic form.
+/// (`www.example.com. 60 IN A 192.0.2.1`); types outside `PRESENTED`, and rdata hickory cannot
+/// read, in RFC 3597's generic form (`\# 4 c0000201`).
 pub fn present(owner: &Name, set: &RRset) -> Vec<String> {
     let kind = rtype_name(set.rtype);
     set.rdatas
@@ -40,9 +63,9 @@ pub fn present(owner: &Name, set: &RRset) -> Vec<String> {
         .map(|rdata| {
             let text = match rdata {
                 Rdata::Opaque(bytes) if set.rtype == rtype::TXT => present_txt(bytes),
+                _ if PRESENTED.contains(&set.rtype) => zonefile::present_rdata(set.rtype, rdata),
                 _ => None,
             };
-            let text = text.or_else(|| zonefile::present_rdata(set.rtype, rdata));
             let text = text.unwrap_or_else(|| {
                 let mut wire = Vec::new();
                 rdata.to_wire(&mut wire);
@@ -382,6 +405,43 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(Problems(p)) => p.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    /// What `present` writes reads back as the same records: `weir ctl records` output saved
+    /// as the zone file serves the same data (folding UPDATE changes in).
+    #[test]
+    fn presented_records_read_back_the_same() {
+        let origin = Name::parse("example.com").unwrap();
+        let text = format!(
+            "{HEAD}www A 192.0.2.2\nwww AAAA 2001:db8::2\n@ MX 10 mail\nmail A 192.0.2.25\n@ TXT \"a \\\"quoted\\\" \\\\ word\" \"two\"\n_sip._tcp SRV 10 60 5060 www\n@ CAA 0 issue \"ca.example.net\"\nsub NS ns.sub\nns.sub A 192.0.2.3\nsvc HTTPS 1 . alpn=h2,h3 port=8443\nalias CNAME www\n12 PTR www\n@ SSHFP 4 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n"
+        );
+        let zone = from_text(&text, Path::new("z.zone"), &origin).unwrap();
+        let mut out = String::new();
+        for (owner, sets) in &zone.rrsets {
+            for set in sets {
+                for line in present(owner, set) {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }
+        }
+        assert!(
+            out.contains("example.com. 300 IN TXT \"a \\\"quoted\\\" \\\\ word\" \"two\""),
+            "{out}"
+        );
+        assert!(out.contains("svc.example.com. 300 IN HTTPS 1 . "), "{out}");
+        let back = from_text(&out, Path::new("presented.zone"), &origin).unwrap();
+        assert_eq!(back.rrsets, zone.rrsets, "{out}");
+        // A type outside `PRESENTED` (a DS added by UPDATE): RFC 3597's generic form.
+        let ds = RRset {
+            rtype: rtype::DS,
+            ttl: 60,
+            rdatas: vec![Rdata::Opaque((*b"\x30\x39\x0d\x02").into())],
+        };
+        assert_eq!(
+            present(&origin, &ds),
+            ["example.com. 60 IN DS \\# 4 30390d02"]
+        );
     }
 
     #[test]

@@ -20,6 +20,24 @@ use crate::model::{Name, Rcode, rtype};
 use crate::tsig;
 use crate::update::{self, OPCODE_UPDATE, Submission};
 
+/// Refusals logged per second, about (racing tasks may log a few more): a flood of bad UPDATEs must not flood the log (the
+/// metric counts every one).
+const LOG_PER_SECOND: u64 = 20;
+
+/// The second of the last refusal logged (high 32 bits) and how many were logged in it.
+static LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether another refusal may be logged in this second.
+fn may_log() -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = crate::clock::wall_secs() & 0xFFFF_FFFF;
+    let seen = LOGGED.load(Relaxed);
+    let (second, count) = (seen >> 32, seen & 0xFFFF_FFFF);
+    let next = if second == now { count + 1 } else { 1 };
+    LOGGED.store(now << 32 | next, Relaxed);
+    next <= LOG_PER_SECOND
+}
+
 /// UPDATE datagrams waiting for the task that answers them.
 const UDP_QUEUE: usize = 64;
 /// The longest an UPDATE waits for the writer (a store that does not answer: SERVFAIL).
@@ -203,7 +221,9 @@ async fn answer(
                     tsig::Error::FormErr => Rcode::FormErr,
                     _ => Rcode::NotAuth,
                 };
-                tracing::warn!(%client, error = ?failure.error, "UPDATE with a TSIG that does not verify");
+                if may_log() {
+                    tracing::warn!(%client, error = ?failure.error, "UPDATE with a TSIG that does not verify");
+                }
                 header.write(&mut out, rcode, None);
                 tsig::sign_error(&mut out, 0, &failure, now);
                 return Some(finish(ctx, out, transport, rcode));
@@ -223,7 +243,7 @@ async fn answer(
             .await
         }
     };
-    if let Some((_, why)) = &outcome.ede {
+    if let Some((_, why)) = outcome.ede.as_ref().filter(|_| may_log()) {
         tracing::warn!(%client, rcode = crate::metrics::rcode_name(outcome.rcode), why = %why, "UPDATE refused");
     }
     let ede = outcome.ede.as_ref().filter(|_| header.edns);
@@ -408,4 +428,19 @@ fn has_opt(packet: &[u8]) -> bool {
         at = next + 10 + usize::from(u16::from_be_bytes([len[0], len[1]]));
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_a_bounded_number_of_times_per_second() {
+        // 100 calls take far less than a second: at most two seconds' worth pass.
+        let logged = (0..100).filter(|_| may_log()).count() as u64;
+        assert!(
+            (LOG_PER_SECOND..=2 * LOG_PER_SECOND).contains(&logged),
+            "{logged}"
+        );
+    }
 }

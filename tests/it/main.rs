@@ -26,6 +26,7 @@ mod ixfr;
 mod managed_health;
 mod mmdb;
 mod observability;
+mod octodns;
 mod pools;
 mod protocol;
 mod resolvers;
