@@ -336,7 +336,7 @@ pub struct ZoneConfig {
     /// every transfer REFUSED.
     pub allow_transfer: Vec<crate::model::TransferAllow>,
     /// Secondaries sent a NOTIFY (RFC 1996) whenever the zone's serial changes.
-    pub notify: Vec<std::net::SocketAddr>,
+    pub notify: Vec<crate::model::NotifyTarget>,
     /// Who may change what by UPDATE (RFC 2136); empty: every UPDATE is refused.
     pub update: Vec<crate::model::Grant>,
 }
@@ -677,10 +677,26 @@ impl<'a> Collector<'a> {
         })
     }
 
-    /// A secondary to NOTIFY: `192.0.2.1`, `[2001:db8::1]` (port 53) or with a port.
-    fn notify_target(&mut self, key: &str, text: &str) -> Option<std::net::SocketAddr> {
-        let parsed = text.parse::<std::net::SocketAddr>().ok().or_else(|| {
-            let bare = text.trim_start_matches('[').trim_end_matches(']');
+    /// A secondary to NOTIFY: `192.0.2.1`, `[2001:db8::1]` (port 53) or with a port; after
+    /// `key:NAME@`, signed with that `[tsig]` key.
+    fn notify_target(
+        &mut self,
+        key: &str,
+        text: &str,
+        keyring: &crate::tsig::Keyring,
+    ) -> Option<crate::model::NotifyTarget> {
+        let (signer, address) = match text.strip_prefix("key:").and_then(|r| r.split_once('@')) {
+            Some((name, address)) => match Name::parse(name) {
+                Ok(name) if keyring.get(name.wire()).is_some() => (Some(name), address),
+                _ => {
+                    self.push(key, format!("`{name}` is no key of [tsig] key_files"));
+                    return None;
+                }
+            },
+            None => (None, text),
+        };
+        let parsed = address.parse::<std::net::SocketAddr>().ok().or_else(|| {
+            let bare = address.trim_start_matches('[').trim_end_matches(']');
             bare.parse::<std::net::IpAddr>()
                 .ok()
                 .map(|ip| (ip, 53).into())
@@ -688,10 +704,13 @@ impl<'a> Collector<'a> {
         if parsed.is_none() {
             self.push(
                 key,
-                format!("`{text}` is not an address like \"192.0.2.1\" or \"[2001:db8::1]:5300\""),
+                format!("`{text}` is not an address like \"192.0.2.1\", \"[2001:db8::1]:5300\" or \"key:NAME@192.0.2.1\""),
             );
         }
-        parsed
+        Some(crate::model::NotifyTarget {
+            addr: parsed?,
+            key: signer,
+        })
     }
 
     fn duration(&mut self, key: &str, text: &str) -> Duration {
@@ -1243,7 +1262,7 @@ fn zones(
             .iter()
             .flatten()
             .enumerate()
-            .filter_map(|(i, text)| c.notify_target(&format!("{key}.notify[{i}]"), text))
+            .filter_map(|(i, text)| c.notify_target(&format!("{key}.notify[{i}]"), text, keyring))
             .collect();
         let update = (z.update.iter().flatten().enumerate())
             .filter_map(|(i, g)| c.grant(&format!("{key}.update[{i}]"), g, &origin, keyring))
@@ -1589,12 +1608,18 @@ mod tests {
         .iter()
         .map(|a| a.parse().unwrap())
         .collect();
-        assert_eq!(config.zones[0].notify, want);
+        let addrs: Vec<SocketAddr> = config.zones[0].notify.iter().map(|t| t.addr).collect();
+        assert_eq!(addrs, want);
+        assert!(config.zones[0].notify.iter().all(|t| t.key.is_none()));
         let got = problems(
-            "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\nnotify = [\"ns2.example.com\"]\n",
+            "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\nnotify = [\"ns2.example.com\", \"key:nokey@192.0.2.1\"]\n",
         );
-        let want = "/etc/weir/weir.toml:4: zone[0].notify[0]: `ns2.example.com` is not an address";
-        assert!(got.iter().any(|p| p.contains(want)), "{want} in {got:#?}");
+        for want in [
+            "/etc/weir/weir.toml:4: zone[0].notify[0]: `ns2.example.com` is not an address",
+            "/etc/weir/weir.toml:4: zone[0].notify[1]: `nokey` is no key of [tsig] key_files",
+        ] {
+            assert!(got.iter().any(|p| p.contains(want)), "{want} in {got:#?}");
+        }
     }
 
     #[test]

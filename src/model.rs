@@ -314,6 +314,22 @@ impl fmt::Debug for Name {
     }
 }
 
+/// A secondary to NOTIFY (`[[zone]] notify`): its address, and the TSIG key to sign with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotifyTarget {
+    pub addr: std::net::SocketAddr,
+    pub key: Option<Name>,
+}
+
+impl fmt::Display for NotifyTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "key:{key}@{}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
 /// Which names and types one TSIG key may change by UPDATE in a zone (`[[zone.update]]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {

@@ -37,6 +37,8 @@ pub(crate) enum NotifyError {
     Unanswered(usize),
     #[error("answered with RCODE {0}")]
     Refused(u16),
+    #[error("the answer to a signed NOTIFY was refused: {0}")]
+    Unsigned(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -64,10 +66,14 @@ pub(crate) async fn run(
                 continue;
             }
             announced.insert(origin.clone(), serial);
-            for &target in targets {
+            for target in targets {
                 let (zone, metrics) = (origin.clone(), metrics.clone());
+                // The key as this snapshot holds it (config guarantees the name is one).
+                let key = (target.key.as_ref()).and_then(|k| snap.keyring().get(k.wire()).cloned());
+                let (addr, shown) = (target.addr, target.to_string());
                 let task = tokio::spawn(async move {
-                    let result = send(&zone, target, &TRIES).await;
+                    let result = send(&zone, addr, key.as_ref(), &TRIES).await;
+                    let target = shown;
                     match &result {
                         Ok(()) => {
                             tracing::info!(zone = %zone, serial, %target, "NOTIFY acknowledged")
@@ -78,7 +84,7 @@ pub(crate) async fn run(
                     }
                     metrics.notify(&zone.to_string(), result.is_ok());
                 });
-                if let Some(older) = in_flight.insert((origin.clone(), target), task) {
+                if let Some(older) = in_flight.insert((origin.clone(), target.addr), task) {
                     older.abort();
                 }
             }
@@ -107,6 +113,7 @@ pub(crate) fn message(origin: &Name, id: u16) -> Vec<u8> {
 pub(crate) async fn send(
     origin: &Name,
     target: SocketAddr,
+    key: Option<&crate::tsig::Key>,
     tries: &[Duration],
 ) -> Result<(), NotifyError> {
     let bind: SocketAddr = if target.is_ipv4() {
@@ -117,7 +124,10 @@ pub(crate) async fn send(
     let socket = UdpSocket::bind(bind).await?;
     socket.connect(target).await?;
     let id = fastrand::u16(..);
-    let query = message(origin, id);
+    let mut query = message(origin, id);
+    // RFC 8945: signed with the target's key; its answer must then verify against our MAC.
+    let mac =
+        key.map(|key| crate::tsig::sign_request(&mut query, 0, key, crate::clock::wall_secs()));
     let mut buf = [0u8; 512];
     for wait in tries {
         socket.send(&query).await?;
@@ -141,6 +151,20 @@ pub(crate) async fn send(
                 && (flags >> 11) & 0xF == OPCODE_NOTIFY;
             if !is_answer {
                 continue;
+            }
+            if let (Some(key), Some(mac)) = (key, &mac) {
+                let reply = &buf[..n];
+                let checked = match crate::tsig::locate(reply) {
+                    Ok(Some(at)) => {
+                        crate::tsig::verify_reply(key, reply, at, mac, crate::clock::wall_secs())
+                            .map(|_| ())
+                            .map_err(|e| format!("its TSIG does not verify ({e:?})"))
+                    }
+                    _ => Err("it is not signed".to_string()),
+                };
+                if let Err(why) = checked {
+                    return Err(NotifyError::Unsigned(why));
+                }
             }
             return match flags & 0xF {
                 0 => Ok(()),
@@ -191,7 +215,7 @@ mod tests {
     async fn a_notify_is_retried_until_answered_and_stray_replies_are_ignored() {
         let origin = Name::parse("example.com.").unwrap();
         let (addr, secondary) = secondary(0).await;
-        send(&origin, addr, &FAST).await.unwrap();
+        send(&origin, addr, None, &FAST).await.unwrap();
         let seen = secondary.await.unwrap();
         assert_eq!(seen[0], seen[1], "the same NOTIFY, sent again");
         let m = &seen[0];
@@ -209,11 +233,11 @@ mod tests {
     async fn a_refusal_or_silence_is_an_error() {
         let origin = Name::parse("example.com.").unwrap();
         let (addr, secondary) = secondary(5).await;
-        let err = send(&origin, addr, &FAST).await.unwrap_err();
+        let err = send(&origin, addr, None, &FAST).await.unwrap_err();
         assert!(matches!(err, NotifyError::Refused(5)), "{err}");
         secondary.await.unwrap();
         let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let err = send(&origin, silent.local_addr().unwrap(), &FAST[..2])
+        let err = send(&origin, silent.local_addr().unwrap(), None, &FAST[..2])
             .await
             .unwrap_err();
         assert!(matches!(err, NotifyError::Unanswered(2)), "{err}");

@@ -164,7 +164,7 @@ struct ZoneData {
     /// Who may transfer the zone (`[[zone]] allow_transfer`).
     allow_transfer: Vec<crate::model::TransferAllow>,
     /// Secondaries to NOTIFY (`[[zone]] notify`).
-    notify: Vec<std::net::SocketAddr>,
+    notify: Vec<crate::model::NotifyTarget>,
     /// Who may change what by UPDATE (`[[zone.update]]`).
     grants: Vec<crate::model::Grant>,
     /// Managed names' A and AAAA as a zone transfer carries them (`transfer_addresses`), by
@@ -636,7 +636,9 @@ impl Snapshot {
 
     /// Each zone that has `[[zone]] notify` targets: its origin, current SOA serial and the
     /// targets (the NOTIFY task compares serials with the ones it announced).
-    pub fn notify_targets(&self) -> impl Iterator<Item = (&Name, u32, &[std::net::SocketAddr])> {
+    pub fn notify_targets(
+        &self,
+    ) -> impl Iterator<Item = (&Name, u32, &[crate::model::NotifyTarget])> {
         self.index
             .zones
             .values()

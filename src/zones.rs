@@ -19,7 +19,7 @@ pub struct Zone {
     /// `from_text`.
     pub allow_transfer: Vec<crate::model::TransferAllow>,
     /// Secondaries to NOTIFY on serial changes (`[[zone]] notify`).
-    pub notify: Vec<std::net::SocketAddr>,
+    pub notify: Vec<crate::model::NotifyTarget>,
     /// Who may change what by UPDATE (`[[zone.update]]`).
     pub update: Vec<crate::model::Grant>,
 }

@@ -276,3 +276,54 @@ async fn a_reload_reads_the_key_files_again() {
     assert_signed_ok(&out);
     server.stop().await;
 }
+
+/// `notify = ["key:NAME@ADDR"]`: the NOTIFY is signed, so NSD, which takes NOTIFY for the zone
+/// only with the key (`allow-notify: ... acme-key`), fetches the new serial at once (the
+/// zone's refresh is 7200 s). Unsigned, NSD ignores it and the test times out (checked).
+#[tokio::test]
+async fn a_signed_notify_reaches_a_secondary_that_requires_the_key() {
+    let (file, secret) = keygen("acme-key");
+    let port = crate::support::free_port();
+    let server = Server::builder()
+        .key_file("acme-key.conf", &file)
+        .zone("example.com.", ZONE)
+        .zone_keys(&format!(
+            "allow_transfer = [\"key:acme-key\"]\nnotify = [\"key:acme-key@127.0.0.1:{port}\"]"
+        ))
+        .start()
+        .await;
+    let key = Some(("acme-key", "hmac-sha256", secret.as_str()));
+    let nsd = Nsd::start_on(port, "example.com", server.addr, key);
+    let soa = crate::transfers::SOA;
+    crate::transfers::nsd_serves(
+        &nsd,
+        "example.com.",
+        RecordType::SOA,
+        &[soa],
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let edited = ZONE.replace("2026112301", "2026112302") + "late A 192.0.2.177\n";
+    std::fs::write(server.zone_path(0), edited).unwrap();
+    let (status, reply) = server.reload().await;
+    assert_eq!(status, 200, "{reply}");
+    let late = ["late.example.com. 3600 IN A 192.0.2.177"];
+    crate::transfers::nsd_serves(
+        &nsd,
+        "late.example.com.",
+        RecordType::A,
+        &late,
+        Duration::from_secs(10),
+    )
+    .await;
+    let acked = "weir_notify_total{result=\"acked\",zone=\"example.com.\"}";
+    let metrics = server.metrics();
+    assert!(metrics.contains(acked), "{metrics}");
+    assert!(
+        !metrics.contains("weir_notify_total{result=\"failed\""),
+        "{metrics}"
+    );
+    drop(nsd);
+    server.stop().await;
+}
