@@ -126,9 +126,12 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
 /// unedited zone is indexed as loaded, not copied. A layer that no longer fits its file (the
 /// file changed under it) is left out, that zone served from its file, and named in the
 /// problems: a reload refuses them, start-up and a change from another node log them.
+/// `fresh`: `loaded.index` is the files' own (just loaded), so with no layer for a served zone
+/// it is reused; otherwise it may hold a layer since dropped, and the index is built again.
 fn index_with_edits(
     loaded: &Loaded,
     edits: &std::collections::BTreeMap<crate::model::Name, crate::model::ZoneEdits>,
+    fresh: bool,
 ) -> (Arc<ZoneIndex>, Vec<Problem>) {
     use std::borrow::Cow;
     let mut problems = Vec::new();
@@ -159,9 +162,10 @@ fn index_with_edits(
         })
         .collect();
     problems.extend(zones::check_pools(&loaded.config, &served));
-    if !edits
-        .keys()
-        .any(|origin| loaded.zones.iter().any(|z| z.origin == *origin))
+    if fresh
+        && !edits
+            .keys()
+            .any(|origin| loaded.zones.iter().any(|z| z.origin == *origin))
     {
         return (loaded.index.clone(), problems);
     }
@@ -409,7 +413,7 @@ impl Writer {
             store.commit(stored.generation, &overlay, dropped)?
         };
         let mut loaded = loaded;
-        let (index, problems) = index_with_edits(&loaded, &overlay.zones);
+        let (index, problems) = index_with_edits(&loaded, &overlay.zones, true);
         for p in &problems {
             tracing::error!(problem = %p, "stored UPDATE changes not served; the zone file is");
         }
@@ -864,7 +868,7 @@ impl Writer {
     /// Sets a new overlay at a new generation: probes follow, the snapshot is rebuilt.
     fn adopt(&mut self, overlay: Overlay, generation: u64) {
         if overlay.zones != self.overlay.zones {
-            let (index, problems) = index_with_edits(&self.loaded, &overlay.zones);
+            let (index, problems) = index_with_edits(&self.loaded, &overlay.zones, false);
             for p in &problems {
                 tracing::error!(problem = %p, "stored UPDATE changes not served; the zone file is");
             }
@@ -1294,7 +1298,7 @@ impl Writer {
             );
         }
         let mut loaded = loaded;
-        let (index, problems) = index_with_edits(&loaded, &overlay.zones);
+        let (index, problems) = index_with_edits(&loaded, &overlay.zones, true);
         if !problems.is_empty() {
             self.metrics.reloaded(false);
             let problems = Problems(problems);
