@@ -408,6 +408,42 @@ pub(crate) async fn nsd_serves(
     }
 }
 
+/// NSD, a secondary of `server`'s example.com with weir notifying it, serves the zone; then a
+/// reload of the zone file with a new serial and record reaches it within 10 s (the zone's
+/// refresh is 7200 s: only the NOTIFY explains it).
+pub(crate) async fn a_new_serial_reaches(server: &Server, nsd: &Nsd) {
+    nsd_serves(
+        nsd,
+        "example.com.",
+        RecordType::SOA,
+        &[SOA],
+        Duration::from_secs(20),
+    )
+    .await;
+    let edited = ZONE.replace("2026112301", "2026112302") + "late A 192.0.2.177\n";
+    std::fs::write(server.zone_path(0), edited).unwrap();
+    let (status, reply) = server.reload().await;
+    assert_eq!(status, 200, "{reply}");
+    let late = ["late.example.com. 3600 IN A 192.0.2.177"];
+    nsd_serves(
+        nsd,
+        "late.example.com.",
+        RecordType::A,
+        &late,
+        Duration::from_secs(10),
+    )
+    .await;
+    let soa = SOA.replace("2026112301", "2026112302");
+    nsd_serves(
+        nsd,
+        "example.com.",
+        RecordType::SOA,
+        &[&soa],
+        Duration::from_secs(1),
+    )
+    .await;
+}
+
 /// `[[zone]] notify`: a new serial (a reload of an edited zone file) reaches NSD at once by
 /// NOTIFY. The zone's refresh is 7200 s, so nothing else makes NSD ask within the test.
 #[tokio::test]
@@ -421,37 +457,7 @@ async fn nsd_is_notified_of_a_new_serial_and_transfers_it() {
         .start()
         .await;
     let nsd = Nsd::start_on(port, "example.com", server.addr, None);
-    nsd_serves(
-        &nsd,
-        "example.com.",
-        RecordType::SOA,
-        &[SOA],
-        Duration::from_secs(20),
-    )
-    .await;
-
-    let edited = ZONE.replace("2026112301", "2026112302") + "late A 192.0.2.177\n";
-    std::fs::write(server.zone_path(0), edited).unwrap();
-    let (status, reply) = server.reload().await;
-    assert_eq!(status, 200, "{reply}");
-    let late = ["late.example.com. 3600 IN A 192.0.2.177"];
-    nsd_serves(
-        &nsd,
-        "late.example.com.",
-        RecordType::A,
-        &late,
-        Duration::from_secs(10),
-    )
-    .await;
-    let soa = SOA.replace("2026112301", "2026112302");
-    nsd_serves(
-        &nsd,
-        "example.com.",
-        RecordType::SOA,
-        &[&soa],
-        Duration::from_secs(1),
-    )
-    .await;
+    a_new_serial_reaches(&server, &nsd).await;
     let acked = "weir_notify_total{result=\"acked\",zone=\"example.com.\"}";
     let metrics = server.metrics();
     let count = metrics

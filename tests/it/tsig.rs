@@ -294,29 +294,7 @@ async fn a_signed_notify_reaches_a_secondary_that_requires_the_key() {
         .await;
     let key = Some(("acme-key", "hmac-sha256", secret.as_str()));
     let nsd = Nsd::start_on(port, "example.com", server.addr, key);
-    let soa = crate::transfers::SOA;
-    crate::transfers::nsd_serves(
-        &nsd,
-        "example.com.",
-        RecordType::SOA,
-        &[soa],
-        Duration::from_secs(20),
-    )
-    .await;
-
-    let edited = ZONE.replace("2026112301", "2026112302") + "late A 192.0.2.177\n";
-    std::fs::write(server.zone_path(0), edited).unwrap();
-    let (status, reply) = server.reload().await;
-    assert_eq!(status, 200, "{reply}");
-    let late = ["late.example.com. 3600 IN A 192.0.2.177"];
-    crate::transfers::nsd_serves(
-        &nsd,
-        "late.example.com.",
-        RecordType::A,
-        &late,
-        Duration::from_secs(10),
-    )
-    .await;
+    crate::transfers::a_new_serial_reaches(&server, &nsd).await;
     let acked = "weir_notify_total{result=\"acked\",zone=\"example.com.\"}";
     let metrics = server.metrics();
     assert!(metrics.contains(acked), "{metrics}");
