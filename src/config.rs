@@ -87,6 +87,16 @@ struct RawConfig {
     #[serde(default)]
     route: Vec<route::RawRoute>,
     tsig: Option<RawTsig>,
+    dnssec: Option<RawDnssec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnssec {
+    key_dir: Option<String>,
+    signature_validity: Option<String>,
+    signature_refresh: Option<String>,
+    inception_skew: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +176,7 @@ struct RawZone {
     allow_transfer: Option<Vec<String>>,
     notify: Option<Vec<String>>,
     update: Option<Vec<RawGrant>>,
+    dnssec: Option<bool>,
 }
 
 /// `[[zone.update]]`: what one TSIG key may change by UPDATE.
@@ -339,6 +350,9 @@ pub struct ZoneConfig {
     pub notify: Vec<crate::model::NotifyTarget>,
     /// Who may change what by UPDATE (RFC 2136); empty: every UPDATE is refused.
     pub update: Vec<crate::model::Grant>,
+    /// `dnssec = true`: the zone's keys (from `[dnssec] key_dir`, read at each load) and the
+    /// signature policy; None: served unsigned.
+    pub dnssec: Option<std::sync::Arc<crate::dnssec::ZoneKeys>>,
 }
 
 /// Defaults, written once here and mirrored in config/weir.toml (a test keeps them equal).
@@ -365,6 +379,10 @@ pub mod defaults {
     pub const LOG_LEVEL: &str = "info";
     pub const LOG_FORMAT: &str = "text";
     pub const LOG_QUERY_SAMPLE: f64 = 0.0;
+    pub const DNSSEC_KEY_DIR: &str = "keys";
+    pub const SIGNATURE_VALIDITY: &str = "14days";
+    pub const SIGNATURE_REFRESH: &str = "7days";
+    pub const INCEPTION_SKEW: &str = "1h";
 }
 
 /// Reads and validates the config file at `path`.
@@ -458,6 +476,7 @@ pub fn zone_configs(path: &Path) -> Vec<ZoneConfig> {
             allow_transfer: Vec::new(),
             notify: Vec::new(),
             update: Vec::new(),
+            dnssec: None,
         });
     }
     zones
@@ -757,7 +776,8 @@ fn validate(raw: RawConfig, path: &Path, line_of: LineOf<'_>) -> Result<Config, 
     let store = store(&mut c, raw.store.unwrap_or_default(), base);
     let log = log(&mut c, raw.log.unwrap_or_default());
     let keyring = tsig(&mut c, &raw.tsig.unwrap_or_default(), base);
-    let zones = zones(&mut c, &raw.zone, base, &keyring);
+    let dnssec = dnssec(&mut c, &raw.dnssec.unwrap_or_default(), base);
+    let zones = zones(&mut c, &raw.zone, base, &keyring, &dnssec);
     let (geo, asn) = route::geo(&mut c, &raw.geo.unwrap_or_default(), base);
     let route_names = route::names(&mut c, &raw.route);
     let served: Vec<String> = raw.pool.iter().map(|p| p.name.clone()).collect();
@@ -822,6 +842,73 @@ fn tsig(c: &mut Collector<'_>, raw: &RawTsig, base: &Path) -> crate::tsig::Keyri
         }
     }
     crate::tsig::Keyring::new(keys.into_iter().map(|(k, _)| k).collect())
+}
+
+/// `[dnssec]`: where signed zones' keys are (relative to the config file's folder) and the
+/// signature policy.
+fn dnssec(c: &mut Collector<'_>, raw: &RawDnssec, base: &Path) -> (PathBuf, crate::dnssec::Policy) {
+    let dir = base.join(raw.key_dir.as_deref().unwrap_or(defaults::DNSSEC_KEY_DIR));
+    let mut secs = |key: &str, text: &Option<String>, default: &str| {
+        c.duration(&format!("dnssec.{key}"), text.as_deref().unwrap_or(default))
+            .as_secs()
+    };
+    let policy = crate::dnssec::Policy {
+        validity: secs(
+            "signature_validity",
+            &raw.signature_validity,
+            defaults::SIGNATURE_VALIDITY,
+        ),
+        refresh: secs(
+            "signature_refresh",
+            &raw.signature_refresh,
+            defaults::SIGNATURE_REFRESH,
+        ),
+        inception_skew: secs(
+            "inception_skew",
+            &raw.inception_skew,
+            defaults::INCEPTION_SKEW,
+        ),
+    };
+    if policy.refresh >= policy.validity {
+        c.push(
+            "dnssec.signature_refresh",
+            "must be shorter than signature_validity (signatures are made again when this much validity is left)",
+        );
+    }
+    (dir, policy)
+}
+
+/// A signed zone's keys from `dir` (`[[zone]] dnssec = true`): every problem of every key
+/// file at `key`, and none at all is one.
+fn zone_keys(
+    c: &mut Collector<'_>,
+    key: &str,
+    origin: &Name,
+    (dir, policy): &(PathBuf, crate::dnssec::Policy),
+) -> Option<std::sync::Arc<crate::dnssec::ZoneKeys>> {
+    match crate::dnssec::read_keys(dir, origin) {
+        Ok(keys) if keys.is_empty() => {
+            c.push(
+                key,
+                format!(
+                    "no keys for {origin} in {} (make one: weir dnssec keygen {origin} --dir {})",
+                    dir.display(),
+                    dir.display()
+                ),
+            );
+            None
+        }
+        Ok(keys) => Some(std::sync::Arc::new(crate::dnssec::ZoneKeys {
+            keys,
+            policy: *policy,
+        })),
+        Err(problems) => {
+            for p in problems {
+                c.push(key, p);
+            }
+            None
+        }
+    }
 }
 
 /// `[dns]`.
@@ -1216,6 +1303,7 @@ fn zones(
     raw: &[RawZone],
     base: &Path,
     keyring: &crate::tsig::Keyring,
+    dnssec: &(PathBuf, crate::dnssec::Policy),
 ) -> Vec<ZoneConfig> {
     if raw.is_empty() {
         c.push(
@@ -1267,12 +1355,17 @@ fn zones(
         let update = (z.update.iter().flatten().enumerate())
             .filter_map(|(i, g)| c.grant(&format!("{key}.update[{i}]"), g, &origin, keyring))
             .collect();
+        let dnssec = match z.dnssec {
+            Some(true) => zone_keys(c, &format!("{key}.dnssec"), &origin, dnssec),
+            _ => None,
+        };
         zones.push(ZoneConfig {
             origin,
             file: base.join(&z.file),
             allow_transfer,
             notify,
             update,
+            dnssec,
         });
     }
     zones

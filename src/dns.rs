@@ -128,6 +128,8 @@ pub fn respond(
                     addr: client,
                     ecs: q.ecs,
                 },
+                dnssec: q.edns.is_some_and(|e| e.dnssec_ok),
+                compact_ok: q.edns.is_some_and(|e| e.compact_ok),
             },
         ),
     };
@@ -137,8 +139,13 @@ pub fn respond(
         && ctx.rrl.is_on()
         && !matches!(cookie, Some((cookie::Verdict::Valid, _)))
     {
+        // A compact answer (RFC 9824) is an NXDOMAIN for rate limiting, whatever its RCODE.
         let class = rrl::Class::of(
-            answer.rcode,
+            if answer.compact_nxdomain {
+                Rcode::NxDomain
+            } else {
+                answer.rcode
+            },
             answer.authoritative,
             !answer.answer.is_empty(),
             answer.wildcard,
@@ -274,6 +281,8 @@ fn signed(
             addr: client,
             ecs: q.ecs,
         },
+        dnssec: q.edns.is_some_and(|e| e.dnssec_ok),
+        compact_ok: q.edns.is_some_and(|e| e.compact_ok),
     };
     let answer = match q.edns {
         Some(edns) if edns.version > 0 => snapshot::Answer {

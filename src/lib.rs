@@ -7,6 +7,7 @@ pub mod config;
 pub(crate) mod convergence;
 pub mod ctl;
 pub mod dns;
+pub mod dnssec;
 pub mod geo;
 pub mod health;
 pub mod metrics;

@@ -60,6 +60,8 @@ enum Command {
     },
     /// Talk to a running weir's admin API: pools, weights, drains, overrides, rollouts, audit, reload.
     Ctl(weir::ctl::Args),
+    /// DNSSEC key files: make a key (keygen), print the DS for the parent zone (ds).
+    Dnssec(weir::dnssec::cli::Args),
     /// Validate the config and every zone file, list every problem, and exit (78 if any).
     Check {
         /// The config file (TOML).
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
             reset_state,
         } => serve(&config, reset_state),
         Command::Ctl(args) => weir::ctl::run(args),
+        Command::Dnssec(args) => weir::dnssec::cli::run(args),
     }
 }
 

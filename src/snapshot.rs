@@ -19,8 +19,10 @@ use crate::zones::Zone;
 
 mod pool;
 mod route;
+mod signed;
 pub use pool::{Client, FamilyStatus, PoolStatus, Preview, PreviewError, Subnet};
 pub use route::Decision;
+pub use signed::SignedSet;
 
 /// Longest CNAME chain followed inside a zone before answering with what we have (as Knot).
 const MAX_CNAME_CHAIN: usize = 8;
@@ -32,6 +34,11 @@ pub struct Question<'q> {
     pub qtype: u16,
     pub qclass: u16,
     pub client: Client,
+    /// The DO bit (RFC 3225): DNSSEC records wanted, from a signed zone.
+    pub dnssec: bool,
+    /// The CO bit (RFC 9824 4, "Compact Answers OK"): a name that does not exist may be
+    /// answered NXDOMAIN beside its compact NSEC.
+    pub compact_ok: bool,
 }
 
 /// A routed name as the admin API shows it.
@@ -51,6 +58,23 @@ pub enum Owner<'a> {
     Query,
     /// A name from the snapshot (CNAME targets, the apex, delegation points, glue).
     Name(&'a [u8]),
+}
+
+/// A section of the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Answer,
+    Authority,
+}
+
+/// Records signed on demand (`SignedSet`), written after the entries of `section` with `ttl`,
+/// under `owner` unless the set names its own.
+#[derive(Clone, Debug)]
+pub struct Synth<'a> {
+    pub section: Section,
+    pub owner: Owner<'a>,
+    pub ttl: u32,
+    pub set: Arc<SignedSet>,
 }
 
 /// One RRset to write into a section.
@@ -105,6 +129,12 @@ pub struct Answer<'a> {
     /// The data was synthesized from a wildcard (RFC 4592): response rate limiting counts
     /// such answers per zone, not per name.
     pub wildcard: bool,
+    /// Records signed on demand (DO queries to a signed zone): denial NSECs, managed answers'
+    /// RRSIGs.
+    pub synth: SmallVec<[Synth<'a>; 1]>,
+    /// A name that does not exist answered NOERROR with a compact NSEC (RFC 9824): rate
+    /// limiting counts it as NXDOMAIN.
+    pub compact_nxdomain: bool,
 }
 
 impl<'a> Answer<'a> {
@@ -119,6 +149,8 @@ impl<'a> Answer<'a> {
             zone: None,
             pool: None,
             wildcard: false,
+            synth: SmallVec::new(),
+            compact_nxdomain: false,
         }
     }
 
@@ -131,6 +163,9 @@ impl<'a> Answer<'a> {
 struct Node {
     /// Sorted by type; empty for an empty non-terminal.
     rrsets: Vec<RRset>,
+    /// In a signed zone, the RRSIGs of each of `rrsets` (same order; empty RRSIG sets for
+    /// what is not authoritative: NS at a cut, glue); empty otherwise.
+    sigs: Vec<RRset>,
     /// A delegation point: NS records below the apex (RFC 1034 4.2.1 zone cut).
     cut: bool,
     /// A managed name: A and AAAA come from a pool, or from the pool a route's rules choose.
@@ -149,6 +184,12 @@ enum Serves {
 impl Node {
     fn get(&self, t: u16) -> Option<&RRset> {
         self.rrsets.iter().find(|s| s.rtype == t)
+    }
+
+    /// The RRset of type `t` and its RRSIGs (None in an unsigned zone).
+    fn get_signed(&self, t: u16) -> Option<(&RRset, Option<&RRset>)> {
+        let i = self.rrsets.iter().position(|s| s.rtype == t)?;
+        Some((&self.rrsets[i], self.sigs.get(i)))
     }
 }
 
@@ -170,6 +211,10 @@ struct ZoneData {
     /// Managed names' A and AAAA as a zone transfer carries them (`transfer_addresses`), by
     /// owner: kept beside `nodes`, not in them, so the query path's nodes stay small.
     transfer_addresses: FxHashMap<Box<[u8]>, Vec<RRset>>,
+    /// Signatures, when the zone is signed (`[[zone]] dnssec = true` with an active key).
+    signer: Option<signed::Signer>,
+    /// The RRSIGs of the apex SOA (signed zones), sent with `negative_soa`.
+    negative_sig: Option<RRset>,
 }
 
 /// The zones' lookup structure, built once per load and shared by every snapshot until the
@@ -190,6 +235,9 @@ pub struct ZoneIndex {
     route_queries: OnceLock<Arc<[Box<[IntCounter]>]>>,
     /// The TSIG keys (`[tsig] key_files`) signed requests verify with: a reload re-reads them.
     keyring: crate::tsig::Keyring,
+    /// When the signed zones' signatures need making again (Unix seconds; `Signer::renew_at`,
+    /// the earliest): the writer builds the index again then. None: nothing is signed.
+    renew_at: Option<u64>,
 }
 
 /// Everything the query path needs, immutable once built.
@@ -260,7 +308,20 @@ pub fn index<Z: std::borrow::Borrow<Zone>>(
             Some((owner.clone(), sets))
         });
         zone.transfer_addresses = managed.collect();
+        if let Some(signer) = &mut zone.signer {
+            for (owner, node) in &zone.nodes {
+                let (Some(serves), Some(sets)) = (node.serves, zone.transfer_addresses.get(owner))
+                else {
+                    continue;
+                };
+                let ttl = serving(serves, pools, &routes).iter().map(|p| p.ttl).max();
+                signer.presign_managed(owner, sets, ttl.unwrap_or(0));
+            }
+        }
     }
+    let renew_at = (map.values())
+        .filter_map(|z| Some(z.signer.as_ref()?.renew_at))
+        .min();
     Arc::new(ZoneIndex {
         zones: map,
         origins: zones.iter().map(|z| z.borrow().origin.clone()).collect(),
@@ -269,7 +330,21 @@ pub fn index<Z: std::borrow::Borrow<Zone>>(
         route_queries: OnceLock::new(),
         routing: routing.clone(),
         keyring: keyring.clone(),
+        renew_at,
     })
+}
+
+/// The config pools that may answer a managed name: its pool, or its route's rules' pools.
+fn serving<'p>(serves: Serves, pools: &'p [Pool], routes: &[route::RouteNode]) -> Vec<&'p Pool> {
+    match serves {
+        Serves::Pool(i) => pools.get(i).into_iter().collect(),
+        Serves::Route(r) => routes
+            .get(r)
+            .into_iter()
+            .flat_map(|node| &node.selects)
+            .filter_map(|id| pools.iter().find(|p| p.name == *id))
+            .collect(),
+    }
 }
 
 /// What a zone transfer carries for a managed name (docs/design.md "Zone transfers"): the
@@ -279,15 +354,7 @@ pub fn index<Z: std::borrow::Borrow<Zone>>(
 /// address the primary may hand out. Built from the config's pools once per load, so the
 /// transfer changes with a reload, like the zone file, never with health or admin writes.
 fn transfer_addresses(serves: Serves, pools: &[Pool], routes: &[route::RouteNode]) -> Vec<RRset> {
-    let chosen: Vec<&Pool> = match serves {
-        Serves::Pool(i) => pools.get(i).into_iter().collect(),
-        Serves::Route(r) => routes
-            .get(r)
-            .into_iter()
-            .flat_map(|node| &node.selects)
-            .filter_map(|id| pools.iter().find(|p| p.name == *id))
-            .collect(),
-    };
+    let chosen = serving(serves, pools, routes);
     let Some(ttl) = chosen.iter().map(|p| p.ttl).min() else {
         return Vec::new();
     };
@@ -481,6 +548,19 @@ fn build_zone(id: usize, zone: &Zone) -> ZoneData {
             rdatas: Vec::new(),
         },
     };
+    let signer = (zone.dnssec.as_ref()).and_then(|keys| {
+        let now = crate::clock::wall_secs();
+        let mut signer = signed::Signer::new(&zone.origin, keys, now, negative_soa.ttl)?;
+        sign_nodes(&signer, zone, &mut nodes, now);
+        if nodes.keys().any(|n| n.starts_with(&[1, b'*'])) {
+            signer.set_names(nodes.keys().cloned().collect());
+        }
+        Some(signer)
+    });
+    let negative_sig = signer.as_ref().and_then(|_| {
+        let apex = nodes.get(zone.origin.wire())?;
+        apex.get_signed(rtype::SOA)?.1.cloned()
+    });
     ZoneData {
         id,
         origin: zone.origin.clone(),
@@ -491,6 +571,53 @@ fn build_zone(id: usize, zone: &Zone) -> ZoneData {
         notify: zone.notify.clone(),
         grants: zone.update.clone(),
         transfer_addresses: FxHashMap::default(),
+        signer,
+        negative_sig,
+    }
+}
+
+/// Signs a zone's nodes: the apex gets the DNSKEY set (and CDS, CDNSKEY), every
+/// authoritative RRset its RRSIGs; NS at a cut and everything below one (glue) are not the
+/// zone's data and stay unsigned, but a DS at a cut is (RFC 4035 2.2).
+fn sign_nodes(
+    signer: &signed::Signer,
+    zone: &Zone,
+    nodes: &mut FxHashMap<Box<[u8]>, Node>,
+    now: u64,
+) {
+    let apex = zone.origin.wire();
+    let soa_ttl = zone.get(&zone.origin, rtype::SOA).map_or(3600, |s| s.ttl);
+    if let Some(node) = nodes.get_mut(apex) {
+        for set in signer.apex_sets(now, soa_ttl) {
+            if !set.rdatas.is_empty() && node.get(set.rtype).is_none() {
+                node.rrsets.push(set);
+            }
+        }
+        node.rrsets.sort_by_key(|s| s.rtype);
+    }
+    let cuts: HashSet<Box<[u8]>> = (nodes.iter())
+        .filter(|(_, n)| n.cut)
+        .map(|(name, _)| name.clone())
+        .collect();
+    for (owner, node) in nodes.iter_mut() {
+        let occluded = label_starts(owner)
+            .skip(1)
+            .map(|at| &owner[at..])
+            .take_while(|s| s.len() > apex.len())
+            .any(|s| cuts.contains(s));
+        node.sigs = (node.rrsets.iter())
+            .map(|set| {
+                if occluded || (node.cut && set.rtype != rtype::DS) {
+                    RRset {
+                        rtype: crate::dnssec::types::RRSIG,
+                        ttl: set.ttl,
+                        rdatas: Vec::new(),
+                    }
+                } else {
+                    signer.sign(owner, set)
+                }
+            })
+            .collect();
     }
 }
 
@@ -623,7 +750,8 @@ impl Snapshot {
         owners.sort_unstable_by(|a, b| (&**a.0 != apex, a.0).cmp(&(&**b.0 != apex, b.0)));
         let sets = owners.into_iter().flat_map(|(owner, node)| {
             let name = Name::from_lower_wire(owner);
-            node.rrsets.iter().map(move |set| (name.clone(), set))
+            let sets = node.rrsets.iter().filter(|s| !data.generated(s.rtype));
+            sets.map(move |set| (name.clone(), set))
         });
         Some((soa.serial, sets.collect()))
     }
@@ -649,6 +777,12 @@ impl Snapshot {
                 };
                 Some((&z.origin, soa.serial, z.notify.as_slice()))
             })
+    }
+
+    /// When the signed zones need signing again (Unix seconds): their signatures' refresh
+    /// time or a key's next timing event, the earliest. None when no zone is signed.
+    pub fn renew_at(&self) -> Option<u64> {
+        self.index.renew_at
     }
 
     /// The TSIG keys signed requests verify with.
@@ -771,7 +905,8 @@ impl Snapshot {
         for (owner, node) in owners {
             let managed = zone.transfer_addresses.get(owner).into_iter().flatten();
             let sets = node.rrsets.iter().chain(managed);
-            out.extend((sets.filter(|s| s.rtype != rtype::SOA)).map(|s| transfer_entry(owner, s)));
+            let sets = sets.filter(|s| s.rtype != rtype::SOA && !zone.generated(s.rtype));
+            out.extend(sets.map(|s| transfer_entry(owner, s)));
         }
         out.push(transfer_entry(apex, soa));
         Ok(out)
@@ -811,21 +946,33 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
     }
     let mut ans = Answer::new(Rcode::NoError, true);
     ans.zone = Some(zone.id);
+    // DNSSEC records only for a DO query to a signed zone (RFC 3225 3, RFC 4035 3.1).
+    let signer = zone.signer.as_ref().filter(|_| q.dnssec);
     let mut name: &[u8] = q.name;
     let mut owner = Owner::Query;
     for _ in 0..MAX_CNAME_CHAIN {
         if let Some((cut_name, cut)) = zone.cut_above(name, q.qtype) {
             zone.referral(cut_name, cut, &mut ans);
+            if let Some(signer) = signer {
+                zone.prove_delegation(signer, cut_name, cut, &mut ans);
+            }
             return ans;
         }
+        // The length of the closest encloser when the data comes from its wildcard.
+        let mut encloser = None;
         let node = match zone.nodes.get(name) {
             Some(node) => node,
             None => match zone.wildcard_for(name) {
-                Some(node) => {
+                Some((len, node)) => {
                     ans.wildcard = true;
+                    encloser = Some(len);
                     node
                 }
                 None => {
+                    if let Some(signer) = signer {
+                        zone.deny_name(signer, name, owner, q.compact_ok, &mut ans);
+                        return ans;
+                    }
                     // RFC 6604 2.1: after a CNAME, the RCODE is the last target's.
                     ans.rcode = Rcode::NxDomain;
                     ans.authority.push(zone.negative());
@@ -839,26 +986,50 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
             && let Some(pool) = snapshot.pools.get(i)
         {
             ans.pool = Some(i);
+            let before = ans.answer.len();
             if pool.answer(q.qtype, owner, &q.client, &mut ans) {
+                if let Some(signer) = signer {
+                    sign_managed(signer, name, owner, before, &mut ans);
+                }
                 return ans;
             }
         }
         let wanted = match q.qtype {
-            // RFC 8482 4.1: answer ANY with one RRset, the first by type, not all of them.
-            rtype::ANY => node.rrsets.first(),
-            t => node.get(t),
+            // RFC 8482 4.1: answer ANY with one RRset, the first by type, not all of them;
+            // an RRSIG question likewise gets the signatures of one RRset.
+            rtype::ANY => node.rrsets.first().map(|s| (s, node.sigs.first())),
+            crate::dnssec::types::RRSIG if signer.is_some() => (node.sigs.iter())
+                .find(|s| !s.rdatas.is_empty())
+                .map(|s| (s, None)),
+            t => node.get_signed(t),
         };
-        if let Some(set) = wanted {
+        if let Some((set, sig)) = wanted {
             ans.answer.push(Entry {
                 owner,
                 rrset: set,
                 required: false,
             });
+            if let Some(signer) = signer {
+                push_sig(&mut ans.answer, owner, sig);
+                if let Some(len) = encloser
+                    && let Some(proof) = signer.wildcard_proof(name, len)
+                {
+                    ans.synth.push(Synth {
+                        section: Section::Authority,
+                        owner,
+                        ttl: signer.nsec_ttl,
+                        set: proof,
+                    });
+                }
+            }
             zone.add_additional(set, &mut ans);
             return ans;
         }
-        let Some(cname) = node.get(rtype::CNAME) else {
-            ans.authority.push(zone.negative());
+        let Some((cname, sig)) = node.get_signed(rtype::CNAME) else {
+            zone.negative_signed(signer, &mut ans);
+            if let Some(signer) = signer {
+                zone.deny_type(signer, name, owner, node, q.qtype, &mut ans);
+            }
             return ans;
         };
         ans.answer.push(Entry {
@@ -866,6 +1037,9 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
             rrset: cname,
             required: false,
         });
+        if signer.is_some() {
+            push_sig(&mut ans.answer, owner, sig);
+        }
         let Some(Rdata::Name(target)) = cname.rdatas.first() else {
             return ans;
         };
@@ -884,7 +1058,161 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
     ans
 }
 
+/// Pushes an RRset's RRSIGs (when it has any) after it.
+fn push_sig<'a, const N: usize>(
+    section: &mut SmallVec<[Entry<'a>; N]>,
+    owner: Owner<'a>,
+    sig: Option<&'a RRset>,
+) where
+    [Entry<'a>; N]: smallvec::Array<Item = Entry<'a>>,
+{
+    if let Some(sig) = sig.filter(|s| !s.rdatas.is_empty()) {
+        section.push(Entry {
+            owner,
+            rrset: sig,
+            required: false,
+        });
+    }
+}
+
+/// The RRSIGs of the managed answer just written (`ans.answer[from..]`, one address each).
+#[cold]
+fn sign_managed<'a>(
+    signer: &signed::Signer,
+    name: &[u8],
+    owner: Owner<'a>,
+    from: usize,
+    ans: &mut Answer<'a>,
+) {
+    let Some(first) = ans.answer.get(from) else {
+        return;
+    };
+    let (t, ttl) = (first.rrset.rtype, first.rrset.ttl);
+    let rdatas = ans.answer[from..]
+        .iter()
+        .filter_map(|e| match e.rrset.rdatas.first() {
+            Some(Rdata::Opaque(bytes)) => Some(&bytes[..]),
+            _ => None,
+        });
+    if let Some(set) = signer.managed(name, t, rdatas) {
+        ans.synth.push(Synth {
+            section: Section::Answer,
+            owner,
+            ttl,
+            set,
+        });
+    }
+}
+
 impl ZoneData {
+    /// Whether records of type `t` are made by signing (DNSKEY, CDS, CDNSKEY of a signed
+    /// zone): zone transfers and the admin API's records leave them out, they are not the
+    /// zone's data (docs/dnssec.md: secondaries of a signed zone are weir nodes with the keys).
+    fn generated(&self, t: u16) -> bool {
+        self.signer.is_some() && signed::generated(t)
+    }
+
+    /// The negative SOA into AUTHORITY, with its RRSIGs when `signer` (a DO query, signed).
+    fn negative_signed<'s>(&'s self, signer: Option<&signed::Signer>, ans: &mut Answer<'s>) {
+        ans.authority.push(self.negative());
+        if signer.is_some() {
+            push_sig(
+                &mut ans.authority,
+                Owner::Name(self.origin.wire()),
+                self.negative_sig.as_ref(),
+            );
+        }
+    }
+
+    /// A name that does not exist, in a signed zone: a compact answer (RFC 9824 3.1), NOERROR
+    /// with the negative SOA and an NSEC at the name listing NXNAME; NXDOMAIN when the client
+    /// said it takes that (the CO bit, RFC 9824 4).
+    #[cold]
+    fn deny_name<'s>(
+        &'s self,
+        signer: &signed::Signer,
+        name: &[u8],
+        owner: Owner<'s>,
+        compact_ok: bool,
+        ans: &mut Answer<'s>,
+    ) {
+        ans.compact_nxdomain = true;
+        if compact_ok {
+            ans.rcode = Rcode::NxDomain;
+        }
+        self.negative_signed(Some(signer), ans);
+        if let Some(set) = signer.nsec_at(name, &[crate::dnssec::types::NXNAME]) {
+            ans.synth.push(Synth {
+                section: Section::Authority,
+                owner,
+                ttl: signer.nsec_ttl,
+                set,
+            });
+        }
+    }
+
+    /// NODATA at `node` (the name, or the wildcard that stands for it), signed: the NSEC at the
+    /// name listing the types it has (RFC 4035 3.1.3.1; for a wildcard's name, RFC 9824 3.3).
+    /// An NSEC question gets that NSEC as its answer.
+    #[cold]
+    fn deny_type<'s>(
+        &'s self,
+        signer: &signed::Signer,
+        name: &[u8],
+        owner: Owner<'s>,
+        node: &Node,
+        qtype: u16,
+        ans: &mut Answer<'s>,
+    ) {
+        let managed = (node.serves.is_some())
+            .then(|| self.transfer_addresses.get(name))
+            .flatten();
+        let present = signed::present(&node.rrsets, managed.map_or(&[], Vec::as_slice));
+        let Some(set) = signer.nsec_at(name, &present) else {
+            return;
+        };
+        let section = if qtype == crate::dnssec::types::NSEC {
+            ans.authority.clear();
+            Section::Answer
+        } else {
+            Section::Authority
+        };
+        ans.synth.push(Synth {
+            section,
+            owner,
+            ttl: signer.nsec_ttl,
+            set,
+        });
+    }
+
+    /// A referral from a signed zone: the DS set and its RRSIGs, or the NSEC at the cut proving
+    /// there is none (an insecure delegation, RFC 4035 3.1.4).
+    #[cold]
+    fn prove_delegation<'s>(
+        &'s self,
+        signer: &signed::Signer,
+        cut_name: &'s [u8],
+        cut: &'s Node,
+        ans: &mut Answer<'s>,
+    ) {
+        let owner = Owner::Name(cut_name);
+        if let Some((ds, sig)) = cut.get_signed(rtype::DS) {
+            ans.authority.push(Entry {
+                owner,
+                rrset: ds,
+                required: false,
+            });
+            push_sig(&mut ans.authority, owner, sig);
+        } else if let Some(set) = signer.nsec_at(cut_name, &signed::present(&cut.rrsets, &[])) {
+            ans.synth.push(Synth {
+                section: Section::Authority,
+                owner,
+                ttl: signer.nsec_ttl,
+                set,
+            });
+        }
+    }
+
     /// Whether an `allow_transfer` entry admits `client`, its request `signed_by` a key.
     fn transfer_allowed(&self, client: std::net::IpAddr, signed_by: Option<&Name>) -> bool {
         self.allow_transfer
@@ -954,8 +1282,9 @@ impl ZoneData {
         None
     }
 
-    /// RFC 4592 3.3.1: the wildcard `*.<closest encloser>` if the closest encloser has one.
-    fn wildcard_for(&self, name: &[u8]) -> Option<&Node> {
+    /// RFC 4592 3.3.1: the wildcard `*.<closest encloser>` if the closest encloser has one,
+    /// with the length of the closest encloser.
+    fn wildcard_for(&self, name: &[u8]) -> Option<(usize, &Node)> {
         let encloser = label_starts(name)
             .skip(1)
             .map(|at| &name[at..])
@@ -968,7 +1297,7 @@ impl ZoneData {
             return None;
         }
         wild[2..len].copy_from_slice(encloser);
-        self.nodes.get(&wild[..len])
+        Some((encloser.len(), self.nodes.get(&wild[..len])?))
     }
 
     fn referral<'s>(&'s self, cut_name: &'s [u8], cut: &'s Node, ans: &mut Answer<'s>) {

@@ -378,6 +378,9 @@ const SETTLE_POLL: Duration = Duration::from_secs(1);
 
 /// How often the writer checks whether the first probe round is complete.
 const READY_POLL: Duration = Duration::from_millis(50);
+/// How often the writer looks whether signed zones need signing again
+/// (`Snapshot::renew_at`: signatures near their refresh time, a key timing event).
+const RESIGN_POLL: Duration = Duration::from_secs(1);
 
 impl Writer {
     /// Restores the stored intent (`stored`, as `store` returned it) over `loaded`, drops intent the config no longer backs (with
@@ -495,6 +498,7 @@ impl Writer {
         self.monitor.set_probes(self.served.clone());
         let mut ready_poll = tokio::time::interval(READY_POLL);
         let mut settle_poll = tokio::time::interval(SETTLE_POLL);
+        let mut resign_poll = tokio::time::interval(RESIGN_POLL);
         let (done, mut loads) = mpsc::channel(1);
         self.reloads.done = Some(done);
         loop {
@@ -545,6 +549,12 @@ impl Writer {
                 }
                 _ = settle_poll.tick(), if self.stuck.is_some() => {
                     self.settle().await;
+                    continue;
+                }
+                _ = resign_poll.tick() => {
+                    if self.snapshot.load().renew_at().is_some_and(|at| crate::clock::wall_secs() >= at) {
+                        self.resign();
+                    }
                     continue;
                 }
                 _ = ready_poll.tick(), if !self.probes_ready.load(Ordering::Acquire) => {
@@ -863,6 +873,18 @@ impl Writer {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "a commit that passed its deadline failed"),
         }
+    }
+
+    /// Signs the signed zones again (new validity window, keys' timing applied) and publishes.
+    fn resign(&mut self) {
+        let started = std::time::Instant::now();
+        let (index, _) = index_with_edits(&self.loaded, &self.overlay.zones, false);
+        self.loaded.index = index;
+        self.publish();
+        tracing::info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "signed zones signed again"
+        );
     }
 
     /// Sets a new overlay at a new generation: probes follow, the snapshot is rebuilt.

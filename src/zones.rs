@@ -22,6 +22,8 @@ pub struct Zone {
     pub notify: Vec<crate::model::NotifyTarget>,
     /// Who may change what by UPDATE (`[[zone.update]]`).
     pub update: Vec<crate::model::Grant>,
+    /// Its keys when signed (`[[zone]] dnssec = true`).
+    pub dnssec: Option<std::sync::Arc<crate::dnssec::ZoneKeys>>,
 }
 
 impl Zone {
@@ -194,6 +196,7 @@ pub fn load(zc: &ZoneConfig) -> Result<Zone, Problems> {
     zone.allow_transfer.clone_from(&zc.allow_transfer);
     zone.notify.clone_from(&zc.notify);
     zone.update.clone_from(&zc.update);
+    zone.dnssec.clone_from(&zc.dnssec);
     Ok(zone)
 }
 
@@ -361,6 +364,7 @@ pub fn from_text(text: &str, path: &Path, origin: &Name) -> Result<Zone, Problem
         allow_transfer: Vec::new(),
         notify: Vec::new(),
         update: Vec::new(),
+        dnssec: None,
     };
 
     found.extend(check(&zone));

@@ -6,7 +6,7 @@ use smallvec::SmallVec;
 
 use crate::model::{DropReason, Rcode};
 use crate::model::{MAX_NAME_LEN, RRset, Rdata, label_starts, rtype};
-use crate::snapshot::{Answer, Entry, Owner, Subnet};
+use crate::snapshot::{Answer, Entry, Owner, Section, Subnet, Synth};
 
 use super::cookie::{self, Cookie};
 use crate::tsig;
@@ -31,6 +31,8 @@ pub struct Edns {
     pub payload: u16,
     pub version: u8,
     pub dnssec_ok: bool,
+    /// "Compact Answers OK" (RFC 9824 4), the EDNS flag after DO.
+    pub compact_ok: bool,
 }
 
 /// A query weir will answer: its header fields, the raw question section (echoed byte for byte,
@@ -270,6 +272,7 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
             payload: class.max(CLASSIC_UDP_LIMIT as u16),
             version: (ttl_hi & 0xFF) as u8,
             dnssec_ok: ttl_lo & 0x8000 != 0,
+            compact_ok: ttl_lo & 0x4000 != 0,
         });
     }
 
@@ -360,18 +363,45 @@ impl<'a> Writer<'a, '_> {
 
     fn rrset(&mut self, owner: Owner<'a>, set: &'a RRset) {
         for rd in &set.rdatas {
-            self.record(owner, set, rd);
+            self.record(owner, set.rtype, set.ttl, rd);
         }
     }
 
-    fn record(&mut self, owner: Owner<'a>, set: &'a RRset, rd: &'a Rdata) {
+    /// Writes the records of `synth` that belong in `section` (an NSEC and RRSIGs made on
+    /// demand), counting them into `count`; false (nothing undone) past `limit`.
+    fn synths(
+        &mut self,
+        synth: &'a [Synth<'_>],
+        section: Section,
+        limit: usize,
+        count: &mut u16,
+    ) -> bool {
+        for s in synth.iter().filter(|s| s.section == section) {
+            let owner = match &s.set.owner {
+                Some(name) => Owner::Name(name),
+                None => s.owner,
+            };
+            for set in s.set.records.iter().chain(std::iter::once(&s.set.sig)) {
+                for rd in &set.rdatas {
+                    self.record(owner, set.rtype, s.ttl, rd);
+                    *count += 1;
+                }
+            }
+            if self.len() > limit {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn record(&mut self, owner: Owner<'a>, rtype: u16, ttl: u32, rd: &'a Rdata) {
         match owner {
             Owner::Query => self.u16(0xC000 | HEADER_LEN as u16),
             Owner::Name(n) => self.name(n),
         }
-        self.u16(set.rtype);
+        self.u16(rtype);
         self.u16(crate::model::CLASS_IN);
-        self.u32(set.ttl);
+        self.u32(ttl);
         let len_at = self.out.len();
         self.u16(0);
         match rd {
@@ -469,9 +499,13 @@ pub fn write_response(
 
     let mut truncated = false;
     let (mut an, mut ns, mut ar) = (0, 0, 0);
-    if w.section(&ans.answer, room) && w.section(&ans.authority, room) {
-        an = count(&ans.answer);
-        ns = count(&ans.authority);
+    if w.section(&ans.answer, room)
+        && w.synths(&ans.synth, Section::Answer, room, &mut an)
+        && w.section(&ans.authority, room)
+        && w.synths(&ans.synth, Section::Authority, room, &mut ns)
+    {
+        an += count(&ans.answer);
+        ns += count(&ans.authority);
         for e in &ans.additional {
             let mark = (w.len(), w.names.len());
             w.rrset(e.owner, e.rrset);
@@ -500,7 +534,10 @@ pub fn write_response(
         w.u16(rtype::OPT);
         w.u16(udp_payload);
         let ext = ((ans.rcode as u32) >> 4) << 24;
-        w.u32(ext | if edns.dnssec_ok { 0x8000 } else { 0 });
+        // CO is echoed too (RFC 9824 4).
+        let flags =
+            if edns.dnssec_ok { 0x8000 } else { 0 } | if edns.compact_ok { 0x4000 } else { 0 };
+        w.u32(ext | flags);
         w.u16((ecs_len + cookie_len) as u16);
         if let Some(c) = cookie {
             // RFC 7873 5.2.3-5.2.5: the client cookie echoed with our server cookie.
@@ -603,7 +640,7 @@ pub fn write_transfer(
             let rest = e.rrset.rdatas.get(at.1..).unwrap_or_default();
             let mark = (w.len(), w.names.len());
             for rd in rest {
-                w.record(e.owner, e.rrset, rd);
+                w.record(e.owner, e.rrset.rtype, e.rrset.ttl, rd);
             }
             if w.len() <= room {
                 an += rest.len() as u16;
@@ -617,7 +654,7 @@ pub fn write_transfer(
             // Alone in a message and still too big: as many of its records as fit.
             for rd in rest {
                 let mark = (w.len(), w.names.len());
-                w.record(e.owner, e.rrset, rd);
+                w.record(e.owner, e.rrset.rtype, e.rrset.ttl, rd);
                 if w.len() > room {
                     w.rewind(mark.0, mark.1);
                     break;
@@ -697,7 +734,8 @@ mod tests {
             Some(Edns {
                 payload: 4096,
                 version: 0,
-                dnssec_ok: true
+                dnssec_ok: true,
+                compact_ok: false,
             })
         );
     }

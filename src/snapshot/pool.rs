@@ -767,6 +767,8 @@ mod tests {
                 qtype,
                 qclass: 1,
                 client: c,
+                dnssec: false,
+                compact_ok: false,
             },
         );
         let addrs = ans
@@ -909,6 +911,8 @@ mod tests {
                             addr,
                         }),
                     },
+                    dnssec: false,
+                    compact_ok: false,
                 },
             );
             (ans.answer[0].rrset.rdatas.clone(), ans.ecs_scope)
@@ -932,6 +936,8 @@ mod tests {
                         addr: [198, 51, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                     }),
                 },
+                dnssec: false,
+                compact_ok: false,
             },
         );
         assert_eq!(ans.ecs_scope, 0);

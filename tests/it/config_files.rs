@@ -40,6 +40,7 @@ fn every_shipped_zone_file_loads() {
                 allow_transfer: Vec::new(),
                 notify: Vec::new(),
                 update: Vec::new(),
+                dnssec: None,
             };
             if let Err(problems) = weir::zones::load(&zc) {
                 panic!("{}: {problems}", path.display());

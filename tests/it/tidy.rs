@@ -72,7 +72,7 @@ const HOMES: &[(&str, &[&str])] = &[
 /// a higher one's. `main.rs` (the binary) and `lib.rs` sit above them all.
 const LAYERS: &[&[&str]] = &[
     &["clock", "model"],
-    &["config", "metrics", "ctl", "geo", "tsig"],
+    &["config", "metrics", "ctl", "geo", "tsig", "dnssec"],
     &["zones", "update"],
     &["snapshot", "health", "store"],
     &["rollout", "dns"],
