@@ -26,6 +26,10 @@
 //!   the largest still silent, and when 99% was reached (see `convergence`; read scope).
 //!   `change` is null until the pool's answers change; `tracking` false with
 //!   `[dns] track_convergence = false`.
+//! - `GET /v1/zones/{zone}/records` (static data as served), `GET|DELETE /v1/zones/{zone}/updates`
+//!   (the UPDATE layer; discard it), `GET /v1/zones/{zone}/dnssec` (keys, DS, signatures, the
+//!   latest key rollover), `POST /v1/zones/{zone}/dnssec/rollover` (`{"key": TAG}` optional:
+//!   start a zone-signing key's pre-publish rollover; write scope).
 //! - `GET /v1/audit?pool=&limit=`: the audit log, newest first; `?since=G`: the change feed,
 //!   every record after generation G, oldest first (read scope). A page reads only the records
 //!   it returns; pages are built one at a time (`MAX_AUDIT_READS`, others queue).
@@ -180,6 +184,8 @@ pub(crate) fn router(ctx: AdminContext) -> Router {
             "/v1/zones/{zone}/updates",
             get(read::zone_updates).delete(discard_updates),
         )
+        .route("/v1/zones/{zone}/dnssec", get(read::zone_dnssec))
+        .route("/v1/zones/{zone}/dnssec/rollover", post(dnssec_rollover))
         .route("/v1/pools", get(pools))
         .route("/v1/pools/{pool}", get(pool))
         .route("/v1/pools/{pool}/groups/{group}/weight", put(group_weight))
@@ -683,6 +689,29 @@ async fn discard_updates(
     let zone = crate::model::Name::parse(&zone)
         .map_err(|e| bad_request(format!("zone name `{zone}`: {e}")))?;
     write.change(Change::DiscardUpdates { zone }, meta).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloverBody {
+    /// The key tag to roll to; absent: the zone's one standby zone-signing key.
+    key: Option<u16>,
+    #[serde(flatten)]
+    meta: Meta,
+}
+
+/// `POST /v1/zones/{zone}/dnssec/rollover`: starts a zone-signing key's pre-publish rollover
+/// (`{"key": TAG}` optional, `reason`); audited, stored, every phase timed at the start.
+async fn dnssec_rollover(
+    write: Write,
+    Path(zone): Path<String>,
+    Fields(b): Fields<RolloverBody>,
+) -> Result<Response, ApiError> {
+    let zone = crate::model::Name::parse(&zone)
+        .map_err(|e| bad_request(format!("zone name `{zone}`: {e}")))?;
+    write
+        .change(Change::DnssecRollover { zone, key: b.key }, b.meta)
+        .await
 }
 
 /// `POST /v1/pools/{pool}/rollouts`: an inline plan (`kind`, `from`, `to`, `steps`, `slack`,

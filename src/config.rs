@@ -97,6 +97,7 @@ struct RawDnssec {
     signature_validity: Option<String>,
     signature_refresh: Option<String>,
     inception_skew: Option<String>,
+    propagation_delay: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -383,6 +384,7 @@ pub mod defaults {
     pub const SIGNATURE_VALIDITY: &str = "14days";
     pub const SIGNATURE_REFRESH: &str = "7days";
     pub const INCEPTION_SKEW: &str = "1h";
+    pub const PROPAGATION_DELAY: &str = "1h";
 }
 
 /// Reads and validates the config file at `path`.
@@ -867,6 +869,11 @@ fn dnssec(c: &mut Collector<'_>, raw: &RawDnssec, base: &Path) -> (PathBuf, crat
             "inception_skew",
             &raw.inception_skew,
             defaults::INCEPTION_SKEW,
+        ),
+        propagation_delay: secs(
+            "propagation_delay",
+            &raw.propagation_delay,
+            defaults::PROPAGATION_DELAY,
         ),
     };
     if policy.refresh >= policy.validity {

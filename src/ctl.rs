@@ -98,6 +98,23 @@ enum Command {
         #[arg(long, requires = "discard")]
         reason: Option<String>,
     },
+    /// How a signed zone is signed: its keys (role, published, signing), the DS for the
+    /// parent, signature validity, the latest key rollover. With --rollover, start a
+    /// zone-signing key's pre-publish rollover to the standby key (or --key TAG).
+    Dnssec {
+        /// The zone's origin, e.g. example.com.
+        zone: String,
+        /// Start a rollover (audited; its phases follow the DNSKEY TTL, the zone's largest TTL
+        /// and [dnssec] propagation_delay).
+        #[arg(long)]
+        rollover: bool,
+        /// The key to roll to (its tag); default: the zone's one standby zone-signing key.
+        #[arg(long, requires = "rollover")]
+        key: Option<u16>,
+        /// Why (with --rollover): recorded in the audit log.
+        #[arg(long, requires = "rollover")]
+        reason: Option<String>,
+    },
     /// A zone's static data as weir serves it (its file with UPDATE changes), in zone-file
     /// form: save it as the zone file to fold the changes in, then `updates ZONE --discard`.
     Records {
@@ -477,6 +494,25 @@ async fn execute(args: Args) -> Result<String, CtlError> {
             let path = ["v1", "zones", &zone, "updates"];
             client
                 .change(Method::DELETE, &path, None, &args, json, &what)
+                .await
+        }
+        Command::Dnssec {
+            zone,
+            rollover: false,
+            ..
+        } => {
+            let path = ["v1", "zones", &zone, "dnssec"];
+            show(&client, &path, &[], table::dnssec, json).await
+        }
+        Command::Dnssec {
+            zone, key, reason, ..
+        } => {
+            let what = format!("{}: key rollover started", shown(&zone));
+            let args = ChangeArgs::reason_only(reason);
+            let path = ["v1", "zones", &zone, "dnssec", "rollover"];
+            let body = Some(key.map_or_else(|| json!({}), |k| json!({ "key": k })));
+            client
+                .change(Method::POST, &path, body, &args, json, &what)
                 .await
         }
         Command::Records { zone } => {

@@ -494,9 +494,9 @@ impl Timing {
 }
 
 /// A key as read from its files.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct KeyFile {
-    pub key: SigningKey,
+    pub key: std::sync::Arc<SigningKey>,
     /// The file stem (`…/K<zone>+<alg>+<tag>`).
     pub stem: PathBuf,
     pub timing: Timing,
@@ -511,10 +511,13 @@ pub struct Policy {
     pub refresh: u64,
     /// Inception this long before the signing time (clocks of validators that lag).
     pub inception_skew: u64,
+    /// A rollover's margin beyond TTLs: how long until every nameserver of the zone serves
+    /// what weir publishes (other nodes, secondaries) and slack for clocks.
+    pub propagation_delay: u64,
 }
 
 /// A signed zone's keys and policy (`[[zone]] dnssec = true`), read at each load.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ZoneKeys {
     pub keys: Vec<KeyFile>,
     pub policy: Policy,
@@ -531,6 +534,39 @@ impl PartialEq for ZoneKeys {
 }
 
 impl Eq for ZoneKeys {}
+
+impl ZoneKeys {
+    /// The keys with `rollover` applied over their files' timing: its key published from its
+    /// start and signing from `activate_at` (a standby key too); the retiring keys signing
+    /// until then and published until `retire_at`. Tags it names that are no key here change
+    /// nothing.
+    pub fn with_rollover(&self, rollover: &crate::model::KeyRollover) -> ZoneKeys {
+        let mut keys = self.clone();
+        for k in &mut keys.keys {
+            if k.key.tag == rollover.key {
+                k.timing.publish = Some(
+                    k.timing
+                        .publish
+                        .map_or(rollover.started, |t| t.min(rollover.started)),
+                );
+                k.timing.activate = Some(rollover.activate_at);
+                k.timing.standby = false;
+            } else if rollover.retiring.contains(&k.key.tag) {
+                k.timing.inactive = Some(
+                    k.timing
+                        .inactive
+                        .map_or(rollover.activate_at, |t| t.min(rollover.activate_at)),
+                );
+                k.timing.delete = Some(
+                    k.timing
+                        .delete
+                        .map_or(rollover.retire_at, |t| t.min(rollover.retire_at)),
+                );
+            }
+        }
+        keys
+    }
+}
 
 /// "YYYYMMDDHHMMSS" (UTC, BIND's key timing format) as Unix seconds.
 pub fn parse_time(text: &str) -> Option<u64> {
@@ -584,7 +620,11 @@ pub fn read_keys(dir: &Path, zone: &Name) -> Result<Vec<KeyFile>, Vec<String>> {
     let mut problems = Vec::new();
     for stem in stems {
         match read_key(&stem, zone) {
-            Ok((key, timing)) => keys.push(KeyFile { key, stem, timing }),
+            Ok((key, timing)) => keys.push(KeyFile {
+                key: key.into(),
+                stem,
+                timing,
+            }),
             Err(e) => problems.push(e),
         }
     }

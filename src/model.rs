@@ -962,6 +962,38 @@ pub struct Overlay {
     /// zone origin -> the records RFC 2136 UPDATEs changed there (a layer over its file).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub zones: std::collections::BTreeMap<Name, ZoneEdits>,
+    /// zone origin -> its latest DNSSEC key rollover (running or done).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rollovers: std::collections::BTreeMap<Name, KeyRollover>,
+}
+
+/// A zone-signing key's pre-publish rollover (RFC 6781 4.1.1.1), started by an operator
+/// (`weir ctl dnssec ZONE --rollover`): `key` is published from `started`, signs from
+/// `activate_at` (every cache then holds a DNSKEY set with it: its TTL and the propagation
+/// delay have passed), and the `retiring` keys stop signing then and leave the DNSKEY set at
+/// `retire_at` (no cache holds a signature of theirs any more: the zone's largest TTL and the
+/// delay have passed again). Unix seconds, fixed when it starts, so every node and every
+/// restart computes the same phase from the clock alone.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyRollover {
+    pub key: u16,
+    pub retiring: Vec<u16>,
+    pub started: u64,
+    pub activate_at: u64,
+    pub retire_at: u64,
+}
+
+impl KeyRollover {
+    /// "publishing", "active" (the new key signs, the old ones still published) or "done".
+    pub fn phase(&self, now: u64) -> &'static str {
+        if now < self.activate_at {
+            "publishing"
+        } else if now < self.retire_at {
+            "active"
+        } else {
+            "done"
+        }
+    }
 }
 
 /// What RFC 2136 UPDATEs changed in one zone: a layer over its zone file that replaces whole

@@ -87,6 +87,22 @@ pub struct Entry<'a> {
     pub required: bool,
 }
 
+/// How a zone is signed (`Snapshot::signing`).
+#[derive(Debug)]
+pub struct Signing {
+    /// Its keys, with a running rollover's timing applied.
+    pub keys: Arc<crate::dnssec::ZoneKeys>,
+    /// The tags of the keys whose signatures it serves, and of the keys in its DNSKEY set.
+    pub signing: Vec<u16>,
+    pub published: Vec<u16>,
+    pub window: crate::dnssec::Window,
+    /// When its signatures are made again (Unix seconds).
+    pub renew_at: u64,
+    pub dnskey_ttl: u32,
+    /// The largest TTL it serves (static sets, managed names, negative answers).
+    pub max_ttl: u32,
+}
+
 /// Why `Snapshot::transfer` sends no zone: the RCODE to answer with, and the zone to count
 /// the question under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -777,6 +793,31 @@ impl Snapshot {
                 };
                 Some((&z.origin, soa.serial, z.notify.as_slice()))
             })
+    }
+
+    /// How the zone whose origin is `zone` is signed, None when it is not (admin API, and the
+    /// writer timing a rollover). Off the query path: walks the zone for its largest TTL.
+    pub fn signing(&self, zone: &Name) -> Option<Signing> {
+        let data = self.index.zones.get(zone.wire())?;
+        let signer = data.signer.as_ref()?;
+        let apex = data.nodes.get(zone.wire())?;
+        let dnskey_ttl = apex.get(crate::dnssec::types::DNSKEY).map_or(0, |s| s.ttl);
+        let static_ttls = data.nodes.values().flat_map(|n| &n.rrsets).map(|s| s.ttl);
+        let managed_ttls = (data.transfer_addresses.values()).flatten().map(|s| s.ttl);
+        let max_ttl = (static_ttls.chain(managed_ttls))
+            .chain(std::iter::once(signer.nsec_ttl))
+            .max()
+            .unwrap_or(0)
+            .max(signer.max_managed_ttl());
+        Some(Signing {
+            keys: signer.keys().clone(),
+            signing: signer.signing_tags(),
+            published: signer.published_tags(crate::clock::wall_secs()),
+            window: signer.window(),
+            renew_at: signer.renew_at,
+            dnskey_ttl,
+            max_ttl,
+        })
     }
 
     /// When the signed zones need signing again (Unix seconds): their signatures' refresh

@@ -128,17 +128,31 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
 /// problems: a reload refuses them, start-up and a change from another node log them.
 /// `fresh`: `loaded.index` is the files' own (just loaded), so with no layer for a served zone
 /// it is reused; otherwise it may hold a layer since dropped, and the index is built again.
+/// A signed zone with a key rollover in `overlay` is indexed with the rollover's key timing
+/// (`ZoneKeys::with_rollover`).
 fn index_with_edits(
     loaded: &Loaded,
-    edits: &std::collections::BTreeMap<crate::model::Name, crate::model::ZoneEdits>,
+    overlay: &Overlay,
     fresh: bool,
 ) -> (Arc<ZoneIndex>, Vec<Problem>) {
     use std::borrow::Cow;
+    let edits = &overlay.zones;
+    fn rolled<'z>(zone: Cow<'z, Zone>, overlay: &Overlay) -> Cow<'z, Zone> {
+        let (Some(keys), Some(rollover)) =
+            (zone.dnssec.as_ref(), overlay.rollovers.get(&zone.origin))
+        else {
+            return zone;
+        };
+        let keys = Arc::new(keys.with_rollover(rollover));
+        let mut zone = zone.into_owned();
+        zone.dnssec = Some(keys);
+        Cow::Owned(zone)
+    }
     let mut problems = Vec::new();
     let served: Vec<Cow<'_, Zone>> = (loaded.zones.iter())
         .map(|file| {
             let Some(layer) = edits.get(&file.origin) else {
-                return Cow::Borrowed(file);
+                return rolled(Cow::Borrowed(file), overlay);
             };
             let zone = crate::update::served(file, layer).and_then(|zone| {
                 match zones::check(&zone).into_iter().next() {
@@ -147,7 +161,7 @@ fn index_with_edits(
                 }
             });
             match zone {
-                Ok(zone) => Cow::Owned(zone),
+                Ok(zone) => rolled(Cow::Owned(zone), overlay),
                 Err(message) => {
                     problems.push(Problem {
                         location: format!("zone {} (its stored UPDATE changes)", file.origin),
@@ -163,8 +177,7 @@ fn index_with_edits(
         .collect();
     problems.extend(zones::check_pools(&loaded.config, &served));
     if fresh
-        && !edits
-            .keys()
+        && !(edits.keys().chain(overlay.rollovers.keys()))
             .any(|origin| loaded.zones.iter().any(|z| z.origin == *origin))
     {
         return (loaded.index.clone(), problems);
@@ -416,7 +429,7 @@ impl Writer {
             store.commit(stored.generation, &overlay, dropped)?
         };
         let mut loaded = loaded;
-        let (index, problems) = index_with_edits(&loaded, &overlay.zones, true);
+        let (index, problems) = index_with_edits(&loaded, &overlay, true);
         for p in &problems {
             tracing::error!(problem = %p, "stored UPDATE changes not served; the zone file is");
         }
@@ -878,7 +891,7 @@ impl Writer {
     /// Signs the signed zones again (new validity window, keys' timing applied) and publishes.
     fn resign(&mut self) {
         let started = std::time::Instant::now();
-        let (index, _) = index_with_edits(&self.loaded, &self.overlay.zones, false);
+        let (index, _) = index_with_edits(&self.loaded, &self.overlay, false);
         self.loaded.index = index;
         self.publish();
         tracing::info!(
@@ -889,8 +902,8 @@ impl Writer {
 
     /// Sets a new overlay at a new generation: probes follow, the snapshot is rebuilt.
     fn adopt(&mut self, overlay: Overlay, generation: u64) {
-        if overlay.zones != self.overlay.zones {
-            let (index, problems) = index_with_edits(&self.loaded, &overlay.zones, false);
+        if overlay.zones != self.overlay.zones || overlay.rollovers != self.overlay.rollovers {
+            let (index, problems) = index_with_edits(&self.loaded, &overlay, false);
             for p in &problems {
                 tracing::error!(problem = %p, "stored UPDATE changes not served; the zone file is");
             }
@@ -944,6 +957,7 @@ impl Writer {
         }
         let applied = match &request.change {
             Change::DiscardUpdates { zone } => self.discard(zone)?,
+            Change::DnssecRollover { zone, key } => self.rollover(zone, *key)?,
             change => change::apply(
                 &self.loaded.config.pools,
                 &self.overlay,
@@ -979,6 +993,98 @@ impl Writer {
         );
         self.adopt(applied.overlay, generation);
         Ok(generation)
+    }
+
+    /// `POST /v1/zones/{zone}/dnssec/rollover`: a pre-publish rollover to `key` (or the zone's
+    /// one standby zone-signing key), its phases timed from the DNSKEY TTL, the zone's largest
+    /// TTL and `[dnssec] propagation_delay` (`model::KeyRollover`).
+    fn rollover(
+        &self,
+        zone: &crate::model::Name,
+        key: Option<u16>,
+    ) -> Result<change::Applied, ChangeError> {
+        let snapshot = self.snapshot.load();
+        let signing = snapshot
+            .signing(zone)
+            .ok_or_else(|| ChangeError::NotFound(format!("zone {zone} is not signed by weir")))?;
+        let now = crate::clock::wall_secs();
+        if let Some(running) = self.overlay.rollovers.get(zone)
+            && now < running.retire_at
+        {
+            return Err(ChangeError::Conflict(format!(
+                "zone {zone}: the rollover to key {} runs until {} ({}); start another after it",
+                running.key,
+                crate::dnssec::format_time(running.retire_at),
+                running.phase(now)
+            )));
+        }
+        let keys = &signing.keys.keys;
+        let standby: Vec<u16> = (keys.iter())
+            .filter(|k| {
+                !k.key.is_sep() && !k.timing.active(now) && k.timing.delete.is_none_or(|d| d > now)
+            })
+            .map(|k| k.key.tag)
+            .collect();
+        let tag = match key {
+            Some(tag) => tag,
+            None => match standby.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(ChangeError::NotFound(format!(
+                        "zone {zone} has no standby zone-signing key: make one (weir dnssec keygen {zone} --zsk --standby --dir KEY_DIR), copy it to every node, reload, then roll"
+                    )));
+                }
+                several => {
+                    return Err(ChangeError::Invalid(format!(
+                        "zone {zone} has several standby zone-signing keys ({several:?}): name one"
+                    )));
+                }
+            },
+        };
+        let Some(next) = keys.iter().find(|k| k.key.tag == tag) else {
+            return Err(ChangeError::NotFound(format!(
+                "zone {zone} has no key {tag} (its keys: {:?})",
+                keys.iter().map(|k| k.key.tag).collect::<Vec<_>>()
+            )));
+        };
+        if next.key.is_sep() {
+            return Err(ChangeError::Invalid(format!(
+                "key {tag} is a key-signing key: rolling it changes the DS at the parent, which weir does not drive; roll zone-signing keys (weir dnssec keygen {zone} --zsk --standby)"
+            )));
+        }
+        if next.timing.active(now) {
+            return Err(ChangeError::Conflict(format!(
+                "key {tag} signs zone {zone} already"
+            )));
+        }
+        let retiring: Vec<u16> = (keys.iter())
+            .filter(|k| !k.key.is_sep() && k.timing.active(now))
+            .map(|k| k.key.tag)
+            .collect();
+        let delay = signing.keys.policy.propagation_delay;
+        let activate_at = now + u64::from(signing.dnskey_ttl) + delay;
+        let retire_at = if retiring.is_empty() {
+            activate_at
+        } else {
+            activate_at + u64::from(signing.max_ttl) + delay
+        };
+        let rollover = crate::model::KeyRollover {
+            key: tag,
+            retiring,
+            started: now,
+            activate_at,
+            retire_at,
+        };
+        let mut overlay = self.overlay.clone();
+        overlay.rollovers.insert(zone.clone(), rollover.clone());
+        Ok(change::Applied {
+            overlay,
+            pool: String::new(),
+            action: "dnssec-rollover",
+            subject: format!("zone {zone}"),
+            before: serde_json::json!({ "signing": signing.signing }),
+            after: serde_json::to_value(&rollover).unwrap_or_default(),
+        })
     }
 
     /// `DELETE /v1/zones/{zone}/updates`: the zone's file serves again (`update::discard`), or
@@ -1320,7 +1426,7 @@ impl Writer {
             );
         }
         let mut loaded = loaded;
-        let (index, problems) = index_with_edits(&loaded, &overlay.zones, true);
+        let (index, problems) = index_with_edits(&loaded, &overlay, true);
         if !problems.is_empty() {
             self.metrics.reloaded(false);
             let problems = Problems(problems);

@@ -115,6 +115,74 @@ pub(super) async fn zone_records(
     ))
 }
 
+/// `GET /v1/zones/{zone}/dnssec`: how the zone is signed: its keys (tag, algorithm, role,
+/// whether published and signing, file), the DS for the parent, the signatures' validity and
+/// next signing, and the latest key rollover with its phase. 404 for a zone weir does not sign.
+pub(super) async fn zone_dnssec(
+    State(ctx): State<AdminContext>,
+    Path(zone): Path<String>,
+) -> Result<Response, ApiError> {
+    let zone = zone_name(&zone)?;
+    let snapshot = ctx.snapshot.load();
+    let signing = snapshot.signing(&zone).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("zone `{zone}` is not signed by weir"),
+        )
+    })?;
+    let keys: Vec<Value> = (signing.keys.keys.iter())
+        .map(|k| {
+            let role = match (
+                k.key.is_sep(),
+                signing.keys.keys.iter().any(|o| !o.key.is_sep()),
+            ) {
+                (true, true) => "ksk",
+                (true, false) => "csk",
+                (false, _) => "zsk",
+            };
+            json!({
+                "tag": k.key.tag,
+                "algorithm": k.key.algorithm.mnemonic(),
+                "role": role,
+                "published": signing.published.contains(&k.key.tag),
+                "signing": signing.signing.contains(&k.key.tag),
+                "file": k.stem.display().to_string(),
+            })
+        })
+        .collect();
+    let ds: Vec<String> = crate::dnssec::ds_lines(&zone, signing.keys.keys.iter().map(|k| &*k.key))
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let now = crate::clock::wall_secs();
+    let rollover = snapshot.view.overlay.rollovers.get(&zone).map(|r| {
+        json!({
+            "key": r.key,
+            "retiring": r.retiring,
+            "started": r.started,
+            "activate_at": r.activate_at,
+            "retire_at": r.retire_at,
+            "phase": r.phase(now),
+        })
+    });
+    let generation = snapshot.view.generation;
+    Ok(with_generation(
+        generation,
+        json!({
+            "generation": generation,
+            "zone": zone.to_string(),
+            "keys": keys,
+            "ds": ds,
+            "dnskey_ttl": signing.dnskey_ttl,
+            "max_ttl": signing.max_ttl,
+            "inception": signing.window.inception,
+            "expiration": signing.window.expiration,
+            "renew_at": signing.renew_at,
+            "rollover": rollover,
+        }),
+    ))
+}
+
 /// `GET /v1/zones/{zone}/updates`: the zone's UPDATE layer: the RRsets that differ from its
 /// file (`deleted`: the file's set is removed), the layer's serial beside the one served, and
 /// the journal (each change's records removed and added), newest last.

@@ -890,6 +890,58 @@ pub(super) fn updates(body: &Value) -> String {
     out
 }
 
+/// `weir ctl dnssec ZONE`: the keys, the DS, the signatures' validity, the latest rollover.
+pub(super) fn dnssec(body: &Value) -> String {
+    let time = |v: &Value| {
+        v.as_u64().map_or_else(
+            || "-".to_string(),
+            |t| {
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+                )
+                .to_string()
+            },
+        )
+    };
+    let mut out = format!(
+        "zone {}: signatures valid {} to {}, made again at {}\n",
+        cell(&body["zone"]),
+        time(&body["inception"]),
+        time(&body["expiration"]),
+        time(&body["renew_at"])
+    );
+    let mut t = Table::with_header(&["TAG", "ALGORITHM", "ROLE", "PUBLISHED", "SIGNING", "FILE"]);
+    for k in list(&body["keys"]) {
+        let yes = |v: &Value| if *v == true { "yes" } else { "no" }.to_string();
+        t.row(vec![
+            cell(&k["tag"]),
+            cell(&k["algorithm"]),
+            cell(&k["role"]),
+            yes(&k["published"]),
+            yes(&k["signing"]),
+            cell(&k["file"]),
+        ]);
+    }
+    t.render(&mut out);
+    out.push_str("DS for the parent zone:\n");
+    for ds in list(&body["ds"]) {
+        out.push_str(&format!("  {}\n", cell(ds)));
+    }
+    match body.get("rollover").filter(|r| !r.is_null()) {
+        None => out.push_str("no key rollover\n"),
+        Some(r) => out.push_str(&format!(
+            "rollover to key {} ({}): published {}, signs from {}, old keys {} retire {}\n",
+            cell(&r["key"]),
+            cell(&r["phase"]),
+            time(&r["started"]),
+            time(&r["activate_at"]),
+            cell(&r["retiring"]),
+            time(&r["retire_at"])
+        )),
+    }
+    out
+}
+
 /// `weir ctl records ZONE`: the zone's static data as served, in zone-file form.
 pub(super) fn records(body: &Value) -> String {
     let mut out = format!(

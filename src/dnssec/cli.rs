@@ -108,7 +108,7 @@ fn execute(command: Command) -> Result<String, (u8, String)> {
                     format!("no key-signing key of {zone} in {}", dir.display()),
                 ));
             }
-            let mut out = ds_lines(&zone, keys.iter().map(|k| &k.key));
+            let mut out = ds_lines(&zone, keys.iter().map(|k| &*k.key));
             for k in keys.iter().filter(|k| k.key.is_sep()) {
                 out.push_str(&format!(
                     "{zone} IN DNSKEY {}\n",

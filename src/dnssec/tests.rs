@@ -174,7 +174,7 @@ fn keys_round_trip_through_bind_files_and_bad_files_are_named() {
         assert_eq!(key.dnskey(), same.dnskey());
     }
     assert!(
-        ds_lines(&zone, keys.iter().map(|k| &k.key))
+        ds_lines(&zone, keys.iter().map(|k| &*k.key))
             .starts_with(&format!("example.com. IN DS {} 13 2 ", ksk.tag))
     );
 

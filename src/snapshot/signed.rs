@@ -112,12 +112,41 @@ impl Signer {
         })
     }
 
+    pub(super) fn keys(&self) -> &Arc<ZoneKeys> {
+        &self.keys
+    }
+
+    pub(super) fn window(&self) -> Window {
+        self.window
+    }
+
+    /// The tags of the keys that sign (KSK and ZSK roles), in key order, once each.
+    pub(super) fn signing_tags(&self) -> Vec<u16> {
+        let mut at: Vec<usize> = self.ksk.iter().chain(&self.zsk).copied().collect();
+        at.sort_unstable();
+        at.dedup();
+        at.into_iter().map(|i| self.keys.keys[i].key.tag).collect()
+    }
+
+    /// The tags of the keys in the DNSKEY set at `now`.
+    pub(super) fn published_tags(&self, now: u64) -> Vec<u16> {
+        (self.keys.keys.iter())
+            .filter(|k| k.timing.published(now))
+            .map(|k| k.key.tag)
+            .collect()
+    }
+
+    /// The largest original TTL of managed names' signatures.
+    pub(super) fn max_managed_ttl(&self) -> u32 {
+        self.managed_ttl.values().copied().max().unwrap_or(0)
+    }
+
     /// The published DNSKEY set and the apex's CDS and CDNSKEY (RFC 7344, RFC 8078: the
     /// SEP keys, for parents that read them), all with `ttl`.
     pub(super) fn apex_sets(&self, now: u64, ttl: u32) -> [RRset; 3] {
         let published: Vec<&SigningKey> = (self.keys.keys.iter())
             .filter(|k| k.timing.published(now))
-            .map(|k| &k.key)
+            .map(|k| &*k.key)
             .collect();
         let set = |t: u16, rdatas: Vec<Rdata>| RRset {
             rtype: t,
@@ -125,7 +154,7 @@ impl Signer {
             rdatas,
         };
         let opaque = |bytes: &[u8]| Rdata::Opaque(bytes.into());
-        let seps = (self.ksk.iter()).map(|&i| &self.keys.keys[i].key);
+        let seps = (self.ksk.iter()).map(|&i| &*self.keys.keys[i].key);
         [
             set(
                 types::DNSKEY,

@@ -46,6 +46,13 @@ pub enum Change {
     DiscardUpdates {
         zone: crate::model::Name,
     },
+    /// Start a zone-signing key's pre-publish rollover (`model::KeyRollover`; the writer
+    /// applies it: it needs the zone's keys and TTLs): to `key`, or to the zone's one standby
+    /// zone-signing key.
+    DnssecRollover {
+        zone: crate::model::Name,
+        key: Option<u16>,
+    },
 }
 
 /// A change plus who asks and on what basis.
@@ -193,9 +200,9 @@ pub fn apply(
         | Change::Override { pool, .. }
         | Change::AddEndpoint { pool, .. }
         | Change::RemoveEndpoint { pool, .. } => pool,
-        Change::DiscardUpdates { zone } => {
+        Change::DiscardUpdates { zone } | Change::DnssecRollover { zone, .. } => {
             return Err(ChangeError::Invalid(format!(
-                "zone {zone}: discarding UPDATE changes needs the zone files (the writer's)"
+                "zone {zone}: this change needs the zone's files (the writer's)"
             )));
         }
     };
@@ -224,7 +231,9 @@ pub fn apply(
             ..
         } => at.add_endpoint(&mut next, group, address, *weight)?,
         Change::RemoveEndpoint { address, .. } => at.remove_endpoint(&mut next, address)?,
-        Change::DiscardUpdates { .. } => unreachable!("returned above"),
+        Change::DiscardUpdates { .. } | Change::DnssecRollover { .. } => {
+            unreachable!("returned above")
+        }
     };
     let after = effective_pool(config, &next);
     if answerable_weight(&after) == 0 && !force {
@@ -473,10 +482,12 @@ fn find_endpoint<'p>(pool: &'p Pool, address: &IpAddr) -> Option<(&'p Group, &'p
 /// Drops intent that the config no longer backs (pools, groups or endpoints gone), with an
 /// audit record for each dropped entry.
 pub fn prune(pools: &[Pool], overlay: &Overlay, now: u64) -> (Overlay, Vec<AuditRecord>) {
-    // Zones' UPDATE layers are not pool intent: kept whole, even for a zone no longer
-    // configured (inert until it is again; `weir ctl updates ZONE --discard` drops them).
+    // Zones' UPDATE layers and key rollovers are not pool intent: kept whole, even for a
+    // zone no longer configured (inert until it is again; `weir ctl updates ZONE --discard`
+    // drops the layers; a rollover naming keys no longer there changes nothing).
     let mut next = Overlay {
         zones: overlay.zones.clone(),
+        rollovers: overlay.rollovers.clone(),
         ..Overlay::default()
     };
     let mut dropped = Vec::new();
