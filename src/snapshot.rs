@@ -98,6 +98,9 @@ pub struct Signing {
     pub window: crate::dnssec::Window,
     /// When its signatures are made again (Unix seconds).
     pub renew_at: u64,
+    /// When the signatures served were made (Unix seconds): a rollover's phase as served is
+    /// its phase then.
+    pub built_at: u64,
     pub dnskey_ttl: u32,
     /// The largest TTL it serves (static sets, managed names, negative answers).
     pub max_ttl: u32,
@@ -810,6 +813,7 @@ impl Snapshot {
             .unwrap_or(0)
             .max(signer.max_managed_ttl());
         Some(Signing {
+            built_at: signer.built_at,
             keys: signer.keys().clone(),
             signing: signer.signing_tags(),
             published: signer.published_tags(crate::clock::wall_secs()),

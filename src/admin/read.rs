@@ -154,7 +154,9 @@ pub(super) async fn zone_dnssec(
         .lines()
         .map(str::to_string)
         .collect();
-    let now = crate::clock::wall_secs();
+    // The phase as served: the one at the time the served signatures were made (the writer
+    // signs again within a second of a phase's start).
+    let now = signing.built_at;
     let rollover = snapshot.view.overlay.rollovers.get(&zone).map(|r| {
         json!({
             "key": r.key,

@@ -60,6 +60,8 @@ pub(super) struct Signer {
     /// When these signatures need making again (Unix seconds): `refresh` before expiration,
     /// or the next key timing event, whichever is first.
     pub(super) renew_at: u64,
+    /// When these signatures were made (Unix seconds).
+    pub(super) built_at: u64,
 }
 
 impl Signer {
@@ -109,6 +111,7 @@ impl Signer {
             presigned: FxHashMap::default(),
             managed_ttl: FxHashMap::default(),
             renew_at,
+            built_at: now,
         })
     }
 

@@ -18,6 +18,7 @@ mod ctl_rollout;
 mod deploy;
 mod descriptors;
 mod disk;
+mod dnssec;
 mod docs;
 #[cfg(feature = "etcd")]
 mod etcd;

@@ -78,6 +78,8 @@ pub(crate) struct ServerBuilder {
     dns: Vec<String>,
     admin: Vec<String>,
     pools: String,
+    /// More top-level tables (`[dnssec]`), as TOML, at the end.
+    tables: String,
     /// TSIG key files (name, text), written beside the config and listed in `[tsig]`.
     key_files: Vec<(String, String)>,
 }
@@ -139,6 +141,13 @@ impl ServerBuilder {
         self
     }
 
+    /// More top-level tables (`[dnssec]`), as TOML, written last.
+    pub(crate) fn tables(mut self, toml: &str) -> ServerBuilder {
+        self.tables.push_str(toml);
+        self.tables.push('\n');
+        self
+    }
+
     /// The config; zone `i` is read from `zone_file(i)`.
     fn toml(&self) -> String {
         let listen: Vec<String> = if self.listen.is_empty() {
@@ -169,6 +178,7 @@ impl ServerBuilder {
             ));
         }
         config.push_str(&self.pools);
+        config.push_str(&self.tables);
         config
     }
 
