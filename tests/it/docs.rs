@@ -1,5 +1,5 @@
 //! The guides run: every ```sh block of README.md and docs/{delegation,rollouts,operations,
-//! routing,updates,multi-node}.md (the last with the `etcd` feature) is
+//! routing,updates,dnssec,multi-node}.md (the last with the `etcd` feature) is
 //! executed by bash against the real `weir` binary (with dig, curl and python3 as a reader has
 //! them), and what the guides say the commands print is checked, so a guide cannot drift from
 //! what weir does.
@@ -97,6 +97,11 @@ fn routing() {
 #[test]
 fn updates() {
     run_guide("docs/updates.md", Some("127.0.0.25"));
+}
+
+#[test]
+fn dnssec() {
+    run_guide("docs/dnssec.md", Some("127.0.0.26"));
 }
 
 #[test]
