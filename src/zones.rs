@@ -411,6 +411,49 @@ mod tests {
         }
     }
 
+    /// A DS (a secure delegation) reads; the DNSSEC records a signer makes (a pre-signed
+    /// file's) are refused at their line by the reader, signed zone or not: weir signs itself.
+    #[test]
+    fn a_signed_zone_takes_ds_but_not_what_signing_makes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("z.zone");
+        let ds = "sub NS ns.sub\nns.sub A 192.0.2.3\nsub DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\n";
+        let signed =
+            "@ DNSKEY 256 3 13 AQID\nwww A 192.0.2.2\nwww NSEC a.example.com. A RRSIG NSEC\n";
+        let keys = crate::dnssec::ZoneKeys {
+            keys: Vec::new(),
+            policy: crate::dnssec::Policy {
+                validity: 10,
+                refresh: 5,
+                inception_skew: 1,
+                propagation_delay: 1,
+            },
+        };
+        let zc = |dnssec: bool| crate::config::ZoneConfig {
+            origin: Name::parse("example.com.").unwrap(),
+            file: file.clone(),
+            allow_transfer: Vec::new(),
+            notify: Vec::new(),
+            update: Vec::new(),
+            dnssec: dnssec.then(|| std::sync::Arc::new(keys.clone())),
+        };
+        std::fs::write(&file, format!("{HEAD}{ds}")).unwrap();
+        let zone = load(&zc(true)).unwrap();
+        let sub = Name::parse("sub.example.com.").unwrap();
+        assert!(zone.get(&sub, rtype::DS).is_some());
+        std::fs::write(&file, format!("{HEAD}{ds}{signed}")).unwrap();
+        let problems = load(&zc(true)).unwrap_err().to_string();
+        assert!(
+            problems.contains("z.zone:9: DNSKEY should be dynamically generated"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("z.zone:11: NSEC should be dynamically generated"),
+            "{problems}"
+        );
+        assert!(load(&zc(false)).is_err());
+    }
+
     /// What `present` writes reads back as the same records: `weir ctl records` output saved
     /// as the zone file serves the same data (folding UPDATE changes in).
     #[test]

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, ResponseCode};
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -36,6 +36,9 @@ alias2 CNAME www
 a.b A 192.0.2.7
 sub NS ns.sub
 ns.sub A 192.0.2.53
+secure NS ns.secure
+ns.secure A 192.0.2.54
+secure DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF
 big TXT \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"
 big TXT \"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"
 big TXT \"ccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\"
@@ -65,6 +68,7 @@ const CASES: &[(&str, RecordType, Want)] = &[
     ("b.example.com.", RecordType::A, Want::Nothing),
     ("x.w.example.com.", RecordType::TXT, Want::Nothing),
     ("sub.example.com.", RecordType::DS, Want::Nothing),
+    ("secure.example.com.", RecordType::DS, Want::Data),
     ("example.com.", RecordType::DNSKEY, Want::Data),
     ("app.example.com.", RecordType::A, Want::Data),
     ("app.example.com.", RecordType::TXT, Want::Nothing),
@@ -323,12 +327,10 @@ fn types(records: &[hickory_proto::rr::Record]) -> Vec<RecordType> {
     records.iter().map(|r| r.record_type()).collect()
 }
 
-/// The rdata of a record hickory does not parse here (RRSIG, NSEC: its DNSSEC feature is off).
-fn raw(r: &hickory_proto::rr::Record) -> &[u8] {
-    match &r.data {
-        RData::Unknown { rdata, .. } => &rdata.anything,
-        other => panic!("not raw: {other:?}"),
-    }
+/// The rdata of a record in wire form (names uncompressed), read here byte by byte.
+fn raw(r: &hickory_proto::rr::Record) -> Vec<u8> {
+    use hickory_proto::serialize::binary::BinEncodable;
+    r.data.to_bytes().unwrap()
 }
 
 /// The length of the uncompressed name at the start of `wire`.
@@ -387,7 +389,7 @@ async fn dnssec_records_only_with_do_and_compact_denial_on_the_wire() {
         .expect("an NSEC in AUTHORITY");
     assert_eq!(nsec.name.to_ascii().to_lowercase(), "nope.example.com.");
     let rdata = raw(nsec);
-    let next_len = name_len(rdata);
+    let next_len = name_len(&rdata);
     assert_eq!(
         &rdata[..next_len],
         b"\x01\x00\x04nope\x07example\x03com\x00"
@@ -397,6 +399,32 @@ async fn dnssec_records_only_with_do_and_compact_denial_on_the_wire() {
         [46, 47, 128],
         "RRSIG, NSEC, NXNAME"
     );
+
+    // Referrals: the child's DS and its RRSIG, or the NSEC proving it has none; only with DO.
+    let referral = |name: &str| with_do(query(name, RecordType::A));
+    let secure = s.udp(&referral("www.secure.example.com.")).await;
+    assert_eq!(
+        types(&secure.authorities),
+        [RecordType::NS, RecordType::DS, RecordType::RRSIG]
+    );
+    let insecure = s.udp(&referral("www.sub.example.com.")).await;
+    assert_eq!(
+        types(&insecure.authorities),
+        [RecordType::NS, RecordType::NSEC, RecordType::RRSIG]
+    );
+    let nsec = raw(&insecure.authorities[1]);
+    assert_eq!(
+        bitmap(&nsec[name_len(&nsec)..]),
+        [2, 46, 47],
+        "NS, RRSIG, NSEC: no DS"
+    );
+    let plain = s
+        .udp(&with_edns(
+            query("www.secure.example.com.", RecordType::A),
+            1232,
+        ))
+        .await;
+    assert_eq!(types(&plain.authorities), [RecordType::NS]);
 
     // kdig says the same: RRSIGs only with +dnssec.
     let kdig = find_program("kdig").expect("kdig (Debian: knot-dnsutils; .ci/test installs it)");
