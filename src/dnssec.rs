@@ -37,6 +37,20 @@ pub mod types {
     pub const NXNAME: u16 = 128;
 }
 
+/// Signatures made on the query path (cache misses: `note_signed_on_demand`), since start;
+/// the metrics read it when scraped (`weir_dnssec_signed_on_demand_total`).
+static SIGNED_ON_DEMAND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts one set signed on the query path.
+pub fn note_signed_on_demand() {
+    SIGNED_ON_DEMAND.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Sets signed on the query path since start.
+pub fn signed_on_demand() -> u64 {
+    SIGNED_ON_DEMAND.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// DNSKEY flags: Zone Key (bit 7) and Secure Entry Point (bit 15, a KSK or CSK).
 pub const FLAGS_ZSK: u16 = 256;
 pub const FLAGS_KSK: u16 = 257;

@@ -150,6 +150,16 @@ pub struct Metrics {
     query_log_dropped: IntCounter,
     notify: IntCounterVec,
     updates: IntCounterVec,
+    dnssec: DnssecMetrics,
+}
+
+/// Signed zones: when their signatures expire, and what the query path signed.
+#[derive(Debug)]
+struct DnssecMetrics {
+    expires: IntGaugeVec,
+    /// The zone labels exported, so a reload can remove dropped zones' series.
+    labels: Mutex<HashSet<String>>,
+    on_demand: IntCounter,
 }
 
 impl Metrics {
@@ -191,8 +201,38 @@ impl Metrics {
                 "RFC 2136 UPDATE messages answered, by RCODE (NOERROR: applied or unchanged; NOTAUTH: unsigned, a bad signature or a zone not served; REFUSED: not granted or would break the zone), or dropped unanswered (UDP queue full)",
                 &["rcode"],
             ),
+            dnssec: DnssecMetrics {
+                expires: r.gauge_vec(
+                    "dnssec_signatures_expire_timestamp_seconds",
+                    "When the signatures a signed zone serves expire (Unix seconds); weir signs again well before (signature_refresh), so alert when this comes within days",
+                    &["zone"],
+                ),
+                labels: Mutex::new(HashSet::new()),
+                on_demand: r.counter(
+                    "dnssec_signed_on_demand_total",
+                    "Sets the query path signed because no cache held them: compact denials of new names, NSECs, managed answers of several addresses first seen (a random-subdomain flood shows here)",
+                ),
+            },
             registry,
         }
+    }
+
+    /// The signatures' expiration of each signed zone (origin, Unix seconds); series of zones
+    /// not listed (unsigned, or dropped by a reload) are removed. Once per zone index.
+    pub fn dnssec_expiry(&self, zones: &[(Name, u64)]) {
+        let labels: HashSet<String> = zones.iter().map(|(z, _)| z.to_string()).collect();
+        let mut exported = (self.dnssec.labels.lock()).unwrap_or_else(PoisonError::into_inner);
+        for gone in exported.difference(&labels) {
+            let _ = self.dnssec.expires.remove_label_values(&[gone]);
+        }
+        for (zone, at) in zones {
+            let at = i64::try_from(*at).unwrap_or(i64::MAX);
+            self.dnssec
+                .expires
+                .with_label_values(&[&zone.to_string()])
+                .set(at);
+        }
+        *exported = labels;
     }
 
     /// A UDP response over its rate limit, of class `class` (`RRL_CLASSES` index).
@@ -533,6 +573,9 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        let signed = crate::dnssec::signed_on_demand();
+        let counted = self.dnssec.on_demand.get();
+        self.dnssec.on_demand.inc_by(signed.saturating_sub(counted));
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()

@@ -22,7 +22,7 @@ mod route;
 mod signed;
 pub use pool::{Client, FamilyStatus, PoolStatus, Preview, PreviewError, Subnet};
 pub use route::Decision;
-pub use signed::SignedSet;
+pub use signed::{SetRef, SignedSet};
 
 /// Longest CNAME chain followed inside a zone before answering with what we have (as Knot).
 const MAX_CNAME_CHAIN: usize = 8;
@@ -74,7 +74,7 @@ pub struct Synth<'a> {
     pub section: Section,
     pub owner: Owner<'a>,
     pub ttl: u32,
-    pub set: Arc<SignedSet>,
+    pub set: SetRef<'a>,
 }
 
 /// One RRset to write into a section.
@@ -250,6 +250,8 @@ pub struct ZoneIndex {
     routes: Vec<route::RouteNode>,
     /// The routes and databases this index was built from (admin API).
     routing: crate::config::Routing,
+    /// `weir_dnssec_signatures_expire_timestamp_seconds` set, by the first `build`.
+    expiry_reported: OnceLock<()>,
     /// `weir_route_queries_total` per route and rule, resolved like `queries`.
     route_queries: OnceLock<Arc<[Box<[IntCounter]>]>>,
     /// The TSIG keys (`[tsig] key_files`) signed requests verify with: a reload re-reads them.
@@ -345,6 +347,7 @@ pub fn index<Z: std::borrow::Borrow<Zone>>(
         zones: map,
         origins: zones.iter().map(|z| z.borrow().origin.clone()).collect(),
         queries: OnceLock::new(),
+        expiry_reported: OnceLock::new(),
         routes,
         route_queries: OnceLock::new(),
         routing: routing.clone(),
@@ -519,6 +522,13 @@ fn assemble(
         .queries
         .get_or_init(|| metrics.zone_queries(&index.origins).into())
         .clone();
+    index.expiry_reported.get_or_init(|| {
+        let signed: Vec<(Name, u64)> = (index.zones.values())
+            .filter_map(|z| z.signer.as_ref())
+            .map(|s| (s.origin().clone(), u64::from(s.window().expiration)))
+            .collect();
+        metrics.dnssec_expiry(&signed);
+    });
     let route_queries = index
         .route_queries
         .get_or_init(|| route::counters(&index.routing, &index.routes, metrics).into())
@@ -1123,7 +1133,7 @@ fn push_sig<'a, const N: usize>(
 /// The RRSIGs of the managed answer just written (`ans.answer[from..]`, one address each).
 #[cold]
 fn sign_managed<'a>(
-    signer: &signed::Signer,
+    signer: &'a signed::Signer,
     name: &[u8],
     owner: Owner<'a>,
     from: usize,
@@ -1175,7 +1185,7 @@ impl ZoneData {
     #[cold]
     fn deny_name<'s>(
         &'s self,
-        signer: &signed::Signer,
+        signer: &'s signed::Signer,
         name: &[u8],
         owner: Owner<'s>,
         compact_ok: bool,
@@ -1202,7 +1212,7 @@ impl ZoneData {
     #[cold]
     fn deny_type<'s>(
         &'s self,
-        signer: &signed::Signer,
+        signer: &'s signed::Signer,
         name: &[u8],
         owner: Owner<'s>,
         node: &Node,
@@ -1235,7 +1245,7 @@ impl ZoneData {
     #[cold]
     fn prove_delegation<'s>(
         &'s self,
-        signer: &signed::Signer,
+        signer: &'s signed::Signer,
         cut_name: &'s [u8],
         cut: &'s Node,
         ans: &mut Answer<'s>,

@@ -36,6 +36,26 @@ pub struct SignedSet {
     pub sig: RRset,
 }
 
+/// A signed set as an answer holds it: borrowed from the snapshot (signed at build: no
+/// reference count touched, so workers do not contend on one) or shared from this thread's
+/// cache.
+#[derive(Clone, Debug)]
+pub enum SetRef<'a> {
+    Borrowed(&'a SignedSet),
+    Shared(Arc<SignedSet>),
+}
+
+impl std::ops::Deref for SetRef<'_> {
+    type Target = SignedSet;
+
+    fn deref(&self) -> &SignedSet {
+        match self {
+            SetRef::Borrowed(set) => set,
+            SetRef::Shared(set) => set,
+        }
+    }
+}
+
 /// A zone's signing state, made with the index.
 #[derive(Debug)]
 pub(super) struct Signer {
@@ -53,7 +73,7 @@ pub(super) struct Signer {
     /// NSEC covering a query name starts after the name before it).
     names: Vec<Box<[u8]>>,
     /// Managed names' single-address sets, signed at build: key `owner | type | rdata`.
-    presigned: FxHashMap<Box<[u8]>, Arc<SignedSet>>,
+    presigned: FxHashMap<Box<[u8]>, SignedSet>,
     /// The original TTL of each managed name's signatures: the highest TTL of the pools that
     /// may answer it (a served TTL at or below it validates as served).
     managed_ttl: FxHashMap<Box<[u8]>, u32>,
@@ -117,6 +137,10 @@ impl Signer {
 
     pub(super) fn keys(&self) -> &Arc<ZoneKeys> {
         &self.keys
+    }
+
+    pub(super) fn origin(&self) -> &Name {
+        &self.origin
     }
 
     pub(super) fn window(&self) -> Window {
@@ -237,8 +261,7 @@ impl Signer {
                     records: None,
                     sig,
                 };
-                self.presigned
-                    .insert(key.into_vec().into(), Arc::new(signed));
+                self.presigned.insert(key.into_vec().into(), signed);
             }
         }
     }
@@ -251,12 +274,12 @@ impl Signer {
         owner: &[u8],
         t: u16,
         rdatas: impl Iterator<Item = &'r [u8]> + Clone,
-    ) -> Option<Arc<SignedSet>> {
+    ) -> Option<SetRef<'_>> {
         let mut sorted: SmallVec<[&[u8]; 8]> = rdatas.collect();
         sorted.sort_unstable();
         let key = managed_key(owner, t, sorted.iter().copied());
         if let Some(found) = self.presigned.get(&key[..]) {
-            return Some(found.clone());
+            return Some(SetRef::Borrowed(found));
         }
         let ttl = self.managed_ttl.get(owner).copied().unwrap_or(0);
         self.cached(b'M', &key, || SignedSet {
@@ -269,7 +292,7 @@ impl Signer {
     /// The NSEC at `owner` (lowercase wire form) listing `present` (RRSIG and NSEC added),
     /// next name its immediate successor (RFC 9824 3: the minimally covering NSEC of a compact
     /// answer; with `NXNAME` in `present`, of a name that does not exist), signed.
-    pub(super) fn nsec_at(&self, owner: &[u8], present: &[u16]) -> Option<Arc<SignedSet>> {
+    pub(super) fn nsec_at(&self, owner: &[u8], present: &[u16]) -> Option<SetRef<'_>> {
         let mut key: SmallVec<[u8; 320]> = SmallVec::new();
         key.extend_from_slice(owner);
         for t in present {
@@ -284,7 +307,7 @@ impl Signer {
     /// from just after the zone's name before it to that name's sibling successor (RFC 4470's
     /// minimally covering NSEC), so validators find the same closest encloser as the RRSIG's
     /// label count says. None when those names would be too long.
-    pub(super) fn wildcard_proof(&self, name: &[u8], encloser: usize) -> Option<Arc<SignedSet>> {
+    pub(super) fn wildcard_proof(&self, name: &[u8], encloser: usize) -> Option<SetRef<'_>> {
         let at = crate::model::label_starts(name)
             .take_while(|&at| name.len() - at > encloser)
             .last()?;
@@ -339,7 +362,7 @@ impl Signer {
         kind: u8,
         key: &[u8],
         make: impl FnOnce() -> SignedSet,
-    ) -> Option<Arc<SignedSet>> {
+    ) -> Option<SetRef<'static>> {
         let mut full: SmallVec<[u8; 512]> = SmallVec::new();
         full.extend_from_slice(&self.epoch.to_be_bytes());
         full.push(kind);
@@ -355,11 +378,12 @@ impl Signer {
             if let Some((k, v)) = &cache[slot]
                 && k[..] == full[..]
             {
-                return Some(v.clone());
+                return Some(SetRef::Shared(v.clone()));
             }
+            crate::dnssec::note_signed_on_demand();
             let made = Arc::new(make());
             cache[slot] = Some((full.to_vec().into(), made.clone()));
-            Some(made)
+            Some(SetRef::Shared(made))
         })
     }
 }

@@ -31,13 +31,14 @@ use crate::support::*;
 const NOT_EXPORTED_HERE: &[(&str, &str)] = &[];
 
 /// The alerts on-call engineers are promised (docs/operations.md has a section for each).
-const ALERTS: [&str; 10] = [
+const ALERTS: [&str; 11] = [
     "WeirDown",
     "WeirEndpointDown",
     "WeirPoolDegraded",
     "WeirRolloutAborted",
     "WeirSplitDrift",
     "WeirReloadFailed",
+    "WeirSignaturesExpiring",
     "WeirStoreFailing",
     "WeirStoreDisconnected",
     "WeirStateStale",
@@ -382,7 +383,25 @@ endpoints = [{{ address = "192.0.2.40" }}]
         up = up.addr(),
         dead = closed_port(),
     );
-    let s = Server::serving(ZONE, &pools).await;
+    // Signed, so the DNSSEC series are exported too.
+    let keys = tempfile::tempdir().unwrap();
+    let zone = weir::model::Name::parse("example.com.").unwrap();
+    let csk = weir::dnssec::SigningKey::generate(
+        weir::dnssec::Algorithm::EcdsaP256Sha256,
+        weir::dnssec::FLAGS_KSK,
+    )
+    .unwrap();
+    weir::dnssec::write_key(keys.path(), &zone, &csk, 3600, "20261203000000", false).unwrap();
+    let s = Server::builder()
+        .zone("example.com.", ZONE)
+        .zone_keys("dnssec = true")
+        .pools(&pools)
+        .tables(&format!(
+            "[dnssec]\nkey_dir = \"{}\"",
+            keys.path().display()
+        ))
+        .start()
+        .await;
     for (name, rtype) in [
         (pool, RecordType::A),
         (ROUTED, RecordType::A),

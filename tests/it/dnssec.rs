@@ -400,6 +400,26 @@ async fn dnssec_records_only_with_do_and_compact_denial_on_the_wire() {
         "RRSIG, NSEC, NXNAME"
     );
 
+    // Each new name costs a signature on demand, counted (the counter is the process's, and
+    // other tests run beside this one: at least these two).
+    let counted = |s: &Server| -> u64 {
+        let metrics = s.metrics();
+        let line = (metrics.lines())
+            .find(|l| l.starts_with("weir_dnssec_signed_on_demand_total "))
+            .unwrap_or_else(|| panic!("no on-demand counter:\n{metrics}"))
+            .to_string();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let before = counted(&s);
+    for name in [
+        "new1.example.com.",
+        "new2.example.com.",
+        "new1.example.com.",
+    ] {
+        s.udp(&with_do(query(name, RecordType::A))).await;
+    }
+    assert!(counted(&s) - before >= 2);
+
     // Referrals: the child's DS and its RRSIG, or the NSEC proving it has none; only with DO.
     let referral = |name: &str| with_do(query(name, RecordType::A));
     let secure = s.udp(&referral("www.secure.example.com.")).await;
@@ -567,6 +587,11 @@ async fn signatures_are_made_again_before_they_expire() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(expiration(&s).await > first);
+    let gauge = format!(
+        "weir_dnssec_signatures_expire_timestamp_seconds{{zone=\"example.com.\"}} {}",
+        expiration(&s).await
+    );
+    assert!(s.metrics().contains(&gauge), "{gauge}");
     let d = delv(s.addr, &anchor(&csk), "www.example.com.", "A").await;
     assert_eq!(d.status, DelvStatus::Validated, "{}", d.output);
     s.stop().await;
