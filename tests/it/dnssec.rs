@@ -701,3 +701,35 @@ async fn a_zone_signing_key_rollover_validates_through_every_phase() {
     assert_eq!(record["after"]["key"], new.tag);
     s.stop().await;
 }
+
+/// Two nameservers given the same key files serve the same DNSKEY set, and a resolver
+/// validates whichever it asks (their signatures differ: ECDSA signs with a fresh nonce).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nameservers_sharing_the_key_files_both_validate() {
+    let keys = tempfile::tempdir().unwrap();
+    let csk = key(keys.path(), FLAGS_KSK, Algorithm::EcdsaP256Sha256, false);
+    let anchor = anchor(&csk);
+    let one = signed_server(keys.path(), "", "").await;
+    let two = signed_server(keys.path(), "", "").await;
+    let dnskeys = |m: &Message| {
+        let mut keys: Vec<Vec<u8>> = (m.answers.iter())
+            .filter(|r| r.record_type() == RecordType::DNSKEY)
+            .map(raw)
+            .collect();
+        keys.sort();
+        keys
+    };
+    let ask = with_do(query("example.com.", RecordType::DNSKEY));
+    assert_eq!(dnskeys(&one.udp(&ask).await), dnskeys(&two.udp(&ask).await));
+    for s in [&one, &two] {
+        for (name, want) in [
+            ("www.example.com.", DelvStatus::Validated),
+            ("nope.example.com.", DelvStatus::NoData),
+        ] {
+            let d = delv(s.addr, &anchor, name, "A").await;
+            assert_eq!(d.status, want, "{}", d.output);
+        }
+    }
+    one.stop().await;
+    two.stop().await;
+}
