@@ -109,7 +109,7 @@ pub fn respond(
     let limit = limit(ctx, &q, transport);
     let cookie = judge_cookie(ctx, &q, client);
     let snapshot = ctx.snapshot.load();
-    let answer = match q.edns {
+    let mut answer = match q.edns {
         // RFC 6891 6.1.3: a version we do not implement gets BADVERS and no data.
         // Counted under zone "none" like other rejections: a second zone lookup here would
         // stop the compiler from inlining the one in `snapshot::answer` (callgrind: +66
@@ -166,6 +166,9 @@ pub fn respond(
             }
         }
     }
+    // DNSSEC records made on demand are signed only now, for an answer that goes out: a
+    // rate-limited flood of new names costs no signatures. One branch when there are none.
+    answer.sign();
     let cookie = cookie.as_ref().map(|(_, option)| option);
     let written = wire::write_response(out, &q, &answer, limit, udp_payload, cookie);
     ctx.metrics
@@ -284,7 +287,7 @@ fn signed(
         dnssec: q.edns.is_some_and(|e| e.dnssec_ok),
         compact_ok: q.edns.is_some_and(|e| e.compact_ok),
     };
-    let answer = match q.edns {
+    let mut answer = match q.edns {
         Some(edns) if edns.version > 0 => snapshot::Answer {
             rcode: Rcode::BadVers,
             ..snapshot::Answer::refused()
@@ -294,6 +297,7 @@ fn signed(
         }
         _ => snapshot::answer(&snapshot, question),
     };
+    answer.sign();
     let base = out.len();
     let room = limit.saturating_sub(crate::tsig::space(verified.key));
     let written = wire::write_response(out, q, &answer, room, udp_payload, cookie);

@@ -68,13 +68,52 @@ pub enum Section {
 }
 
 /// Records signed on demand (`SignedSet`), written after the entries of `section` with `ttl`,
-/// under `owner` unless the set names its own.
+/// under `owner` unless the set names its own. `answer()` only says what to sign
+/// (`Deferred`); `Answer::sign` signs it, once the answer is known to go out (after response
+/// rate limiting: a limited answer costs no signature).
 #[derive(Clone, Debug)]
 pub struct Synth<'a> {
     pub section: Section,
     pub owner: Owner<'a>,
     pub ttl: u32,
-    pub set: SetRef<'a>,
+    pub set: Deferred<'a>,
+}
+
+/// What a `Synth` holds: the signed set, or what to sign.
+#[derive(Clone, Debug)]
+pub struct Deferred<'a>(Deferral<'a>);
+
+#[derive(Clone, Debug)]
+enum Deferral<'a> {
+    Ready(SetRef<'a>),
+    /// `Signer::nsec_at(name, present)`.
+    Nsec {
+        signer: &'a signed::Signer,
+        name: &'a [u8],
+        present: SmallVec<[u16; 16]>,
+    },
+    /// `Signer::wildcard_proof(name, encloser)`.
+    Wildcard {
+        signer: &'a signed::Signer,
+        name: &'a [u8],
+        encloser: usize,
+    },
+    /// `Signer::managed` over the addresses of `Answer::answer[from..]`.
+    Managed {
+        signer: &'a signed::Signer,
+        name: &'a [u8],
+        from: usize,
+    },
+}
+
+impl Deferred<'_> {
+    /// The signed set; None until `Answer::sign` made it.
+    pub fn ready(&self) -> Option<&SignedSet> {
+        match &self.0 {
+            Deferral::Ready(set) => Some(set),
+            _ => None,
+        }
+    }
 }
 
 /// One RRset to write into a section.
@@ -1066,14 +1105,16 @@ pub fn answer<'a>(snapshot: &'a Snapshot, q: Question<'a>) -> Answer<'a> {
             });
             if let Some(signer) = signer {
                 push_sig(&mut ans.answer, owner, sig);
-                if let Some(len) = encloser
-                    && let Some(proof) = signer.wildcard_proof(name, len)
-                {
+                if let Some(encloser) = encloser {
                     ans.synth.push(Synth {
                         section: Section::Authority,
                         owner,
                         ttl: signer.nsec_ttl,
-                        set: proof,
+                        set: Deferred(Deferral::Wildcard {
+                            signer,
+                            name,
+                            encloser,
+                        }),
                     });
                 }
             }
@@ -1130,11 +1171,12 @@ fn push_sig<'a, const N: usize>(
     }
 }
 
-/// The RRSIGs of the managed answer just written (`ans.answer[from..]`, one address each).
+/// The RRSIGs of the managed answer just written (`ans.answer[from..]`, one address each),
+/// deferred to `Answer::sign`.
 #[cold]
 fn sign_managed<'a>(
     signer: &'a signed::Signer,
-    name: &[u8],
+    name: &'a [u8],
     owner: Owner<'a>,
     from: usize,
     ans: &mut Answer<'a>,
@@ -1142,20 +1184,59 @@ fn sign_managed<'a>(
     let Some(first) = ans.answer.get(from) else {
         return;
     };
-    let (t, ttl) = (first.rrset.rtype, first.rrset.ttl);
-    let rdatas = ans.answer[from..]
-        .iter()
-        .filter_map(|e| match e.rrset.rdatas.first() {
-            Some(Rdata::Opaque(bytes)) => Some(&bytes[..]),
-            _ => None,
+    ans.synth.push(Synth {
+        section: Section::Answer,
+        owner,
+        ttl: first.rrset.ttl,
+        set: Deferred(Deferral::Managed { signer, name, from }),
+    });
+}
+
+impl<'a> Answer<'a> {
+    /// Signs what `answer()` deferred (denial NSECs, wildcard proofs, managed answers: from
+    /// the snapshot or this thread's cache, signed on a miss). Call it once the answer is
+    /// known to be sent; what cannot be signed is left out.
+    pub fn sign(&mut self) {
+        if self.synth.is_empty() {
+            return;
+        }
+        let mut synth = std::mem::take(&mut self.synth);
+        synth.retain_mut(|s| {
+            let set = match &s.set.0 {
+                Deferral::Ready(_) => return true,
+                Deferral::Nsec {
+                    signer,
+                    name,
+                    present,
+                } => signer.nsec_at(name, present),
+                Deferral::Wildcard {
+                    signer,
+                    name,
+                    encloser,
+                } => signer.wildcard_proof(name, *encloser),
+                Deferral::Managed { signer, name, from } => {
+                    let Some(first) = self.answer.get(*from) else {
+                        return false;
+                    };
+                    let t = first.rrset.rtype;
+                    let rdatas = (self.answer[*from..].iter()).filter_map(|e| {
+                        match e.rrset.rdatas.first() {
+                            Some(Rdata::Opaque(bytes)) => Some(&bytes[..]),
+                            _ => None,
+                        }
+                    });
+                    signer.managed(name, t, rdatas)
+                }
+            };
+            match set {
+                Some(set) => {
+                    s.set = Deferred(Deferral::Ready(set));
+                    true
+                }
+                None => false,
+            }
         });
-    if let Some(set) = signer.managed(name, t, rdatas) {
-        ans.synth.push(Synth {
-            section: Section::Answer,
-            owner,
-            ttl,
-            set,
-        });
+        self.synth = synth;
     }
 }
 
@@ -1186,7 +1267,7 @@ impl ZoneData {
     fn deny_name<'s>(
         &'s self,
         signer: &'s signed::Signer,
-        name: &[u8],
+        name: &'s [u8],
         owner: Owner<'s>,
         compact_ok: bool,
         ans: &mut Answer<'s>,
@@ -1196,14 +1277,18 @@ impl ZoneData {
             ans.rcode = Rcode::NxDomain;
         }
         self.negative_signed(Some(signer), ans);
-        if let Some(set) = signer.nsec_at(name, &[crate::dnssec::types::NXNAME]) {
-            ans.synth.push(Synth {
-                section: Section::Authority,
-                owner,
-                ttl: signer.nsec_ttl,
-                set,
-            });
-        }
+        let mut present = SmallVec::new();
+        present.push(crate::dnssec::types::NXNAME);
+        ans.synth.push(Synth {
+            section: Section::Authority,
+            owner,
+            ttl: signer.nsec_ttl,
+            set: Deferred(Deferral::Nsec {
+                signer,
+                name,
+                present,
+            }),
+        });
     }
 
     /// NODATA at `node` (the name, or the wildcard that stands for it), signed: the NSEC at the
@@ -1213,7 +1298,7 @@ impl ZoneData {
     fn deny_type<'s>(
         &'s self,
         signer: &'s signed::Signer,
-        name: &[u8],
+        name: &'s [u8],
         owner: Owner<'s>,
         node: &Node,
         qtype: u16,
@@ -1223,9 +1308,11 @@ impl ZoneData {
             .then(|| self.transfer_addresses.get(name))
             .flatten();
         let present = signed::present(&node.rrsets, managed.map_or(&[], Vec::as_slice));
-        let Some(set) = signer.nsec_at(name, &present) else {
-            return;
-        };
+        let set = Deferred(Deferral::Nsec {
+            signer,
+            name,
+            present,
+        });
         let section = if qtype == crate::dnssec::types::NSEC {
             ans.authority.clear();
             Section::Answer
@@ -1258,12 +1345,16 @@ impl ZoneData {
                 required: false,
             });
             push_sig(&mut ans.authority, owner, sig);
-        } else if let Some(set) = signer.nsec_at(cut_name, &signed::present(&cut.rrsets, &[])) {
+        } else {
             ans.synth.push(Synth {
                 section: Section::Authority,
                 owner,
                 ttl: signer.nsec_ttl,
-                set,
+                set: Deferred(Deferral::Nsec {
+                    signer,
+                    name: cut_name,
+                    present: signed::present(&cut.rrsets, &[]),
+                }),
             });
         }
     }

@@ -377,11 +377,15 @@ impl<'a> Writer<'a, '_> {
         count: &mut u16,
     ) -> bool {
         for s in synth.iter().filter(|s| s.section == section) {
-            let owner = match &s.set.owner {
+            // Unsigned (`Answer::sign` not called, or it could not sign): nothing to write.
+            let Some(signed) = s.set.ready() else {
+                continue;
+            };
+            let owner = match &signed.owner {
                 Some(name) => Owner::Name(name),
                 None => s.owner,
             };
-            for set in s.set.records.iter().chain(std::iter::once(&s.set.sig)) {
+            for set in signed.records.iter().chain(std::iter::once(&signed.sig)) {
                 for rd in &set.rdatas {
                     self.record(owner, set.rtype, s.ttl, rd);
                     *count += 1;

@@ -733,3 +733,54 @@ async fn nameservers_sharing_the_key_files_both_validate() {
     one.stop().await;
     two.stop().await;
 }
+
+/// The counter of sets signed on the query path, from a real weir's `/metrics`.
+async fn signed_on_demand(admin: SocketAddr) -> u64 {
+    let (_, text) = crate::support::http_get(admin, "/metrics").await;
+    (text.lines())
+        .find_map(|l| l.strip_prefix("weir_dnssec_signed_on_demand_total "))
+        .unwrap_or_else(|| panic!("no on-demand counter:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// A flood of new names over the rate limit costs no signatures: the limit is decided before
+/// anything is signed (a real `weir serve`, so the process-wide counter is this server's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_denials_are_never_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    key(dir.path(), FLAGS_KSK, Algorithm::EcdsaP256Sha256, false);
+    std::fs::write(dir.path().join("z"), ZONE).unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[dns.rrl]\nrate = 1\nwindow = \"1s\"\nslip = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"state\"\n[log]\nformat = \"json\"\n[dnssec]\nkey_dir = \".\"\n[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\ndnssec = true\n",
+    )
+    .unwrap();
+    let weir = crate::support::WeirProcess::start(&config, &[]).unwrap();
+    let admin = weir.admin.unwrap();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut answered = 0;
+    for i in 0..100 {
+        let q = with_do(query(&format!("flood{i}.example.com."), RecordType::A));
+        socket
+            .send_to(&q.to_vec().unwrap(), weir.dns)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(50), socket.recv_from(&mut buf)).await
+        {
+            answered += 1;
+        }
+    }
+    assert!(
+        answered < 10,
+        "{answered} of 100 answered: the limit did not hold"
+    );
+    assert_eq!(
+        signed_on_demand(admin).await,
+        answered,
+        "one signature per answer sent"
+    );
+}
