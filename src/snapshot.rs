@@ -1307,7 +1307,10 @@ impl ZoneData {
         let managed = (node.serves.is_some())
             .then(|| self.transfer_addresses.get(name))
             .flatten();
-        let present = signed::present(&node.rrsets, managed.map_or(&[], Vec::as_slice));
+        let mut present = signed::present(&node.rrsets, managed.map_or(&[], Vec::as_slice));
+        // Never list the type denied: a managed name whose pool answers NODATA for it (every
+        // endpoint down with `on_all_down = "nodata"`) still has it configured.
+        present.retain(|t| *t != qtype);
         let set = Deferred(Deferral::Nsec {
             signer,
             name,

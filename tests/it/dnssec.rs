@@ -214,7 +214,8 @@ async fn every_answer_validates_in_delv_unbound_and_bind() {
             ("192.0.2.22", &b[4]),
         ],
     );
-    let s = signed_server(keys.path(), &pools, "").await;
+    let dark = "[[pool]]\nname = \"dark.example.com.\"\nttl = 2\non_all_down = \"nodata\"\n[[pool.group]]\nname = \"g\"\nendpoints = [{ address = \"192.0.2.30\" }]\n";
+    let s = signed_server(keys.path(), &(pools + dark), "").await;
 
     for &(name, rtype, want) in CASES {
         delv_sees(s.addr, &anchor, name, rtype, want).await;
@@ -271,6 +272,26 @@ async fn every_answer_validates_in_delv_unbound_and_bind() {
         Want::Data,
         &|| unbound.log(),
     );
+
+    // Every endpoint down with on_all_down = "nodata": a NODATA whose NSEC does not list A.
+    let (status, body) = http(
+        s.admin(),
+        Method::PUT,
+        "/v1/pools/dark.example.com./endpoints/192.0.2.30/override",
+        &[],
+        Some(r#"{"health": "down"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    until_answers(s.addr, "dark.example.com.", &[]).await;
+    delv_sees(
+        s.addr,
+        &anchor,
+        "dark.example.com.",
+        RecordType::A,
+        Want::Nothing,
+    )
+    .await;
     s.stop().await;
 }
 
