@@ -1192,6 +1192,28 @@ fn sign_managed<'a>(
     });
 }
 
+/// The NSEC at `name` listing `present`, into `section` under `owner`, to sign in
+/// `Answer::sign`.
+fn defer_nsec<'a>(
+    ans: &mut Answer<'a>,
+    section: Section,
+    owner: Owner<'a>,
+    signer: &'a signed::Signer,
+    name: &'a [u8],
+    present: SmallVec<[u16; 16]>,
+) {
+    ans.synth.push(Synth {
+        section,
+        owner,
+        ttl: signer.nsec_ttl,
+        set: Deferred(Deferral::Nsec {
+            signer,
+            name,
+            present,
+        }),
+    });
+}
+
 impl<'a> Answer<'a> {
     /// Signs what `answer()` deferred (denial NSECs, wildcard proofs, managed answers: from
     /// the snapshot or this thread's cache, signed on a miss). Call it once the answer is
@@ -1279,16 +1301,7 @@ impl ZoneData {
         self.negative_signed(Some(signer), ans);
         let mut present = SmallVec::new();
         present.push(crate::dnssec::types::NXNAME);
-        ans.synth.push(Synth {
-            section: Section::Authority,
-            owner,
-            ttl: signer.nsec_ttl,
-            set: Deferred(Deferral::Nsec {
-                signer,
-                name,
-                present,
-            }),
-        });
+        defer_nsec(ans, Section::Authority, owner, signer, name, present);
     }
 
     /// NODATA at `node` (the name, or the wildcard that stands for it), signed: the NSEC at the
@@ -1311,23 +1324,13 @@ impl ZoneData {
         // Never list the type denied: a managed name whose pool answers NODATA for it (every
         // endpoint down with `on_all_down = "nodata"`) still has it configured.
         present.retain(|t| *t != qtype);
-        let set = Deferred(Deferral::Nsec {
-            signer,
-            name,
-            present,
-        });
         let section = if qtype == crate::dnssec::types::NSEC {
             ans.authority.clear();
             Section::Answer
         } else {
             Section::Authority
         };
-        ans.synth.push(Synth {
-            section,
-            owner,
-            ttl: signer.nsec_ttl,
-            set,
-        });
+        defer_nsec(ans, section, owner, signer, name, present);
     }
 
     /// A referral from a signed zone: the DS set and its RRSIGs, or the NSEC at the cut proving
@@ -1349,16 +1352,8 @@ impl ZoneData {
             });
             push_sig(&mut ans.authority, owner, sig);
         } else {
-            ans.synth.push(Synth {
-                section: Section::Authority,
-                owner,
-                ttl: signer.nsec_ttl,
-                set: Deferred(Deferral::Nsec {
-                    signer,
-                    name: cut_name,
-                    present: signed::present(&cut.rrsets, &[]),
-                }),
-            });
+            let present = signed::present(&cut.rrsets, &[]);
+            defer_nsec(ans, Section::Authority, owner, signer, cut_name, present);
         }
     }
 

@@ -263,6 +263,15 @@ async fn every_answer_validates_in_delv_unbound_and_bind() {
         validated_draws(s.addr, &anchor, "app.example.com.", 4).await,
         all[1..2]
     );
+    let r = named.ask("app.example.com.", RecordType::A).await;
+    resolver_sees(
+        "named",
+        &r,
+        "app.example.com.",
+        RecordType::A,
+        Want::Data,
+        &|| named.log(),
+    );
     let r = unbound.ask("app.example.com.", RecordType::A).await;
     resolver_sees(
         "unbound",
@@ -420,6 +429,26 @@ async fn dnssec_records_only_with_do_and_compact_denial_on_the_wire() {
         [46, 47, 128],
         "RRSIG, NSEC, NXNAME"
     );
+
+    // RRSIG and ANY questions keep RFC 8482's one RRset: the signatures of one type.
+    let sigs = s
+        .udp(&with_do(query("example.com.", RecordType::RRSIG)))
+        .await;
+    assert!(!sigs.answers.is_empty());
+    let covered: Vec<Vec<u8>> = sigs.answers.iter().map(|r| raw(r)[..2].to_vec()).collect();
+    assert!(
+        sigs.answers
+            .iter()
+            .all(|r| r.record_type() == RecordType::RRSIG)
+            && covered.iter().all(|c| *c == covered[0]),
+        "{sigs:?}"
+    );
+    let any = s
+        .udp(&with_do(query("example.com.", RecordType::ANY)))
+        .await;
+    let any_types: Vec<RecordType> = types(&any.answers);
+    assert_eq!(any_types.len(), 2, "one RRset and its RRSIG: {any_types:?}");
+    assert_eq!(any_types[1], RecordType::RRSIG);
 
     // Each new name costs a signature on demand, counted (the counter is the process's, and
     // other tests run beside this one: at least these two).
