@@ -905,6 +905,20 @@ fn zone_keys(
             );
             None
         }
+        Ok(keys)
+            if !keys
+                .iter()
+                .any(|k| k.timing.active(crate::clock::wall_secs())) =>
+        {
+            c.push(
+                key,
+                format!(
+                    "no key of {origin} in {} signs now (each is standby, inactive or not yet active by its timing); the zone would be served unsigned",
+                    dir.display()
+                ),
+            );
+            None
+        }
         Ok(keys) => Some(std::sync::Arc::new(crate::dnssec::ZoneKeys {
             keys,
             policy: *policy,

@@ -552,7 +552,8 @@ impl Eq for ZoneKeys {}
 impl ZoneKeys {
     /// The keys with `rollover` applied over their files' timing: its key published from its
     /// start and signing from `activate_at` (a standby key too); the retiring keys signing
-    /// until then and published until `retire_at`. Tags it names that are no key here change
+    /// until then (a standby key a previous rollover activated too) and published until
+    /// `retire_at`. Tags it names that are no key here change
     /// nothing.
     pub fn with_rollover(&self, rollover: &crate::model::KeyRollover) -> ZoneKeys {
         let mut keys = self.clone();
@@ -566,6 +567,11 @@ impl ZoneKeys {
                 k.timing.activate = Some(rollover.activate_at);
                 k.timing.standby = false;
             } else if rollover.retiring.contains(&k.key.tag) {
+                // It signed when the rollover started (perhaps activated by the rollover
+                // before this one, its file still saying standby): it signs until activate_at.
+                k.timing.standby = false;
+                k.timing.activate =
+                    Some((k.timing.activate).map_or(rollover.started, |t| t.min(rollover.started)));
                 k.timing.inactive = Some(
                     k.timing
                         .inactive

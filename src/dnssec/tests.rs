@@ -246,3 +246,55 @@ fn sibling_successor_comes_after_the_whole_subtree() {
     let long = Name::parse(&format!("{}.example.", "a".repeat(63))).unwrap();
     assert!(sibling_successor(long.wire()).is_none());
 }
+
+/// A second rollover retires the key the first one activated (its file still says standby):
+/// that key signs until the second's activation, then the new one does.
+#[test]
+fn a_rollover_retires_the_key_a_previous_rollover_activated() {
+    let file = |tag_flags: u16, standby: bool| KeyFile {
+        key: std::sync::Arc::new(SigningKey::generate(Algorithm::Ed25519, tag_flags).unwrap()),
+        stem: PathBuf::new(),
+        timing: Timing {
+            publish: Some(100),
+            activate: (!standby).then_some(100),
+            standby,
+            inactive: None,
+            delete: None,
+        },
+    };
+    let keys = ZoneKeys {
+        keys: vec![
+            file(FLAGS_KSK, false),
+            file(FLAGS_ZSK, true),
+            file(FLAGS_ZSK, true),
+        ],
+        policy: Policy {
+            validity: 100,
+            refresh: 50,
+            inception_skew: 1,
+            propagation_delay: 1,
+        },
+    };
+    let (k2, k3) = (keys.keys[1].key.tag, keys.keys[2].key.tag);
+    // The first rollover (to k2) is long done; the second (k2 -> k3) starts at 1000.
+    let second = crate::model::KeyRollover {
+        key: k3,
+        retiring: vec![k2],
+        started: 1000,
+        activate_at: 1010,
+        retire_at: 1030,
+    };
+    let rolled = keys.with_rollover(&second);
+    let timing = |tag: u16| {
+        rolled
+            .keys
+            .iter()
+            .find(|k| k.key.tag == tag)
+            .unwrap()
+            .timing
+    };
+    assert!(timing(k2).active(1005) && !timing(k3).active(1005));
+    assert!(timing(k3).published(1005));
+    assert!(!timing(k2).active(1010) && timing(k3).active(1010));
+    assert!(timing(k2).published(1029) && !timing(k2).published(1030));
+}

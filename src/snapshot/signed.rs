@@ -86,7 +86,8 @@ pub(super) struct Signer {
 
 impl Signer {
     /// The signer of zone `origin` with `keys` at `now` (Unix seconds); None when no key is
-    /// active then (the zone is served unsigned, and `weir check` says why).
+    /// active then (the zone is served unsigned; a config whose keys leave a zone so is
+    /// refused, `config::zone_keys`).
     pub(super) fn new(
         origin: &Name,
         keys: &Arc<ZoneKeys>,

@@ -560,11 +560,20 @@ async fn keys_from_bind_dnssec_keygen_sign_and_bad_key_files_are_refused() {
         ZONE.replace("example.com.", "example.org."),
     )
     .unwrap();
+    // A zone whose only key is a standby: it would be served unsigned.
+    let net = Name::parse("example.net.").unwrap();
+    std::fs::write(
+        dir.path().join("n"),
+        ZONE.replace("example.com.", "example.net."),
+    )
+    .unwrap();
+    let standby = SigningKey::generate(Algorithm::EcdsaP256Sha256, FLAGS_ZSK).unwrap();
+    write_key(keys.path(), &net, &standby, 3600, "20261203000000", true).unwrap();
     let config = dir.path().join("weir.toml");
     std::fs::write(
         &config,
         format!(
-            "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\ndnssec = true\n[[zone]]\norigin = \"example.org.\"\nfile = \"o\"\ndnssec = true\n{}",
+            "[[zone]]\norigin = \"example.com.\"\nfile = \"z\"\ndnssec = true\n[[zone]]\norigin = \"example.org.\"\nfile = \"o\"\ndnssec = true\n[[zone]]\norigin = \"example.net.\"\nfile = \"n\"\ndnssec = true\n{}",
             dnssec_table(keys.path(), "")
         ),
     )
@@ -578,6 +587,11 @@ async fn keys_from_bind_dnssec_keygen_sign_and_bad_key_files_are_refused() {
     assert!(
         problems.contains("zone[1].dnssec: no keys for example.org.")
             && problems.contains("weir dnssec keygen example.org."),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("zone[2].dnssec: no key of example.net.")
+            && problems.contains("signs now"),
         "{problems}"
     );
 }
