@@ -848,3 +848,33 @@ async fn rate_limited_denials_are_never_signed() {
         "one signature per answer sent"
     );
 }
+
+/// An RFC 2136 UPDATE to a signed zone (nsupdate, TSIG) is served signed at once: the new
+/// record validates, and so does the denial of the one it deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_to_a_signed_zone_validate_at_once() {
+    let keys = tempfile::tempdir().unwrap();
+    let csk = key(keys.path(), FLAGS_KSK, Algorithm::EcdsaP256Sha256, false);
+    let anchor = anchor(&csk);
+    let (key_file, secret) = crate::updates::keygen("ops-key");
+    let s = Server::builder()
+        .key_file("ops.key", &key_file)
+        .zone("example.com.", ZONE)
+        .zone_keys("dnssec = true\n[[zone.update]]\nkey = \"ops-key\"")
+        .tables(&dnssec_table(keys.path(), ""))
+        .start()
+        .await;
+    let script = "update add fresh.example.com. 60 A 192.0.2.77\nupdate delete mail.example.com. A";
+    let (ok, out) = crate::updates::send("nsupdate", s.addr, Some(&secret), script).await;
+    assert!(ok, "{out}");
+    let d = delv(s.addr, &anchor, "fresh.example.com.", "A").await;
+    assert_eq!(d.status, DelvStatus::Validated, "{}", d.output);
+    assert_eq!(d.rdata("A"), ["192.0.2.77"]);
+    let d = delv(s.addr, &anchor, "mail.example.com.", "A").await;
+    assert!(
+        matches!(d.status, DelvStatus::NoData | DelvStatus::NxDomain),
+        "{}",
+        d.output
+    );
+    s.stop().await;
+}

@@ -71,7 +71,7 @@ async fn server(keys: &Keys) -> Server {
 
 /// Runs an update client (`nsupdate` or `knsupdate`) with `-y key` (or unsigned) on `script`
 /// against `dns`: whether it reported success, and its output.
-async fn send(
+pub(crate) async fn send(
     program: &str,
     dns: std::net::SocketAddr,
     key: Option<&str>,
