@@ -6,6 +6,8 @@
 //! keyring, answered signed, or NOTAUTH with the TSIG error.
 
 pub mod cookie;
+#[cfg(feature = "xdp")]
+pub mod frame;
 pub mod rrl;
 pub mod tcp;
 pub mod track;
