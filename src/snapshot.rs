@@ -865,7 +865,7 @@ impl Snapshot {
             built_at: signer.built_at,
             keys: signer.keys().clone(),
             signing: signer.signing_tags(),
-            published: signer.published_tags(crate::clock::wall_secs()),
+            published: signer.published_tags(signer.built_at),
             window: signer.window(),
             renew_at: signer.renew_at,
             dnskey_ttl,

@@ -156,7 +156,7 @@ impl Signer {
         at.into_iter().map(|i| self.keys.keys[i].key.tag).collect()
     }
 
-    /// The tags of the keys in the DNSKEY set at `now`.
+    /// The tags of the keys in the DNSKEY set at `now` (`built_at`: the set served).
     pub(super) fn published_tags(&self, now: u64) -> Vec<u16> {
         (self.keys.keys.iter())
             .filter(|k| k.timing.published(now))
@@ -282,11 +282,13 @@ impl Signer {
         if let Some(found) = self.presigned.get(&key[..]) {
             return Some(SetRef::Borrowed(found));
         }
-        let ttl = self.managed_ttl.get(owner).copied().unwrap_or(0);
-        self.cached(b'M', &key, || SignedSet {
-            owner: None,
-            records: None,
-            sig: self.sign_wire(owner, t, ttl, sorted.iter().copied()),
+        self.cached(b'M', &key, || {
+            let ttl = self.managed_ttl.get(owner).copied().unwrap_or(0);
+            Some(SignedSet {
+                owner: None,
+                records: None,
+                sig: self.sign_wire(owner, t, ttl, sorted.iter().copied()),
+            })
         })
     }
 
@@ -299,7 +301,7 @@ impl Signer {
         for t in present {
             key.extend_from_slice(&t.to_be_bytes());
         }
-        self.cached(b'N', &key, || self.nsec_of(owner, present))
+        self.cached(b'N', &key, || Some(self.nsec_of(owner, present)))
     }
 
     /// The NSEC proving that `name`, answered from the wildcard of its closest encloser (the
@@ -313,17 +315,17 @@ impl Signer {
             .take_while(|&at| name.len() - at > encloser)
             .last()?;
         let closer = &name[at..];
-        let before = self
-            .names
-            .partition_point(|n| dnssec::canonical_cmp(n, closer) == std::cmp::Ordering::Less);
-        let before = self.names.get(before.checked_sub(1)?)?;
-        let owner = dnssec::successor(before)?;
-        if owner[..] == *closer {
-            return None;
-        }
-        let next = dnssec::sibling_successor(closer)?;
+        // The search for the name before runs only on a cache miss.
         self.cached(b'W', closer, || {
-            self.nsec(Some(owner.to_vec().into()), &owner, &next, &[])
+            let before = (self.names)
+                .partition_point(|n| dnssec::canonical_cmp(n, closer) == std::cmp::Ordering::Less);
+            let before = self.names.get(before.checked_sub(1)?)?;
+            let owner = dnssec::successor(before)?;
+            if owner[..] == *closer {
+                return None;
+            }
+            let next = dnssec::sibling_successor(closer)?;
+            Some(self.nsec(Some(owner.to_vec().into()), &owner, &next, &[]))
         })
     }
 
@@ -357,12 +359,13 @@ impl Signer {
         }
     }
 
-    /// This thread's cached set for `kind` and `key`, made by `make` when missing.
+    /// This thread's cached set for `kind` and `key`, made by `make` when missing (None, and
+    /// nothing stored, when `make` cannot make it).
     fn cached(
         &self,
         kind: u8,
         key: &[u8],
-        make: impl FnOnce() -> SignedSet,
+        make: impl FnOnce() -> Option<SignedSet>,
     ) -> Option<SetRef<'static>> {
         let mut full: SmallVec<[u8; 512]> = SmallVec::new();
         full.extend_from_slice(&self.epoch.to_be_bytes());
@@ -381,8 +384,8 @@ impl Signer {
             {
                 return Some(SetRef::Shared(v.clone()));
             }
+            let made = Arc::new(make()?);
             crate::dnssec::note_signed_on_demand();
-            let made = Arc::new(make());
             cache[slot] = Some((full.to_vec().into(), made.clone()));
             Some(SetRef::Shared(made))
         })
