@@ -966,42 +966,14 @@ fn bind_specs(text: &str, problems: &mut Vec<KeyProblem>) -> Vec<Spec> {
     specs
 }
 
-/// Standard base64 (RFC 4648 4) with padding; whitespace ignored. None if it is not.
+/// Standard base64 (RFC 4648 4) with padding; whitespace ignored. None if it is not, or if it
+/// is empty.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    let mut padding = 0;
-    let mut symbols = 0;
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => {
-                padding += 1;
-                symbols += 1;
-                continue;
-            }
-            _ => return None,
-        };
-        if padding > 0 {
-            return None;
-        }
-        symbols += 1;
-        acc = acc << 6 | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    if symbols % 4 != 0 || padding > 2 || out.is_empty() {
-        return None;
-    }
-    Some(out)
+    let packed: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+    data_encoding::BASE64
+        .decode(&packed)
+        .ok()
+        .filter(|bytes| !bytes.is_empty())
 }
 
 #[cfg(test)]
