@@ -118,6 +118,15 @@ struct RawDns {
     track_convergence: Option<bool>,
     cookie_secret_file: Option<String>,
     rrl: Option<RawRrl>,
+    xdp: Option<Vec<RawXdp>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawXdp {
+    interface: Option<String>,
+    queues: Option<Vec<i64>>,
+    mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +237,19 @@ pub struct DnsConfig {
     pub cookie_secret_file: Option<PathBuf>,
     /// The secrets read from `cookie_secret_file` (current, then previous).
     pub cookie_secrets: Option<crate::model::CookieSecrets>,
+    /// `[[dns.xdp]]`: interfaces whose UDP queries to the listen addresses weir takes through
+    /// AF_XDP (`dns::xdp`, feature `xdp`).
+    pub xdp: Vec<XdpConfig>,
+}
+
+/// One `[[dns.xdp]]` interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdpConfig {
+    pub interface: String,
+    /// Receive queues served (one AF_XDP socket and worker thread each); empty: every queue.
+    pub queues: Vec<u32>,
+    /// Attach in the driver (native XDP), or generic (skb) mode for drivers without it.
+    pub generic: bool,
 }
 
 /// The most responses one rate-limiting bucket holds (`rate × window`): its tokens are 26 bits
@@ -986,7 +1008,95 @@ fn dns(c: &mut Collector<'_>, raw: RawDns, base: &Path) -> DnsConfig {
         rrl,
         cookie_secret_file,
         cookie_secrets,
+        xdp: xdp(c, raw.xdp.unwrap_or_default()),
     }
+}
+
+/// `[[dns.xdp]]`: each interface once, named and present on this machine, queues it has, and
+/// a build that has the `xdp` feature.
+fn xdp(c: &mut Collector<'_>, raws: Vec<RawXdp>) -> Vec<XdpConfig> {
+    let mut out: Vec<XdpConfig> = Vec::new();
+    if !raws.is_empty() && !cfg!(feature = "xdp") {
+        c.push(
+            "dns.xdp",
+            "this weir was built without AF_XDP support: build with `cargo build --release --features xdp`",
+        );
+    }
+    for (i, raw) in raws.into_iter().enumerate() {
+        let at = format!("dns.xdp[{i}]");
+        let Some(interface) = raw.interface.filter(|s| !s.is_empty()) else {
+            c.push(
+                &format!("{at}.interface"),
+                "is required: the network interface to take queries from, like \"eth0\"",
+            );
+            continue;
+        };
+        if out.iter().any(|x| x.interface == interface) {
+            c.push(
+                &format!("{at}.interface"),
+                format!("`{interface}` is listed twice"),
+            );
+            continue;
+        }
+        let path = Path::new("/sys/class/net").join(&interface).join("queues");
+        let have = std::fs::read_dir(&path).map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count()
+        });
+        let have = match have {
+            Ok(n) => n,
+            Err(_) => {
+                c.push(
+                    &format!("{at}.interface"),
+                    format!(
+                        "this machine has no network interface `{interface}` (`ip link` lists them)"
+                    ),
+                );
+                0
+            }
+        };
+        let mut queues = Vec::new();
+        for (k, &q) in raw.queues.iter().flatten().enumerate() {
+            let key = format!("{at}.queues[{k}]");
+            if q < 0 || (have > 0 && q as usize >= have) {
+                c.push(
+                    &key,
+                    format!(
+                        "`{interface}` has receive queues 0 to {}; {q} is not one",
+                        have.max(1) - 1
+                    ),
+                );
+            } else if queues.contains(&(q as u32)) {
+                c.push(&key, format!("queue {q} is listed twice"));
+            } else {
+                queues.push(q as u32);
+            }
+        }
+        if raw.queues.as_ref().is_some_and(Vec::is_empty) {
+            c.push(
+                &format!("{at}.queues"),
+                "is empty: leave it out to serve every queue",
+            );
+        }
+        let generic = match raw.mode.as_deref() {
+            None | Some("native") => false,
+            Some("generic") => true,
+            Some(other) => {
+                c.push(
+                    &format!("{at}.mode"),
+                    format!("`{other}` is not a mode: \"native\" (in the driver, the default) or \"generic\" (any driver, slower)"),
+                );
+                false
+            }
+        };
+        out.push(XdpConfig {
+            interface,
+            queues,
+            generic,
+        });
+    }
+    out
 }
 
 /// `[dns] listen`: at least one address, each once.

@@ -14,6 +14,8 @@ pub mod track;
 pub mod udp;
 pub mod updates;
 pub mod wire;
+#[cfg(feature = "xdp")]
+pub mod xdp;
 pub mod xfr;
 
 use std::io;
@@ -496,6 +498,9 @@ pub struct Listeners {
     /// Per listen address, one SO_REUSEPORT socket per UDP worker.
     pub udp: Vec<Vec<std::net::UdpSocket>>,
     pub tcp: Vec<std::net::TcpListener>,
+    /// `[[dns.xdp]]` interfaces taken over (program attached, sockets open).
+    #[cfg(feature = "xdp")]
+    pub xdp: Vec<xdp::Attached>,
 }
 
 impl Listeners {
@@ -545,7 +550,22 @@ pub fn bind(config: &DnsConfig) -> io::Result<Listeners> {
         udp.push(sockets);
         tcp.push(listener);
     }
-    Ok(Listeners { udp, tcp })
+    #[cfg_attr(not(feature = "xdp"), allow(unused_mut))]
+    let mut listeners = Listeners {
+        udp,
+        tcp,
+        #[cfg(feature = "xdp")]
+        xdp: Vec::new(),
+    };
+    // The program needs the bound addresses (port 0 is chosen above).
+    #[cfg(feature = "xdp")]
+    {
+        let bound = listeners.local_addrs();
+        for x in &config.xdp {
+            listeners.xdp.push(xdp::attach(x, &bound)?);
+        }
+    }
+    Ok(listeners)
 }
 
 /// Serves until `shutdown` is cancelled. Returns an error if a listener dies, so the process
@@ -576,6 +596,22 @@ pub async fn run(
             )?);
         }
     }
+    // Held until the workers are joined; dropping one detaches its interface's program.
+    #[cfg(feature = "xdp")]
+    let mut attached = Vec::new();
+    #[cfg(feature = "xdp")]
+    {
+        let bound: Vec<SocketAddr> = listeners
+            .tcp
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        for x in listeners.xdp {
+            let (workers, keep) = xdp::spawn(x, &ctx, bound.clone(), &shutdown, &died_tx)?;
+            threads.extend(workers);
+            attached.push(keep);
+        }
+    }
     let mut tasks = tokio::task::JoinSet::new();
     let connections = Arc::new(tokio::sync::Semaphore::new(ctx.config.tcp_max_connections));
     for listener in listeners.tcp {
@@ -602,6 +638,8 @@ pub async fn run(
     })
     .await
     .ok();
+    #[cfg(feature = "xdp")]
+    drop(attached);
     // Wait for open TCP connections to finish their current exchange.
     let _ = connections
         .acquire_many(ctx.config.tcp_max_connections as u32)

@@ -151,6 +151,28 @@ pub struct Metrics {
     notify: IntCounterVec,
     updates: IntCounterVec,
     dnssec: DnssecMetrics,
+    xdp: XdpMetrics,
+}
+
+/// The AF_XDP path (`[[dns.xdp]]`), per interface: frames answered, and frames taken that
+/// were not answered, by reason.
+#[derive(Debug)]
+struct XdpMetrics {
+    queries: IntCounterVec,
+    dropped: IntCounterVec,
+}
+
+/// Why a frame the XDP program handed to weir went unanswered (`weir_xdp_dropped_total`).
+pub const XDP_DROP_REASONS: [&str; 4] = ["frame", "query", "reply", "kernel"];
+
+/// One XDP worker's counters, resolved once (counting is an atomic add).
+#[derive(Clone, Debug)]
+pub struct XdpCounters {
+    pub answered: IntCounter,
+    /// By `XDP_DROP_REASONS`: a frame `dns::frame` refused, a query `respond` dropped (as the
+    /// socket path would: malformed, rate limited), a reply that did not fit a frame, and the
+    /// kernel's own drops on the socket (RX ring full, no free frame).
+    pub dropped: [IntCounter; 4],
 }
 
 /// Signed zones: when their signatures expire, and what the query path signed.
@@ -201,6 +223,18 @@ impl Metrics {
                 "RFC 2136 UPDATE messages answered, by RCODE (NOERROR: applied or unchanged; NOTAUTH: unsigned, a bad signature or a zone not served; REFUSED: not granted or would break the zone), or dropped unanswered (UDP queue full)",
                 &["rcode"],
             ),
+            xdp: XdpMetrics {
+                queries: r.counter_vec(
+                    "xdp_queries_total",
+                    "DNS queries answered through AF_XDP ([[dns.xdp]]), by interface; these are also in weir_dns_responses_total{transport=\"udp\"}",
+                    &["interface"],
+                ),
+                dropped: r.counter_vec(
+                    "xdp_dropped_total",
+                    "Frames the XDP program handed to weir that got no answer, by interface and reason (frame: not a well-formed UDP datagram to a listen address; query: dropped as on sockets, malformed or rate limited; reply: larger than a frame; kernel: dropped by the kernel before weir saw them, RX ring full or no free frame)",
+                    &["interface", "reason"],
+                ),
+            },
             dnssec: DnssecMetrics {
                 expires: r.gauge_vec(
                     "dnssec_signatures_expire_timestamp_seconds",
@@ -319,6 +353,15 @@ impl Metrics {
     }
 
     /// An UPDATE was answered with `rcode`.
+    /// The counters of one XDP worker on `interface`.
+    pub fn xdp(&self, interface: &str) -> XdpCounters {
+        XdpCounters {
+            answered: self.xdp.queries.with_label_values(&[interface]),
+            dropped: XDP_DROP_REASONS
+                .map(|reason| self.xdp.dropped.with_label_values(&[interface, reason])),
+        }
+    }
+
     pub fn update(&self, rcode: Rcode) {
         self.updates.with_label_values(&[rcode_name(rcode)]).inc();
     }

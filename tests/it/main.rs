@@ -43,3 +43,5 @@ mod updates;
 // The DNSSEC tests use it; unused until they exist.
 #[allow(dead_code)]
 mod validating;
+#[cfg(feature = "xdp")]
+mod xdp;
