@@ -1012,6 +1012,16 @@ fn dns(c: &mut Collector<'_>, raw: RawDns, base: &Path) -> DnsConfig {
     }
 }
 
+/// The receive queues of a network interface (`/sys/class/net/IF/queues/rx-*`); an error when
+/// this machine has no such interface.
+pub fn receive_queues(interface: &str) -> std::io::Result<usize> {
+    let dir = std::fs::read_dir(Path::new("/sys/class/net").join(interface).join("queues"))?;
+    Ok(dir
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count())
+}
+
 /// `[[dns.xdp]]`: each interface once, named and present on this machine, queues it has, and
 /// a build that has the `xdp` feature.
 fn xdp(c: &mut Collector<'_>, raws: Vec<RawXdp>) -> Vec<XdpConfig> {
@@ -1038,13 +1048,7 @@ fn xdp(c: &mut Collector<'_>, raws: Vec<RawXdp>) -> Vec<XdpConfig> {
             );
             continue;
         }
-        let path = Path::new("/sys/class/net").join(&interface).join("queues");
-        let have = std::fs::read_dir(&path).map(|dir| {
-            dir.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count()
-        });
-        let have = match have {
+        let have = match receive_queues(&interface) {
             Ok(n) => n,
             Err(_) => {
                 c.push(

@@ -36,17 +36,14 @@ const BATCH: u32 = 32;
 const ETH_IPV4_UDP: usize = 14 + 20 + 8;
 const ETH_IPV6_UDP: usize = 14 + 40 + 8;
 
-/// One interface taken over: the program's link (detaches on drop), its map and sockets.
+/// One interface taken over: the program's link and map (`Keep`) and its sockets.
 pub struct Attached {
     pub interface: String,
     /// Served queues, each with its socket (moved into its worker by `spawn`).
     sockets: Vec<(u32, sys::Socket)>,
     /// The largest DNS payload a reply frame may carry on this interface (its MTU).
     max_payload: u16,
-    // Drop order: the link first (detach), then the map and program.
-    _link: OwnedFd,
-    _map: OwnedFd,
-    _program: OwnedFd,
+    keep: Keep,
 }
 
 impl std::fmt::Debug for Attached {
@@ -58,17 +55,6 @@ impl std::fmt::Debug for Attached {
                 &self.sockets.iter().map(|s| s.0).collect::<Vec<_>>(),
             )
             .finish()
-    }
-}
-
-impl Attached {
-    /// Whether the sockets run zero-copy (the driver supports it) or in copy mode.
-    pub fn zero_copy(&self) -> bool {
-        self.sockets.iter().all(|(_, s)| s.zero_copy)
-    }
-
-    pub fn queues(&self) -> Vec<u32> {
-        self.sockets.iter().map(|s| s.0).collect()
     }
 }
 
@@ -101,7 +87,8 @@ pub fn attach(config: &XdpConfig, listen: &[SocketAddr]) -> io::Result<Attached>
     let name = config.interface.as_str();
     let ifindex = sys::ifindex(name).map_err(|e| failed(name, "finding the interface", e))?;
     let queues = if config.queues.is_empty() {
-        (0..receive_queues(name)).collect()
+        let count = crate::config::receive_queues(name).unwrap_or(1).max(1);
+        (0..count as u32).collect()
     } else {
         config.queues.clone()
     };
@@ -147,27 +134,17 @@ pub fn attach(config: &XdpConfig, listen: &[SocketAddr]) -> io::Result<Attached>
         interface: config.interface.clone(),
         sockets,
         max_payload,
-        _link: link,
-        _map: map,
-        _program: prog,
+        keep: Keep {
+            _link: link,
+            _map: map,
+            _program: prog,
+        },
     })
 }
 
 fn map_fd(map: &OwnedFd) -> i32 {
     use std::os::fd::AsRawFd;
     map.as_raw_fd()
-}
-
-/// The interface's receive queues (`/sys/class/net/IF/queues/rx-*`), at least one.
-fn receive_queues(interface: &str) -> u32 {
-    std::fs::read_dir(format!("/sys/class/net/{interface}/queues"))
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count() as u32
-        })
-        .unwrap_or(1)
-        .max(1)
 }
 
 /// Starts one worker thread per socket of `attached`.
@@ -182,9 +159,7 @@ pub fn spawn(
         interface,
         sockets,
         max_payload,
-        _link,
-        _map,
-        _program,
+        keep,
     } = attached;
     let mut threads = Vec::new();
     for (queue, socket) in sockets {
@@ -223,17 +198,11 @@ pub fn spawn(
                 })?,
         );
     }
-    Ok((
-        threads,
-        Keep {
-            _link,
-            _map,
-            _program,
-        },
-    ))
+    Ok((threads, keep))
 }
 
-/// What keeps an interface attached while its workers run; dropping it detaches.
+/// What keeps an interface attached while its workers run; dropping it detaches (the link
+/// first, then the map and program).
 #[allow(missing_debug_implementations, reason = "file descriptors only")]
 pub struct Keep {
     _link: OwnedFd,
