@@ -30,6 +30,13 @@ struct Veth {
 
 impl Veth {
     fn new(n: u8) -> Veth {
+        Veth::with_queues(n, 1)
+    }
+
+    /// A pair whose ends have `queues` receive and transmit queues each (the namespace end
+    /// spreads its flows over its transmit queues by hash; each lands on the host end's
+    /// receive queue of the same number).
+    fn with_queues(n: u8, queues: u8) -> Veth {
         let id = std::process::id() % 10000;
         let (ns, host, peer) = (
             format!("wx{id}n{n}"),
@@ -45,8 +52,27 @@ impl Veth {
             v4: (format!("10.97.{n}.1"), format!("10.97.{n}.2")),
             v6: (format!("fd97:{n}::1"), format!("fd97:{n}::2")),
         };
+        let q = queues.to_string();
         sh(&[
-            "ip", "link", "add", &host, "type", "veth", "peer", "name", &peer, "netns", &ns,
+            "ip",
+            "link",
+            "add",
+            &host,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "netns",
+            &ns,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
         ]);
         sh(&["ip", "addr", "add", &format!("{}/24", v.v4.0), "dev", &host]);
         sh(&[
@@ -111,12 +137,25 @@ impl Drop for Veth {
 }
 
 fn config(dir: &std::path::Path, v: &Veth, admin: u16) -> std::path::PathBuf {
+    config_with(dir, v, admin, "", "", "")
+}
+
+/// `config`, with `xdp` lines added to its `[[dns.xdp]]`, `log` lines to `[log]` and `tables`
+/// (whole tables) at the end.
+fn config_with(
+    dir: &std::path::Path,
+    v: &Veth,
+    admin: u16,
+    xdp: &str,
+    log: &str,
+    tables: &str,
+) -> std::path::PathBuf {
     std::fs::write(dir.join("xdp.zone"), ZONE).unwrap();
     let path = dir.join("weir.toml");
     std::fs::write(
         &path,
         format!(
-            "[dns]\nlisten = [\"{}:53\", \"[{}]:53\"]\nudp_workers = 1\n\n[[dns.xdp]]\ninterface = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[store]\npath = \"{}\"\n\n[log]\nformat = \"json\"\n\n[[zone]]\norigin = \"xdp.example.\"\nfile = \"xdp.zone\"\n",
+            "[dns]\nlisten = [\"{}:53\", \"[{}]:53\"]\nudp_workers = 1\n\n[[dns.xdp]]\ninterface = \"{}\"\n{xdp}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[store]\npath = \"{}\"\n\n[log]\nformat = \"json\"\n{log}\n[[zone]]\norigin = \"xdp.example.\"\nfile = \"xdp.zone\"\n\n{tables}",
             v.v4.0,
             v.v6.0,
             v.host,
@@ -328,4 +367,257 @@ fn start_up_fails_naming_the_interface_when_xdp_cannot_attach() {
         text.contains("dns.xdp[0].interface") && text.contains("no network interface `nosuchif0`"),
         "{text}"
     );
+}
+
+/// Python (run in the namespace, argv: server count padding): sends one query for
+/// www.xdp.example (A to an IPv4 server, AAAA to an IPv6 one) from each of `count` sockets,
+/// so each flow is hashed to a queue of its own choosing, with an EDNS padding option of
+/// `padding` bytes when not 0 (a query bigger than the MTU leaves fragmented); prints
+/// `answered N`, the queries answered NOERROR with one record, untruncated.
+const QUERIES: &str = r"
+import socket, struct, sys
+server, count, pad = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fam = socket.AF_INET6 if ':' in server else socket.AF_INET
+qtype = 28 if fam == socket.AF_INET6 else 1
+def query(i):
+    m = struct.pack('>HHHHHH', i, 0, 1, 0, 0, 1 if pad else 0)
+    m += b'\x03www\x03xdp\x07example\x00' + struct.pack('>HH', qtype, 1)
+    if pad:
+        m += b'\x00' + struct.pack('>HHIH', 41, 1232, 0, 4 + pad) + struct.pack('>HH', 12, pad) + bytes(pad)
+    return m
+socks = []
+for i in range(count):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.sendto(query(i), (server, 53))
+    socks.append(s)
+ok = 0
+for i, s in enumerate(socks):
+    try:
+        r = s.recv(4096)
+    except socket.timeout:
+        continue
+    rid, flags, qd, an = struct.unpack('>HHHH', r[:8])
+    if rid == i and flags & 0x8000 and flags & 0x020F == 0 and an == 1:
+        ok += 1
+print('answered', ok)
+";
+
+fn answered(v: &Veth, server: &str, count: usize, padding: usize) -> usize {
+    let out = v.run(&[
+        "python3",
+        "-c",
+        QUERIES,
+        server,
+        &count.to_string(),
+        &padding.to_string(),
+    ]);
+    out.trim()
+        .strip_prefix("answered ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"))
+}
+
+#[test]
+fn every_receive_queue_is_served_and_fragmented_queries_go_through_the_kernel() {
+    const FLOWS: usize = 64;
+    let v = Veth::with_queues(3, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let admin = crate::support::free_port();
+    let answered_xdp = || {
+        metric(
+            admin,
+            &format!("weir_xdp_queries_total{{interface=\"{}\"}}", v.host),
+        )
+    };
+
+    // Only queue 1 taken: flows the veth puts on queue 0 find no socket in the map and go on
+    // to the kernel (weir's UDP socket answers them). 64 flows hashed over two queues: both
+    // get some (all on one queue: odds 2 in 2^64).
+    let path = config_with(dir.path(), &v, admin, "queues = [1]\n", "", "");
+    let weir = WeirProcess::start(&path, &[])
+        .unwrap_or_else(|log| panic!("weir could not start on a two-queue veth:\n{log}"));
+    assert_eq!(answered(&v, &v.v4.0, FLOWS, 0), FLOWS);
+    let through_xdp = answered_xdp();
+    assert!(
+        through_xdp > 0.0 && through_xdp < FLOWS as f64,
+        "{through_xdp} of {FLOWS} flows through queue 1's socket"
+    );
+
+    // Queries bigger than the MTU arrive as fragments, which the program leaves to the
+    // kernel: it reassembles them and weir's socket answers (IPv4 fragments and IPv6's
+    // fragment header alike). Not counted as XDP.
+    assert_eq!(answered(&v, &v.v4.0, 4, 3000), 4);
+    assert_eq!(answered(&v, &v.v6.0, 4, 3000), 4);
+    assert_eq!(answered_xdp(), through_xdp);
+    weir.signal(libc::SIGTERM);
+    let _ = weir.wait();
+
+    // By default every receive queue is taken: every flow is answered through AF_XDP.
+    let weir = WeirProcess::start(&config(dir.path(), &v, admin), &[]).unwrap();
+    assert_eq!(answered(&v, &v.v4.0, FLOWS, 0), FLOWS);
+    assert_eq!(answered(&v, &v.v6.0, FLOWS, 0), FLOWS);
+    assert_eq!(answered_xdp(), 2.0 * FLOWS as f64);
+    drop(weir);
+}
+
+/// Python (argv: server count): one socket sends `count` queries in bursts of 20, draining
+/// replies between bursts; prints `answered slipped seconds` (seconds: how long the sending
+/// took).
+const FLOOD: &str = r"
+import socket, struct, sys, time
+server, n = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+answered = slipped = 0
+def drain():
+    global answered, slipped
+    while True:
+        try:
+            r = s.recv(4096)
+        except BlockingIOError:
+            return
+        flags, an = struct.unpack('>H', r[2:4])[0], struct.unpack('>H', r[6:8])[0]
+        if flags & 0x0200:
+            slipped += 1
+        elif an == 1:
+            answered += 1
+start = time.monotonic()
+for i in range(n):
+    s.sendto(struct.pack('>HHHHHH', i, 0, 1, 0, 0, 0) + b'\x03www\x03xdp\x07example\x00\x00\x01\x00\x01', (server, 53))
+    if i % 20 == 19:
+        time.sleep(0.005)
+        drain()
+took = time.monotonic() - start
+end = time.monotonic() + 0.5
+while time.monotonic() < end:
+    time.sleep(0.02)
+    drain()
+print(answered, slipped, took)
+";
+
+#[test]
+fn rate_limiting_cookies_and_the_query_log_work_over_af_xdp_as_on_sockets() {
+    const RATE: usize = 5;
+    const SENT: usize = 80;
+    let v = Veth::new(4);
+    let dir = tempfile::tempdir().unwrap();
+    let admin = crate::support::free_port();
+    let path = config_with(
+        dir.path(),
+        &v,
+        admin,
+        "",
+        "query_sample = 1.0\n",
+        &format!("[dns.rrl]\nrate = {RATE}\nwindow = \"1s\"\nslip = 2\n"),
+    );
+    let weir = WeirProcess::start(&path, &[]).unwrap();
+    let server = format!("@{}", v.v4.0);
+    let m = |series: &str| metric(admin, series);
+    let xdp_answered = format!("weir_xdp_queries_total{{interface=\"{}\"}}", v.host);
+
+    // dig learns a server cookie through the XDP path, and it is judged valid there.
+    let first = v.run(&[
+        "dig",
+        "+time=2",
+        "+tries=1",
+        "+cookie",
+        &server,
+        "www.xdp.example",
+    ]);
+    let line = first
+        .lines()
+        .find(|l| l.starts_with("; COOKIE: "))
+        .unwrap_or_else(|| panic!("no COOKIE in {first}"));
+    let cookie = line.split_whitespace().nth(2).unwrap().to_string();
+    assert_eq!(cookie.len(), 48, "client and server cookie: {line}");
+    let second = v.run(&[
+        "dig",
+        "+time=2",
+        "+tries=1",
+        &format!("+cookie={cookie}"),
+        &server,
+        "www.xdp.example",
+    ]);
+    assert!(
+        second.contains(&format!("; COOKIE: {cookie} (good)")),
+        "{second}"
+    );
+    assert_eq!(m("weir_dns_cookies_total{result=\"valid\"}"), 1.0);
+
+    // The query log has both, with the namespace's address as the client, over UDP.
+    let mut logged = Vec::new();
+    while let Ok(line) = weir.log.recv_timeout(Duration::from_secs(3)) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["target"] == "weir::query" {
+            logged.push(v["fields"].clone());
+            if logged.len() == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    for fields in &logged {
+        assert_eq!(
+            ["client", "qname", "rcode", "transport"].map(|k| fields[k].as_str().unwrap_or("")),
+            [v.v4.1.as_str(), "www.xdp.example.", "NOERROR", "udp"],
+            "{fields}"
+        );
+    }
+
+    // A flood from one client is held to the rate: every other limited response is a TC=1
+    // slip (from the XDP worker's own slip counter), the rest are dropped.
+    let out = v.run(&["python3", "-c", FLOOD, &v.v4.0, &SENT.to_string()]);
+    let fields: Vec<f64> = out
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [answered, slipped, took] = fields[..] else {
+        panic!("{out}")
+    };
+    let (answered, slipped) = (answered as usize, slipped as usize);
+    let bound = RATE + (RATE as f64 * took).ceil() as usize;
+    assert!(
+        (1..=bound).contains(&answered),
+        "{answered} answered in {took:.2}s, at most {bound} allowed"
+    );
+    let limited = SENT - answered;
+    assert!(
+        slipped.abs_diff(limited / 2) <= 1,
+        "{slipped} slips of {limited} limited"
+    );
+    assert_eq!(
+        m("weir_dns_rrl_limited_total{class=\"answer\"}"),
+        limited as f64
+    );
+    assert_eq!(
+        m("weir_dns_rrl_slipped_total{class=\"answer\"}"),
+        slipped as f64
+    );
+    assert_eq!(
+        m(&format!(
+            "weir_xdp_dropped_total{{interface=\"{}\",reason=\"query\"}}",
+            v.host
+        )),
+        (limited - slipped) as f64,
+        "rate-limited drops"
+    );
+    assert_eq!(m(&xdp_answered), (2 + answered + slipped) as f64);
+
+    // ... while the client that returns its valid server cookie is not limited.
+    let third = v.run(&[
+        "dig",
+        "+time=2",
+        "+tries=1",
+        "+ignore",
+        &format!("+cookie={cookie}"),
+        &server,
+        "www.xdp.example",
+    ]);
+    assert!(
+        third.contains("status: NOERROR") && !third.contains(" tc") && third.contains("192.0.2.20"),
+        "{third}"
+    );
+    assert_eq!(m(&xdp_answered), (3 + answered + slipped) as f64);
+    drop(weir);
 }
