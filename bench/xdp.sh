@@ -17,12 +17,17 @@
 # kxdpgun is given the target MAC (-R), so no ARP is involved; XDP programs left attached by a
 # previous run are detached (`ip link set DEV xdp off`) before each run: knotd and kxdpgun leave
 # theirs behind on exit. GRO is turned on on NS_IF (ethtool), so replies a server sends with
-# XDP_TX/redirect reach the namespace even while no kxdpgun is attached. Veth delivers a frame on the sending CPU, so the query path (and, in
-# the XDP cases, the XDP program and the copy into the AF_XDP ring) runs on CLIENT_CPU and the
-# reply path on SERVER_CPU, alike for every server. The figure per run is kxdpgun's
+# XDP_TX/redirect reach the namespace even while no kxdpgun is attached. With NAPI=threaded
+# (the default) each veth end receives in its own NAPI kernel thread, pinned to its side's CPU:
+# the server's core pays for its whole receive path (the XDP program, the copy into the AF_XDP
+# ring, or the kernel's UDP stack) as it would behind a real NIC, so the generator offers 2-3x
+# what the server answers. NAPI=softirq leaves veth's default, where a frame is received on the
+# CPU that sent it: the server's receive path then runs on CLIENT_CPU and the XDP servers
+# are client-bound (session 10's figures). The figure per run is kxdpgun's
 # "total replies: N (R pps)" R; "sent" is its query rate (if the server answers nearly all of
 # it, the run was client-bound and is flagged). Server CPU % is utime+stime from /proc/PID/stat
-# over the run (100 = one full core; kernel work in softirq context is not all counted).
+# over the run (100 = one full core; kernel work in softirq context and NAPI threads is not
+# counted).
 # Traffic stays on the veth pair; every run is bounded by DURATION (kxdpgun under `timeout`),
 # a server's start-up by 10 s. On exit (trap) every process started here is stopped by PID,
 # and the veth pair and namespace are deleted.
@@ -31,11 +36,13 @@
 # [[dns.xdp]] yet, a weir that starts without an XDP program on HOST_IF, or one that dies,
 # gives a `weir-xdp: FAILED ...` line and `NA` for that case; the other cases still run.
 #
-# Needs root, iproute2, taskset, kxdpgun + kdig (knot-dnsutils), knotd + knotc (knot), cargo.
+# Needs root, iproute2, taskset, ethtool, kxdpgun + kdig (knot-dnsutils), knotd + knotc (knot),
+# cargo.
 #
 # Env: ROUNDS (5), DURATION (10 s per run), WARMUP (1 s of kxdpgun before each run, not
 # counted; 0 = none), QPS (2000000 offered queries/s), BATCH (10), SERVER_CPU (0),
 # CLIENT_CPU (1), SERVERS ("knot-xdp weir-sockets weir-xdp", also the run order in a round),
+# NAPI (threaded | softirq; threaded needs ethtool),
 # QUERY ("www.bench.example. A"; EXPECT, 192.0.2.20, is its answer), WEIR_BIN (${CARGO_TARGET_DIR:-REPO/target}/release/weir),
 # SKIP_BUILD (0; 1 = use WEIR_BIN as is, otherwise `cargo build --release --features
 # xdp,jemalloc`), WEIR_XDP_QUEUES ("" = weir's default, every receive queue; e.g. "0"),
@@ -57,6 +64,7 @@ BATCH=${BATCH:-10}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 SERVERS=${SERVERS:-"knot-xdp weir-sockets weir-xdp"}
+NAPI=${NAPI:-threaded}
 QUERY=${QUERY:-"www.bench.example. A"}
 EXPECT=${EXPECT:-192.0.2.20}          # the answer to QUERY (readiness check)
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -83,6 +91,8 @@ for t in ip taskset timeout kxdpgun kdig knotd knotc; do
   command -v "$t" >/dev/null || die "missing $t (apt-get install iproute2 util-linux coreutils knot knot-dnsutils)"
 done
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -gt 0 ]] || die "DURATION must be a whole number of seconds"
+[[ $NAPI == threaded || $NAPI == softirq ]] || die "NAPI must be threaded or softirq"
+[[ $NAPI == softirq ]] || command -v ethtool >/dev/null || die "NAPI=threaded needs ethtool"
 
 TMP=$(mktemp -d /tmp/weir-xdp.XXXXXX)
 SERVER_PID=""
@@ -155,6 +165,20 @@ ip -n "$NETNS" link set dev "$NS_IF" up
 if command -v ethtool >/dev/null; then
   ip netns exec "$NETNS" ethtool -K "$NS_IF" gro on >/dev/null 2>&1 || log "warning: ethtool -K $NS_IF gro on failed"
 fi
+# NAPI=threaded (see the top): GRO on HOST_IF gives it a NAPI, and so a thread, for every
+# server, XDP or not.
+if [[ $NAPI == threaded ]]; then
+  ethtool -K "$HOST_IF" gro on >/dev/null || die "ethtool -K $HOST_IF gro on failed"
+  echo 1 >"/sys/class/net/$HOST_IF/threaded" || die "threaded NAPI refused on $HOST_IF"
+  ip netns exec "$NETNS" sh -c "echo 1 >/sys/class/net/$NS_IF/threaded" || die "threaded NAPI refused on $NS_IF"
+fi
+pin_napi() { # NAPI threads of each end onto its side's CPU (they come and go with XDP/GRO)
+  [[ $NAPI == threaded ]] || return 0
+  local pid n=0
+  for pid in $(pgrep "^napi/$HOST_IF-"); do taskset -pc "$SERVER_CPU" "$pid" >/dev/null; n=$((n + 1)); done
+  for pid in $(pgrep "^napi/$NS_IF-"); do taskset -pc "$CLIENT_CPU" "$pid" >/dev/null; n=$((n + 1)); done
+  [[ $n -ge 2 ]] || die "expected NAPI threads for $HOST_IF and $NS_IF, found $n"
+}
 HOST_MAC=$(cat "/sys/class/net/$HOST_IF/address")
 NS_MAC=$(ip netns exec "$NETNS" cat "/sys/class/net/$NS_IF/address")
 ip neigh replace "$NS_IP" lladdr "$NS_MAC" dev "$HOST_IF" nud permanent
@@ -166,7 +190,7 @@ ns_kdig() { ip netns exec "$NETNS" kdig +short +norec +time=1 +retry=0 "@$HOST_I
 log "$(knotd --version 2>&1 | head -1); kxdpgun $(kxdpgun -V 2>&1 | grep -o '[0-9][0-9.]*' | head -1)"
 [[ $need_weir == 0 ]] || log "$("$WEIR_BIN" --version 2>/dev/null || echo weir) ($WEIR_BIN)"
 log "$(nproc) CPUs, kernel $(uname -r); $HOST_IF $HOST_IP $HOST_MAC <-> $NETNS/$NS_IF $NS_IP $NS_MAC"
-log "rounds $ROUNDS x ${DURATION}s (warm-up ${WARMUP}s); kxdpgun -Q $QPS -b $BATCH on CPU $CLIENT_CPU; server on CPU $SERVER_CPU; query '$QUERY'; load: $(cut -d' ' -f1-3 /proc/loadavg); temp $TMP"
+log "rounds $ROUNDS x ${DURATION}s (warm-up ${WARMUP}s); NAPI $NAPI; kxdpgun -Q $QPS -b $BATCH on CPU $CLIENT_CPU; server on CPU $SERVER_CPU; query '$QUERY'; load: $(cut -d' ' -f1-3 /proc/loadavg); temp $TMP"
 
 # ---- configs --------------------------------------------------------------------
 printf '%s\n' "$QUERY" >"$TMP/queries.txt"
@@ -302,6 +326,7 @@ run_case() { # server round
     fi
     [[ $s != knot-xdp ]] || log "knot-xdp: $(grep -o 'initialized XDP interface.*' "$err" | head -1)"
   fi
+  pin_napi
   if [[ $WARMUP -gt 0 ]]; then gun "$WARMUP" "$TMP/$s.r$r.warmup.txt" || true; fi
   t0=$(cpu_ticks "$pid")
   local rc=0

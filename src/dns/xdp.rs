@@ -94,7 +94,7 @@ pub fn attach(config: &XdpConfig, listen: &[SocketAddr]) -> io::Result<Attached>
     };
     let entries = queues.iter().max().map_or(1, |q| q + 1);
     let map = sys::xsk_map(entries).map_err(|e| failed(name, "creating the XSKMAP", e))?;
-    let insns = program::build(listen, map_fd(&map), program::XDP_PASS);
+    let insns = program::build(listen, map_fd(&map), program::XDP_PASS, sys::RX_ROOM as u16);
     let prog = sys::load(&insns).map_err(|e| failed(name, "loading the XDP program", e))?;
     let mode = if config.generic {
         sys::XDP_FLAGS_SKB_MODE

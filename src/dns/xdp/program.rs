@@ -180,8 +180,9 @@ fn ne32(bytes: [u8; 4]) -> i32 {
 }
 
 /// The program for `listen` (the bound addresses weir serves on this interface), redirecting
-/// to the XSKMAP `map_fd`, with `fallback` for a queue without a socket.
-pub fn build(listen: &[SocketAddr], map_fd: i32, fallback: i32) -> Vec<Insn> {
+/// to the XSKMAP `map_fd`, with `fallback` for a queue without a socket; frames longer than
+/// `max_frame` (more than a UMEM frame holds) go to the kernel.
+pub fn build(listen: &[SocketAddr], map_fd: i32, fallback: i32, max_frame: u16) -> Vec<Insn> {
     let mut a = Asm::default();
     let (pass, redirect, v4, v6) = (a.label(), a.label(), a.label(), a.label());
     // r6 = ctx; r2 = data; r3 = data_end.
@@ -192,6 +193,9 @@ pub fn build(listen: &[SocketAddr], map_fd: i32, fallback: i32) -> Vec<Insn> {
     a.mov_reg(R4, R2);
     a.add(R4, i32::from(ETH + 20 + DNS_FLAGS + 1));
     a.jump_if_greater(R4, R3, pass);
+    a.mov_reg(R4, R2);
+    a.add(R4, i32::from(max_frame));
+    a.jump_if_greater(R3, R4, pass);
     a.load(Size::H, R5, R2, 12);
     let has = |v6: bool| listen.iter().any(|l| l.is_ipv6() == v6);
     if has(false) {
@@ -300,7 +304,7 @@ mod tests {
             "0.0.0.0:5353".parse().unwrap(),
             "[fd00::1]:53".parse().unwrap(),
         ];
-        let p = build(&listen, 7, XDP_PASS);
+        let p = build(&listen, 7, XDP_PASS, 1792);
         let text = listing(&p);
         for (i, n) in p.iter().enumerate() {
             if n.code & 0x07 == 0x05 || n.code & 0x07 == 0x06 {

@@ -15,6 +15,11 @@ fn listen() -> Vec<SocketAddr> {
 /// A DNS query (`id`, flags byte `flags`) in a frame from `src` to `dst`, built by
 /// `frame::reply` around a mirror datagram.
 fn query_frame(src: &str, dst: &str, flags: u8) -> Vec<u8> {
+    padded_query_frame(src, dst, flags, 0)
+}
+
+/// `query_frame` with `padding` zero bytes after the question.
+fn padded_query_frame(src: &str, dst: &str, flags: u8, padding: usize) -> Vec<u8> {
     let mirror = Datagram {
         src: dst.parse().unwrap(),
         dst: src.parse().unwrap(),
@@ -22,6 +27,7 @@ fn query_frame(src: &str, dst: &str, flags: u8) -> Vec<u8> {
     };
     let mut dns = vec![0x12, 0x34, flags, 0, 0, 1, 0, 0, 0, 0, 0, 0];
     dns.extend_from_slice(b"\x03www\x07example\x00\x00\x01\x00\x01");
+    dns.resize(dns.len() + padding, 0);
     let eth = [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0, 0];
     let mut out = Vec::new();
     frame::reply(&eth, &mirror, &dns, &mut out).unwrap();
@@ -56,7 +62,12 @@ struct Loaded {
 /// it leaves to the kernel XDP_PASS.
 fn load() -> Loaded {
     let map = sys::xsk_map(4).expect("BPF_MAP_CREATE (XSKMAP) as root");
-    let insns = program::build(&listen(), super::map_fd(&map), program::XDP_DROP);
+    let insns = program::build(
+        &listen(),
+        super::map_fd(&map),
+        program::XDP_DROP,
+        sys::RX_ROOM as u16,
+    );
     let prog = sys::load(&insns).unwrap_or_else(|e| {
         panic!(
             "the kernel refused the program: {e}\n{}",
@@ -149,6 +160,18 @@ fn the_kernel_runs_the_program_and_it_takes_exactly_the_queries_weir_answers() {
         assert!(!parses(f), "{what}: parse took it");
         assert!(!takes(&l, f), "{what}: the program took it");
     }
+    // A frame longer than a UMEM frame holds goes to the kernel (weir's socket answers it);
+    // one of exactly that length is taken.
+    let room = sys::RX_ROOM as usize;
+    let fits = padded_query_frame("10.77.0.2:1", "10.77.0.1:53", 1, room - good.len());
+    assert_eq!(fits.len(), room);
+    assert!(takes(&l, &fits), "a frame of {room} bytes");
+    let long = padded_query_frame("10.77.0.2:1", "10.77.0.1:53", 1, room + 1 - good.len());
+    assert!(
+        parses(&long) && !takes(&l, &long),
+        "a frame of {} bytes",
+        room + 1
+    );
     // Random damage: whatever weir would answer, the program takes (it never leaves one of
     // weir's queries to the kernel), and nothing it takes but weir refuses is more than a
     // frame the kernel would drop too (bad checksum, lengths, port 0: counted as `frame`).
