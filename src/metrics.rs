@@ -160,6 +160,7 @@ pub struct Metrics {
 struct XdpMetrics {
     queries: IntCounterVec,
     dropped: IntCounterVec,
+    queues: IntGaugeVec,
 }
 
 /// Why a frame the XDP program handed to weir went unanswered (`weir_xdp_dropped_total`).
@@ -233,6 +234,11 @@ impl Metrics {
                     "xdp_dropped_total",
                     "Frames the XDP program handed to weir that got no answer, by interface and reason (frame: not a well-formed UDP datagram to a listen address; query: dropped as on sockets, malformed or rate limited; reply: larger than a frame; kernel: dropped by the kernel before weir saw them, RX ring full or no free frame)",
                     &["interface", "reason"],
+                ),
+                queues: r.gauge_vec(
+                    "xdp_queues",
+                    "Receive queues served through AF_XDP, by interface, attach mode (native: in the driver; generic: after it, slower) and zero_copy (true: the driver hands frames to weir without a copy; false: copy mode)",
+                    &["interface", "mode", "zero_copy"],
                 ),
             },
             dnssec: DnssecMetrics {
@@ -352,7 +358,6 @@ impl Metrics {
         &self.zones.none
     }
 
-    /// An UPDATE was answered with `rcode`.
     /// The counters of one XDP worker on `interface`.
     pub fn xdp(&self, interface: &str) -> XdpCounters {
         XdpCounters {
@@ -362,6 +367,16 @@ impl Metrics {
         }
     }
 
+    /// `interface` is taken over: `queues` receive queues, attached in `mode`, zero-copy or not.
+    pub fn xdp_attached(&self, interface: &str, mode: &str, zero_copy: bool, queues: usize) {
+        let zero_copy = if zero_copy { "true" } else { "false" };
+        self.xdp
+            .queues
+            .with_label_values(&[interface, mode, zero_copy])
+            .set(queues as i64);
+    }
+
+    /// An UPDATE was answered with `rcode`.
     pub fn update(&self, rcode: Rcode) {
         self.updates.with_label_values(&[rcode_name(rcode)]).inc();
     }

@@ -43,6 +43,9 @@ pub struct Attached {
     sockets: Vec<(u32, sys::Socket)>,
     /// The largest DNS payload a reply frame may carry on this interface (its MTU).
     max_payload: u16,
+    /// "native" or "generic", and whether every socket runs zero-copy (for the metrics).
+    mode: &'static str,
+    zero_copy: bool,
     keep: Keep,
 }
 
@@ -96,7 +99,7 @@ pub fn attach(config: &XdpConfig, listen: &[SocketAddr]) -> io::Result<Attached>
     let map = sys::xsk_map(entries).map_err(|e| failed(name, "creating the XSKMAP", e))?;
     let insns = program::build(listen, map_fd(&map), program::XDP_PASS, sys::RX_ROOM as u16);
     let prog = sys::load(&insns).map_err(|e| failed(name, "loading the XDP program", e))?;
-    let mode = if config.generic {
+    let flags = if config.generic {
         sys::XDP_FLAGS_SKB_MODE
     } else {
         sys::XDP_FLAGS_DRV_MODE
@@ -110,7 +113,7 @@ pub fn attach(config: &XdpConfig, listen: &[SocketAddr]) -> io::Result<Attached>
             .map_err(|e| failed(name, &format!("adding queue {q}'s socket to the map"), e))?;
         sockets.push((q, socket));
     }
-    let link = sys::attach(&prog, ifindex, mode)
+    let link = sys::attach(&prog, ifindex, flags)
         .map_err(|e| failed(name, "attaching the XDP program", e))?;
     let mtu = std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
         .ok()
@@ -122,11 +125,13 @@ pub fn attach(config: &XdpConfig, listen: &[SocketAddr]) -> io::Result<Attached>
     let v6 = listen.iter().any(SocketAddr::is_ipv6);
     let headers = if v6 { ETH_IPV6_UDP } else { ETH_IPV4_UDP } - 14;
     let max_payload = u16::try_from(ip_room.saturating_sub(headers)).unwrap_or(u16::MAX);
+    let mode = if config.generic { "generic" } else { "native" };
+    let zero_copy = sockets.iter().all(|(_, s)| s.zero_copy);
     tracing::info!(
         interface = name,
         queues = ?queues,
-        mode = if config.generic { "generic" } else { "native" },
-        zero_copy = sockets.iter().all(|(_, s)| s.zero_copy),
+        mode,
+        zero_copy,
         max_payload,
         "AF_XDP attached"
     );
@@ -134,6 +139,8 @@ pub fn attach(config: &XdpConfig, listen: &[SocketAddr]) -> io::Result<Attached>
         interface: config.interface.clone(),
         sockets,
         max_payload,
+        mode,
+        zero_copy,
         keep: Keep {
             _link: link,
             _map: map,
@@ -159,8 +166,12 @@ pub fn spawn(
         interface,
         sockets,
         max_payload,
+        mode,
+        zero_copy,
         keep,
     } = attached;
+    ctx.metrics
+        .xdp_attached(&interface, mode, zero_copy, sockets.len());
     let mut threads = Vec::new();
     for (queue, socket) in sockets {
         let mut ctx = Context {

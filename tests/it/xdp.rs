@@ -448,6 +448,17 @@ fn every_receive_queue_is_served_and_fragmented_queries_go_through_the_kernel() 
     let weir = WeirProcess::start(&path, &[])
         .unwrap_or_else(|log| panic!("weir could not start on a two-queue veth:\n{log}"));
     assert_eq!(answered(&v, &v.v4.0, FLOWS, 0), FLOWS);
+    // One queue served, in native mode; veth has no zero-copy, so copy mode.
+    let queues = |zero_copy: &str| {
+        metric(
+            admin,
+            &format!(
+                "weir_xdp_queues{{interface=\"{}\",mode=\"native\",zero_copy=\"{zero_copy}\"}}",
+                v.host
+            ),
+        )
+    };
+    assert_eq!((queues("false"), queues("true")), (1.0, 0.0));
     let through_xdp = answered_xdp();
     assert!(
         through_xdp > 0.0 && through_xdp < FLOWS as f64,
@@ -470,6 +481,7 @@ fn every_receive_queue_is_served_and_fragmented_queries_go_through_the_kernel() 
     assert_eq!(answered(&v, &v.v4.0, FLOWS, 0), FLOWS);
     assert_eq!(answered(&v, &v.v6.0, FLOWS, 0), FLOWS);
     assert_eq!(answered_xdp(), 2.0 * FLOWS as f64);
+    assert_eq!(queues("false"), 2.0);
     drop(weir);
 }
 
