@@ -600,17 +600,10 @@ pub async fn run(
     #[cfg(feature = "xdp")]
     let mut attached = Vec::new();
     #[cfg(feature = "xdp")]
-    {
-        let bound: Vec<SocketAddr> = listeners
-            .tcp
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
-        for x in listeners.xdp {
-            let (workers, keep) = xdp::spawn(x, &ctx, bound.clone(), &shutdown, &died_tx)?;
-            threads.extend(workers);
-            attached.push(keep);
-        }
+    for x in listeners.xdp {
+        let (workers, keep) = xdp::spawn(x, &ctx, &shutdown, &died_tx)?;
+        threads.extend(workers);
+        attached.push(keep);
     }
     let mut tasks = tokio::task::JoinSet::new();
     let connections = Arc::new(tokio::sync::Semaphore::new(ctx.config.tcp_max_connections));

@@ -163,17 +163,19 @@ struct XdpMetrics {
     queues: IntGaugeVec,
 }
 
-/// Why a frame the XDP program handed to weir went unanswered (`weir_xdp_dropped_total`).
-pub const XDP_DROP_REASONS: [&str; 4] = ["frame", "query", "reply", "kernel"];
-
-/// One XDP worker's counters, resolved once (counting is an atomic add).
+/// One XDP worker's counters, resolved once (counting is an atomic add): answered, and
+/// `weir_xdp_dropped_total` by reason.
 #[derive(Clone, Debug)]
 pub struct XdpCounters {
     pub answered: IntCounter,
-    /// By `XDP_DROP_REASONS`: a frame `dns::frame` refused, a query `respond` dropped (as the
-    /// socket path would: malformed, rate limited), a reply that did not fit a frame, and the
-    /// kernel's own drops on the socket (RX ring full, no free frame).
-    pub dropped: [IntCounter; 4],
+    /// A frame `dns::frame` refused.
+    pub frame: IntCounter,
+    /// A query `respond` dropped, as the socket path would (malformed, rate limited).
+    pub query: IntCounter,
+    /// A reply that did not fit a frame.
+    pub reply: IntCounter,
+    /// The kernel's own drops on the socket (RX ring full, no free frame).
+    pub kernel: IntCounter,
 }
 
 /// Signed zones: when their signatures expire, and what the query path signed.
@@ -360,10 +362,13 @@ impl Metrics {
 
     /// The counters of one XDP worker on `interface`.
     pub fn xdp(&self, interface: &str) -> XdpCounters {
+        let dropped = |reason: &str| self.xdp.dropped.with_label_values(&[interface, reason]);
         XdpCounters {
             answered: self.xdp.queries.with_label_values(&[interface]),
-            dropped: XDP_DROP_REASONS
-                .map(|reason| self.xdp.dropped.with_label_values(&[interface, reason])),
+            frame: dropped("frame"),
+            query: dropped("query"),
+            reply: dropped("reply"),
+            kernel: dropped("kernel"),
         }
     }
 

@@ -41,6 +41,8 @@ pub struct Attached {
     pub interface: String,
     /// Served queues, each with its socket (moved into its worker by `spawn`).
     sockets: Vec<(u32, sys::Socket)>,
+    /// The bound addresses the program takes queries for (the workers check them again).
+    listen: Vec<SocketAddr>,
     /// The largest DNS payload a reply frame may carry on this interface (its MTU).
     max_payload: u16,
     /// "native" or "generic", and whether every socket runs zero-copy (for the metrics).
@@ -138,6 +140,7 @@ pub fn attach(config: &XdpConfig, listen: &[SocketAddr]) -> io::Result<Attached>
     Ok(Attached {
         interface: config.interface.clone(),
         sockets,
+        listen: listen.to_vec(),
         max_payload,
         mode,
         zero_copy,
@@ -158,13 +161,13 @@ fn map_fd(map: &OwnedFd) -> i32 {
 pub fn spawn(
     attached: Attached,
     ctx: &Context,
-    listen: Vec<SocketAddr>,
     shutdown: &CancellationToken,
     died: &mpsc::Sender<ListenerDied>,
 ) -> io::Result<(Vec<JoinHandle<()>>, Keep)> {
     let Attached {
         interface,
         sockets,
+        listen,
         max_payload,
         mode,
         zero_copy,
@@ -264,7 +267,7 @@ impl Worker {
     fn count_kernel_drops(&mut self) {
         let now = self.socket.kernel_drops();
         if now > self.kernel_drops {
-            self.counters.dropped[3].inc_by(now - self.kernel_drops);
+            self.counters.kernel.inc_by(now - self.kernel_drops);
             self.kernel_drops = now;
         }
     }
@@ -274,7 +277,7 @@ impl Worker {
         let (base, bytes) = self.socket.received(i);
         let taken = bytes.and_then(|b| Some((taken(&self.listen, b)?, b)));
         let Some((d, bytes)) = taken else {
-            self.counters.dropped[0].inc();
+            self.counters.frame.inc();
             self.socket.recycle(base);
             return;
         };
@@ -287,17 +290,17 @@ impl Worker {
             d.src.ip(),
             &mut self.answer,
         ) {
-            self.counters.dropped[1].inc();
+            self.counters.query.inc();
             self.socket.recycle(base);
             return;
         }
         if frame::reply(bytes, &d, &self.answer, &mut self.reply).is_none() {
-            self.counters.dropped[2].inc();
+            self.counters.reply.inc();
             return self.socket.recycle(base);
         }
         // `send` gives the frame back itself when the reply does not fit.
         if !self.socket.send(base, &self.reply) {
-            self.counters.dropped[2].inc();
+            self.counters.reply.inc();
             return;
         }
         self.counters.answered.inc();

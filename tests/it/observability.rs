@@ -2,8 +2,7 @@
 //! sampled query log (through the real binary, read from its JSON log on stderr).
 
 use std::net::SocketAddr;
-use std::sync::mpsc::RecvTimeoutError;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::{Edns, ResponseCode};
 use hickory_proto::rr::RecordType;
@@ -194,27 +193,6 @@ fn weir_with_log(dir: &std::path::Path, log: &str) -> WeirProcess {
     )
     .unwrap();
     WeirProcess::start(&config, &[]).unwrap()
-}
-
-/// Query log lines (their `fields`) until `want` of them arrived, or until none came for
-/// `quiet`.
-fn query_lines(weir: &WeirProcess, want: usize, quiet: Duration) -> Vec<Value> {
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while out.len() < want && Instant::now() < deadline {
-        match weir.log.recv_timeout(quiet) {
-            Ok(line) => {
-                let v: Value = serde_json::from_str(&line).unwrap();
-                if v["target"] == "weir::query" {
-                    assert_eq!(v["level"], "INFO", "{line}");
-                    out.push(v["fields"].clone());
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => break,
-            Err(RecvTimeoutError::Disconnected) => panic!("weir exited"),
-        }
-    }
-    out
 }
 
 #[tokio::test]

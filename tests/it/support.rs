@@ -647,6 +647,27 @@ pub(crate) fn log_fields(line: &str) -> Option<Value> {
     Some(line["fields"].take())
 }
 
+/// Query log lines (their `fields`) until `want` of them arrived, or until none came for
+/// `quiet`.
+pub(crate) fn query_lines(weir: &WeirProcess, want: usize, quiet: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while out.len() < want && std::time::Instant::now() < deadline {
+        match weir.log.recv_timeout(quiet) {
+            Ok(line) => {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                if v["target"] == "weir::query" {
+                    assert_eq!(v["level"], "INFO", "{line}");
+                    out.push(v["fields"].clone());
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("weir exited"),
+        }
+    }
+    out
+}
+
 /// A real `weir serve` process, killed when dropped (so a failing test never leaves it running,
 /// holding the test's output pipe open).
 pub(crate) struct WeirProcess {

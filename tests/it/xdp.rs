@@ -570,16 +570,7 @@ fn rate_limiting_cookies_and_the_query_log_work_over_af_xdp_as_on_sockets() {
     assert_eq!(m("weir_dns_cookies_total{result=\"valid\"}"), 1.0);
 
     // The query log has both, with the namespace's address as the client, over UDP.
-    let mut logged = Vec::new();
-    while let Ok(line) = weir.log.recv_timeout(Duration::from_secs(3)) {
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["target"] == "weir::query" {
-            logged.push(v["fields"].clone());
-            if logged.len() == 2 {
-                break;
-            }
-        }
-    }
+    let logged = crate::support::query_lines(&weir, 2, Duration::from_secs(3));
     assert_eq!(logged.len(), 2, "{logged:?}");
     for fields in &logged {
         assert_eq!(
